@@ -1,0 +1,70 @@
+"""Small shared pieces: the cache location, progress lines, running commands."""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import os
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+from harness.errors import KhError
+
+
+def cache_root() -> Path:
+    base = os.environ.get("KHARNESS_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "kharness")
+    path = Path(base)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def progress(msg: str) -> None:
+    """One line on stderr for long work; stdout stays for results."""
+    print(f"kharness: {msg}", file=sys.stderr, flush=True)
+
+
+@contextmanager
+def step(what: str):
+    t0 = time.monotonic()
+    progress(f"{what} ...")
+    yield
+    progress(f"{what}: done in {time.monotonic() - t0:.1f}s")
+
+
+def run(cmd: list[str], *, what: str, cwd: Path | None = None, env: dict | None = None,
+        log: Path | None = None, check: bool = True) -> subprocess.CompletedProcess:
+    """Run a command, keep its output, and on failure raise with its last lines."""
+    proc = subprocess.run(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True, errors="replace")
+    if log is not None:
+        log.parent.mkdir(parents=True, exist_ok=True)
+        log.write_text(f"$ {' '.join(cmd)}\n{proc.stdout}")
+    if check and proc.returncode != 0:
+        tail = "\n".join(proc.stdout.splitlines()[-25:])
+        where = f" (full log: {log})" if log else ""
+        raise KhError(f"{what} failed with exit status {proc.returncode}{where}", detail=tail)
+    return proc
+
+
+@contextmanager
+def locked(path: Path):
+    """An exclusive lock so two runs do not fill one cache entry at once."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def digest(*parts: bytes | str) -> str:
+    h = hashlib.sha256()
+    for p in parts:
+        h.update(p.encode() if isinstance(p, str) else p)
+        h.update(b"\0")
+    return h.hexdigest()[:16]

@@ -1,0 +1,47 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/*
+ * kh_compat.h - the one place where kernel API differences between the
+ * kernels kharness serves (Debian 6.1, 6.12, 7.2, 7.3-rc) are bridged, so
+ * the modules themselves carry no version #ifs.
+ */
+#ifndef KH_COMPAT_H
+#define KH_COMPAT_H
+
+#include <linux/version.h>
+#include <linux/mm.h>
+
+/* vm_flags became read-only behind accessors in 6.3. */
+#if LINUX_VERSION_CODE < KERNEL_VERSION(6, 3, 0)
+static inline void kh_vm_flags_set(struct vm_area_struct *vma, unsigned long flags)
+{
+	vma->vm_flags |= flags;
+}
+static inline void kh_vm_flags_clear(struct vm_area_struct *vma, unsigned long flags)
+{
+	vma->vm_flags &= ~flags;
+}
+#else
+#define kh_vm_flags_set(vma, flags)	vm_flags_set(vma, flags)
+#define kh_vm_flags_clear(vma, flags)	vm_flags_clear(vma, flags)
+#endif
+
+/*
+ * folio_mapcount() is an exported function before the 6.8 mapcount rework
+ * and inline after; page_mapcount() went away later. Our pages are order 0.
+ */
+static inline int kh_page_mapcount(struct page *page)
+{
+#if LINUX_VERSION_CODE < KERNEL_VERSION(6, 8, 0)
+	return page_mapcount(page);
+#else
+	return folio_mapcount(page_folio(page));
+#endif
+}
+
+/*
+ * The vm_operations_struct member called before a VMA is split. Its
+ * signature has been stable from 5.x on; one macro keeps it that way here.
+ */
+#define KH_MAY_SPLIT_ARGS	struct vm_area_struct *vma, unsigned long addr
+
+#endif /* KH_COMPAT_H */
