@@ -1,0 +1,188 @@
+"""The Guest API the tests use: run(cmd) -> Result, dmesg windows, liveness.
+
+Commands go to the agent (images/agent.sh) over a virtio port of their own,
+base64-framed, so the kernel's console is never parsed for command output
+and a command's exit status is the guest's word, not a guess.
+"""
+
+from __future__ import annotations
+
+import base64
+import itertools
+import select
+import shlex
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from harness.errors import KhError
+from harness.observe import reports
+from harness.util import progress
+from harness.vm.machine import BootError, Machine
+
+
+@dataclass
+class Result:
+    cmd: str
+    status: int
+    stdout: str
+    stderr: str
+    seconds: float
+
+    def check(self) -> "Result":
+        if self.status != 0:
+            raise GuestCommandError(
+                f"guest command failed with status {self.status}: {self.cmd}",
+                detail=(self.stderr or self.stdout)[-2000:])
+        return self
+
+    def fields(self) -> dict[str, str]:
+        """key=value pairs from every line of stdout, later ones winning."""
+        out: dict[str, str] = {}
+        for rec in self.records():
+            out.update(rec)
+        return out
+
+    def records(self) -> list[dict[str, str]]:
+        """One dict a stdout line made of key=value words."""
+        recs = []
+        for line in self.stdout.splitlines():
+            pairs = [w.split("=", 1) for w in line.split() if "=" in w]
+            if pairs:
+                recs.append(dict(pairs))
+        return recs
+
+
+class GuestCommandError(KhError):
+    pass
+
+
+class GuestDied(KhError):
+    """The guest stopped answering: it panicked, hung, or QEMU went away."""
+
+    def __init__(self, message: str, *, console_log: Path, found: list[reports.Report]):
+        first = f": {found[0].title}" if found else ""
+        super().__init__(f"{message}{first} (console log: {console_log})",
+                         detail="\n".join(r.title for r in found))
+        self.console_log = console_log
+        self.reports = found
+
+
+def _quote(cmd: str | list[str]) -> str:
+    return cmd if isinstance(cmd, str) else " ".join(shlex.quote(c) for c in cmd)
+
+
+class Guest:
+    def __init__(self, machine: Machine, *, default_timeout: float = 60.0):
+        self.machine = machine
+        self.default_timeout = default_timeout
+        self._ids = itertools.count(1)
+        self._buf = b""
+        self.release = ""
+        self.dmesg_log = machine.workdir / "dmesg.log"
+        self.died: GuestDied | None = None
+
+    @property
+    def workdir(self) -> Path:
+        return self.machine.workdir
+
+    # -- boot and shutdown --------------------------------------------------
+    def boot(self) -> "Guest":
+        m = self.machine
+        t0 = time.monotonic()
+        m.start()
+        m.connect()
+        line = self._readline(t0 + m.spec.boot_timeout, what="boot")
+        if not line.startswith("READY"):
+            raise BootError(f"unexpected first line from the guest agent: {line!r}")
+        self.release = line.split()[1]
+        m.boot_seconds = time.monotonic() - t0
+        progress(f"guest {self.release} up in {m.boot_seconds:.1f}s "
+                 f"({m.name}, {m.accel}, console: {m.console_log})")
+        return self
+
+    def poweroff(self, timeout: float = 20.0) -> None:
+        m = self.machine
+        if m.alive() and m.sock is not None and self.died is None:
+            try:
+                m.sock.sendall(b"POWEROFF\n")
+            except OSError:
+                pass
+            m.wait(timeout)
+        m.kill()
+
+    close = poweroff
+
+    def alive(self) -> bool:
+        return self.died is None and self.machine.alive()
+
+    # -- commands -------------------------------------------------------------
+    def run(self, cmd: str | list[str], *, timeout: float | None = None,
+            check: bool = False) -> Result:
+        if self.died is not None:
+            raise self.died
+        text = _quote(cmd)
+        n = next(self._ids)
+        payload = base64.b64encode(text.encode()).decode()
+        t0 = time.monotonic()
+        deadline = t0 + (timeout or self.default_timeout)
+        try:
+            self.machine.sock.sendall(f"RUN {n} {payload}\n".encode())
+        except OSError:
+            self._fail(f"the guest channel closed before '{text}' was sent")
+        section, out, err = None, [], []
+        while True:
+            line = self._readline(deadline, what=text)
+            word = line.split(" ")
+            if word[0] in ("OUT", "ERR") and word[1] == str(n):
+                section = out if word[0] == "OUT" else err
+            elif word[0] == "END" and word[1] == str(n):
+                status = int(word[2])
+                break
+            elif section is not None:
+                section.append(line)
+        res = Result(text, status, _b64(out), _b64(err), time.monotonic() - t0)
+        return res.check() if check else res
+
+    def read(self, path: str) -> str:
+        return self.run(["cat", path], check=True).stdout
+
+    def _readline(self, deadline: float, *, what: str) -> str:
+        sock = self.machine.sock
+        while b"\n" not in self._buf:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                self._fail(f"'{what}' did not finish in time; the guest was stopped",
+                           hung=True)
+            ready, _, _ = select.select([sock], [], [], min(left, 0.5))
+            if ready:
+                chunk = sock.recv(65536)
+                if not chunk:
+                    self._fail(f"the guest went away during '{what}'")
+                self._buf += chunk
+            elif not self.machine.alive():
+                self._fail(f"QEMU exited during '{what}'")
+        line, _, self._buf = self._buf.partition(b"\n")
+        return line.decode(errors="replace")
+
+    def _fail(self, message: str, *, hung: bool = False) -> None:
+        m = self.machine
+        if not hung:
+            m.wait(5)  # a panicking kernel may still be printing
+        m.kill()
+        found = reports.parse(m.console_text())
+        self.died = GuestDied(message, console_log=m.console_log, found=found)
+        raise self.died
+
+    # -- kernel log -------------------------------------------------------------
+    def dmesg_window(self) -> str:
+        """What the kernel printed since the last call; the whole log stays on the host."""
+        text = self.run("dmesg -c", check=True).stdout
+        with open(self.dmesg_log, "a") as fh:
+            fh.write(text)
+        return text
+
+
+def _b64(lines: list[str]) -> str:
+    return base64.b64decode("".join(lines)).decode(errors="replace")
+

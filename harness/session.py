@@ -1,0 +1,90 @@
+"""The pipeline from a --kernel spec to a booted guest with our modules loaded.
+
+kernel -> build (modules, helpers) -> image -> boot -> Guest. The CLI's
+`run` and `boot` and the pytest plugin all start guests through here.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from harness import arches
+from harness.build import helpers, kmod
+from harness.errors import KhError, UsageError
+from harness.guest import Guest
+from harness.kernels import Kernel, resolve
+from harness.vm import initramfs
+from harness.vm.machine import MachineSpec
+from harness.vm.qemu import QemuMachine
+
+BOOT_PATHS = ("initramfs", "vng")
+DEFAULT_MODULES = ("ringbuf",)
+
+
+@dataclass
+class Prepared:
+    """Everything a boot needs, built once for a run and reused by every boot."""
+    kernel: Kernel
+    modules: dict[str, Path]          # module name (kh_ringbuf) -> .ko
+    helpers: list[Path]
+    boot: str
+    outdir: Path
+    spec: MachineSpec = field(default=None)
+    boots: int = 0
+
+    def guest_modules_dir(self) -> str:
+        return "/lib/kh" if self.boot == "initramfs" else ""
+
+
+def prepare(kernel_spec: str, arch: str, *, boot: str, outdir: Path,
+            modules: tuple[str, ...] = DEFAULT_MODULES, accel: str = "auto",
+            cpus: int = 2, memory_mb: int = 1024, offline: bool = False) -> Prepared:
+    arches.get(arch)
+    if boot not in BOOT_PATHS:
+        raise UsageError(f"unknown boot path '{boot}': use one of {', '.join(BOOT_PATHS)}")
+    kernel = resolve(kernel_spec, arch, offline=offline)
+    built = {m.name: m.path for m in (kmod.build(kernel, name) for name in modules)}
+    bins = helpers.build(arch)
+    outdir.mkdir(parents=True, exist_ok=True)
+    spec = MachineSpec(workdir=outdir, accel=accel, cpus=cpus, memory_mb=memory_mb)
+    return Prepared(kernel, built, bins, boot, outdir, spec)
+
+
+def start(prep: Prepared) -> Guest:
+    """Boot a fresh guest (boot-N under the output dir) and load our modules."""
+    prep.boots += 1
+    workdir = prep.outdir / f"boot-{prep.boots}"
+    spec = MachineSpec(**{**prep.spec.__dict__, "workdir": workdir})
+    if prep.boot == "initramfs":
+        image = initramfs.build(prep.kernel, list(prep.modules.values()), prep.helpers,
+                                workdir / "initramfs.cpio")
+        machine = QemuMachine(prep.kernel, image, spec)
+        paths = {n: f"/lib/kh/{p.name}" for n, p in prep.modules.items()}
+        helper_dir = "/bin"
+    else:
+        from harness.vm.vng import VngMachine
+        machine = VngMachine(prep.kernel, spec)
+        paths = {n: str(p) for n, p in prep.modules.items()}
+        helper_dir = str(prep.helpers[0].parent)
+    guest = Guest(machine)
+    try:
+        guest.boot()
+        guest.helper_dir = helper_dir
+        for name, path in paths.items():
+            res = guest.run(["insmod", path])
+            if res.status != 0:
+                raise KhError(f"insmod {name} failed in the guest: {res.stderr.strip()} "
+                              f"(console log: {machine.console_log})")
+        guest.dmesg_window()  # boot messages are not any test's business
+    except BaseException:
+        guest.poweroff(timeout=2)
+        raise
+    return guest
+
+
+def wait_gone(guest: Guest, timeout: float = 10.0) -> None:
+    t0 = time.monotonic()
+    while guest.machine.alive() and time.monotonic() - t0 < timeout:
+        time.sleep(0.1)

@@ -1,0 +1,114 @@
+"""The minimal initramfs: static busybox, our init and agent, modules, helpers.
+
+Used where the host root filesystem cannot serve the guest (another arch),
+and as the fast path on the host arch: it boots in a few seconds under TCG.
+"""
+
+from __future__ import annotations
+
+import lzma
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import jinja2
+
+from harness import arches
+from harness.errors import KhError
+from harness.kernels import Kernel
+from harness.vm.cpio import Cpio
+
+IMAGES = Path(__file__).resolve().parents[2] / "images"
+
+# Kernel modules the guest side needs where Debian builds them as modules:
+# the agent's virtio port (=m on 6.1) and a RAM disk for O_DIRECT targets.
+KERNEL_MODULES = {"virtio_console": "", "brd": "rd_nr=1 rd_size=8192"}
+
+
+@dataclass(frozen=True)
+class GuestModule:
+    file: str
+    args: str
+    data: bytes = field(repr=False)
+
+
+def busybox_for(arch_name: str) -> Path:
+    host = arches.host()
+    if arch_name == host.name and Path("/bin/busybox").exists():
+        path = Path("/bin/busybox")
+        if b"/lib64/ld-linux" not in path.read_bytes()[:4096] and \
+                b"/lib/ld-linux" not in path.read_bytes()[:4096]:
+            return path
+    raise KhError(f"no static busybox for {arch_name}: install busybox-static "
+                  f"(ci/setup.sh does)")
+
+
+def _ko_bytes(path: Path) -> bytes:
+    data = path.read_bytes()
+    if path.suffix == ".xz":
+        return lzma.decompress(data)
+    if path.suffix == ".zst":
+        return subprocess.run(["zstd", "-dcq"], input=data, stdout=subprocess.PIPE,
+                              check=True).stdout
+    if path.suffix == ".gz":
+        import gzip
+        return gzip.decompress(data)
+    return data
+
+
+def kernel_modules(kernel: Kernel) -> list[GuestModule]:
+    """The KERNEL_MODULES not built in, with what they depend on, in load order."""
+    moddir = kernel.modules_dir
+    builtin = {Path(l).name.split(".ko")[0]
+               for l in (moddir / "modules.builtin").read_text().split()}
+    deps: dict[str, list[str]] = {}
+    for line in (moddir / "modules.dep").read_text().splitlines():
+        path, _, rest = line.partition(":")
+        deps[path] = rest.split()
+    by_name = {Path(p).name.split(".ko")[0].replace("-", "_"): p for p in deps}
+    order: list[str] = []
+
+    def visit(path: str) -> None:
+        for d in reversed(deps.get(path, [])):
+            visit(d)
+        if path not in order:
+            order.append(path)
+
+    args = {}
+    for name, arg in KERNEL_MODULES.items():
+        if name in builtin:
+            continue
+        if name not in by_name:
+            raise KhError(f"kernel {kernel.release} has no module {name}, which the guest needs")
+        visit(by_name[name])
+        args[by_name[name]] = arg
+    return [GuestModule(Path(p).name.split(".ko")[0] + ".ko", args.get(p, ""),
+                        _ko_bytes(moddir / p)) for p in order]
+
+
+def render_init(arch_name: str, modules: list[GuestModule]) -> str:
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(IMAGES), trim_blocks=True,
+                             lstrip_blocks=True, undefined=jinja2.StrictUndefined)
+    return env.get_template("init.sh.j2").render(arch=arch_name, modules=modules)
+
+
+def build(kernel: Kernel, extra_modules: list[Path], helpers: list[Path], dest: Path) -> Path:
+    mods = kernel_modules(kernel)
+    c = Cpio()
+    for d in ("bin", "sbin", "usr", "usr/bin", "usr/sbin", "dev", "proc", "sys", "tmp",
+              "lib", "lib/kh", "root", "etc", "mnt"):
+        c.dir(d)
+    c.chardev("dev/console", 5, 1)
+    c.chardev("dev/null", 1, 3)
+    c.file("bin/busybox", busybox_for(kernel.arch).read_bytes(), 0o755)
+    c.file("init", render_init(kernel.arch, mods).encode(), 0o755)
+    c.file("bin/kh-agent", (IMAGES / "agent.sh").read_bytes(), 0o755)
+    for m in mods:
+        c.file(f"lib/kh/{m.file}", m.data)
+    for p in extra_modules:  # ours: the session loads them, so tests see insmod fail
+        c.file(f"lib/kh/{p.name}", p.read_bytes())
+    for h in helpers:
+        c.file(f"bin/{h.name}", h.read_bytes(), 0o755)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    dest.write_bytes(c.bytes())
+    return dest

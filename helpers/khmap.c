@@ -1,0 +1,406 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * khmap - exercise a device mapping from inside the guest.
+ *
+ * usage: khmap OP DEVICE NPAGES [ARGS...]
+ *
+ * Every result is a line of key=value words on stdout, for the tests to
+ * parse. A SIGBUS or SIGSEGV on an access is a result (access=sigbus), not
+ * a crash, and every system call's failure is reported as its errno name.
+ *
+ *   read        map read-only, read every page: minor faults, VmFlags, Rss
+ *   write P...  map read/write, write a byte to each page P in turn
+ *   split       munmap/mremap part of the mapping, then check it is intact
+ *   gup PGDIR   process_vm_readv, O_DIRECT read from /dev/ram0 and vmsplice
+ *               on the mapping; PGDIR is the module's debugfs folder whose
+ *               "pages" file shows refcounts while the pipe holds the page
+ *   fork        parent writes a token, child reads it and every page
+ *   share       two processes map the device independently; the second
+ *               sees what the first wrote
+ *   kpage PFN.. /proc/kpagecount and /proc/kpageflags of each PFN
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/resource.h>
+#include <sys/uio.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+static long page_size;
+static sigjmp_buf fault_jmp;
+static volatile sig_atomic_t fault_sig;
+
+static void on_fault(int sig)
+{
+	fault_sig = sig;
+	siglongjmp(fault_jmp, 1);
+}
+
+static const char *errname(int err)
+{
+	switch (err) {
+	case 0: return "0";
+	case EINVAL: return "EINVAL";
+	case EFAULT: return "EFAULT";
+	case ENOMEM: return "ENOMEM";
+	case EPERM: return "EPERM";
+	case EACCES: return "EACCES";
+	case ENODEV: return "ENODEV";
+	case ENXIO: return "ENXIO";
+	case EBUSY: return "EBUSY";
+	case EAGAIN: return "EAGAIN";
+	case ENOENT: return "ENOENT";
+	case EIO: return "EIO";
+	case ENOSYS: return "ENOSYS";
+	case EOPNOTSUPP: return "EOPNOTSUPP";
+	default: return "EOTHER";
+	}
+}
+
+static const char *signame(int sig)
+{
+	return sig == SIGBUS ? "sigbus" : sig == SIGSEGV ? "sigsegv" : "signal";
+}
+
+static void catch_faults(void)
+{
+	struct sigaction sa = { .sa_handler = on_fault, .sa_flags = SA_NODEFER };
+
+	sigaction(SIGBUS, &sa, NULL);
+	sigaction(SIGSEGV, &sa, NULL);
+}
+
+/* Read or write one byte; "ok" or the signal's name. */
+static const char *touch(volatile char *p, int write, char val, char *got)
+{
+	fault_sig = 0;
+	if (sigsetjmp(fault_jmp, 1))
+		return signame(fault_sig);
+	if (write)
+		*p = val;
+	else if (got)
+		*got = *p;
+	else
+		(void)*p;
+	return "ok";
+}
+
+static long minflt(void)
+{
+	struct rusage ru;
+
+	getrusage(RUSAGE_SELF, &ru);
+	return ru.ru_minflt;
+}
+
+/* The smaps entry of the mapping at addr: Rss in kB and VmFlags. */
+static void smaps_of(void *addr, long *rss_kb, char *flags, size_t flen)
+{
+	char line[512], want[32];
+	FILE *f = fopen("/proc/self/smaps", "r");
+	int in = 0;
+
+	*rss_kb = -1;
+	flags[0] = 0;
+	if (!f)
+		return;
+	snprintf(want, sizeof(want), "%lx-", (unsigned long)addr);
+	while (fgets(line, sizeof(line), f)) {
+		if (strchr(line, '-') && strncmp(line, want, strlen(want)) == 0) {
+			in = 1;
+			continue;
+		}
+		if (!in)
+			continue;
+		if (sscanf(line, "Rss: %ld kB", rss_kb) == 1)
+			continue;
+		if (strncmp(line, "VmFlags:", 8) == 0) {
+			char *s = line + 8, *e;
+
+			while (*s == ' ')
+				s++;
+			e = s + strlen(s);
+			while (e > s && (e[-1] == '\n' || e[-1] == ' '))
+				*--e = 0;
+			for (char *c = s; *c; c++)
+				if (*c == ' ')
+					*c = ',';
+			snprintf(flags, flen, "%s", s);
+			break;
+		}
+	}
+	fclose(f);
+}
+
+static char *map_dev(const char *dev, long npages, int prot, int *fdp)
+{
+	int fd = open(dev, O_RDWR);
+	char *p;
+
+	if (fd < 0) {
+		printf("op=open result=%s\n", errname(errno));
+		exit(2);
+	}
+	p = mmap(NULL, npages * page_size, prot, MAP_SHARED, fd, 0);
+	if (p == MAP_FAILED) {
+		printf("op=mmap result=%s\n", errname(errno));
+		exit(2);
+	}
+	if (fdp)
+		*fdp = fd;
+	else
+		close(fd);
+	return p;
+}
+
+static void report_mapping(const char *op, char *p)
+{
+	char flags[256];
+	long rss;
+
+	smaps_of(p, &rss, flags, sizeof(flags));
+	printf("op=%s rss_kb=%ld vmflags=%s\n", op, rss, flags);
+}
+
+static int op_read(const char *dev, long n)
+{
+	char *p = map_dev(dev, n, PROT_READ, NULL);
+	long before, after, bad = 0;
+
+	catch_faults();
+	before = minflt();
+	for (long i = 0; i < n; i++)
+		if (strcmp(touch(p + i * page_size, 0, 0, NULL), "ok"))
+			bad++;
+	after = minflt();
+	printf("op=read pages=%ld minflt=%ld failed=%ld\n", n, after - before, bad);
+	report_mapping("read", p);
+	munmap(p, n * page_size);
+	return 0;
+}
+
+static int op_write(const char *dev, long n, int argc, char **argv)
+{
+	char *p = map_dev(dev, n, PROT_READ | PROT_WRITE, NULL);
+
+	catch_faults();
+	for (int i = 0; i < argc; i++) {
+		long pg = atol(argv[i]);
+		long before = minflt();
+		const char *r = touch(p + pg * page_size + 8, 1, 0x5a, NULL);
+		char got = 0;
+
+		if (!strcmp(r, "ok"))
+			touch(p + pg * page_size + 8, 0, 0, &got);
+		printf("op=write page=%ld access=%s minflt=%ld readback=%d\n", pg, r,
+		       minflt() - before, got);
+	}
+	report_mapping("write", p);
+	munmap(p, n * page_size);
+	return 0;
+}
+
+static int intact(char *p, long n)
+{
+	for (long i = 0; i < n; i++)
+		if (strcmp(touch(p + i * page_size, 0, 0, NULL), "ok"))
+			return 0;
+	return 1;
+}
+
+static int op_split(const char *dev, long n)
+{
+	char *p = map_dev(dev, n, PROT_READ, NULL);
+	int r;
+	void *q;
+
+	catch_faults();
+	r = munmap(p + (n - 1) * page_size, page_size);
+	printf("op=munmap_tail result=%s\n", errname(r ? errno : 0));
+	r = munmap(p + page_size, page_size);
+	printf("op=munmap_middle result=%s\n", errname(r ? errno : 0));
+	q = mremap(p, n * page_size, (n - 1) * page_size, 0);
+	printf("op=mremap_shrink result=%s\n", errname(q == MAP_FAILED ? errno : 0));
+	q = mremap(p, n * page_size, (n + 1) * page_size, MREMAP_MAYMOVE);
+	printf("op=mremap_grow result=%s\n", errname(q == MAP_FAILED ? errno : 0));
+	if (q != MAP_FAILED)
+		p = q;
+	printf("op=intact result=%s\n", intact(p, n) ? "yes" : "no");
+	report_mapping("split", p);
+	munmap(p, n * page_size);
+	return 0;
+}
+
+/* The refcount of page idx as the module's debugfs "pages" file shows it. */
+static long module_refcount(const char *pgdir, long idx)
+{
+	char path[256], line[128];
+	long i, pfn, ref = -1, map;
+	FILE *f;
+
+	snprintf(path, sizeof(path), "%s/pages", pgdir);
+	f = fopen(path, "r");
+	if (!f)
+		return -1;
+	while (fgets(line, sizeof(line), f))
+		if (sscanf(line, "%ld %ld %ld %ld", &i, &pfn, &ref, &map) == 4 && i == idx)
+			break;
+	fclose(f);
+	return i == idx ? ref : -1;
+}
+
+static int op_gup(const char *dev, long n, const char *pgdir)
+{
+	char *p = map_dev(dev, n, PROT_READ | PROT_WRITE, NULL);
+	char buf[64];
+	struct iovec local = { buf, sizeof(buf) }, remote = { p + page_size, sizeof(buf) };
+	ssize_t r;
+	int pipefd[2], fd;
+
+	catch_faults();
+	/* Remote read of our own data page: GUP on the mapping without a fault. */
+	r = process_vm_readv(getpid(), &local, 1, &remote, 1, 0);
+	printf("op=process_vm_readv result=%s bytes=%zd\n", errname(r < 0 ? errno : 0), r);
+
+	/* O_DIRECT read from a block device into the control page: FOLL_WRITE pin. */
+	fd = open("/dev/ram0", O_RDONLY | O_DIRECT);
+	if (fd < 0) {
+		printf("op=odirect_read result=%s stage=open\n", errname(errno));
+	} else {
+		r = pread(fd, p, page_size, 0);
+		printf("op=odirect_read result=%s bytes=%zd\n", errname(r < 0 ? errno : 0), r);
+		close(fd);
+	}
+
+	/* vmsplice: the pipe keeps a reference to the page until it is read. */
+	if (pipe(pipefd) == 0) {
+		struct iovec iov = { p + page_size, page_size };
+		long ref_before = module_refcount(pgdir, 1), ref_held;
+
+		r = vmsplice(pipefd[1], &iov, 1, 0);
+		ref_held = module_refcount(pgdir, 1);
+		printf("op=vmsplice result=%s bytes=%zd ref_before=%ld ref_held=%ld\n",
+		       errname(r < 0 ? errno : 0), r, ref_before, ref_held);
+		close(pipefd[1]);
+		while (read(pipefd[0], buf, sizeof(buf)) > 0)
+			;
+		close(pipefd[0]);
+		printf("op=vmsplice_drained ref_after=%ld\n", module_refcount(pgdir, 1));
+	}
+	munmap(p, n * page_size);
+	return 0;
+}
+
+static int op_fork(const char *dev, long n)
+{
+	char *p = map_dev(dev, n, PROT_READ | PROT_WRITE, NULL);
+	int status;
+	pid_t pid;
+
+	catch_faults();
+	printf("op=parent_write access=%s\n", touch(p + 16, 1, 0x42, NULL));
+	fflush(stdout);
+	pid = fork();
+	if (pid == 0) {
+		char got = 0;
+		const char *r = touch(p + 16, 0, 0, &got);
+
+		printf("op=child_read access=%s token=%d intact=%s\n", r, got,
+		       intact(p, n) ? "yes" : "no");
+		fflush(stdout);
+		_exit(got == 0x42 ? 0 : 1);
+	}
+	waitpid(pid, &status, 0);
+	printf("op=child_exit status=%d\n", WIFEXITED(status) ? WEXITSTATUS(status) : -1);
+	munmap(p, n * page_size);
+	return 0;
+}
+
+static int op_share(const char *dev, long n)
+{
+	int go[2], done[2], status;
+	char c = 0;
+	pid_t pid;
+
+	if (pipe(go) || pipe(done))
+		return 1;
+	pid = fork();
+	if (pid == 0) {
+		char *q, got = 0;
+
+		read(go[0], &c, 1);	/* the parent has mapped and written */
+		q = map_dev(dev, n, PROT_READ | PROT_WRITE, NULL);
+		catch_faults();
+		printf("op=second_read access=%s token=%d\n", touch(q + 24, 0, 0, &got), got);
+		fflush(stdout);
+		touch(q + 25, 1, 0x17, NULL);
+		munmap(q, n * page_size);
+		write(done[1], &c, 1);
+		_exit(0);
+	}
+	char *p = map_dev(dev, n, PROT_READ | PROT_WRITE, NULL), back = 0;
+
+	catch_faults();
+	touch(p + 24, 1, 0x33, NULL);
+	write(go[1], &c, 1);
+	read(done[0], &c, 1);
+	touch(p + 25, 0, 0, &back);
+	printf("op=first_sees_second token=%d\n", back);
+	waitpid(pid, &status, 0);
+	munmap(p, n * page_size);
+	return 0;
+}
+
+static int op_kpage(int argc, char **argv)
+{
+	int cfd = open("/proc/kpagecount", O_RDONLY), ffd = open("/proc/kpageflags", O_RDONLY);
+
+	for (int i = 0; i < argc; i++) {
+		uint64_t pfn = strtoull(argv[i], NULL, 0), count = 0, flags = 0;
+
+		if (pread(cfd, &count, 8, pfn * 8) != 8 || pread(ffd, &flags, 8, pfn * 8) != 8) {
+			printf("pfn=%llu result=%s\n", (unsigned long long)pfn, errname(errno));
+			continue;
+		}
+		printf("pfn=%llu count=%llu flags=0x%llx\n", (unsigned long long)pfn,
+		       (unsigned long long)count, (unsigned long long)flags);
+	}
+	return 0;
+}
+
+int main(int argc, char **argv)
+{
+	setvbuf(stdout, NULL, _IOLBF, 0);
+	page_size = sysconf(_SC_PAGESIZE);
+	if (argc >= 2 && !strcmp(argv[1], "kpage"))
+		return op_kpage(argc - 2, argv + 2);
+	if (argc < 4) {
+		fprintf(stderr, "usage: khmap OP DEVICE NPAGES [ARGS...]\n");
+		return 2;
+	}
+	const char *op = argv[1], *dev = argv[2];
+	long n = atol(argv[3]);
+
+	if (!strcmp(op, "read"))
+		return op_read(dev, n);
+	if (!strcmp(op, "write"))
+		return op_write(dev, n, argc - 4, argv + 4);
+	if (!strcmp(op, "split"))
+		return op_split(dev, n);
+	if (!strcmp(op, "gup") && argc == 5)
+		return op_gup(dev, n, argv[4]);
+	if (!strcmp(op, "fork"))
+		return op_fork(dev, n);
+	if (!strcmp(op, "share"))
+		return op_share(dev, n);
+	fprintf(stderr, "khmap: unknown op '%s'\n", op);
+	return 2;
+}

@@ -1,0 +1,38 @@
+#!/bin/sh
+# kharness guest agent: serves commands on the virtio port named kh.agent.
+#
+# Host -> guest, one line:  RUN <id> <base64 of a shell script>
+#                           POWEROFF
+# Guest -> host:            READY <uname -r>
+#                           OUT <id> / base64 lines / ERR <id> / base64 lines / END <id> <status>
+# The console stays the kernel's alone; nothing here is scraped from it.
+
+port=
+for p in /sys/class/virtio-ports/*; do
+	[ "$(cat "$p/name" 2>/dev/null)" = kh.agent ] && port=/dev/${p##*/}
+done
+if [ -z "$port" ]; then
+	echo "kh-agent: no virtio port named kh.agent" >/dev/console
+	exit 1
+fi
+exec 3<>"$port"
+work=$(mktemp -d /tmp/kh.XXXXXX)
+echo "READY $(uname -r)" >&3
+while read -r verb id payload <&3; do
+	case $verb in
+	RUN)
+		echo "$payload" | base64 -d >"$work/cmd"
+		(cd /tmp && exec sh "$work/cmd") >"$work/out" 2>"$work/err" </dev/null
+		rc=$?
+		{
+			echo "OUT $id"; base64 "$work/out"
+			echo "ERR $id"; base64 "$work/err"
+			echo "END $id $rc"
+		} >&3
+		;;
+	POWEROFF)
+		sync
+		poweroff -f
+		;;
+	esac
+done
