@@ -8,15 +8,18 @@
  * parse. A SIGBUS or SIGSEGV on an access is a result (access=sigbus), not
  * a crash, and every system call's failure is reported as its errno name.
  *
- *   read        map read-only, read every page: minor faults, VmFlags, Rss
- *   write P...  map read/write, write a byte to each page P in turn
- *   split       munmap/mremap part of the mapping, then check it is intact
- *   gup PGDIR   process_vm_readv, O_DIRECT read from /dev/ram0 and vmsplice
- *               on the mapping; PGDIR is the module's debugfs folder whose
- *               "pages" file shows refcounts while the pipe holds the page
- *   fork        parent writes a token, child reads it and every page
- *   share       two processes map the device independently; the second
- *               sees what the first wrote
+ * PGDIR is the module's debugfs folder; its "pages" file lists each buffer
+ * page's pfn, refcount and mapcount, reported with /proc/kpagecount as
+ * "stage=... page=..." lines while the mapping lives.
+ *
+ *   read [PGDIR]  map read-only, read every page: minor faults, VmFlags, Rss
+ *   write P...    map read/write, write a byte to each page P in turn
+ *   split         munmap/mremap part of the mapping, then check it is intact
+ *   gup PGDIR     process_vm_readv, O_DIRECT read from /dev/ram0 and vmsplice
+ *                 on the mapping, with refcounts while the pipe holds a page
+ *   fork [PGDIR]  parent writes a token, child reads it and every page
+ *   share [PGDIR] two processes map the device independently; the second
+ *                 sees what the first wrote
  *   kpage PFN.. /proc/kpagecount and /proc/kpageflags of each PFN
  */
 #define _GNU_SOURCE
@@ -170,7 +173,9 @@ static void report_mapping(const char *op, char *p)
 	printf("op=%s rss_kb=%ld vmflags=%s\n", op, rss, flags);
 }
 
-static int op_read(const char *dev, long n)
+static void report_pages(const char *pgdir, const char *stage);
+
+static int op_read(const char *dev, long n, const char *pgdir)
 {
 	char *p = map_dev(dev, n, PROT_READ, NULL);
 	long before, after, bad = 0;
@@ -183,6 +188,7 @@ static int op_read(const char *dev, long n)
 	after = minflt();
 	printf("op=read pages=%ld minflt=%ld failed=%ld\n", n, after - before, bad);
 	report_mapping("read", p);
+	report_pages(pgdir, "mapped");
 	munmap(p, n * page_size);
 	return 0;
 }
@@ -257,6 +263,38 @@ static long module_refcount(const char *pgdir, long idx)
 	return i == idx ? ref : -1;
 }
 
+static long kpagecount(uint64_t pfn)
+{
+	uint64_t count = 0;
+	int fd = open("/proc/kpagecount", O_RDONLY);
+
+	if (fd < 0 || pread(fd, &count, 8, pfn * 8) != 8)
+		count = (uint64_t)-1;
+	if (fd >= 0)
+		close(fd);
+	return (long)count;
+}
+
+/* Each live buffer page as the module and /proc/kpagecount see it. */
+static void report_pages(const char *pgdir, const char *stage)
+{
+	char path[256], line[128];
+	long i, pfn, ref, map;
+	FILE *f;
+
+	if (!pgdir)
+		return;
+	snprintf(path, sizeof(path), "%s/pages", pgdir);
+	f = fopen(path, "r");
+	if (!f)
+		return;
+	while (fgets(line, sizeof(line), f))
+		if (sscanf(line, "%ld %ld %ld %ld", &i, &pfn, &ref, &map) == 4)
+			printf("stage=%s page=%ld pfn=%ld refcount=%ld mapcount=%ld kpagecount=%ld\n",
+			       stage, i, pfn, ref, map, kpagecount(pfn));
+	fclose(f);
+}
+
 static int op_gup(const char *dev, long n, const char *pgdir)
 {
 	char *p = map_dev(dev, n, PROT_READ | PROT_WRITE, NULL);
@@ -299,7 +337,7 @@ static int op_gup(const char *dev, long n, const char *pgdir)
 	return 0;
 }
 
-static int op_fork(const char *dev, long n)
+static int op_fork(const char *dev, long n, const char *pgdir)
 {
 	char *p = map_dev(dev, n, PROT_READ | PROT_WRITE, NULL);
 	int status;
@@ -315,16 +353,18 @@ static int op_fork(const char *dev, long n)
 
 		printf("op=child_read access=%s token=%d intact=%s\n", r, got,
 		       intact(p, n) ? "yes" : "no");
+		report_pages(pgdir, "child");
 		fflush(stdout);
 		_exit(got == 0x42 ? 0 : 1);
 	}
 	waitpid(pid, &status, 0);
 	printf("op=child_exit status=%d\n", WIFEXITED(status) ? WEXITSTATUS(status) : -1);
+	report_pages(pgdir, "parent_only");
 	munmap(p, n * page_size);
 	return 0;
 }
 
-static int op_share(const char *dev, long n)
+static int op_share(const char *dev, long n, const char *pgdir)
 {
 	int go[2], done[2], status;
 	char c = 0;
@@ -339,7 +379,10 @@ static int op_share(const char *dev, long n)
 		read(go[0], &c, 1);	/* the parent has mapped and written */
 		q = map_dev(dev, n, PROT_READ | PROT_WRITE, NULL);
 		catch_faults();
-		printf("op=second_read access=%s token=%d\n", touch(q + 24, 0, 0, &got), got);
+		const char *r = touch(q + 24, 0, 0, &got);
+
+		printf("op=second_read access=%s token=%d\n", r, got);
+		report_pages(pgdir, "both");
 		fflush(stdout);
 		touch(q + 25, 1, 0x17, NULL);
 		munmap(q, n * page_size);
@@ -354,6 +397,7 @@ static int op_share(const char *dev, long n)
 	read(done[0], &c, 1);
 	touch(p + 25, 0, 0, &back);
 	printf("op=first_sees_second token=%d\n", back);
+	report_pages(pgdir, "first_only");
 	waitpid(pid, &status, 0);
 	munmap(p, n * page_size);
 	return 0;
@@ -389,8 +433,10 @@ int main(int argc, char **argv)
 	const char *op = argv[1], *dev = argv[2];
 	long n = atol(argv[3]);
 
+	const char *pgdir = argc > 4 ? argv[4] : NULL;
+
 	if (!strcmp(op, "read"))
-		return op_read(dev, n);
+		return op_read(dev, n, pgdir);
 	if (!strcmp(op, "write"))
 		return op_write(dev, n, argc - 4, argv + 4);
 	if (!strcmp(op, "split"))
@@ -398,9 +444,9 @@ int main(int argc, char **argv)
 	if (!strcmp(op, "gup") && argc == 5)
 		return op_gup(dev, n, argv[4]);
 	if (!strcmp(op, "fork"))
-		return op_fork(dev, n);
+		return op_fork(dev, n, pgdir);
 	if (!strcmp(op, "share"))
-		return op_share(dev, n);
+		return op_share(dev, n, pgdir);
 	fprintf(stderr, "khmap: unknown op '%s'\n", op);
 	return 2;
 }

@@ -7,9 +7,17 @@
 #                           OUT <id> / base64 lines / ERR <id> / base64 lines / END <id> <status>
 # The console stays the kernel's alone; nothing here is scraped from it.
 
+# The port shows up asynchronously where virtio_console is a module.
 port=
-for p in /sys/class/virtio-ports/*; do
-	[ "$(cat "$p/name" 2>/dev/null)" = kh.agent ] && port=/dev/${p##*/}
+tries=0
+while [ -z "$port" ] && [ $tries -lt 100 ]; do
+	for p in /sys/class/virtio-ports/*; do
+		[ "$(cat "$p/name" 2>/dev/null)" = kh.agent ] && port=/dev/${p##*/}
+	done
+	[ -n "$port" ] && [ -c "$port" ] && break
+	port=
+	tries=$((tries + 1))
+	sleep 0.1
 done
 if [ -z "$port" ]; then
 	echo "kh-agent: no virtio port named kh.agent" >/dev/console

@@ -21,8 +21,9 @@ from harness.vm.cpio import Cpio
 IMAGES = Path(__file__).resolve().parents[2] / "images"
 
 # Kernel modules the guest side needs where Debian builds them as modules:
-# the agent's virtio port (=m on 6.1) and a RAM disk for O_DIRECT targets.
-KERNEL_MODULES = {"virtio_console": "", "brd": "rd_nr=1 rd_size=8192"}
+# the agent's virtio port and its PCI transport (both =m on 6.1), and a RAM
+# disk for O_DIRECT targets.
+KERNEL_MODULES = {"virtio_pci": "", "virtio_console": "", "brd": "rd_nr=1 rd_size=8192"}
 
 
 @dataclass(frozen=True)

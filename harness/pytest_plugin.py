@@ -1,0 +1,179 @@
+"""pytest plugin: --kernel/--arch options, a session guest, per-test dmesg windows.
+
+A test that asks for the `guest` fixture gets the session's guest (booted on
+first use, booted again if a test killed it). Around each such test the
+kernel log is read as a window; a kernel report in it fails the test unless
+the test declares it with @pytest.mark.expect_report("title part").
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+
+from harness import arches, session
+from harness.errors import KhError
+from harness.guest import Guest, GuestDied
+from harness.kernels import DEFAULT_SPEC
+from harness.observe import reports
+
+
+def pytest_addoption(parser):
+    g = parser.getgroup("kharness", "kernel test harness")
+    g.addoption("--kernel", default=DEFAULT_SPEC,
+                help=f"kernel to boot: debian:<series> (default {DEFAULT_SPEC})")
+    g.addoption("--arch", default=arches.host().name, help="guest arch (default: the host's)")
+    g.addoption("--boot", default="initramfs", choices=session.BOOT_PATHS,
+                help="boot path: our initramfs under raw QEMU, or virtme-ng")
+    g.addoption("--accel", default="auto", choices=("auto", "kvm", "tcg"))
+    g.addoption("--kh-out", default="kharness-out", help="where console logs and artifacts go")
+    g.addoption("--offline", action="store_true", help="use only cached package lists")
+
+
+def pytest_configure(config):
+    for line in (
+        "kernel(spec): run only where the kernel matches, e.g. '>=7.2' or '<6.12'",
+        "arch(name): run only on this guest arch",
+        "expect_report(title): the test expects a kernel report whose title contains this",
+    ):
+        config.addinivalue_line("markers", line)
+
+
+class GuestPool:
+    """One guest at a time for the session; a dead one is replaced on demand."""
+
+    def __init__(self, config):
+        self.config = config
+        self.prep: session.Prepared | None = None
+        self.guest: Guest | None = None
+        opt = config.getoption
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        name = f"{opt('--kernel').replace(':', '-')}-{opt('--arch')}-{stamp}"
+        self.outdir = Path(opt("--kh-out")).resolve() / name
+
+    def prepared(self) -> session.Prepared:
+        if self.prep is None:
+            opt = self.config.getoption
+            try:
+                self.prep = session.prepare(opt("--kernel"), opt("--arch"), boot=opt("--boot"),
+                                            outdir=self.outdir, accel=opt("--accel"),
+                                            offline=opt("--offline"))
+            except KhError as e:
+                detail = f"\n{e.detail}" if e.detail else ""
+                pytest.exit(f"kharness: {e}{detail}", returncode=e.exit_code)
+        return self.prep
+
+    def get(self) -> Guest:
+        if self.guest is None or not self.guest.alive():
+            if self.guest is not None:
+                self.guest.close()
+            try:
+                self.guest = session.start(self.prepared())
+            except KhError as e:
+                # A kernel that does not boot once will not boot for the next test.
+                detail = f"\n{e.detail}" if e.detail else ""
+                pytest.exit(f"kharness: the guest did not boot: {e}{detail}",
+                            returncode=e.exit_code)
+        return self.guest
+
+    def close(self) -> None:
+        if self.guest is not None:
+            self.guest.close()
+            self.guest = None
+
+
+@pytest.fixture(scope="session")
+def kh_pool(request):
+    pool = GuestPool(request.config)
+    yield pool
+    pool.close()
+
+
+@pytest.fixture(scope="session")
+def kernel(kh_pool):
+    return kh_pool.prepared().kernel
+
+
+def _version_matches(version: tuple[int, int], spec: str) -> bool:
+    m = re.fullmatch(r"\s*(>=|<=|==|<|>)?\s*(\d+)\.(\d+)\s*", spec)
+    if not m:
+        raise pytest.UsageError(f"bad kernel marker '{spec}': use e.g. '>=7.2'")
+    op = m.group(1) or "=="
+    want = (int(m.group(2)), int(m.group(3)))
+    return {"==": version == want, ">=": version >= want, "<=": version <= want,
+            "<": version < want, ">": version > want}[op]
+
+
+@pytest.fixture
+def guest(kh_pool, request) -> Guest:
+    for mark in request.node.iter_markers("arch"):
+        if request.config.getoption("--arch") not in mark.args:
+            pytest.skip(f"arch-specific: {', '.join(mark.args)}")
+    prep = kh_pool.prepared()
+    for mark in request.node.iter_markers("kernel"):
+        if not all(_version_matches(prep.kernel.version, s) for s in mark.args):
+            pytest.skip(f"kernel {prep.kernel.release} outside {' '.join(mark.args)}")
+    g = kh_pool.get()
+    g.dmesg_window()  # whatever came before is not this test's
+    request.node._kh_guest = g
+    return g
+
+
+class KernelReport(AssertionError):
+    pass
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item):
+    failure = None
+    try:
+        result = yield
+    except BaseException as e:
+        failure = e
+    problem = _check_window(item, failure)
+    if failure is not None:
+        raise failure
+    if problem:
+        raise KernelReport(problem)
+    return result
+
+
+def _check_window(item, failure) -> str | None:
+    g: Guest | None = getattr(item, "_kh_guest", None)
+    if g is None:
+        return None
+    if isinstance(failure, GuestDied) or not g.alive():
+        found = g.died.reports if g.died else []
+        item._kh_window = g.machine.console_text()
+    else:
+        item._kh_window = g.dmesg_window()
+        found = reports.parse(item._kh_window)
+    item._kh_reports = found
+    expected = [a for m in item.iter_markers("expect_report") for a in m.args]
+    unexpected = [r for r in found if not any(e in r.title for e in expected)]
+    if unexpected:
+        return "kernel report in this test's window: " + "; ".join(r.title for r in unexpected)
+    missing = [e for e in expected if not any(e in r.title for r in found)]
+    if missing:
+        return "expected kernel report not seen: " + "; ".join(missing)
+    return None
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item, call):
+    rep = yield
+    window = getattr(item, "_kh_window", None)
+    if rep.when == "call" and rep.failed and window is not None:
+        g: Guest = item._kh_guest
+        art = g.workdir.parent / "tests" / re.sub(r"[^\w.\-\[\]]+", "_", item.nodeid)
+        art.mkdir(parents=True, exist_ok=True)
+        (art / "dmesg.txt").write_text(window)
+        if g.machine.console_log.exists():
+            shutil.copy(g.machine.console_log, art / "console.log")
+        rep.sections.append(("kernel log window", window[-6000:] or "(empty)"))
+        rep.sections.append(("kharness artifacts", str(art)))
+    return rep
