@@ -47,6 +47,7 @@ def prepare(kernel_spec: str, arch: str, *, boot: str, outdir: Path,
     kernel = resolve(kernel_spec, arch, offline=offline)
     built = {m.name: m.path for m in (kmod.build(kernel, name) for name in modules)}
     bins = helpers.build(arch)
+    outdir = outdir.resolve()
     outdir.mkdir(parents=True, exist_ok=True)
     spec = MachineSpec(workdir=outdir, accel=accel, cpus=cpus, memory_mb=memory_mb)
     return Prepared(kernel, built, bins, boot, outdir, spec)

@@ -43,16 +43,21 @@ class Kernel:
                           indent=2)
 
 
-def resolve(spec: str, arch: str, *, offline: bool = False) -> Kernel:
-    """Turn a --kernel spec into a Kernel record, downloading or building as needed."""
-    kind, _, rest = spec.partition(":")
-    if kind == "debian":
-        from harness.kernels import debian
-        return debian.get(rest, arch, offline=offline)
-    raise UsageError(f"unknown kernel spec '{spec}': use debian:<series> "
-                     f"(series: {', '.join(_debian_series())})")
-
-
-def _debian_series() -> list[str]:
+def validate(spec: str) -> None:
+    """Reject a spec we cannot serve before any download or boot."""
     from harness.kernels.debian import SERIES
-    return list(SERIES)
+    kind, _, rest = spec.partition(":")
+    if kind == "debian" and rest in SERIES:
+        return
+    if kind == "debian":
+        raise UsageError(f"unknown Debian kernel series '{rest}': known series are "
+                         f"{', '.join(SERIES)} (e.g. --kernel debian:{next(iter(SERIES))})")
+    raise UsageError(f"unknown kernel spec '{spec}': use debian:<series> "
+                     f"(series: {', '.join(SERIES)})")
+
+
+def resolve(spec: str, arch: str, *, offline: bool = False) -> Kernel:
+    """Turn a --kernel spec into a Kernel record, downloading as needed."""
+    validate(spec)
+    from harness.kernels import debian
+    return debian.get(spec.partition(":")[2], arch, offline=offline)

@@ -9,6 +9,7 @@ on close for everything else, Ctrl-C included).
 
 from __future__ import annotations
 
+import atexit
 import ctypes
 import json
 import os
@@ -37,6 +38,9 @@ def _die_with_parent() -> None:
 def kill_all() -> None:
     for m in list(_live):
         m.kill()
+
+
+atexit.register(kill_all)  # Ctrl-C and sys.exit; PDEATHSIG covers SIGKILL
 
 
 class BootError(KhError):

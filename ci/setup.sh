@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Install what kharness needs on a Debian 12 host, as root: the system
+# packages by name from Debian, then a virtualenv (.venv) with the package.
+# Safe to run again; it only adds what is missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if [ "$(id -u)" != 0 ]; then
+	echo "ci/setup.sh: run as root (it installs Debian packages)" >&2
+	exit 2
+fi
+
+packages=(
+	qemu-system-x86 qemu-system-arm ipxe-qemu qemu-efi-aarch64  # guests
+	busybox-static                     # the initramfs userland
+	mmdebstrap                         # toolchain roots for gcc-14/16 kernels
+	gcc make libc6-dev bc kmod         # modules on the host (6.1), depmod
+	gcc-aarch64-linux-gnu libc6-dev-arm64-cross  # arm64 helpers
+	zstd xz-utils cpio util-linux      # images and chroot builds
+	udev                               # virtme-ng's init needs it
+	python3-venv
+)
+missing=()
+for p in "${packages[@]}"; do
+	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+	echo "ci/setup.sh: installing ${missing[*]}"
+	apt-get update -q || echo "ci/setup.sh: apt-get update reported errors; trying anyway" >&2
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+
+if [ ! -x .venv/bin/kharness ]; then
+	python3 -m venv .venv
+	.venv/bin/pip install -q --upgrade pip
+	.venv/bin/pip install -q -e .
+fi
+echo "ci/setup.sh: ready (.venv/bin/kharness, .venv/bin/pytest)"
