@@ -81,6 +81,8 @@ class Guest:
         self.release = ""
         self.dmesg_log = machine.workdir / "dmesg.log"
         self.died: GuestDied | None = None
+        self.busy = False   # a command is in flight: the agent would not hear POWEROFF
+        self.console_mark = 0  # console offset where the current dmesg window began
 
     @property
     def workdir(self) -> Path:
@@ -103,7 +105,7 @@ class Guest:
 
     def poweroff(self, timeout: float = 20.0) -> None:
         m = self.machine
-        if m.alive() and m.sock is not None and self.died is None:
+        if m.alive() and m.sock is not None and self.died is None and not self.busy:
             try:
                 m.sock.sendall(b"POWEROFF\n")
             except OSError:
@@ -131,6 +133,7 @@ class Guest:
         except OSError:
             self._fail(f"the guest channel closed before '{text}' was sent")
         section, out, err = None, [], []
+        self.busy = True
         while True:
             line = self._readline(deadline, what=text)
             word = line.split(" ")
@@ -141,8 +144,13 @@ class Guest:
                 break
             elif section is not None:
                 section.append(line)
+        self.busy = False
         res = Result(text, status, _b64(out), _b64(err), time.monotonic() - t0)
         return res.check() if check else res
+
+    def dmesg_peek(self) -> str:
+        """The kernel log as it stands, leaving the test's window alone."""
+        return self.run("dmesg", check=True).stdout
 
     def read(self, path: str) -> str:
         return self.run(["cat", path], check=True).stdout
@@ -170,7 +178,7 @@ class Guest:
         if not hung:
             m.wait(5)  # a panicking kernel may still be printing
         m.kill()
-        found = reports.parse(m.console_text())
+        found = reports.parse(self.console_since_mark())
         self.died = GuestDied(message, console_log=m.console_log, found=found)
         raise self.died
 
@@ -180,7 +188,12 @@ class Guest:
         text = self.run("dmesg -c", check=True).stdout
         with open(self.dmesg_log, "a") as fh:
             fh.write(text)
+        self.console_mark = len(self.machine.console_text())
         return text
+
+    def console_since_mark(self) -> str:
+        """The console since the window began: all we have once the guest is gone."""
+        return self.machine.console_text()[self.console_mark:]
 
 
 def _b64(lines: list[str]) -> str:

@@ -148,7 +148,7 @@ def _check_window(item, failure) -> str | None:
         return None
     if isinstance(failure, GuestDied) or not g.alive():
         found = g.died.reports if g.died else []
-        item._kh_window = g.machine.console_text()
+        item._kh_window = g.console_since_mark()
     else:
         item._kh_window = g.dmesg_window()
         found = reports.parse(item._kh_window)

@@ -20,7 +20,7 @@ from harness.vm.machine import MachineSpec
 from harness.vm.qemu import QemuMachine
 
 BOOT_PATHS = ("initramfs", "vng")
-DEFAULT_MODULES = ("ringbuf",)
+DEFAULT_MODULES = ("ringbuf", "splat")
 
 
 @dataclass

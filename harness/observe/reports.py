@@ -24,7 +24,7 @@ SKIP_FRAMES = re.compile(
     r"^(?:__warn|warn_slowpath\w*|report_bug|handle_bug|exc_invalid_op|asm_exc_\w+|"
     r"dump_stack\w*|show_stack|show_regs|__dump_stack|print_bad_pte|print_bad_page_map|"
     r"bad_page|__bad_page|check_new_pages?|free_page_is_bad\w*|free_pages_prepare|"
-    r"free_unref_\w+|__free_pages\w*|__folio_put|folio_put|put_page|"
+    r"free_unref_\w+|__free_pages\w*|_*free_frozen_pages|__folio_put|folio_put|put_page|"
     r"refcount_warn_saturate|__refcount_\w+|refcount_\w+|"
     r"kasan_\w+|__kasan_\w+|print_report|print_address_description\w*|"
     r"panic|vpanic|do_exit|make_task_dead|oops_end|die|__die\w*|arm64_\w+|"

@@ -1,0 +1,110 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * kh_splat - make the kernel print each kind of report kharness parses, on
+ * demand, so the parser's golden logs and the report-window tests come from
+ * real kernels: echo KIND > /sys/kernel/debug/kh_splat/trigger
+ *
+ *   warn      WARN_ON_ONCE(1)
+ *   refcount  refcount_t underflow
+ *   badpage   free a page that still has a mapping: "Bad page state"
+ *   bug       BUG(): an Oops that kills the writer
+ *   null      NULL pointer dereference: an Oops that kills the writer
+ */
+#include <linux/debugfs.h>
+#include <linux/fs.h>
+#include <linux/gfp.h>
+#include <linux/mm.h>
+#include <linux/module.h>
+#include <linux/refcount.h>
+#include <linux/string.h>
+#include <linux/uaccess.h>
+
+static struct dentry *kh_splat_dir;
+static struct address_space kh_splat_bogus_mapping;
+
+static noinline void kh_splat_warn(void)
+{
+	WARN_ON_ONCE(1);
+}
+
+static noinline void kh_splat_refcount(void)
+{
+	refcount_t r = REFCOUNT_INIT(0);
+
+	if (refcount_dec_and_test(&r))
+		pr_info("kh_splat: refcount hit zero\n");
+}
+
+static noinline void kh_splat_badpage(void)
+{
+	struct page *page = alloc_page(GFP_KERNEL);
+
+	if (!page)
+		return;
+	page->mapping = &kh_splat_bogus_mapping;
+	__free_page(page);	/* free_page_is_bad(): non-NULL mapping */
+}
+
+static noinline void kh_splat_bug(void)
+{
+	BUG();
+}
+
+static noinline void kh_splat_null(void)
+{
+	*(volatile int *)NULL = 1;
+}
+
+static const struct {
+	const char *name;
+	void (*fn)(void);
+} kh_splats[] = {
+	{ "warn", kh_splat_warn },
+	{ "refcount", kh_splat_refcount },
+	{ "badpage", kh_splat_badpage },
+	{ "bug", kh_splat_bug },
+	{ "null", kh_splat_null },
+};
+
+static ssize_t kh_splat_write(struct file *file, const char __user *ubuf, size_t len,
+			      loff_t *ppos)
+{
+	char buf[16];
+	size_t i;
+
+	if (len >= sizeof(buf))
+		return -EINVAL;
+	if (copy_from_user(buf, ubuf, len))
+		return -EFAULT;
+	buf[len] = 0;
+	strim(buf);
+	for (i = 0; i < ARRAY_SIZE(kh_splats); i++) {
+		if (!strcmp(buf, kh_splats[i].name)) {
+			kh_splats[i].fn();
+			return len;
+		}
+	}
+	return -EINVAL;
+}
+
+static const struct file_operations kh_splat_fops = {
+	.owner = THIS_MODULE,
+	.write = kh_splat_write,
+};
+
+static int __init kh_splat_init(void)
+{
+	kh_splat_dir = debugfs_create_dir("kh_splat", NULL);
+	debugfs_create_file("trigger", 0200, kh_splat_dir, NULL, &kh_splat_fops);
+	return 0;
+}
+
+static void __exit kh_splat_exit(void)
+{
+	debugfs_remove_recursive(kh_splat_dir);
+}
+
+module_init(kh_splat_init);
+module_exit(kh_splat_exit);
+MODULE_DESCRIPTION("kharness: kernel reports on demand, for the parser's tests");
+MODULE_LICENSE("GPL");
