@@ -73,8 +73,13 @@ def _quote(cmd: str | list[str]) -> str:
 
 
 class Guest:
-    def __init__(self, machine: Machine, *, default_timeout: float = 60.0):
+    def __init__(self, machine: Machine, *, default_timeout: float = 60.0,
+                 quiet: bool = True):
         self.machine = machine
+        # Nothing but our commands runs in a quiet guest, so system-wide counters
+        # (vmstat) move only for what a test did. virtme-ng's udev and systemd
+        # bits make them drift by a few pages: there they are not compared.
+        self.quiet = quiet
         self.default_timeout = default_timeout
         self._ids = itertools.count(1)
         self._buf = b""

@@ -63,16 +63,18 @@ def start(prep: Prepared) -> Guest:
                                 workdir / "initramfs.cpio")
         machine = QemuMachine(prep.kernel, image, spec)
         paths = {n: f"/lib/kh/{p.name}" for n, p in prep.modules.items()}
-        helper_dir = "/bin"
+        setup = []  # the initramfs init loaded the kernel's own modules
     else:
         from harness.vm.vng import VngMachine
-        machine = VngMachine(prep.kernel, spec)
+        machine = VngMachine(prep.kernel, prep.helpers[0].parent, spec)
         paths = {n: str(p) for n, p in prep.modules.items()}
-        helper_dir = str(prep.helpers[0].parent)
-    guest = Guest(machine)
+        setup = [f"modprobe {name} {args}".strip()
+                 for name, args in initramfs.KERNEL_MODULES.items()]
+    guest = Guest(machine, quiet=prep.boot == "initramfs")
     try:
         guest.boot()
-        guest.helper_dir = helper_dir
+        for cmd in setup:
+            guest.run(cmd, check=True)
         for name, path in paths.items():
             res = guest.run(["insmod", path])
             if res.status != 0:

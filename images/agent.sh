@@ -24,6 +24,8 @@ if [ -z "$port" ]; then
 	exit 1
 fi
 exec 3<>"$port"
+# virtme-ng's init may leave debugfs to us; the initramfs init has mounted it.
+grep -q " /sys/kernel/debug " /proc/mounts || mount -t debugfs debugfs /sys/kernel/debug
 work=$(mktemp -d /tmp/kh.XXXXXX)
 echo "READY $(uname -r)" >&3
 while read -r verb id payload <&3; do

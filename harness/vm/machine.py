@@ -13,6 +13,7 @@ import atexit
 import ctypes
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -72,12 +73,19 @@ class Machine:
         self.sock_path = self.workdir / "agent.sock"
         self.proc: subprocess.Popen | None = None
         self.sock: socket.socket | None = None
+        self.launcher_path = self.workdir / "launcher.log"  # the launcher's own output
         self.accel = "tcg"
         self.boot_seconds = 0.0
 
     # -- subclasses -------------------------------------------------------
     def argv(self, accel: str) -> list[str]:
         raise NotImplementedError
+
+    def env(self) -> dict[str, str] | None:
+        return None
+
+    def install_hint(self) -> str:
+        return self.arch.qemu_package
 
     def agent_chardev(self) -> list[str]:
         return ["-chardev", f"socket,id=khagent,path={self.sock_path},server=on,wait=off",
@@ -117,14 +125,16 @@ class Machine:
             p.unlink(missing_ok=True)
         argv = self.argv(accel)
         (self.workdir / "cmdline").write_text(" ".join(argv) + "\n")
-        qemu = argv[0]
-        if not _which(qemu):
-            raise KhError(f"{qemu} not found: run ci/setup.sh "
-                          f"(or apt-get install {self.arch.qemu_package})")
-        self.stderr = open(self.workdir / "launcher.log", "wb")
-        self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=self.stderr,
-                                     stderr=subprocess.STDOUT, preexec_fn=_die_with_parent,
-                                     start_new_session=True, cwd=self.workdir)
+        env = self.env()
+        exe = argv[argv.index("--") + 1] if "--" in argv else argv[0]
+        if not shutil.which(exe, path=(env or os.environ).get("PATH")):
+            raise KhError(f"{exe} not found: run ci/setup.sh "
+                          f"(it installs {self.install_hint()})")
+        with open(self.launcher_path, "wb") as out:
+            self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out,
+                                         stderr=subprocess.STDOUT, env=env,
+                                         preexec_fn=_die_with_parent,
+                                         start_new_session=True, cwd=self.workdir)
         _live.add(self)
         self.t_start = time.monotonic()
 
@@ -144,7 +154,7 @@ class Machine:
         while True:
             if self.proc.poll() is not None:
                 raise BootError(f"{self.name} exited with status {self.proc.returncode} "
-                                f"before the guest started (log: {self.workdir / 'launcher.log'})",
+                                f"before the guest started (log: {self.launcher_path})",
                                 detail=self.launcher_tail())
             try:
                 s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -162,7 +172,7 @@ class Machine:
 
     def launcher_tail(self, n: int = 15) -> str:
         try:
-            return "\n".join((self.workdir / "launcher.log").read_text(
+            return "\n".join(self.launcher_path.read_text(
                 errors="replace").splitlines()[-n:])
         except FileNotFoundError:
             return ""
@@ -191,11 +201,6 @@ class Machine:
                     pass
             self.proc.wait()
         _live.discard(self)
-
-
-def _which(cmd: str) -> bool:
-    from shutil import which
-    return which(cmd) is not None
 
 
 def _probe_file() -> Path:

@@ -56,7 +56,8 @@ def _qemu_pids(marker: str) -> list[int]:
                          if l.startswith("State:"))
         except (OSError, StopIteration):
             continue
-        if cmd.startswith("qemu-system") and marker in cmd and "zombie" not in state:
+        if os.path.basename(cmd.split("\0")[0]).startswith("qemu-system") and \
+                marker in cmd and "zombie" not in state:
             pids.append(int(d.name))
     return pids
 

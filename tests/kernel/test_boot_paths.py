@@ -1,0 +1,26 @@
+"""Both boot paths stay real: the session runs on one, this boots the other."""
+
+from __future__ import annotations
+
+import pytest
+
+from harness import session
+
+
+def test_other_boot_path_serves_the_same_guest_api(kh_pool, tmp_path):
+    prep = kh_pool.prepared()
+    other = "vng" if prep.boot == "initramfs" else "initramfs"
+    alt = session.Prepared(prep.kernel, prep.modules, prep.helpers, other, tmp_path,
+                           prep.spec)
+    guest = session.start(alt)
+    try:
+        assert guest.release == prep.kernel.release
+        res = guest.run(["khmap", "read", "/dev/kh_ringbuf_pfnmap", "9"], check=True)
+        fields = res.fields()
+        assert fields["minflt"] == "0"
+        assert "pf" in fields["vmflags"].split(",")
+        bad = guest.run("exit 7")
+        assert bad.status == 7
+    finally:
+        guest.poweroff()
+    assert not guest.machine.alive()
