@@ -44,6 +44,9 @@ def prepare(kernel_spec: str, arch: str, *, boot: str, outdir: Path,
     arches.get(arch)
     if boot not in BOOT_PATHS:
         raise UsageError(f"unknown boot path '{boot}': use one of {', '.join(BOOT_PATHS)}")
+    if boot == "vng" and arches.get(arch).name != arches.host().name:
+        raise UsageError(f"--boot vng serves the host's root filesystem, which cannot run "
+                         f"an {arch} guest: use --boot initramfs")
     kernel = resolve(kernel_spec, arch, offline=offline)
     built = {m.name: m.path for m in (kmod.build(kernel, name) for name in modules)}
     bins = helpers.build(arch)

@@ -206,6 +206,27 @@ def package_set(apt: AptConfig, abi: str, deb_arch: str) -> dict[str, dict[str, 
     return wanted
 
 
+def host_kbuild(pkgs: dict, series: str, info: Series, host_arch: str, *,
+                offline: bool) -> dict:
+    """A foreign kernel's kbuild helpers must run here: take the host arch's build."""
+    host_apt = AptConfig(series, info.suites, host_arch)
+    host_apt.update(offline=offline)
+    names = [n for n in pkgs if n.startswith("linux-kbuild-")]
+    found = host_apt.packages(names)
+    if set(found) != set(names):
+        raise KhError(f"no {host_arch} build of {', '.join(names)} to cross-build modules with")
+    for name, fields in found.items():
+        pkgs[name] = {**fields, "_apt": host_apt}
+    return pkgs
+
+
+def by_source(pkgs: dict, default: AptConfig) -> dict[AptConfig, list[str]]:
+    out: dict[AptConfig, list[str]] = {}
+    for name, fields in sorted(pkgs.items()):
+        out.setdefault(fields.get("_apt", default), []).append(name)
+    return out
+
+
 def get(series: str, arch_name: str, *, offline: bool = False) -> Kernel:
     if series not in SERIES:
         raise UsageError(f"unknown Debian kernel series '{series}': known series are "
@@ -223,6 +244,9 @@ def get(series: str, arch_name: str, *, offline: bool = False) -> Kernel:
         return cached
     abi, version = newest_abi(apt, series, arch.deb_arch)
     pkgs = package_set(apt, abi, arch.deb_arch)
+    host = arches.host()
+    if arch.name != host.name:
+        pkgs = host_kbuild(pkgs, series, info, host.deb_arch, offline=offline)
     key = f"{abi}-{arch.deb_arch}_{version}"
     kdir = cache_root() / "kernels" / "debian" / key
     with locked(kdir.with_suffix(".lock")):
@@ -234,7 +258,9 @@ def get(series: str, arch_name: str, *, offline: bool = False) -> Kernel:
         shutil.rmtree(staging, ignore_errors=True)
         shutil.rmtree(kdir, ignore_errors=True)  # an earlier run stopped half way
         with step(f"downloading Debian kernel {abi} ({len(pkgs)} packages, {size:.0f} MB)"):
-            debs = apt.download(sorted(pkgs), staging / "debs")
+            for source, names in by_source(pkgs, apt).items():
+                source.download(names, staging / "debs")
+            debs = sorted((staging / "debs").glob("*.deb"))
         with step(f"extracting {len(debs)} packages"):
             for deb in debs:
                 run(["dpkg-deb", "-x", str(deb), str(staging / "root")],
@@ -242,7 +268,8 @@ def get(series: str, arch_name: str, *, offline: bool = False) -> Kernel:
             shutil.rmtree(staging / "debs")
         staging.rename(kdir)
         kernel = finish(kdir, series, arch.name, info.toolchain_suite,
-                        source=", ".join(f"{n}={p['Version']}" for n, p in sorted(pkgs.items())))
+                        source=", ".join(f"{n}:{p['Architecture']}={p['Version']}"
+                                         for n, p in sorted(pkgs.items())))
         record.write_text(kernel.to_json())
         return kernel
 

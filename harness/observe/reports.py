@@ -15,16 +15,16 @@ from dataclasses import dataclass, field
 # Console prefixes: "[   12.345678] ", "<4>[...]", "[  T123] " caller ids.
 _PREFIX = re.compile(r"^(?:<\d+>)?(?:\[\s*\d+\.\d+\])?(?:\[\s*[CT]\d+\])?\s?")
 _FRAME = re.compile(r"^\s*(?:\[<[0-9a-f]+>\]\s*)?(?P<q>\? )?(?P<func>[A-Za-z_][\w.]*)"
-                    r"\+0x[0-9a-f]+/0x[0-9a-f]+(?:\s+\[\w+\])?\s*$")
+                    r"\+0x[0-9a-f]+/0x[0-9a-f]+(?:\s+\[\w+\])?(?:\s+\([A-Z]\))?\s*$")
 _IP = re.compile(r"(?:RIP: [0-9a-f]{4}:|pc : |PC is at |ip: )(?P<func>[A-Za-z_][\w.]*)\+0x")
 _END = re.compile(r"---\[ end (?:trace|Kernel panic)")
 
 # Frames that say how a report was raised, not where.
 SKIP_FRAMES = re.compile(
     r"^(?:__warn|warn_slowpath\w*|report_bug|handle_bug|exc_invalid_op|asm_exc_\w+|"
-    r"dump_stack\w*|show_stack|show_regs|__dump_stack|print_bad_pte|print_bad_page_map|"
+    r"dump_stack\w*|show_stack|show_regs|__dump_stack|dump_backtrace|print_bad_pte|print_bad_page_map|"
     r"bad_page|__bad_page|check_new_pages?|free_page_is_bad\w*|free_pages_prepare|"
-    r"free_unref_\w+|__free_pages\w*|_*free_frozen_pages|__folio_put|folio_put|put_page|"
+    r"free_unref_\w+|_*free_pages\w*|_*free_frozen_pages|__folio_put|folio_put|put_page|"
     r"refcount_warn_saturate|__refcount_\w+|refcount_\w+|"
     r"kasan_\w+|__kasan_\w+|print_report|print_address_description\w*|"
     r"panic|vpanic|do_exit|make_task_dead|oops_end|die|__die\w*|arm64_\w+|"
@@ -80,6 +80,7 @@ HEADERS = [
 # (an Oops says "Internal error", a refcount_t line is followed by its WARNING).
 _FOLLOWERS = {
     "refcount": {"warning"},
+    "kernel_bug": {"oops"},  # arm64: "kernel BUG at" then "Internal error: Oops - BUG"
     "null_deref": {"oops"}, "paging": {"oops"}, "arm64_null": {"oops"},
     "arm64_paging": {"oops"},
 }

@@ -33,15 +33,33 @@ class GuestModule:
     data: bytes = field(repr=False)
 
 
+def _is_static(path: Path) -> bool:
+    head = path.read_bytes()[:8192]
+    return b"ld-linux" not in head
+
+
 def busybox_for(arch_name: str) -> Path:
-    host = arches.host()
-    if arch_name == host.name and Path("/bin/busybox").exists():
-        path = Path("/bin/busybox")
-        if b"/lib64/ld-linux" not in path.read_bytes()[:4096] and \
-                b"/lib/ld-linux" not in path.read_bytes()[:4096]:
-            return path
-    raise KhError(f"no static busybox for {arch_name}: install busybox-static "
-                  f"(ci/setup.sh does)")
+    """A static busybox for the guest: the host's, or Debian's for another arch."""
+    arch = arches.get(arch_name)
+    host_bb = Path("/bin/busybox")
+    if arch.name == arches.host().name:
+        if host_bb.exists() and _is_static(host_bb):
+            return host_bb
+        raise KhError("no static busybox on this host: install busybox-static "
+                      "(ci/setup.sh does)")
+    from harness.kernels.debian import AptConfig
+    from harness.util import cache_root, locked, run
+    dest = cache_root() / "busybox" / arch.deb_arch / "busybox"
+    with locked(dest.with_suffix(".lock")):
+        if dest.exists():
+            return dest
+        apt = AptConfig("busybox", ("bookworm",), arch.deb_arch)
+        apt.update(offline=False)
+        work = dest.parent / "pkg"
+        (deb,) = apt.download([arch.busybox_package], work)
+        run(["dpkg-deb", "-x", str(deb), str(work / "root")], what=f"extracting {deb.name}")
+        (work / "root" / "bin" / "busybox").rename(dest)
+    return dest
 
 
 def _ko_bytes(path: Path) -> bytes:

@@ -43,6 +43,7 @@ static noinline void kh_splat_badpage(void)
 		return;
 	page->mapping = &kh_splat_bogus_mapping;
 	__free_page(page);	/* free_page_is_bad(): non-NULL mapping */
+	barrier();		/* no tail call: keep this frame in the report */
 }
 
 static noinline void kh_splat_bug(void)

@@ -18,7 +18,7 @@ SPLATS = [
     ("warn", "WARNING in kh_splat_warn"),
     ("refcount", "refcount_t: underflow in kh_splat_refcount"),
     # 6.1 checks a freed page only when its per-cpu list drains, later.
-    pytest.param("badpage", "BUG: Bad page state in kh_splat_write",
+    pytest.param("badpage", "BUG: Bad page state in kh_splat_badpage",
                  marks=pytest.mark.kernel(">=6.12")),
 ]
 
