@@ -8,6 +8,7 @@ the test declares it with @pytest.mark.expect_report("title part").
 
 from __future__ import annotations
 
+import contextlib
 import re
 import shutil
 import time
@@ -55,13 +56,19 @@ class GuestPool:
         name = f"{opt('--kernel').replace(':', '-')}-{opt('--arch')}-{stamp}"
         self.outdir = Path(opt("--kh-out")).resolve() / name
 
+    def _uncaptured(self):
+        """Progress of downloads, builds and boots reaches the terminal, not a capture."""
+        capman = self.config.pluginmanager.getplugin("capturemanager")
+        return capman.global_and_fixture_disabled() if capman else contextlib.nullcontext()
+
     def prepared(self) -> session.Prepared:
         if self.prep is None:
             opt = self.config.getoption
             try:
-                self.prep = session.prepare(opt("--kernel"), opt("--arch"), boot=opt("--boot"),
-                                            outdir=self.outdir, accel=opt("--accel"),
-                                            offline=opt("--offline"))
+                with self._uncaptured():
+                    self.prep = session.prepare(
+                        opt("--kernel"), opt("--arch"), boot=opt("--boot"),
+                        outdir=self.outdir, accel=opt("--accel"), offline=opt("--offline"))
             except KhError as e:
                 detail = f"\n{e.detail}" if e.detail else ""
                 pytest.exit(f"kharness: {e}{detail}", returncode=e.exit_code)
@@ -72,7 +79,8 @@ class GuestPool:
             if self.guest is not None:
                 self.guest.close()
             try:
-                self.guest = session.start(self.prepared())
+                with self._uncaptured():
+                    self.guest = session.start(self.prepared())
             except KhError as e:
                 # A kernel that does not boot once will not boot for the next test.
                 detail = f"\n{e.detail}" if e.detail else ""

@@ -52,13 +52,13 @@ def compiler_lines(output: str) -> str:
     return "\n".join(keep[:40]) or "\n".join(output.splitlines()[-20:])
 
 
-def build(kernel: Kernel, name: str) -> Module:
-    src = KMODS / name
+def build(kernel: Kernel, name: str, kmods: Path = KMODS) -> Module:
+    src = kmods / name
     if not (src / "Kbuild").exists():
-        raise KhError(f"no module '{name}' in {KMODS}: available: {', '.join(available())}")
-    inputs = _sources(src) + _sources(KMODS / "include")
+        raise KhError(f"no module '{name}' in {kmods}: available: {', '.join(available())}")
+    inputs = _sources(src) + _sources(kmods / "include")
     key = digest(kernel.release, kernel.source,
-                 *(f"{p.relative_to(KMODS)}:{p.read_bytes().hex()}" for p in inputs))
+                 *(f"{p.relative_to(kmods)}:{p.read_bytes().hex()}" for p in inputs))
     top = cache_root() / "modules" / f"{kernel.release}" / f"{name}-{key}"
     with locked(top.with_suffix(".lock")):
         kos = sorted((top / name).glob("*.ko"))
@@ -66,7 +66,7 @@ def build(kernel: Kernel, name: str) -> Module:
             return Module(kos[0].stem, kos[0])
         shutil.rmtree(top, ignore_errors=True)
         shutil.copytree(src, top / name)
-        shutil.copytree(KMODS / "include", top / "include")
+        shutil.copytree(kmods / "include", top / "include")
         tc = toolchain.for_kernel(kernel)
         log = top / "build.log"
         with step(f"building module {name} for {kernel.release} with {tc.describe()}"):

@@ -32,7 +32,14 @@ SKIP_FRAMES = re.compile(
     r"do_mem_abort|do_page_fault|exc_page_fault|page_fault_oops|kernelmode_fixup_or_oops|"
     r"__bad_area_nosemaphore|bad_area_nosemaphore|do_user_addr_fault|"
     r"rcu_\w+|sched_show_task|show_trace_log_lvl|watchdog\w*|hung_task\w*|"
-    r"check_hung_\w+|debug_\w+|lockdep_\w+|__might_\w+)$")
+    r"check_hung_\w+|debug_\w+|lockdep_\w+|__might_\w+|"
+    r"_*schedule\w*|io_schedule\w*|__switch_to\w*|context_switch|"
+    r"delay_\w+|__const_udelay|__udelay|__delay\w*|udelay|mdelay|"
+    r"nmi_\w+|\w*_nmi\w*|nmi_cpu_backtrace\w*|arch_trigger_\w+|trigger_\w+_backtrace\w*|"
+    r"print_cpu_stall\w*|check_cpu_stall|update_process_times|tick_\w+|"
+    r"__hrtimer_\w+|hrtimer_\w+|__sysvec_\w+|sysvec_\w+|asm_sysvec_\w+|irq_exit\w*|"
+    r"handle_\w+_irq|gic_handle_irq|call_on_irq_stack|do_interrupt_handler|"
+    r"el1_interrupt|__el1_irq)$")
 
 
 @dataclass(frozen=True)

@@ -56,6 +56,7 @@ class MachineSpec:
     cpus: int = 2
     accel: str = "auto"          # auto, kvm, tcg
     boot_timeout: float = 120.0
+    cpu: str | None = None       # overrides the arch's TCG cpu model
     append: list[str] = field(default_factory=list)
 
 

@@ -32,6 +32,8 @@ class QemuMachine(Machine):
         machine = list(a.qemu_args)
         if accel == "kvm":
             machine[machine.index("-cpu") + 1] = a.kvm_cpu
+        elif self.spec.cpu:
+            machine[machine.index("-cpu") + 1] = self.spec.cpu
         image = self.kernel.vmlinux if (a.boot_vmlinux and self.kernel.vmlinux) \
             else self.kernel.image
         return [a.qemu_binary, "-nodefaults", "-no-user-config", "-display", "none",

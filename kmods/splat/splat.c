@@ -9,15 +9,22 @@
  *   badpage   free a page that still has a mapping: "Bad page state"
  *   bug       BUG(): an Oops that kills the writer
  *   null      NULL pointer dereference: an Oops that kills the writer
+ *   hang      sleep 6 s uninterruptibly: a hung task report once
+ *             /proc/sys/kernel/hung_task_timeout_secs is small
+ *   stall     spin 8 s with preemption off: an RCU stall report once
+ *             rcupdate's rcu_cpu_stall_timeout is small
  */
 #include <linux/debugfs.h>
+#include <linux/delay.h>
 #include <linux/fs.h>
 #include <linux/gfp.h>
 #include <linux/mm.h>
 #include <linux/module.h>
 #include <linux/refcount.h>
+#include <linux/sched.h>
 #include <linux/string.h>
 #include <linux/uaccess.h>
+#include <linux/workqueue.h>
 
 static struct dentry *kh_splat_dir;
 static struct address_space kh_splat_bogus_mapping;
@@ -56,6 +63,28 @@ static noinline void kh_splat_null(void)
 	*(volatile int *)NULL = 1;
 }
 
+static noinline void kh_splat_hang(void)
+{
+	schedule_timeout_uninterruptible(6 * HZ);
+	barrier();		/* no tail call: keep this frame in the report */
+}
+
+/* A grace period must be waited for, or nobody notices the stall. */
+static void kh_splat_gp_fn(struct work_struct *work)
+{
+	synchronize_rcu();
+}
+static DECLARE_WORK(kh_splat_gp_work, kh_splat_gp_fn);
+
+static noinline void kh_splat_stall(void)
+{
+	preempt_disable();
+	queue_work(system_unbound_wq, &kh_splat_gp_work);
+	mdelay(8000);
+	preempt_enable();
+	flush_work(&kh_splat_gp_work);
+}
+
 static const struct {
 	const char *name;
 	void (*fn)(void);
@@ -65,6 +94,8 @@ static const struct {
 	{ "badpage", kh_splat_badpage },
 	{ "bug", kh_splat_bug },
 	{ "null", kh_splat_null },
+	{ "hang", kh_splat_hang },
+	{ "stall", kh_splat_stall },
 };
 
 static ssize_t kh_splat_write(struct file *file, const char __user *ubuf, size_t len,

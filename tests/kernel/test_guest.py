@@ -15,19 +15,25 @@ from harness.guest import GuestDied
 from harness.observe import reports
 
 SPLATS = [
-    ("warn", "WARNING in kh_splat_warn"),
-    ("refcount", "refcount_t: underflow in kh_splat_refcount"),
+    ("warn", "WARNING in kh_splat_warn", ""),
+    ("refcount", "refcount_t: underflow in kh_splat_refcount", ""),
     # 6.1 checks a freed page only when its per-cpu list drains, later.
-    pytest.param("badpage", "BUG: Bad page state in kh_splat_badpage",
+    pytest.param("badpage", "BUG: Bad page state in kh_splat_badpage", "",
                  marks=pytest.mark.kernel(">=6.12")),
+    ("hang", "INFO: task hung in kh_splat_hang",
+     "echo 2 > /proc/sys/kernel/hung_task_timeout_secs"),
+    ("stall", "INFO: rcu detected stall in kh_splat_stall",
+     "echo 3 > /sys/module/rcupdate/parameters/rcu_cpu_stall_timeout"),
 ]
+RESTORE = ("echo 0 > /proc/sys/kernel/hung_task_timeout_secs; "
+           "echo 21 > /sys/module/rcupdate/parameters/rcu_cpu_stall_timeout")
 
 
-@pytest.mark.parametrize("kind,title", SPLATS)
-def test_report_in_window_is_parsed(guest, request, kind, title):
+@pytest.mark.parametrize("kind,title,setup", SPLATS)
+def test_report_in_window_is_parsed(guest, request, kind, title, setup):
     request.applymarker(pytest.mark.expect_report(title))
-    guest.run("echo 1 > /sys/kernel/debug/clear_warn_once", check=True)
-    guest.run(f"echo {kind} > /sys/kernel/debug/kh_splat/trigger", check=True)
+    guest.run(f"echo 1 > /sys/kernel/debug/clear_warn_once; {setup}", check=True)
+    guest.run(f"echo {kind} > /sys/kernel/debug/kh_splat/trigger; {RESTORE}", check=True)
     assert title in reports.titles(guest.dmesg_peek())
 
 
@@ -43,6 +49,15 @@ def test_panic_stops_the_guest_and_the_next_boot_is_fresh(guest, kh_pool):
     assert fresh is not guest and kh_pool.prep.boots == boots + 1
     assert fresh.run("cat /proc/sys/kernel/tainted").status == 0
     assert fresh.run("uname -r").stdout.strip() == guest.release
+
+
+def test_hung_command_stops_the_guest_and_keeps_the_console(guest, kh_pool):
+    with pytest.raises(GuestDied) as died:
+        guest.run("sleep 120", timeout=3)
+    assert "did not finish in time" in str(died.value)
+    assert "Linux version" in died.value.console_log.read_text()
+    assert not guest.machine.alive()
+    assert kh_pool.get().run("true").status == 0
 
 
 def _qemu_pids(marker: str) -> list[int]:
