@@ -11,6 +11,7 @@ from pathlib import Path
 from harness import arches, session
 from harness.errors import KhError
 from harness.kernels import DEFAULT_SPEC, validate
+from harness.report import matrix
 from harness.vm.machine import kill_all
 
 REPO = Path(__file__).resolve().parents[1]
@@ -22,6 +23,7 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--arch", default=arches.host().name, choices=arches.KNOWN)
     p.add_argument("--boot", default="initramfs", choices=session.BOOT_PATHS)
     p.add_argument("--accel", default="auto", choices=("auto", "kvm", "tcg"))
+    p.add_argument("--cpus", type=int, default=2, help="guest vCPUs (default 2)")
     p.add_argument("--out", default="kharness-out", type=Path, help="output directory")
     p.add_argument("--offline", action="store_true", help="use only cached package lists")
 
@@ -32,12 +34,16 @@ def cmd_run(args) -> int:
     for spec in specs:
         validate(spec)
     worst = 0
+    runs = []
     for spec in specs:
         out = args.out / f"{spec.replace(':', '-')}-{args.arch}"
         junit = out / "junit.xml"
+        junit.unlink(missing_ok=True)
+        runs.append((f"{spec} {args.arch}", junit))
         argv = [str(REPO / "tests" / "kernel"), "-p", "no:cacheprovider", "-q", "-rfE",
                 f"--kernel={spec}", f"--arch={args.arch}", f"--boot={args.boot}",
-                f"--accel={args.accel}", f"--kh-out={out}", f"--junitxml={junit}"]
+                f"--accel={args.accel}", f"--cpus={args.cpus}", f"--kh-out={out}",
+                f"--junitxml={junit}"]
         if args.offline:
             argv.append("--offline")
         if args.k:
@@ -48,13 +54,19 @@ def cmd_run(args) -> int:
         print(f"kharness: {spec}: {'passed' if rc == 0 else 'FAILED'}; JUnit: {junit}; "
               f"logs: {out}", file=sys.stderr)
         worst = max(worst, int(rc))
+    m = matrix.build(runs)
+    if m.rows:
+        html = args.out / "matrix.html"
+        html.write_text(m.html())
+        print(m.text())
+        print(f"kharness: behaviour matrix: {html}", file=sys.stderr)
     return worst
 
 
 def _start(args):
     spec = args.kernel.split(",")[0]
     prep = session.prepare(spec, args.arch, boot=args.boot, outdir=args.out / "boot",
-                           accel=args.accel, offline=args.offline)
+                           accel=args.accel, cpus=args.cpus, offline=args.offline)
     return prep, session.start(prep)
 
 
@@ -90,7 +102,7 @@ def cmd_bench(args) -> int:
     print(f"kharness bench: {spec} on {args.arch}, {args.rounds} boots a path")
     for boot in args.paths.split(","):
         prep = session.prepare(spec, args.arch, boot=boot, outdir=args.out / f"bench-{boot}",
-                               accel=args.accel, offline=args.offline)
+                               accel=args.accel, cpus=args.cpus, offline=args.offline)
         boots, trips = [], []
         for _ in range(args.rounds):
             t0 = time.monotonic()

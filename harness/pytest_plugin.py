@@ -9,6 +9,8 @@ the test declares it with @pytest.mark.expect_report("title part").
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import json
 import re
 import shutil
 import time
@@ -31,6 +33,7 @@ def pytest_addoption(parser):
     g.addoption("--boot", default="initramfs", choices=session.BOOT_PATHS,
                 help="boot path: our initramfs under raw QEMU, or virtme-ng")
     g.addoption("--accel", default="auto", choices=("auto", "kvm", "tcg"))
+    g.addoption("--cpus", type=int, default=2, help="guest vCPUs (default 2)")
     g.addoption("--kh-out", default="kharness-out", help="where console logs and artifacts go")
     g.addoption("--offline", action="store_true", help="use only cached package lists")
 
@@ -40,17 +43,19 @@ def pytest_configure(config):
         "kernel(spec): run only where the kernel matches, e.g. '>=7.2' or '<6.12'",
         "arch(name): run only on this guest arch",
         "expect_report(title): the test expects a kernel report whose title contains this",
+        "guest(cpus=N): the test needs a guest of its own with these settings",
     ):
         config.addinivalue_line("markers", line)
 
 
 class GuestPool:
-    """One guest at a time for the session; a dead one is replaced on demand."""
+    """The session's guests, one a set of settings; a dead one is replaced on demand."""
 
     def __init__(self, config):
         self.config = config
         self.prep: session.Prepared | None = None
-        self.guest: Guest | None = None
+        self.guests: dict[tuple, Guest] = {}
+        self.variants: dict[tuple, session.Prepared] = {}
         opt = config.getoption
         stamp = time.strftime("%Y%m%d-%H%M%S")
         name = f"{opt('--kernel').replace(':', '-')}-{opt('--arch')}-{stamp}"
@@ -68,30 +73,47 @@ class GuestPool:
                 with self._uncaptured():
                     self.prep = session.prepare(
                         opt("--kernel"), opt("--arch"), boot=opt("--boot"),
-                        outdir=self.outdir, accel=opt("--accel"), offline=opt("--offline"))
+                        outdir=self.outdir, accel=opt("--accel"), cpus=opt("--cpus"),
+                        offline=opt("--offline"))
             except KhError as e:
                 detail = f"\n{e.detail}" if e.detail else ""
                 pytest.exit(f"kharness: {e}{detail}", returncode=e.exit_code)
         return self.prep
 
-    def get(self) -> Guest:
-        if self.guest is None or not self.guest.alive():
-            if self.guest is not None:
-                self.guest.close()
+    def get(self, **settings) -> Guest:
+        """The live guest with these MachineSpec settings (cpus=...), booted if need be."""
+        key = tuple(sorted(settings.items()))
+        guest = self.guests.get(key)
+        if guest is None or not guest.alive():
+            if guest is not None:
+                guest.close()
+            prep = self.variant(key)
             try:
                 with self._uncaptured():
-                    self.guest = session.start(self.prepared())
+                    guest = self.guests[key] = session.start(prep)
             except KhError as e:
                 # A kernel that does not boot once will not boot for the next test.
                 detail = f"\n{e.detail}" if e.detail else ""
                 pytest.exit(f"kharness: the guest did not boot: {e}{detail}",
                             returncode=e.exit_code)
-        return self.guest
+        return guest
+
+    def variant(self, key: tuple) -> session.Prepared:
+        """The session's Prepared with some MachineSpec settings changed, kept so
+        its boot-N folders keep counting up."""
+        base = self.prepared()
+        if not key:
+            return base
+        if key not in self.variants:
+            self.variants[key] = dataclasses.replace(
+                base, spec=dataclasses.replace(base.spec, **dict(key)), boots=0,
+                outdir=base.outdir / "-".join(f"{k}{v}" for k, v in key))
+        return self.variants[key]
 
     def close(self) -> None:
-        if self.guest is not None:
-            self.guest.close()
-            self.guest = None
+        for guest in self.guests.values():
+            guest.close()
+        self.guests.clear()
 
 
 @pytest.fixture(scope="session")
@@ -125,10 +147,34 @@ def guest(kh_pool, request) -> Guest:
     for mark in request.node.iter_markers("kernel"):
         if not all(_version_matches(prep.kernel.version, s) for s in mark.args):
             pytest.skip(f"kernel {prep.kernel.release} outside {' '.join(mark.args)}")
-    g = kh_pool.get()
+    settings = {}
+    for mark in request.node.iter_markers("guest"):
+        settings.update(mark.kwargs)
+    g = kh_pool.get(**settings)
     g.dmesg_window()  # whatever came before is not this test's
     request.node._kh_guest = g
     return g
+
+
+class Behaviour:
+    """Expected-vs-seen checks of kernel behaviour, kept for the matrix report.
+
+    Each check is stored in the test's user_properties (and so in JUnit as a
+    property named kh:<what>) before it is asserted.
+    """
+
+    def __init__(self, node):
+        self.node = node
+
+    def check(self, what: str, expected, seen) -> None:
+        self.node.user_properties.append(
+            (f"kh:{what}", json.dumps({"expected": expected, "seen": seen})))
+        assert seen == expected, f"{what}: expected {expected!r}, the kernel did {seen!r}"
+
+
+@pytest.fixture
+def behaviour(request) -> Behaviour:
+    return Behaviour(request.node)
 
 
 class KernelReport(AssertionError):

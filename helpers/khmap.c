@@ -4,6 +4,9 @@
  *
  * usage: khmap OP DEVICE NPAGES [ARGS...]
  *
+ * DEVICE "perf" maps the kernel's own perf ring buffer (a software event of
+ * this process) instead of a device node.
+ *
  * Every result is a line of key=value words on stdout, for the tests to
  * parse. A SIGBUS or SIGSEGV on an access is a result (access=sigbus), not
  * a crash, and every system call's failure is reported as its errno name.
@@ -31,7 +34,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/perf_event.h>
 #include <sys/mman.h>
+#include <sys/syscall.h>
 #include <sys/resource.h>
 #include <sys/uio.h>
 #include <sys/wait.h>
@@ -143,9 +148,22 @@ static void smaps_of(void *addr, long *rss_kb, char *flags, size_t flen)
 	fclose(f);
 }
 
+/* The kernel's own perf ring buffer, for comparison with our modules (RB7). */
+static int perf_open(void)
+{
+	struct perf_event_attr attr = {
+		.type = PERF_TYPE_SOFTWARE,
+		.size = sizeof(attr),
+		.config = PERF_COUNT_SW_DUMMY,
+		.disabled = 1,
+	};
+
+	return syscall(SYS_perf_event_open, &attr, 0, -1, -1, 0);
+}
+
 static char *map_dev(const char *dev, long npages, int prot, int *fdp)
 {
-	int fd = open(dev, O_RDWR);
+	int fd = strcmp(dev, "perf") ? open(dev, O_RDWR) : perf_open();
 	char *p;
 
 	if (fd < 0) {
@@ -323,10 +341,13 @@ static int op_gup(const char *dev, long n, const char *pgdir)
 		struct iovec iov = { p + page_size, page_size };
 		long ref_before = module_refcount(pgdir, 1), ref_held;
 
+		int err;
+
 		r = vmsplice(pipefd[1], &iov, 1, 0);
+		err = r < 0 ? errno : 0;
 		ref_held = module_refcount(pgdir, 1);
 		printf("op=vmsplice result=%s bytes=%zd ref_before=%ld ref_held=%ld\n",
-		       errname(r < 0 ? errno : 0), r, ref_before, ref_held);
+		       errname(err), r, ref_before, ref_held);
 		close(pipefd[1]);
 		while (read(pipefd[0], buf, sizeof(buf)) > 0)
 			;

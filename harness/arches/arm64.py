@@ -1,7 +1,9 @@
 from harness.arches import ArchParams
 
-# Plain -cpu max is about 3x slower under TCG (pointer-auth emulation):
-# neoverse-n1 booted to a shell in 2-3.5 s against 8-10 s (platform notes).
+# Boot to first command under TCG, Debian 6.12, benchmarks/arm64_cpu.py, median
+# of 3 on a 2-core host: max 16.3 s (pointer-auth emulation), max,pauth-impdef=on
+# 5.4 s, neoverse-n1 4.2 s, cortex-a57 4.3 s. neoverse-n1 is ARMv8.2 with LSE
+# atomics, closer to what arm64 servers run than cortex-a57.
 ARCH = ArchParams(
     name="arm64",
     deb_arch="arm64",

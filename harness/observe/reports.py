@@ -76,6 +76,8 @@ HEADERS = [
     _h("arm64_paging", r"Unable to handle kernel paging request",
        "BUG: unable to handle kernel paging request in {func}", True),
     _h("oops", r"Internal error: (?P<what>[^:]+):", "Internal error: {what} in {func}", True),
+    # x86 since 6.10: "Oops: int3: 0000 [#1]", "Oops: invalid opcode: 0000 [#1]"
+    _h("oops", r"^Oops: (?P<what>[^:]+): [0-9a-f]{4} \[#\d+\]", "Oops: {what} in {func}", True),
     _h("rcu_stall", r"rcu: INFO: rcu_\w+ (?:self-)?detected (?:expedited )?stalls?",
        "INFO: rcu detected stall in {func}", True),
     _h("hung_task", r"INFO: task (?P<comm>\S+):\d+ blocked for more than", "INFO: task hung in "
@@ -87,7 +89,7 @@ HEADERS = [
 # (an Oops says "Internal error", a refcount_t line is followed by its WARNING).
 _FOLLOWERS = {
     "refcount": {"warning"},
-    "kernel_bug": {"oops"},  # arm64: "kernel BUG at" then "Internal error: Oops - BUG"
+    "kernel_bug": {"oops"},  # "kernel BUG at" then "Oops: invalid opcode" / "Internal error": "kernel BUG at" then "Internal error: Oops - BUG"
     "null_deref": {"oops"}, "paging": {"oops"}, "arm64_null": {"oops"},
     "arm64_paging": {"oops"},
 }

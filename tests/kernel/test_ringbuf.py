@@ -44,7 +44,7 @@ EXPECT = {
 }
 
 
-def test_RB1_read_every_page(rb):
+def test_RB1_read_every_page(rb, behaviour):
     before = rb.stats()
     res = rb.khmap("read", rb.debugfs)
     after = rb.assert_released()
@@ -53,7 +53,7 @@ def test_RB1_read_every_page(rb):
     assert f["failed"] == "0"
     want = EXPECT[rb.mode]
     faults = n if want["read_faults"] == "one a page" else want["read_faults"]
-    assert int(f["minflt"]) == faults
+    behaviour.check("read minflt", faults, int(f["minflt"]))
     assert rb.delta(before, after, "faults") == faults
     vmflags = set(res.fields()["vmflags"].split(","))
     assert want["vmflags"] <= vmflags, f"VmFlags {sorted(vmflags)}"
@@ -63,7 +63,7 @@ def test_RB1_read_every_page(rb):
     assert all(p.kpagecount == p.mapcount for p in pages)
 
 
-def test_RB2_write_control_page_then_data_page(rb):
+def test_RB2_write_control_page_then_data_page(rb, behaviour):
     before = rb.stats()
     res = rb.khmap("write", 0, 1)
     after = rb.assert_released()
@@ -71,8 +71,9 @@ def test_RB2_write_control_page_then_data_page(rb):
     want = EXPECT[rb.mode]
     assert writes["0"]["access"] == "ok"
     assert writes["0"]["readback"] == str(0x5a)
-    assert writes["1"]["access"] == want["page1_write"]
-    assert rb.delta(before, after, "mkwrite_calls") == want["mkwrite_calls"]
+    behaviour.check("data page write", want["page1_write"], writes["1"]["access"])
+    behaviour.check("mkwrite calls", want["mkwrite_calls"],
+                    rb.delta(before, after, "mkwrite_calls"))
     refused = 1 if want["page1_write"] == "sigbus" else 0
     assert rb.delta(before, after, "mkwrite_refused") == refused
 
@@ -89,14 +90,14 @@ def test_RB3_partial_munmap_and_mremap_refused(rb):
     assert ops["intact"] == "yes"
 
 
-def test_RB4_gup_on_the_mapping(rb):
+def test_RB4_gup_on_the_mapping(rb, behaviour):
     res = rb.khmap("gup", rb.debugfs)
     rb.assert_released()
     ops = {r["op"]: r for r in res.records() if "op" in r}
     want = EXPECT[rb.mode]["gup"]
-    assert ops["process_vm_readv"]["result"] == want
-    assert ops["odirect_read"]["result"] == want
-    assert ops["vmsplice"]["result"] == want
+    behaviour.check("process_vm_readv", want, ops["process_vm_readv"]["result"])
+    behaviour.check("O_DIRECT read", want, ops["odirect_read"]["result"])
+    behaviour.check("vmsplice", want, ops["vmsplice"]["result"])
     if want == "0":
         before = int(ops["vmsplice"]["ref_before"])
         # The pipe holds the data page until it is read, then lets go.

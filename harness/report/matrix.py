@@ -1,0 +1,95 @@
+"""The behaviour matrix: scenario x kernel, expected and seen, from JUnit files.
+
+Tests record their behaviour checks as JUnit properties named kh:<what>
+with a JSON {"expected", "seen"} value (the `behaviour` fixture); one JUnit
+file a kernel run. This walks them into one table, printed and as HTML.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import jinja2
+
+TEMPLATES = Path(__file__).parent / "templates"
+
+
+@dataclass
+class Cell:
+    expected: object = None
+    seen: object = None
+    outcome: str = "not run"   # passed, failed, skipped, error, not run
+
+    @property
+    def ok(self) -> bool:
+        return self.expected == self.seen
+
+
+@dataclass
+class Matrix:
+    columns: list[str] = field(default_factory=list)            # kernel-arch labels
+    rows: dict[tuple[str, str], dict[str, Cell]] = field(default_factory=dict)
+
+    def add_run(self, label: str, junit: Path) -> None:
+        self.columns.append(label)
+        for case in ET.parse(junit).getroot().iter("testcase"):
+            name = case.get("name", "")
+            outcome = "passed"
+            for tag in ("failure", "error", "skipped"):
+                if case.find(tag) is not None:
+                    outcome = {"failure": "failed"}.get(tag, tag)
+            props = [(p.get("name"), p.get("value")) for p in case.iter("property")]
+            checks = [(n[3:], json.loads(v)) for n, v in props if n.startswith("kh:")]
+            if not checks:
+                self.rows.setdefault((name, "test"), {})[label] = Cell("pass", outcome, outcome)
+            for what, d in checks:
+                self.rows.setdefault((name, what), {})[label] = Cell(d["expected"], d["seen"],
+                                                                      outcome)
+
+    def sorted_rows(self):
+        def key(item):
+            (name, what), _ = item
+            m = re.search(r"test_([A-Z]+)(\d+)", name)
+            return (m.group(1), int(m.group(2))) if m else ("~", 0), name, what
+        return sorted(self.rows.items(), key=key)
+
+    def text(self) -> str:
+        head = ["scenario", "check", *self.columns]
+        lines = [head]
+        for (name, what), cells in self.sorted_rows():
+            row = [name.removeprefix("test_"), what]
+            for col in self.columns:
+                c = cells.get(col)
+                if c is None:
+                    row.append("-")
+                elif c.ok:
+                    row.append(f"ok {_short(c.seen)}")
+                else:
+                    row.append(f"FAIL {_short(c.seen)} (want {_short(c.expected)})"
+                               if c.outcome != "skipped" else "skipped")
+            lines.append(row)
+        widths = [max(len(r[i]) for r in lines) for i in range(len(head))]
+        return "\n".join("  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip()
+                         for r in lines)
+
+    def html(self) -> str:
+        env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True)
+        return env.get_template("matrix.html.j2").render(matrix=self, rows=self.sorted_rows(),
+                                                          short=_short)
+
+
+def _short(v) -> str:
+    s = v if isinstance(v, str) else json.dumps(v)
+    return s if len(s) <= 40 else s[:37] + "..."
+
+
+def build(runs: list[tuple[str, Path]]) -> Matrix:
+    m = Matrix()
+    for label, junit in runs:
+        if junit.exists():
+            m.add_run(label, junit)
+    return m

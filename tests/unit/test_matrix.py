@@ -1,0 +1,43 @@
+"""The behaviour matrix over JUnit files written by real RB7 runs."""
+
+from pathlib import Path
+
+from harness.report import matrix
+
+DATA = Path(__file__).parents[1] / "data" / "junit"
+
+
+def runs():
+    return [(f"debian:{v} x86_64", DATA / f"rb7-debian-{v}-x86_64.xml")
+            for v in ("6.1", "6.12", "7.2", "7.3")]
+
+
+def test_rb7_shows_the_seeds_change():
+    m = matrix.build(runs())
+    row = m.rows[("test_RB7_perf_read_every_page", "VM_PFNMAP")]
+    assert [row[c].seen for c in m.columns] == [False, False, True, True]
+    assert all(row[c].ok for c in m.columns)
+    gup = m.rows[("test_RB7_perf_gup", "process_vm_readv")]
+    assert [gup[c].seen for c in m.columns] == ["0", "0", "EFAULT", "EFAULT"]
+
+
+def test_text_and_html():
+    m = matrix.build(runs())
+    text = m.text()
+    assert text.splitlines()[0].split() == ["scenario", "check", "debian:6.1", "x86_64",
+                                            "debian:6.12", "x86_64", "debian:7.2", "x86_64",
+                                            "debian:7.3", "x86_64"]
+    assert "RB7_perf_read_every_page" in text and "FAIL" not in text
+    html = m.html()
+    assert html.count("<tr>") == len(m.rows) + 1 and "class=\"fail\"" not in html
+
+
+def test_mismatch_is_shown(tmp_path):
+    bad = tmp_path / "j.xml"
+    bad.write_text(
+        '<testsuites><testsuite><testcase name="test_RB1_x[pfnmap]"><properties>'
+        '<property name="kh:read minflt" value="{&quot;expected&quot;: 0, &quot;seen&quot;: 9}"/>'
+        '</properties><failure message="x"/></testcase></testsuite></testsuites>')
+    m = matrix.build([("k", bad)])
+    assert "FAIL 9 (want 0)" in m.text()
+    assert 'class="fail"' in m.html()
