@@ -23,6 +23,7 @@ from pathlib import Path
 
 from harness import arches
 from harness.errors import KhError
+from harness.kernels import Kernel
 from harness.util import cache_root, progress
 
 KVM_DEADLINE = 8.0          # first kernel console bytes under KVM, or it hangs
@@ -65,9 +66,10 @@ class Machine:
 
     name = "machine"
 
-    def __init__(self, spec: MachineSpec, arch: arches.ArchParams):
+    def __init__(self, kernel: Kernel, spec: MachineSpec):
+        self.kernel = kernel
         self.spec = spec
-        self.arch = arch
+        self.arch = arches.get(kernel.arch)
         self.workdir = spec.workdir
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.console_log = self.workdir / "console.log"

@@ -23,8 +23,7 @@ class QemuMachine(Machine):
     name = "qemu"
 
     def __init__(self, kernel: Kernel, initramfs: Path, spec: MachineSpec):
-        super().__init__(spec, arches.get(kernel.arch))
-        self.kernel = kernel
+        super().__init__(kernel, spec)
         self.initramfs = initramfs
 
     def argv(self, accel: str) -> list[str]:

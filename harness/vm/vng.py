@@ -23,8 +23,7 @@ class VngMachine(Machine):
     name = "virtme-ng"
 
     def __init__(self, kernel: Kernel, helper_dir: Path, spec: MachineSpec):
-        super().__init__(spec, arches.get(kernel.arch))
-        self.kernel = kernel
+        super().__init__(kernel, spec)
         self.helper_dir = helper_dir
         self.launcher_path = self.console_log  # vng --verbose prints the console
 
