@@ -145,6 +145,9 @@ def main(argv: list[str] | None = None) -> int:
         if e.detail:
             print(e.detail, file=sys.stderr)
         return e.exit_code
+    except FileNotFoundError as e:
+        print(f"kharness: error: {e.filename} not found: run ci/setup.sh", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("kharness: interrupted", file=sys.stderr)
         return 130

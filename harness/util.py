@@ -38,8 +38,11 @@ def step(what: str):
 def run(cmd: list[str], *, what: str, cwd: Path | None = None, env: dict | None = None,
         log: Path | None = None, check: bool = True) -> subprocess.CompletedProcess:
     """Run a command, keep its output, and on failure raise with its last lines."""
-    proc = subprocess.run(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE,
-                          stderr=subprocess.STDOUT, text=True, errors="replace")
+    try:
+        proc = subprocess.run(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True, errors="replace")
+    except FileNotFoundError:
+        raise KhError(f"{cmd[0]} not found, needed for {what}: run ci/setup.sh") from None
     if log is not None:
         log.parent.mkdir(parents=True, exist_ok=True)
         log.write_text(f"$ {' '.join(cmd)}\n{proc.stdout}")

@@ -1,0 +1,65 @@
+"""The command line as a user meets it: one-line errors, the interactive shell."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pexpect
+import pytest
+
+KH = [sys.executable, "-m", "harness.cli"]
+
+
+def kh(*args, env=None):
+    return subprocess.run([*KH, *args], capture_output=True, text=True, env=env, timeout=600)
+
+
+@pytest.mark.parametrize("args,words", [
+    (["run", "--kernel", "debian:5.10"], "unknown Debian kernel series '5.10'"),
+    (["run", "--kernel", "fedora:40"], "unknown kernel spec 'fedora:40'"),
+    (["boot", "--boot", "vng", "--arch", "arm64"], "cannot run an arm64 guest"),
+])
+def test_bad_input_is_one_line_and_exit_2(args, words):
+    res = kh(*args)
+    assert res.returncode == 2
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and words in lines[0] and lines[0].startswith("kharness: error:")
+
+
+def test_missing_qemu_is_named(kernel, request, tmp_path):
+    # Everything on PATH but QEMU.
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for d in os.environ["PATH"].split(":"):
+        if os.path.isdir(d):
+            for name in os.listdir(d):
+                if not name.startswith("qemu-system") and not (bin_dir / name).exists():
+                    (bin_dir / name).symlink_to(os.path.join(d, name))
+    env = {**os.environ, "PATH": str(bin_dir)}
+    res = kh("boot", f"--kernel={request.config.getoption('--kernel')}",
+             f"--arch={kernel.arch}", f"--out={tmp_path}", "--exec", "true", env=env)
+    assert res.returncode == 1
+    assert "qemu-system-" in res.stderr and "not found: run ci/setup.sh" in res.stderr
+
+
+def test_interactive_boot_shell(kernel, request, tmp_path):
+    child = pexpect.spawn(KH[0], [*KH[1:], "boot", f"--kernel={request.config.getoption('--kernel')}",
+                                  f"--arch={kernel.arch}", f"--out={tmp_path}"],
+                          encoding="utf-8", timeout=180)
+    try:
+        prompt = f"kh:{kernel.release}# "
+        child.expect_exact(prompt)
+        child.sendline("cat /sys/kernel/debug/kh_ringbuf/pfnmap/stats | grep nr_pages")
+        child.expect(r"nr_pages (\d+)")
+        assert int(child.match.group(1)) == 9
+        child.expect_exact(prompt)
+        child.sendline("exit 3")
+        child.expect_exact("[exit 3]")
+        child.expect_exact(prompt)
+        child.sendeof()
+        child.expect(pexpect.EOF)
+    finally:
+        child.close(force=True)
+    assert child.exitstatus == 0
