@@ -20,7 +20,7 @@ from harness.vm.machine import MachineSpec
 from harness.vm.qemu import QemuMachine
 
 BOOT_PATHS = ("initramfs", "vng")
-DEFAULT_MODULES = ("ringbuf", "splat")
+DEFAULT_MODULES = ("ringbuf", "daxlike", "splat")
 
 
 @dataclass

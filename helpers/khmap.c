@@ -23,6 +23,9 @@
  *   fork [PGDIR]  parent writes a token, child reads it and every page
  *   share [PGDIR] two processes map the device independently; the second
  *                 sees what the first wrote
+ *   rw [PGDIR]    read page 0, then write it: the PFN before and after
+ *   forkpriv [PGDIR] MAP_PRIVATE, fork, the child writes: its PFN and the
+ *                 parent's byte after
  *   kpage PFN.. /proc/kpagecount and /proc/kpageflags of each PFN
  */
 #define _GNU_SOURCE
@@ -69,7 +72,13 @@ static const char *errname(int err)
 	case EIO: return "EIO";
 	case ENOSYS: return "ENOSYS";
 	case EOPNOTSUPP: return "EOPNOTSUPP";
-	default: return "EOTHER";
+	case EREMOTEIO: return "EREMOTEIO";
+	default: {
+		static char buf[16];
+
+		snprintf(buf, sizeof(buf), "E%d", err);
+		return buf;
+	}
 	}
 }
 
@@ -358,6 +367,80 @@ static int op_gup(const char *dev, long n, const char *pgdir)
 	return 0;
 }
 
+/* The PFN behind addr in this process, from /proc/self/pagemap; -1 if none. */
+static long pagemap_pfn(void *addr)
+{
+	uint64_t e = 0;
+	int fd = open("/proc/self/pagemap", O_RDONLY);
+
+	if (fd < 0)
+		return -1;
+	if (pread(fd, &e, 8, (uintptr_t)addr / page_size * 8) != 8)
+		e = 0;
+	close(fd);
+	return (e >> 63) ? (long)(e & ((1ULL << 55) - 1)) : -1;
+}
+
+/* Read a page, then write it: does the write keep the PFN (DX2, DX3)? */
+static int op_rw(const char *dev, long n, const char *pgdir)
+{
+	char *p = map_dev(dev, n, PROT_READ | PROT_WRITE, NULL), got = 0;
+	const char *r;
+	long pfn_read, pfn_write;
+
+	catch_faults();
+	r = touch(p + 8, 0, 0, &got);
+	pfn_read = pagemap_pfn(p);
+	printf("op=read access=%s pfn=%ld\n", r, pfn_read);
+	r = touch(p + 8, 1, 0x5a, NULL);
+	pfn_write = pagemap_pfn(p);
+	printf("op=write access=%s pfn=%ld same_pfn=%s\n", r, pfn_write,
+	       pfn_read == pfn_write ? "yes" : "no");
+	report_pages(pgdir, "mapped");
+	munmap(p, n * page_size);
+	return 0;
+}
+
+/* MAP_PRIVATE and fork: the child's write must land in a copy of its own. */
+static int op_forkpriv(const char *dev, long n, const char *pgdir)
+{
+	int fd = open(dev, O_RDWR), status;
+	char *p;
+	pid_t pid;
+
+	if (fd < 0) {
+		printf("op=open result=%s\n", errname(errno));
+		return 2;
+	}
+	p = mmap(NULL, n * page_size, PROT_READ | PROT_WRITE, MAP_PRIVATE, fd, 0);
+	if (p == MAP_FAILED) {
+		printf("op=mmap result=%s\n", errname(errno));
+		return 2;
+	}
+	catch_faults();
+	const char *first = touch(p + 8, 0, 0, NULL);
+
+	printf("op=parent_read access=%s pfn=%ld\n", first, pagemap_pfn(p));
+	fflush(stdout);
+	pid = fork();
+	if (pid == 0) {
+		const char *r = touch(p + 8, 1, 0x6b, NULL);
+
+		printf("op=child_write access=%s pfn=%ld\n", r, pagemap_pfn(p));
+		report_pages(pgdir, "child");
+		fflush(stdout);
+		_exit(0);
+	}
+	waitpid(pid, &status, 0);
+	char got = 0;
+	const char *r = touch(p + 8, 0, 0, &got);
+
+	printf("op=parent_after access=%s byte8=%d pfn=%ld\n", r, got, pagemap_pfn(p));
+	munmap(p, n * page_size);
+	close(fd);
+	return 0;
+}
+
 static int op_fork(const char *dev, long n, const char *pgdir)
 {
 	char *p = map_dev(dev, n, PROT_READ | PROT_WRITE, NULL);
@@ -468,6 +551,10 @@ int main(int argc, char **argv)
 		return op_fork(dev, n, pgdir);
 	if (!strcmp(op, "share"))
 		return op_share(dev, n, pgdir);
+	if (!strcmp(op, "rw"))
+		return op_rw(dev, n, pgdir);
+	if (!strcmp(op, "forkpriv"))
+		return op_forkpriv(dev, n, pgdir);
 	fprintf(stderr, "khmap: unknown op '%s'\n", op);
 	return 2;
 }

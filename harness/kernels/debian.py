@@ -249,7 +249,7 @@ def get(series: str, arch_name: str, *, offline: bool = False) -> Kernel:
         pkgs = host_kbuild(pkgs, series, info, host.deb_arch, offline=offline)
     key = f"{abi}-{arch.deb_arch}_{version}"
     kdir = cache_root() / "kernels" / "debian" / key
-    with locked(kdir.with_suffix(".lock")):
+    with locked(kdir.parent / (kdir.name + ".lock")):
         record = kdir / "kernel.json"
         if record.exists():
             return load(record)

@@ -39,6 +39,34 @@ static inline int kh_page_mapcount(struct page *page)
 }
 
 /*
+ * Insert a page with a reference, from a fault handler. 7.x has
+ * vmf_insert_page_mkwrite() (the DAX folio work); before it, vm_insert_page()
+ * semantics through vmf_insert_page(). Both take a reference and a mapcount.
+ */
+static inline vm_fault_t kh_vmf_insert_page(struct vm_fault *vmf, struct page *page)
+{
+#if LINUX_VERSION_CODE >= KERNEL_VERSION(7, 0, 0)
+	return vmf_insert_page_mkwrite(vmf, page, false);
+#else
+	return vmf_insert_page(vmf->vma, vmf->address, page);
+#endif
+}
+
+/* pfn_t went away in 6.17: vmf_insert_mixed() takes a plain PFN since. */
+#if LINUX_VERSION_CODE < KERNEL_VERSION(6, 17, 0)
+#include <linux/pfn_t.h>
+static inline vm_fault_t kh_vmf_insert_mixed(struct vm_fault *vmf, unsigned long pfn)
+{
+	return vmf_insert_mixed(vmf->vma, vmf->address, pfn_to_pfn_t(pfn));
+}
+#else
+static inline vm_fault_t kh_vmf_insert_mixed(struct vm_fault *vmf, unsigned long pfn)
+{
+	return vmf_insert_mixed(vmf->vma, vmf->address, pfn);
+}
+#endif
+
+/*
  * The vm_operations_struct member called before a VMA is split. Its
  * signature has been stable from 5.x on; one macro keeps it that way here.
  */

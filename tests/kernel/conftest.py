@@ -10,21 +10,29 @@ from harness.guest import Guest, Result
 from harness.observe import proc
 
 RINGBUF_MODES = ("pfnmap", "fault", "insert_pages")
+DAXLIKE_MODES = ("special", "refcounted")
 
 
 @dataclass
-class Ringbuf:
+class Device:
+    """One of our modules' misc devices, with its debugfs counters."""
     guest: Guest
+    module: str          # ringbuf, daxlike
     mode: str
     nr_mapped: int = 0   # /proc/vmstat nr_mapped before the test
 
     @property
     def dev(self) -> str:
-        return f"/dev/kh_ringbuf_{self.mode}"
+        return f"/dev/kh_{self.module}_{self.mode}"
 
     @property
     def debugfs(self) -> str:
-        return f"/sys/kernel/debug/kh_ringbuf/{self.mode}"
+        return f"/sys/kernel/debug/kh_{self.module}/{self.mode}"
+
+    def pages(self) -> list[tuple[int, ...]]:
+        """(index, pfn, refcount, mapcount, ...) of each page the module holds."""
+        return [tuple(int(v) for v in line.split())
+                for line in self.guest.read(f"{self.debugfs}/pages").splitlines()]
 
     def stats(self) -> dict[str, int]:
         return proc.read_stats(self.guest, self.debugfs)
@@ -44,8 +52,12 @@ class Ringbuf:
         """The catalogue's invariants after the last unmap: the module holds
         nothing and the kernel's count of mapped file pages is where it was."""
         s = self.stats()
-        held = {k: s[k] for k in ("pages_held", "buffers", "open_mappings") if s[k] != 0}
+        held = {k: s[k] for k in ("pages_held", "buffers", "open_mappings")
+                if s.get(k, 0) != 0}
         assert not held, f"{self.mode}: module still holds {held} after the last unmap"
+        # Pages the module keeps (daxlike's pool) are back to its own reference.
+        busy = [p for p in self.pages() if p[2] != 1 or p[3] != 0]
+        assert not busy, f"{self.mode}: pages still referenced or mapped: {busy}"
         if self.guest.quiet:
             nr_mapped = proc.read_vmstat(self.guest)["nr_mapped"]
             assert nr_mapped == self.nr_mapped, \
@@ -53,8 +65,17 @@ class Ringbuf:
         return s
 
 
+def _device(guest, module: str, mode: str) -> Device:
+    d = Device(guest, module, mode, proc.read_vmstat(guest)["nr_mapped"])
+    d.assert_released()  # a leak from an earlier test must not be blamed on this one
+    return d
+
+
 @pytest.fixture(params=RINGBUF_MODES)
-def rb(guest, request) -> Ringbuf:
-    r = Ringbuf(guest, request.param, proc.read_vmstat(guest)["nr_mapped"])
-    r.assert_released()  # a leak from an earlier test must not be blamed on this one
-    return r
+def rb(guest, request) -> Device:
+    return _device(guest, "ringbuf", request.param)
+
+
+@pytest.fixture(params=DAXLIKE_MODES)
+def dx(guest, request) -> Device:
+    return _device(guest, "daxlike", request.param)
