@@ -50,6 +50,8 @@ def prepare(kernel_spec: str, arch: str, *, boot: str, outdir: Path,
     kernel = resolve(kernel_spec, arch, offline=offline)
     built = {m.name: m.path for m in (kmod.build(kernel, name) for name in modules)}
     bins = helpers.build(arch)
+    if boot == "initramfs":
+        initramfs.busybox_for(arch)  # a download for a foreign arch: now, not mid-run
     outdir = outdir.resolve()
     outdir.mkdir(parents=True, exist_ok=True)
     spec = MachineSpec(workdir=outdir, accel=accel, cpus=cpus, memory_mb=memory_mb)
