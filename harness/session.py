@@ -6,7 +6,6 @@ kernel -> build (modules, helpers) -> image -> boot -> Guest. The CLI's
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -33,9 +32,6 @@ class Prepared:
     outdir: Path
     spec: MachineSpec = field(default=None)
     boots: int = 0
-
-    def guest_modules_dir(self) -> str:
-        return "/lib/kh" if self.boot == "initramfs" else ""
 
 
 def prepare(kernel_spec: str, arch: str, *, boot: str, outdir: Path,
@@ -91,8 +87,3 @@ def start(prep: Prepared) -> Guest:
         raise
     return guest
 
-
-def wait_gone(guest: Guest, timeout: float = 10.0) -> None:
-    t0 = time.monotonic()
-    while guest.machine.alive() and time.monotonic() - t0 < timeout:
-        time.sleep(0.1)

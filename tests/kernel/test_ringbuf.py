@@ -8,8 +8,6 @@ one day depend on the kernel, sits in the EXPECT table, not in the tests.
 
 from __future__ import annotations
 
-import pytest
-
 from harness.observe.proc import parse_page_lines
 
 # mode -> what the catalogue's scenarios expect of it.
