@@ -43,6 +43,10 @@ class Result:
             out.update(rec)
         return out
 
+    def by_op(self) -> dict[str, dict[str, str]]:
+        """The records that name an op= (khmap's lines), keyed by it."""
+        return {r["op"]: r for r in self.records() if "op" in r}
+
     def records(self) -> list[dict[str, str]]:
         """One dict a stdout line made of key=value words."""
         recs = []

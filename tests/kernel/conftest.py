@@ -45,6 +45,13 @@ class Device:
         return self.guest.run(["khmap", op, self.dev, str(self.nr_pages), *map(str, args)],
                               check=True)
 
+    @staticmethod
+    def assert_pipe_pin(ops: dict[str, dict[str, str]]) -> None:
+        """vmsplice: the pipe holds a reference to the page until it is read."""
+        before = int(ops["vmsplice"]["ref_before"])
+        assert int(ops["vmsplice"]["ref_held"]) == before + 1
+        assert int(ops["vmsplice_drained"]["ref_after"]) == before
+
     def delta(self, before: dict[str, int], after: dict[str, int], key: str) -> int:
         return after[key] - before[key]
 

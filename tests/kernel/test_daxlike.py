@@ -34,7 +34,7 @@ def test_DX2_write_after_read_upgrades_in_place(dx, behaviour):
     before = dx.stats()
     res = dx.khmap("rw", dx.debugfs)
     after = dx.assert_released()
-    f = {r["op"]: r for r in res.records() if "op" in r}
+    f = res.by_op()
     block0 = dx.pages()[0]
     assert f["read"]["access"] == f["write"]["access"] == "ok"
     behaviour.check("PFN kept across the write", "yes", f["write"]["same_pfn"])
@@ -46,7 +46,7 @@ def test_DX2_write_after_read_upgrades_in_place(dx, behaviour):
 def test_DX5_fork_shared_mapping(dx, behaviour):
     res = dx.khmap("fork", dx.debugfs)
     dx.assert_released()
-    f = {r["op"]: r for r in res.records() if "op" in r}
+    f = res.by_op()
     assert f["child_read"]["token"] == str(0x42) and f["child_exit"]["status"] == "0"
     child = parse_page_lines(res.records(), "child")[0]
     parent = parse_page_lines(res.records(), "parent_only")[0]
@@ -59,7 +59,7 @@ def test_DX5_fork_shared_mapping(dx, behaviour):
 def test_DX5_fork_private_mapping_child_writes_a_copy(dx, behaviour):
     res = dx.khmap("forkpriv", dx.debugfs)
     dx.assert_released()
-    f = {r["op"]: r for r in res.records() if "op" in r}
+    f = res.by_op()
     block0 = dx.pages()[0]
     assert f["child_write"]["access"] == "ok"
     behaviour.check("child's page is a copy", True, int(f["child_write"]["pfn"]) != block0[1])
@@ -71,14 +71,12 @@ def test_DX5_fork_private_mapping_child_writes_a_copy(dx, behaviour):
 def test_DX6_gup_on_the_mapping(dx, behaviour):
     res = dx.khmap("gup", dx.debugfs)
     dx.assert_released()
-    ops = {r["op"]: r for r in res.records() if "op" in r}
+    ops = res.by_op()
     want = EXPECT[dx.mode]["gup"]
     behaviour.check("process_vm_readv", want, ops["process_vm_readv"]["result"])
     if want == "0":
         behaviour.check("O_DIRECT read", "0", ops["odirect_read"]["result"])
-        before = int(ops["vmsplice"]["ref_before"])
-        assert int(ops["vmsplice"]["ref_held"]) == before + 1
-        assert int(ops["vmsplice_drained"]["ref_after"]) == before
+        dx.assert_pipe_pin(ops)
     else:
         behaviour.check("O_DIRECT read fails", True, ops["odirect_read"]["result"] != "0")
         behaviour.check("vmsplice fails", True, ops["vmsplice"]["result"] != "0")

@@ -53,7 +53,7 @@ def test_RB7_perf_partial_unmap_refused(guest, behaviour):
 
 
 def test_RB7_perf_gup(guest, kernel, behaviour):
-    ops = {r["op"]: r for r in khperf(guest, "gup", "/nonexistent").records() if "op" in r}
+    ops = khperf(guest, "gup", "/nonexistent").by_op()
     want = expect(kernel)["gup"]
     behaviour.check("process_vm_readv", want, ops["process_vm_readv"]["result"])
     behaviour.check("O_DIRECT read", want, ops["odirect_read"]["result"])
@@ -61,7 +61,7 @@ def test_RB7_perf_gup(guest, kernel, behaviour):
 
 
 def test_RB7_perf_fork_child_does_not_inherit(guest, behaviour):
-    f = {r["op"]: r for r in khperf(guest, "fork").records() if "op" in r}
+    f = khperf(guest, "fork").by_op()
     assert f["parent_write"]["access"] == "ok"
     # perf sets VM_DONTCOPY: the child has no mapping at that address.
     behaviour.check("child access", "sigsegv", f["child_read"]["access"])
