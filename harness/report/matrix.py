@@ -45,7 +45,7 @@ class Matrix:
             props = [(p.get("name"), p.get("value")) for p in case.iter("property")]
             checks = [(n[3:], json.loads(v)) for n, v in props if n.startswith("kh:")]
             if not checks:
-                self.rows.setdefault((name, "test"), {})[label] = Cell("pass", outcome, outcome)
+                self.rows.setdefault((name, "test"), {})[label] = Cell("passed", outcome, outcome)
             for what, d in checks:
                 self.rows.setdefault((name, what), {})[label] = Cell(d["expected"], d["seen"],
                                                                       outcome)

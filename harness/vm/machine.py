@@ -17,6 +17,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -73,7 +74,9 @@ class Machine:
         self.workdir = spec.workdir
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.console_log = self.workdir / "console.log"
-        self.sock_path = self.workdir / "agent.sock"
+        # AF_UNIX paths stop at 107 bytes; a work dir deep in a tree can exceed it.
+        self.sock_dir = Path(tempfile.mkdtemp(prefix="kh-"))
+        self.sock_path = self.sock_dir / "agent.sock"
         self.proc: subprocess.Popen | None = None
         self.sock: socket.socket | None = None
         self.launcher_path = self.workdir / "launcher.log"  # the launcher's own output
@@ -203,6 +206,7 @@ class Machine:
                 except ProcessLookupError:
                     pass
             self.proc.wait()
+        shutil.rmtree(self.sock_dir, ignore_errors=True)
         _live.discard(self)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -15,15 +16,15 @@ from harness.guest import GuestDied
 from harness.observe import reports
 
 SPLATS = [
-    ("warn", "WARNING in kh_splat_warn", ""),
-    ("refcount", "refcount_t: underflow in kh_splat_refcount", ""),
+    pytest.param("warn", "WARNING in kh_splat_warn", "", id="warn"),
+    pytest.param("refcount", "refcount_t: underflow in kh_splat_refcount", "", id="refcount"),
     # 6.1 checks a freed page only when its per-cpu list drains, later.
-    pytest.param("badpage", "BUG: Bad page state in kh_splat_badpage", "",
+    pytest.param("badpage", "BUG: Bad page state in kh_splat_badpage", "", id="badpage",
                  marks=pytest.mark.kernel(">=6.12")),
-    ("hang", "INFO: task hung in kh_splat_hang",
-     "echo 2 > /proc/sys/kernel/hung_task_timeout_secs"),
-    ("stall", "INFO: rcu detected stall in kh_splat_stall",
-     "echo 3 > /sys/module/rcupdate/parameters/rcu_cpu_stall_timeout"),
+    pytest.param("hang", "INFO: task hung in kh_splat_hang",
+                 "echo 2 > /proc/sys/kernel/hung_task_timeout_secs", id="hang"),
+    pytest.param("stall", "INFO: rcu detected stall in kh_splat_stall",
+                 "echo 3 > /sys/module/rcupdate/parameters/rcu_cpu_stall_timeout", id="stall"),
 ]
 RESTORE = ("echo 0 > /proc/sys/kernel/hung_task_timeout_secs; "
            "echo 21 > /sys/module/rcupdate/parameters/rcu_cpu_stall_timeout")
@@ -85,19 +86,23 @@ def test_no_qemu_outlives_the_harness(kernel, tmp_path, request, sig):
          f"--arch={opt('--arch')}", f"--boot={opt('--boot')}", f"--out={tmp_path}",
          "--exec", "sleep 600"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 180
-    while not _qemu_pids(str(tmp_path)) or not any(
+    marker = None  # the guest's agent socket, named on QEMU's command line
+    while marker is None or not _qemu_pids(marker) or not any(
             b"kh-init" in p.read_bytes() or b"virtme" in p.read_bytes()
             for p in tmp_path.rglob("console.log")):
         assert cli.poll() is None, f"harness exited early: {cli.stderr.read()}"
         assert time.monotonic() < deadline, "guest did not start"
+        for cmdline in tmp_path.rglob("cmdline"):
+            m = re.search(r"path=(\S+/agent\.sock)", cmdline.read_text())
+            marker = m.group(1) if m else None
         time.sleep(0.2)
-    assert len(_qemu_pids(str(tmp_path))) == 1
+    assert len(_qemu_pids(marker)) == 1
     time.sleep(1)
     cli.send_signal(sig)
     cli.wait(timeout=60)
     deadline = time.monotonic() + 10
-    while _qemu_pids(str(tmp_path)) and time.monotonic() < deadline:
+    while _qemu_pids(marker) and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert _qemu_pids(str(tmp_path)) == []
+    assert _qemu_pids(marker) == []
     if sig == signal.SIGINT:
         assert cli.returncode == 130

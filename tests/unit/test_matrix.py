@@ -41,3 +41,14 @@ def test_mismatch_is_shown(tmp_path):
     m = matrix.build([("k", bad)])
     assert "FAIL 9 (want 0)" in m.text()
     assert 'class="fail"' in m.html()
+
+
+def test_test_without_checks_is_a_pass_row(tmp_path):
+    j = tmp_path / "j.xml"
+    j.write_text('<testsuites><testsuite><testcase name="test_x"/>'
+                 '<testcase name="test_y"><failure message="boom"/></testcase>'
+                 '</testsuite></testsuites>')
+    m = matrix.build([("k", j)])
+    assert m.rows[("test_x", "test")]["k"].ok
+    assert not m.rows[("test_y", "test")]["k"].ok
+    assert "ok passed" in m.text() and "FAIL failed (want passed)" in m.text()
