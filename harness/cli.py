@@ -23,7 +23,7 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--arch", default=arches.host().name, choices=arches.KNOWN)
     p.add_argument("--boot", default="initramfs", choices=session.BOOT_PATHS)
     p.add_argument("--accel", default="auto", choices=("auto", "kvm", "tcg"))
-    p.add_argument("--cpus", type=int, default=2, help="guest vCPUs (default 2)")
+    p.add_argument("--cpus", type=int, default=1, help="guest vCPUs (default 1, see README)")
     p.add_argument("--out", default="kharness-out", type=Path, help="output directory")
     p.add_argument("--offline", action="store_true", help="use only cached package lists")
 

@@ -33,7 +33,7 @@ def pytest_addoption(parser):
     g.addoption("--boot", default="initramfs", choices=session.BOOT_PATHS,
                 help="boot path: our initramfs under raw QEMU, or virtme-ng")
     g.addoption("--accel", default="auto", choices=("auto", "kvm", "tcg"))
-    g.addoption("--cpus", type=int, default=2, help="guest vCPUs (default 2)")
+    g.addoption("--cpus", type=int, default=1, help="guest vCPUs (default 1, see README)")
     g.addoption("--kh-out", default="kharness-out", help="where console logs and artifacts go")
     g.addoption("--offline", action="store_true", help="use only cached package lists")
 

@@ -36,7 +36,7 @@ class Prepared:
 
 def prepare(kernel_spec: str, arch: str, *, boot: str, outdir: Path,
             modules: tuple[str, ...] = DEFAULT_MODULES, accel: str = "auto",
-            cpus: int = 2, memory_mb: int = 1024, offline: bool = False) -> Prepared:
+            cpus: int = 1, memory_mb: int = 1024, offline: bool = False) -> Prepared:
     arches.get(arch)
     if boot not in BOOT_PATHS:
         raise UsageError(f"unknown boot path '{boot}': use one of {', '.join(BOOT_PATHS)}")

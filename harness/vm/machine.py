@@ -55,7 +55,9 @@ class MachineSpec:
     """What every launcher needs to know besides the kernel."""
     workdir: Path
     memory_mb: int = 1024
-    cpus: int = 2
+    # One vCPU: under QEMU 7.2's TCG, x86 kernel text patching (static keys,
+    # int3) killed the other vCPU with "Oops: int3" in some boots at -smp 2.
+    cpus: int = 1
     accel: str = "auto"          # auto, kvm, tcg
     boot_timeout: float = 120.0
     cpu: str | None = None       # overrides the arch's TCG cpu model

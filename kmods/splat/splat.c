@@ -78,8 +78,9 @@ static DECLARE_WORK(kh_splat_gp_work, kh_splat_gp_fn);
 
 static noinline void kh_splat_stall(void)
 {
-	preempt_disable();
 	queue_work(system_unbound_wq, &kh_splat_gp_work);
+	msleep(200);	/* let the grace period start, even on one CPU */
+	preempt_disable();
 	mdelay(8000);
 	preempt_enable();
 	flush_work(&kh_splat_gp_work);

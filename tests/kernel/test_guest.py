@@ -23,9 +23,10 @@ SPLATS = [
                  marks=pytest.mark.kernel(">=6.12")),
     pytest.param("hang", "INFO: task hung in kh_splat_hang",
                  "echo 2 > /proc/sys/kernel/hung_task_timeout_secs", id="hang"),
-    pytest.param("stall", "INFO: rcu detected stall in kh_splat_stall",
-                 "echo 3 > /sys/module/rcupdate/parameters/rcu_cpu_stall_timeout", id="stall"),
 ]
+# The RCU stall report needs a second vCPU to notice the stall, and two vCPUs
+# are not safe under TCG (see MachineSpec.cpus): its golden logs, captured at
+# -smp 2, keep the parser honest; `kh_splat stall` reproduces it by hand.
 RESTORE = ("echo 0 > /proc/sys/kernel/hung_task_timeout_secs; "
            "echo 21 > /sys/module/rcupdate/parameters/rcu_cpu_stall_timeout")
 

@@ -7,15 +7,7 @@ handler that set page->mapping to remap_pfn_range() in mmap, VM_PFNMAP:
 
 from __future__ import annotations
 
-import pytest
-
 NR_PAGES = 9   # one control page and 8 data pages
-
-# The first perf event flips static keys, and x86 patches kernel text with
-# int3 while the other vCPU runs: under QEMU 7.2's TCG the second vCPU then
-# died with "Oops: int3" in __schedule in about one boot in six (never with
-# one vCPU, 48 opens). RB7 is no race test, so it gets a guest of one vCPU.
-pytestmark = pytest.mark.guest(cpus=1)
 
 
 def expect(kernel) -> dict:
