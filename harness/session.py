@@ -6,7 +6,7 @@ kernel -> build (modules, helpers) -> image -> boot -> Guest. The CLI's
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from harness import arches
@@ -30,7 +30,7 @@ class Prepared:
     helpers: list[Path]
     boot: str
     outdir: Path
-    spec: MachineSpec = field(default=None)
+    spec: MachineSpec
     boots: int = 0
 
 
