@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import shlex
 import statistics
 import sys
 import time
@@ -96,6 +97,36 @@ def cmd_boot(args) -> int:
         guest.poweroff()
 
 
+def cmd_repro(args) -> int:
+    """RP: run a command over and over in one boot until the signature shows."""
+    from harness import repro
+    prep, guest = _start(args)
+    cmd = " ".join(args.command)
+    try:
+        rep = repro.reproduce(guest, cmd, args.signature, rounds=args.rounds,
+                              until_hit=args.until_hit, timeout=args.timeout)
+    finally:
+        guest.poweroff()
+    out = guest.workdir / "repro.txt"
+    with open(out, "w") as fh:
+        fh.write(f"kernel: {prep.kernel.release} ({args.arch})\n{rep.summary()}\n")
+        if rep.first:
+            fh.write("\n" + rep.first.text + "\n")
+    print(rep.summary())
+    if rep.first:
+        print(rep.first.text)
+    for r in rep.others:
+        print(f"kharness: other kernel report during the rounds: {r.title}", file=sys.stderr)
+    rerun = (f"kharness repro --kernel {args.kernel.split(',')[0]} --arch {args.arch} --rounds {args.rounds} "
+             f"--signature {shlex.quote(args.signature)} -- {cmd}")
+    with open(out, "a") as fh:
+        fh.write(f"\nrerun: {rerun}\n")
+    print(f"kharness: rerun with: {rerun}", file=sys.stderr)
+    print(f"kharness: reproduction written to {out}; console: {guest.machine.console_log}",
+          file=sys.stderr)
+    return 0 if rep.hits else 1
+
+
 def cmd_bench(args) -> int:
     """Boot time on each path and command round trip, as figures, never asserted."""
     spec = args.kernel.split(",")[0]
@@ -131,6 +162,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--exec", help="run this one command and exit with its status")
     p.add_argument("--timeout", type=float, default=600.0)
     p.set_defaults(func=cmd_boot)
+    p = sub.add_parser("repro", help="run a guest command in rounds until a kernel report "
+                                     "matching --signature appears; report the hit rate")
+    _common(p)
+    p.add_argument("--signature", required=True,
+                   help="part of the report title, e.g. 'WARNING in insert_pfn'")
+    p.add_argument("--rounds", type=int, default=100)
+    p.add_argument("--until-hit", action="store_true", help="stop at the first hit")
+    p.add_argument("--timeout", type=float, default=120.0, help="seconds a round may take")
+    p.add_argument("command", nargs="+", help="the guest command (after --)")
+    p.set_defaults(func=cmd_repro)
     p = sub.add_parser("bench", help="measure boot time and command round trip")
     _common(p)
     p.add_argument("--paths", default=",".join(session.BOOT_PATHS))

@@ -171,6 +171,10 @@ class Behaviour:
             (f"kh:{what}", json.dumps({"expected": expected, "seen": seen})))
         assert seen == expected, f"{what}: expected {expected!r}, the kernel did {seen!r}"
 
+    def note(self, what: str, value) -> None:
+        """A figure for the report that is not a check (a hit rate, a time)."""
+        self.node.user_properties.append((f"kh:{what}", json.dumps({"note": value})))
+
 
 @pytest.fixture
 def behaviour(request) -> Behaviour:

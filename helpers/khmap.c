@@ -26,7 +26,14 @@
  *   rw [PGDIR]    read page 0, then write it: the PFN before and after
  *   forkpriv [PGDIR] MAP_PRIVATE, fork, the child writes: its PFN and the
  *                 parent's byte after
+ *   hole [PGDIR]  (kh_daxlike) punch a hole in block 0, read it: the zero
+ *                 page; then write it: the block's page (DX3)
+ *   race ROUNDS WINDOW_US  (kh_daxlike) a thread writes block 0 while the
+ *                 main thread moves it to a new page (DX4), ROUNDS times
  *   kpage PFN.. /proc/kpagecount and /proc/kpageflags of each PFN
+ *
+ * gup also registers the page as an io_uring fixed buffer (a FOLL_LONGTERM
+ * pin), through the raw system calls.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -37,7 +44,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/io_uring.h>
 #include <linux/perf_event.h>
+#include <pthread.h>
+#include <sched.h>
+#include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/syscall.h>
 #include <sys/resource.h>
@@ -45,9 +56,14 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "kh_daxlike.h"
+
+#define KPF_ZERO_PAGE	24	/* include/uapi/linux/kernel-page-flags.h */
+
 static long page_size;
-static sigjmp_buf fault_jmp;
-static volatile sig_atomic_t fault_sig;
+/* Per thread: the racer's writer takes its SIGBUS on a thread of its own. */
+static __thread sigjmp_buf fault_jmp;
+static __thread volatile sig_atomic_t fault_sig;
 
 static void on_fault(int sig)
 {
@@ -73,6 +89,8 @@ static const char *errname(int err)
 	case ENOSYS: return "ENOSYS";
 	case EOPNOTSUPP: return "EOPNOTSUPP";
 	case EREMOTEIO: return "EREMOTEIO";
+	case EEXIST: return "EEXIST";
+	case ENOTTY: return "ENOTTY";
 	default: {
 		static char buf[16];
 
@@ -322,6 +340,33 @@ static void report_pages(const char *pgdir, const char *stage)
 	fclose(f);
 }
 
+/*
+ * Register page 1 of the mapping as an io_uring fixed buffer: a long-term
+ * pin (FOLL_LONGTERM), which adds GUP_PIN_COUNTING_BIAS to the refcount of
+ * a small page until the buffer is unregistered.
+ */
+static void uring_pin(char *addr, const char *pgdir)
+{
+	struct io_uring_params params = { 0 };
+	struct iovec iov = { addr, page_size };
+	long ref_before = module_refcount(pgdir, 1), ref_held;
+	int ring = syscall(__NR_io_uring_setup, 4, &params), r, err;
+
+	if (ring < 0) {
+		printf("op=uring_register result=%s stage=setup\n", errname(errno));
+		return;
+	}
+	r = syscall(__NR_io_uring_register, ring, IORING_REGISTER_BUFFERS, &iov, 1);
+	err = r < 0 ? errno : 0;
+	ref_held = module_refcount(pgdir, 1);
+	printf("op=uring_register result=%s ref_before=%ld ref_held=%ld\n", errname(err),
+	       ref_before, ref_held);
+	if (!err)
+		syscall(__NR_io_uring_register, ring, IORING_UNREGISTER_BUFFERS, NULL, 0);
+	close(ring);
+	printf("op=uring_unregistered ref_after=%ld\n", module_refcount(pgdir, 1));
+}
+
 static int op_gup(const char *dev, long n, const char *pgdir)
 {
 	char *p = map_dev(dev, n, PROT_READ | PROT_WRITE, NULL);
@@ -363,6 +408,7 @@ static int op_gup(const char *dev, long n, const char *pgdir)
 		close(pipefd[0]);
 		printf("op=vmsplice_drained ref_after=%ld\n", module_refcount(pgdir, 1));
 	}
+	uring_pin(p + page_size, pgdir);
 	munmap(p, n * page_size);
 	return 0;
 }
@@ -507,6 +553,109 @@ static int op_share(const char *dev, long n, const char *pgdir)
 	return 0;
 }
 
+static int is_zero_page(long pfn)
+{
+	uint64_t flags = 0;
+	int fd = open("/proc/kpageflags", O_RDONLY);
+
+	if (fd < 0 || pfn < 0 || pread(fd, &flags, 8, pfn * 8) != 8)
+		flags = 0;
+	if (fd >= 0)
+		close(fd);
+	return (flags >> KPF_ZERO_PAGE) & 1;
+}
+
+/* DX3: a read of a hole maps the zero page; the write must replace it. */
+static int op_hole(const char *dev, long n, const char *pgdir)
+{
+	int fd;
+	char *p = map_dev(dev, n, PROT_READ | PROT_WRITE, &fd), got = 1;
+	const char *r;
+	long pfn;
+
+	if (ioctl(fd, KH_DX_IOC_PUNCH, 0)) {
+		printf("op=punch result=%s\n", errname(errno));
+		return 2;
+	}
+	catch_faults();
+	r = touch(p + 8, 0, 0, &got);
+	pfn = pagemap_pfn(p);
+	printf("op=read access=%s byte8=%d pfn=%ld zero_page=%s\n", r, got, pfn,
+	       is_zero_page(pfn) ? "yes" : "no");
+	r = touch(p + 8, 1, 0x5a, NULL);
+	pfn = pagemap_pfn(p);
+	printf("op=write access=%s pfn=%ld zero_page=%s\n", r, pfn,
+	       is_zero_page(pfn) ? "yes" : "no");
+	report_pages(pgdir, "mapped");
+	munmap(p, n * page_size);
+	close(fd);
+	return 0;
+}
+
+struct racer {
+	char *page;
+	volatile int armed;	/* main -> writer: write once now */
+	volatile int stop;
+	long writes, sigbus;
+};
+
+static void *race_writer(void *arg)
+{
+	struct racer *rc = arg;
+
+	catch_faults();
+	while (!rc->stop) {
+		if (!__atomic_load_n(&rc->armed, __ATOMIC_ACQUIRE)) {
+			sched_yield();
+			continue;
+		}
+		if (strcmp(touch(rc->page + 8, 1, (char)rc->writes, NULL), "ok"))
+			rc->sigbus++;
+		rc->writes++;
+		__atomic_store_n(&rc->armed, 0, __ATOMIC_RELEASE);
+	}
+	return NULL;
+}
+
+/*
+ * DX4: each round maps block 0 read-only (a read fault), arms the writer and
+ * moves the block. The writer's write faults into the mkwrite path while the
+ * module has published the new page and not yet zapped the old PTE, if the
+ * round's timing puts it in the window.
+ */
+static int op_race(const char *dev, long n, long rounds, unsigned int window_us)
+{
+	struct kh_dx_move move = { .index = 0, .window_us = window_us };
+	struct racer rc = { 0 };
+	long moved = 0, failed = 0;
+	pthread_t writer;
+	int fd;
+
+	rc.page = map_dev(dev, n, PROT_READ | PROT_WRITE, &fd);
+	catch_faults();
+	if (pthread_create(&writer, NULL, race_writer, &rc)) {
+		printf("op=race result=pthread_create\n");
+		return 2;
+	}
+	for (long i = 0; i < rounds; i++) {
+		touch(rc.page + 8, 0, 0, NULL);
+		__atomic_store_n(&rc.armed, 1, __ATOMIC_RELEASE);
+		if (ioctl(fd, KH_DX_IOC_MOVE, &move))
+			failed++;
+		else
+			moved++;
+		while (__atomic_load_n(&rc.armed, __ATOMIC_ACQUIRE))
+			sched_yield();
+	}
+	rc.stop = 1;
+	pthread_join(writer, NULL);
+	printf("op=race rounds=%ld window_us=%u moved=%ld move_failed=%ld writes=%ld sigbus=%ld\n",
+	       rounds, window_us, moved, failed, rc.writes, rc.sigbus);
+	munmap(rc.page, n * page_size);
+	close(fd);
+	return 0;
+}
+
 static int op_kpage(int argc, char **argv)
 {
 	int cfd = open("/proc/kpagecount", O_RDONLY), ffd = open("/proc/kpageflags", O_RDONLY);
@@ -555,6 +704,10 @@ int main(int argc, char **argv)
 		return op_rw(dev, n, pgdir);
 	if (!strcmp(op, "forkpriv"))
 		return op_forkpriv(dev, n, pgdir);
+	if (!strcmp(op, "hole"))
+		return op_hole(dev, n, pgdir);
+	if (!strcmp(op, "race") && argc == 6)
+		return op_race(dev, n, atol(argv[4]), atoi(argv[5]));
 	fprintf(stderr, "khmap: unknown op '%s'\n", op);
 	return 2;
 }

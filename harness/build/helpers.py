@@ -11,7 +11,8 @@ from harness.errors import KhError
 from harness.util import cache_root, digest, locked, run, step
 
 HELPERS = REPO / "helpers"
-CFLAGS = ["-static", "-O2", "-Wall", "-Wextra", "-Wno-unused-parameter", "-Werror"]
+UAPI = REPO / "kmods" / "include" / "uapi"   # the modules' ioctls
+CFLAGS = [f"-I{UAPI}", "-static", "-pthread", "-O2", "-Wall", "-Wextra", "-Wno-unused-parameter", "-Werror"]
 
 
 def compiler(arch_name: str) -> str:
@@ -24,7 +25,7 @@ def compiler(arch_name: str) -> str:
 
 def build(arch_name: str) -> list[Path]:
     sources = sorted(HELPERS.glob("*.c"))
-    key = digest(arch_name, *(s.read_text() for s in sources))
+    key = digest(arch_name, *(s.read_text() for s in sources + sorted(UAPI.glob("*.h"))))
     out = cache_root() / "helpers" / f"{arch_name}-{key}"
     with locked(out.with_suffix(".lock")):
         bins = [out / s.stem for s in sources]

@@ -47,8 +47,10 @@ class Matrix:
             if not checks:
                 self.rows.setdefault((name, "test"), {})[label] = Cell("passed", outcome, outcome)
             for what, d in checks:
-                self.rows.setdefault((name, what), {})[label] = Cell(d["expected"], d["seen"],
-                                                                      outcome)
+                # A note (a hit rate, a figure) is shown as seen, never judged.
+                expected, seen = (d["note"], d["note"]) if "note" in d else (d["expected"],
+                                                                              d["seen"])
+                self.rows.setdefault((name, what), {})[label] = Cell(expected, seen, outcome)
 
     def sorted_rows(self):
         def key(item):

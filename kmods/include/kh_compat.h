@@ -67,6 +67,41 @@ static inline vm_fault_t kh_vmf_insert_mixed(struct vm_fault *vmf, unsigned long
 #endif
 
 /*
+ * The DAX mkwrite path: make the PTE at vmf->address writable for this
+ * PFN, inserting it if the PTE is empty. A PTE that maps another PFN is left
+ * alone, with WARN_ON_ONCE() unless it is the zero page (insert_pfn() and
+ * insert_page_into_pte_locked() in mm/memory.c): the driver raced with its
+ * own block reallocation. 6.1 exports this for PFNs only
+ * (vmf_insert_mixed_mkwrite()), 6.15 and later for pages only
+ * (vmf_insert_page_mkwrite(), which refuses the mismatch with SIGBUS rather
+ * than retrying); 6.12 has neither. Where the kernel has no such call,
+ * VM_FAULT_FALLBACK: the driver upgrades in place.
+ */
+#if LINUX_VERSION_CODE < KERNEL_VERSION(6, 12, 0)
+static inline vm_fault_t kh_vmf_insert_mixed_mkwrite(struct vm_fault *vmf, unsigned long pfn)
+{
+	return vmf_insert_mixed_mkwrite(vmf->vma, vmf->address, pfn_to_pfn_t(pfn));
+}
+#else	/* still declared, no longer exported: Debian 6.12's and 7.2's Module.symvers */
+static inline vm_fault_t kh_vmf_insert_mixed_mkwrite(struct vm_fault *vmf, unsigned long pfn)
+{
+	return VM_FAULT_FALLBACK;
+}
+#endif
+
+#if LINUX_VERSION_CODE >= KERNEL_VERSION(6, 15, 0)
+static inline vm_fault_t kh_vmf_insert_page_mkwrite(struct vm_fault *vmf, struct page *page)
+{
+	return vmf_insert_page_mkwrite(vmf, page, true);
+}
+#else
+static inline vm_fault_t kh_vmf_insert_page_mkwrite(struct vm_fault *vmf, struct page *page)
+{
+	return VM_FAULT_FALLBACK;
+}
+#endif
+
+/*
  * The vm_operations_struct member called before a VMA is split. Its
  * signature has been stable from 5.x on; one macro keeps it that way here.
  */

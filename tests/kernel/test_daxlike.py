@@ -1,12 +1,13 @@
 """DX: the DAX-style driver (kmods/daxlike), special and refcounted modes.
 
-DX1, DX2, DX5 and DX6 of the catalogue. The pool's pages belong to the
-module, so "back to baseline" is each page at refcount 1 (the module's own)
-and mapcount 0 after every test (Device.assert_released).
+DX1-DX6 of the catalogue. The pool's pages belong to the module, so "back
+to baseline" is each page at refcount 1 (the module's own) and mapcount 0
+after every test (Device.assert_released).
 """
 
 from __future__ import annotations
 
+from harness import repro
 from harness.observe.proc import parse_page_lines
 
 # mode -> what the catalogue expects of it
@@ -43,6 +44,78 @@ def test_DX2_write_after_read_upgrades_in_place(dx, behaviour):
     assert block0[4] == 0x5a, "the write did not land in the block"
 
 
+def hole_expect(mode: str, kernel) -> dict:
+    """DX3 by kernel. 6.12 and later refuse the zero page in a VM_MIXEDMAP
+    mapping unless it is fsdax or VM_IO (vm_mixed_zeropage_allowed()), so the
+    driver's read of a hole allocates the block instead. On 6.1 the write
+    to the zero page comes to mkwrite, which zaps it and inserts the block:
+    writable at once through vmf_insert_mixed_mkwrite() (special), read-only
+    and written on a second fault where only vmf_insert_page() exists."""
+    if kernel.version >= (6, 12):
+        return {"zero page on read": False, "mkwrite calls": 1}
+    return {"zero page on read": True, "mkwrite calls": 1 if mode == "special" else 2}
+
+
+def test_DX3_write_replaces_the_zero_page_of_a_hole(dx, kernel, behaviour):
+    before = dx.stats()
+    res = dx.khmap("hole", dx.debugfs)
+    after = dx.assert_released()
+    f = res.by_op()
+    block0 = dx.pages()[0]
+    want = hole_expect(dx.mode, kernel)
+    assert f["read"]["access"] == "ok" and f["read"]["byte8"] == "0", "a hole reads as zeroes"
+    behaviour.check("zero page on read", want["zero page on read"],
+                    f["read"]["zero_page"] == "yes")
+    zero = 1 if want["zero page on read"] else 0
+    assert dx.delta(before, after, "zero_maps") == zero
+    assert dx.delta(before, after, "zero_refused") == 1 - zero
+    assert f["write"]["access"] == "ok"
+    assert int(f["write"]["pfn"]) == block0[1], "the PTE does not map the block after the write"
+    assert f["write"]["zero_page"] == "no"
+    assert block0[4] == 0x5a and block0[5] == 0, "the write did not land in an allocated block"
+    behaviour.check("mkwrite calls", want["mkwrite calls"],
+                    dx.delta(before, after, "mkwrite_calls"))
+
+
+def race_expect(mode: str, kernel) -> dict:
+    """DX4 by kernel: which mkwrite insert the driver has decides whether the
+    stale PTE meets mm/memory.c's WARN_ON_ONCE(!is_zero_pfn()). 6.1 has
+    vmf_insert_mixed_mkwrite() (insert_pfn(), then a retry); 6.15 and later
+    vmf_insert_page_mkwrite() (insert_page_into_pte_locked(), then SIGBUS to
+    the writer); otherwise the driver sees the stale PTE itself and retries."""
+    if mode == "special" and kernel.version < (6, 12):
+        return {"signature": "WARNING in insert_pfn", "writer SIGBUS": False}
+    if mode == "refcounted" and kernel.version >= (6, 15):
+        return {"signature": "WARNING in insert_page_into_pte_locked", "writer SIGBUS": True}
+    return {"signature": None, "writer SIGBUS": False}
+
+
+RACE_ROUNDS, RACE_ITERATIONS, RACE_WINDOW_US = 4, 5, 2000
+
+
+def test_DX4_block_move_races_the_mkwrite_path(dx, kernel, behaviour):
+    """The move publishes the new page, sleeps RACE_WINDOW_US, then zaps: on
+    one vCPU the writer runs in that window every time, so each round
+    reaches the WARN where the kernel has it."""
+    want = race_expect(dx.mode, kernel)
+    before = dx.stats()
+    cmd = ["khmap", "race", dx.dev, str(dx.nr_pages), str(RACE_ITERATIONS), str(RACE_WINDOW_US)]
+    signature = want["signature"] or "WARNING in insert_"
+    rep = repro.reproduce(dx.guest, cmd, signature, rounds=RACE_ROUNDS)
+    after = dx.assert_released()
+    behaviour.note("DX4 reproduction", rep.summary())
+    assert not rep.others, "other kernel reports: " + "; ".join(r.title for r in rep.others)
+    moves = RACE_ROUNDS * RACE_ITERATIONS
+    assert dx.delta(before, after, "moves") == moves
+    # The module saw its own stale PTE in mkwrite: the window was entered
+    # (19 or 20 moves in 20, measured), so a kernel with the check had its
+    # chance to print it.
+    assert dx.delta(before, after, "mkwrite_stale") > 0, "the writer never hit the window"
+    behaviour.check("WARN_ON_ONCE rounds", RACE_ROUNDS if want["signature"] else 0, rep.hits)
+    sigbus = sum(int(r.fields()["sigbus"]) for r in rep.results)
+    behaviour.check("writer SIGBUS", want["writer SIGBUS"], sigbus > 0)
+
+
 def test_DX5_fork_shared_mapping(dx, behaviour):
     res = dx.khmap("fork", dx.debugfs)
     dx.assert_released()
@@ -68,7 +141,7 @@ def test_DX5_fork_private_mapping_child_writes_a_copy(dx, behaviour):
     assert block0[4] != 0x6b
 
 
-def test_DX6_gup_on_the_mapping(dx, behaviour):
+def test_DX6_gup_on_the_mapping(dx, kernel, behaviour):
     res = dx.khmap("gup", dx.debugfs)
     dx.assert_released()
     ops = res.by_op()
@@ -80,3 +153,17 @@ def test_DX6_gup_on_the_mapping(dx, behaviour):
     else:
         behaviour.check("O_DIRECT read fails", True, ops["odirect_read"]["result"] != "0")
         behaviour.check("vmsplice fails", True, ops["vmsplice"]["result"] != "0")
+    behaviour.check("io_uring fixed buffer", uring_expect(dx.mode, kernel),
+                    ops["uring_register"]["result"])
+    assert int(ops["uring_unregistered"]["ref_after"]) == int(ops["uring_register"]["ref_before"])
+
+
+def uring_expect(mode: str, kernel) -> str:
+    """A fixed buffer is a FOLL_LONGTERM pin. 6.1's io_uring refuses any
+    file-backed page (EOPNOTSUPP); from 6.5 GUP refuses a long-term writable
+    pin of a mapping with write-notify (writable_file_mapping_allowed():
+    our mkwrite handlers) with EFAULT. Special PTEs have no page to pin; 6.1's
+    io_uring reports that pin failure as EEXIST."""
+    if kernel.version >= (6, 5):
+        return "EFAULT"
+    return "EOPNOTSUPP" if mode == "refcounted" else "EEXIST"
