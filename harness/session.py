@@ -19,7 +19,7 @@ from harness.vm.machine import MachineSpec
 from harness.vm.qemu import QemuMachine
 
 BOOT_PATHS = ("initramfs", "vng")
-DEFAULT_MODULES = ("ringbuf", "daxlike", "splat")
+DEFAULT_MODULES = ("ringbuf", "daxlike", "mixedmap", "splat")
 
 
 @dataclass

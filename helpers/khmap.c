@@ -30,6 +30,14 @@
  *                 page; then write it: the block's page (DX3)
  *   race ROUNDS WINDOW_US  (kh_daxlike) a thread writes block 0 while the
  *                 main thread moves it to a new page (DX4), ROUNDS times
+ *   mixed         (kh_mixedmap) read every page, then for each: its PFN,
+ *                 /proc/kpagecount and whether process_vm_readv reaches it
+ *   mxrace ROUNDS (kh_mixedmap) mmap (prepopulating) and munmap in a loop
+ *                 while another thread MADV_DONTNEEDs the mapping (MX4)
+ *   pat fork|split PFN  (kh_mixedmap_pfnmap*, x86) the entries of
+ *                 /sys/kernel/debug/x86/pat_memtype_list that start at PFN
+ *                 (the mapping's first), at each stage of a fork or a
+ *                 partial munmap
  *   kpage PFN.. /proc/kpagecount and /proc/kpageflags of each PFN
  *
  * gup also registers the page as an io_uring fixed buffer (a FOLL_LONGTERM
@@ -656,6 +664,137 @@ static int op_race(const char *dev, long n, long rounds, unsigned int window_us)
 	return 0;
 }
 
+/* MX2: struct pages and pageless PFNs side by side in one mapping. */
+static int op_mixed(const char *dev, long n)
+{
+	char *p = map_dev(dev, n, PROT_READ | PROT_WRITE, NULL);
+
+	catch_faults();
+	for (long i = 0; i < n; i++) {
+		const char *r = touch(p + i * page_size, 0, 0, NULL);
+		char buf[16];
+		struct iovec local = { buf, sizeof(buf) }, remote = { p + i * page_size, sizeof(buf) };
+		ssize_t got = process_vm_readv(getpid(), &local, 1, &remote, 1, 0);
+		long pfn = pagemap_pfn(p + i * page_size);
+
+		printf("op=page idx=%ld access=%s pfn=%ld kpagecount=%ld gup=%s\n", i, r, pfn,
+		       kpagecount(pfn), errname(got < 0 ? errno : 0));
+	}
+	munmap(p, n * page_size);
+	return 0;
+}
+
+struct mxracer {
+	char *volatile current;	/* the mapping the other thread may zap, or NULL */
+	long len;
+	volatile int stop;
+	long zapped;
+};
+
+static void *mx_zapper(void *arg)
+{
+	struct mxracer *rc = arg;
+
+	while (!rc->stop) {
+		char *p = rc->current;
+
+		if (p && madvise(p, rc->len, MADV_DONTNEED) == 0)
+			rc->zapped++;
+		sched_yield();
+	}
+	return NULL;
+}
+
+/* MX4: prepopulation in mmap against MADV_DONTNEED from another thread. */
+static int op_mxrace(const char *dev, long n, long rounds)
+{
+	struct mxracer rc = { .len = n * page_size };
+	long bad = 0;
+	pthread_t zapper;
+	int fd = open(dev, O_RDWR);
+
+	if (fd < 0) {
+		printf("op=open result=%s\n", errname(errno));
+		return 2;
+	}
+	catch_faults();
+	if (pthread_create(&zapper, NULL, mx_zapper, &rc)) {
+		printf("op=mxrace result=pthread_create\n");
+		return 2;
+	}
+	for (long i = 0; i < rounds; i++) {
+		char *p = mmap(NULL, rc.len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+
+		if (p == MAP_FAILED) {
+			printf("op=mmap result=%s\n", errname(errno));
+			break;
+		}
+		rc.current = p;
+		for (long pg = 0; pg < n; pg++)
+			if (strcmp(touch(p + pg * page_size, 1, (char)i, NULL), "ok"))
+				bad++;
+		rc.current = NULL;
+		sched_yield();	/* a madvise that read p before NULL ends first */
+		munmap(p, rc.len);
+	}
+	rc.stop = 1;
+	pthread_join(zapper, NULL);
+	printf("op=mxrace rounds=%ld zapped=%ld failed_writes=%ld\n", rounds, rc.zapped, bad);
+	close(fd);
+	return 0;
+}
+
+/* pat_memtype_list entries that begin at physical address phys. */
+static int memtypes_at(unsigned long long phys)
+{
+	char line[256], want[32];
+	FILE *f = fopen("/sys/kernel/debug/x86/pat_memtype_list", "r");
+	int n = 0;
+
+	if (!f)
+		return -1;
+	snprintf(want, sizeof(want), "0x%016llx-", phys);
+	while (fgets(line, sizeof(line), f))
+		if (strstr(line, want))
+			n++;
+	fclose(f);
+	return n;
+}
+
+/* PAT1 (fork) and PAT2 (split): the memtype reservations of a PFNMAP. */
+static int op_pat(const char *dev, long n, const char *how, unsigned long long pfn)
+{
+	char *p = map_dev(dev, n, PROT_READ | PROT_WRITE, NULL);
+	unsigned long long phys = pfn * page_size;	/* pagemap skips VM_PFNMAP */
+	int status;
+
+	catch_faults();
+	printf("op=touch access=%s\n", touch(p, 0, 0, NULL));
+	printf("op=mapped phys=0x%llx memtypes=%d\n", phys, memtypes_at(phys));
+	if (!strcmp(how, "fork")) {
+		fflush(stdout);
+		pid_t pid = fork();
+
+		if (pid == 0) {
+			printf("op=child access=%s memtypes=%d\n", touch(p, 0, 0, NULL),
+			       memtypes_at(phys));
+			fflush(stdout);
+			_exit(0);
+		}
+		waitpid(pid, &status, 0);
+		printf("op=child_exited memtypes=%d\n", memtypes_at(phys));
+	} else {
+		int r = munmap(p + n / 2 * page_size, (n - n / 2) * page_size);
+
+		printf("op=munmap_half result=%s memtypes=%d\n", errname(r ? errno : 0),
+		       memtypes_at(phys));
+		n /= 2;
+	}
+	munmap(p, n * page_size);
+	printf("op=unmapped memtypes=%d\n", memtypes_at(phys));
+	return 0;
+}
+
 static int op_kpage(int argc, char **argv)
 {
 	int cfd = open("/proc/kpagecount", O_RDONLY), ffd = open("/proc/kpageflags", O_RDONLY);
@@ -704,6 +843,12 @@ int main(int argc, char **argv)
 		return op_rw(dev, n, pgdir);
 	if (!strcmp(op, "forkpriv"))
 		return op_forkpriv(dev, n, pgdir);
+	if (!strcmp(op, "pat") && argc == 6)
+		return op_pat(dev, n, argv[4], strtoull(argv[5], NULL, 0));
+	if (!strcmp(op, "mixed"))
+		return op_mixed(dev, n);
+	if (!strcmp(op, "mxrace") && argc == 5)
+		return op_mxrace(dev, n, atol(argv[4]));
 	if (!strcmp(op, "hole"))
 		return op_hole(dev, n, pgdir);
 	if (!strcmp(op, "race") && argc == 6)

@@ -82,6 +82,8 @@ HEADERS = [
        "INFO: rcu detected stall in {func}", True),
     _h("hung_task", r"INFO: task (?P<comm>\S+):\d+ blocked for more than", "INFO: task hung in "
        "{func}", True),
+    # arch/x86/mm/pat/memtype.c: a PFNMAP's reservation released twice or never made.
+    _h("pat", r"x86/PAT: .*freeing invalid memtype", "x86/PAT: freeing invalid memtype"),
     _h("panic", r"Kernel panic - not syncing: (?P<what>.*?)\s*(?:\]---)?$", "kernel panic: {what}"),
 ]
 

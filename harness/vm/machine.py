@@ -50,6 +50,9 @@ class BootError(KhError):
     pass
 
 
+IVSHMEM_SIZE = "1M"   # a power of two: the BAR is that size
+
+
 @dataclass
 class MachineSpec:
     """What every launcher needs to know besides the kernel."""
@@ -95,10 +98,16 @@ class Machine:
     def install_hint(self) -> str:
         return self.arch.qemu_package
 
-    def agent_chardev(self) -> list[str]:
+    def devices(self) -> list[str]:
+        """What every guest gets on either path: the agent's virtio port, and
+        a PCI BAR of memory with no struct page behind it for kh_mixedmap
+        (ivshmem-plain over a host file, which works on x86_64 and arm64)."""
         return ["-chardev", f"socket,id=khagent,path={self.sock_path},server=on,wait=off",
                 "-device", "virtio-serial-pci,id=khser",
-                "-device", "virtserialport,bus=khser.0,chardev=khagent,name=kh.agent"]
+                "-device", "virtserialport,bus=khser.0,chardev=khagent,name=kh.agent",
+                "-object", f"memory-backend-file,id=khshm,size={IVSHMEM_SIZE},"
+                           f"mem-path={self.sock_dir / 'ivshmem'},share=on",
+                "-device", "ivshmem-plain,memdev=khshm"]
 
     # -- lifecycle ----------------------------------------------------------
     def start(self) -> None:

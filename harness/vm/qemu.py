@@ -42,4 +42,4 @@ class QemuMachine(Machine):
                 "-append", kernel_append(self.kernel, self.spec.append),
                 "-chardev", f"file,id=khcon,path={self.console_log}",
                 "-serial", "chardev:khcon",
-                *self.agent_chardev()]
+                *self.devices()]

@@ -32,7 +32,7 @@ class VngMachine(Machine):
         append = [a for a in BASE_APPEND if not a.startswith("rdinit=")]
         argv = ["vng", "-r", str(self.kernel.image), "--verbose", "--force-9p",
                 "--cpus", str(self.spec.cpus), "--memory", f"{self.spec.memory_mb}M",
-                f"--qemu-opts={' '.join(self.agent_chardev())}",
+                f"--qemu-opts={' '.join(self.devices())}",
                 "--append", " ".join(append + self.spec.append),
                 "--exec", agent]
         if accel == "tcg":

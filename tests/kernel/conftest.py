@@ -11,6 +11,8 @@ from harness.observe import proc
 
 RINGBUF_MODES = ("pfnmap", "fault", "insert_pages")
 DAXLIKE_MODES = ("special", "refcounted")
+MIXEDMAP_MODES = ("prepop", "loop", "fault")
+BAR_PAGES_MAPPED = 8   # of kh_mixedmap's ivshmem BAR, after the module's own pages
 
 
 @dataclass
@@ -41,8 +43,14 @@ class Device:
     def nr_pages(self) -> int:
         return self.stats()["nr_pages"]
 
+    @property
+    def map_pages(self) -> int:
+        """Pages the helpers map: the module's own, then some of the BAR's."""
+        s = self.stats()
+        return s["nr_pages"] + min(s.get("bar_pages", 0), BAR_PAGES_MAPPED)
+
     def khmap(self, op: str, *args: str | int) -> Result:
-        return self.guest.run(["khmap", op, self.dev, str(self.nr_pages), *map(str, args)],
+        return self.guest.run(["khmap", op, self.dev, str(self.map_pages), *map(str, args)],
                               check=True)
 
     @staticmethod
@@ -72,7 +80,7 @@ class Device:
         return s
 
 
-def _device(guest, module: str, mode: str) -> Device:
+def device(guest, module: str, mode: str) -> Device:
     d = Device(guest, module, mode, proc.read_vmstat(guest)["nr_mapped"])
     d.assert_released()  # a leak from an earlier test must not be blamed on this one
     return d
@@ -80,9 +88,14 @@ def _device(guest, module: str, mode: str) -> Device:
 
 @pytest.fixture(params=RINGBUF_MODES)
 def rb(guest, request) -> Device:
-    return _device(guest, "ringbuf", request.param)
+    return device(guest, "ringbuf", request.param)
 
 
 @pytest.fixture(params=DAXLIKE_MODES)
 def dx(guest, request) -> Device:
-    return _device(guest, "daxlike", request.param)
+    return device(guest, "daxlike", request.param)
+
+
+@pytest.fixture(params=MIXEDMAP_MODES)
+def mx(guest, request) -> Device:
+    return device(guest, "mixedmap", request.param)

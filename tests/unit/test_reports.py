@@ -50,6 +50,8 @@ def test_report_text_spans_to_end_trace():
      "KASAN: slab-use-after-free in perf_mmap_close"),
     ("BUG: Bad rss-counter state mm:00000000 type:MM_FILEPAGES val:-1",
      "BUG: Bad rss-counter state"),
+    ("x86/PAT: khmap:212 freeing invalid memtype [mem 0xfea00000-0xfea07fff]",
+     "x86/PAT: freeing invalid memtype"),
     ("Kernel panic - not syncing: Fatal exception", "kernel panic: Fatal exception"),
 ])
 def test_header_lines(line, title):

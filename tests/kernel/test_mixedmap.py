@@ -1,0 +1,98 @@
+"""MX: VM_MIXEDMAP with struct pages and a pageless PCI BAR (kmods/mixedmap).
+
+A mapping is the module's pages (prepopulated in f_op->mmap with
+vm_insert_pages() or a vm_insert_page() loop, or inserted on fault) followed
+by pages of QEMU's ivshmem-plain BAR, which have no struct page and always
+come through the fault handler (vmf_insert_mixed()).
+"""
+
+from __future__ import annotations
+
+from conftest import device
+from harness.observe.proc import parse_page_lines
+
+# mode -> page_mkwrite calls for writes to two of the module's pages. In
+# f_op->mmap vm_page_prot is not final, so prepopulated pages of a shared
+# writable mapping arrive writable and page_mkwrite never runs (the seeds'
+# point); on fault the core maps read-only and the write notifies.
+MKWRITE_FOR_TWO = {"prepop": 0, "loop": 0, "fault": 2}
+
+
+def bar(mx) -> tuple[int, int]:
+    s = mx.stats()
+    assert s["bar_pages"] > 0, "no ivshmem BAR in this guest: QEMU was started without it"
+    return s["bar_pfn"], s["nr_pages"]
+
+
+def test_MX1_write_notify_after_prepopulation(mx, behaviour):
+    bar_pfn, first_bar = bar(mx)
+    before = mx.stats()
+    res = mx.khmap("write", 0, 1, first_bar)
+    after = mx.assert_released()
+    writes = {r["page"]: r for r in res.records() if r.get("op") == "write" and "page" in r}
+    assert all(w["access"] == "ok" and w["readback"] == str(0x5a) for w in writes.values())
+    behaviour.check("page_mkwrite calls", MKWRITE_FOR_TWO[mx.mode],
+                    mx.delta(before, after, "page_mkwrite_calls"))
+    # The BAR page is inserted read-only on fault in every mode: one pfn_mkwrite.
+    behaviour.check("pfn_mkwrite calls", 1, mx.delta(before, after, "pfn_mkwrite_calls"))
+
+
+def test_MX2_struct_pages_and_pageless_pfns_side_by_side(mx, behaviour):
+    bar_pfn, nr = bar(mx)
+    res = mx.khmap("mixed")
+    mx.assert_released()
+    pages = [r for r in res.records() if r.get("op") == "page"]
+    assert len(pages) == mx.map_pages and all(p["access"] == "ok" for p in pages)
+    ours, theirs = pages[:nr], pages[nr:]
+    module_pfns = [p[1] for p in mx.pages()]
+    assert [int(p["pfn"]) for p in ours] == module_pfns
+    assert [int(p["pfn"]) for p in theirs] == list(range(bar_pfn, bar_pfn + len(theirs)))
+    behaviour.check("kpagecount, module pages", [1], sorted({int(p["kpagecount"]) for p in ours}))
+    # A BAR PFN has no struct page: beyond /proc/kpagecount's end (-1) or 0.
+    behaviour.check("kpagecount, BAR pages counted", False,
+                    any(int(p["kpagecount"]) > 0 for p in theirs))
+    behaviour.check("GUP, module pages", ["0"], sorted({p["gup"] for p in ours}))
+    behaviour.check("GUP, BAR pages", ["EFAULT"], sorted({p["gup"] for p in theirs}))
+
+
+def test_MX3_fork_copies_mixedmap_ptes(mx, behaviour):
+    res = mx.khmap("fork", mx.debugfs)
+    mx.assert_released()
+    f = res.by_op()
+    assert f["child_read"]["token"] == str(0x42) and f["child_exit"]["status"] == "0"
+    assert f["child_read"]["intact"] == "yes"
+    child = parse_page_lines(res.records(), "child")[0]
+    parent = parse_page_lines(res.records(), "parent_only")[0]
+    # VM_MIXEDMAP PTEs are copied at fork: page 0 is mapped by both.
+    behaviour.check("page 0 mapcount with the child", 2, child.mapcount)
+    assert child.refcount == 1 + child.mapcount
+    assert (parent.mapcount, parent.refcount) == (1, 2)
+
+
+MX4_ROUNDS = 40
+
+
+def test_MX4_prepopulation_races_madv_dontneed(mx, behaviour):
+    before = mx.stats()
+    f = mx.khmap("mxrace", MX4_ROUNDS).fields()
+    after = mx.assert_released()
+    assert int(f["failed_writes"]) == 0
+    assert mx.delta(before, after, "mmaps") == MX4_ROUNDS
+    # The other thread did zap live mappings, so the refaults raced the
+    # prepopulation; no report in the window and the counts are back.
+    assert int(f["zapped"]) > 0, "MADV_DONTNEED never hit a live mapping"
+
+
+def test_MX5_insert_pages_batch_matches_the_loop(guest, behaviour):
+    seen = {}
+    for mode in ("prepop", "loop"):
+        mx = device(guest, "mixedmap", mode)
+        res = mx.khmap("read", mx.debugfs)
+        s = mx.assert_released()
+        pages = parse_page_lines(res.records(), "mapped")
+        assert s["inserted"] == s["nr_pages"] == len(pages)
+        seen[mode] = sorted({(p.kpagecount, p.mapcount) for p in pages})
+        behaviour.note(f"{mode}: ns a page", round(s["insert_ns"] / s["inserted"]))
+    behaviour.check("page states, vm_insert_pages vs vm_insert_page loop",
+                    seen["loop"], seen["prepop"])
+    assert seen["prepop"] == [(1, 1)]
