@@ -18,6 +18,7 @@ packages=(
 	gcc-aarch64-linux-gnu libc6-dev-arm64-cross  # arm64 helpers
 	zstd xz-utils cpio util-linux      # images and chroot builds
 	udev                               # virtme-ng's init needs it
+	ccache flex bison libelf-dev libssl-dev patch  # kernel builds from source
 	python3-venv
 )
 missing=()

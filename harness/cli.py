@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import shlex
 import statistics
 import sys
@@ -127,6 +128,24 @@ def cmd_repro(args) -> int:
     return 0 if rep.hits else 1
 
 
+def cmd_build(args) -> int:
+    """A kernel from source, patches and kconfig fragments; prints its spec."""
+    from harness.build import kernel as kbuild
+    from harness.kernels import kconfig, patches, source
+    req = kbuild.BuildRequest(
+        source=source.get(args.source, offline=args.offline), arch=args.arch,
+        fragments=kconfig.resolve_fragments(args.config.split(","), args.arch),
+        patches=patches.load(args.patches) if args.patches else [],
+        patches_spec=args.patches or "", strict_config=args.strict_config,
+        jobs=args.jobs, ccache=not args.no_ccache)
+    k = kbuild.build(req)
+    print(f"build:{k.spec.partition(':')[2]}")
+    print(f"kharness: {k.release} ({k.arch}): run the suites with "
+          f"'kharness run --kernel {k.spec} --arch {k.arch}'; build: {k.extra['build']}",
+          file=sys.stderr)
+    return 0
+
+
 def cmd_bench(args) -> int:
     """Boot time on each path and command round trip, as figures, never asserted."""
     spec = args.kernel.split(",")[0]
@@ -162,6 +181,22 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--exec", help="run this one command and exit with its status")
     p.add_argument("--timeout", type=float, default=600.0)
     p.set_defaults(func=cmd_boot)
+    p = sub.add_parser("build", help="build a kernel from source, patches and kconfig "
+                                     "fragments (cached); prints the build:<key> to run")
+    p.add_argument("--source", required=True,
+                   help="debian-source:<series>, a kernel tree, or a .tar.* of one")
+    p.add_argument("--patches", help="an mbox, a directory of format-patch files, or a "
+                                     "quilt series file")
+    p.add_argument("--config", default="base",
+                   help="comma-separated fragments: names in kconfigs/ or paths "
+                        "(default: base)")
+    p.add_argument("--arch", default=arches.host().name, choices=arches.KNOWN)
+    p.add_argument("--strict-config", action="store_true",
+                   help="fail if a requested option does not survive olddefconfig")
+    p.add_argument("-j", "--jobs", type=int, default=os.cpu_count() or 1)
+    p.add_argument("--no-ccache", action="store_true")
+    p.add_argument("--offline", action="store_true", help="use only cached package lists")
+    p.set_defaults(func=cmd_build)
     p = sub.add_parser("repro", help="run a guest command in rounds until a kernel report "
                                      "matching --signature appears; report the hit rate")
     _common(p)

@@ -25,6 +25,7 @@ class ArchParams:
     busybox_package: str   # Debian package whose busybox we put in the initramfs
     qemu_package: str
     boot_vmlinux: bool     # boot the uncompressed ELF inside the image (PVH)
+    build_image: str       # the boot image a source build makes, relative to O=
 
 
 KNOWN = ("x86_64", "arm64")

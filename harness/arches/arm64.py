@@ -18,4 +18,5 @@ ARCH = ArchParams(
     busybox_package="busybox-static",
     qemu_package="qemu-system-arm",
     boot_vmlinux=False,
+    build_image="arch/arm64/boot/Image",
 )

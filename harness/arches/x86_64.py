@@ -16,4 +16,5 @@ ARCH = ArchParams(
     busybox_package="busybox-static",
     qemu_package="qemu-system-x86",
     boot_vmlinux=True,
+    build_image="arch/x86/boot/bzImage",
 )

@@ -49,15 +49,21 @@ def validate(spec: str) -> None:
     kind, _, rest = spec.partition(":")
     if kind == "debian" and rest in SERIES:
         return
+    if kind == "build" and rest:
+        return
     if kind == "debian":
         raise UsageError(f"unknown Debian kernel series '{rest}': known series are "
                          f"{', '.join(SERIES)} (e.g. --kernel debian:{next(iter(SERIES))})")
     raise UsageError(f"unknown kernel spec '{spec}': use debian:<series> "
-                     f"(series: {', '.join(SERIES)})")
+                     f"(series: {', '.join(SERIES)}) or build:<key> from 'kharness build'")
 
 
 def resolve(spec: str, arch: str, *, offline: bool = False) -> Kernel:
     """Turn a --kernel spec into a Kernel record, downloading as needed."""
     validate(spec)
+    kind, _, rest = spec.partition(":")
+    if kind == "build":
+        from harness.build import kernel as kbuild
+        return kbuild.find(rest, arch)
     from harness.kernels import debian
-    return debian.get(spec.partition(":")[2], arch, offline=offline)
+    return debian.get(rest, arch, offline=offline)

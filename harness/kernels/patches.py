@@ -1,0 +1,139 @@
+"""Patch series: an mbox, a directory of `git format-patch` files, or a quilt
+series file, applied in order onto a copy of a tree.
+
+Parsing is pure (unit-tested on recorded series); applying uses GNU patch
+with a dry run first, so a patch that does not apply is named with its
+subject, file and the hunk that failed, and nothing is half-applied.
+"""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import mailbox
+import re
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from harness.errors import KhError, UsageError
+from harness.util import run
+
+_SUBJECT_TAG = re.compile(r"^\s*(?:\[[^\]]*\]\s*)+")
+_COVER = re.compile(r"\[[^\]]*\b0+/\d+\s*\]")
+
+
+@dataclass(frozen=True)
+class Patch:
+    subject: str
+    source: str      # file, with the message number for an mbox: series.mbox#2
+    diff: str        # the whole message or file; patch(1) skips the prose
+
+
+def subject_of(raw_subject: str) -> str:
+    """'[PATCH v3 2/5] mm: foo' -> 'mm: foo'."""
+    return _SUBJECT_TAG.sub("", " ".join(raw_subject.split()))
+
+
+def _has_diff(text: str) -> bool:
+    return re.search(r"^(?:diff --git |--- \S)", text, re.M) is not None
+
+
+def _message_text(msg) -> str:
+    if msg.is_multipart():
+        parts = [p.get_payload(decode=True) or b"" for p in msg.walk()
+                 if p.get_content_type() in ("text/plain", "text/x-diff", "text/x-patch")]
+        body = b"\n".join(parts)
+    else:
+        body = msg.get_payload(decode=True) or b""
+    return body.decode(errors="replace")
+
+
+def from_mbox(path: Path) -> list[Patch]:
+    """Every message with a diff, in mbox order; the cover letter (0/N) and
+    replies without a diff are skipped."""
+    out = []
+    box = mailbox.mbox(str(path), factory=lambda f: email.message_from_binary_file(
+        f, policy=email.policy.compat32))
+    for n, msg in enumerate(box, 1):
+        subject = str(msg.get("Subject", ""))
+        text = _message_text(msg)
+        if _COVER.search(subject) or not _has_diff(text):
+            continue
+        out.append(Patch(subject_of(subject), f"{path}#{n}", text))
+    return out
+
+
+def from_file(path: Path) -> Patch:
+    text = path.read_text(errors="replace")
+    m = re.search(r"^Subject: (.*(?:\n[ \t].*)*)", text, re.M)
+    subject = subject_of(m.group(1)) if m else path.name
+    return Patch(subject, str(path), text)
+
+
+def from_quilt(series: Path) -> list[Patch]:
+    out = []
+    for line in series.read_text().splitlines():
+        name = line.split("#", 1)[0].split()
+        if name:
+            p = series.parent / name[0]
+            if not p.exists():
+                raise UsageError(f"quilt series {series} names {name[0]}, which does not exist")
+            out.append(from_file(p))
+    return out
+
+
+def load(spec: str) -> list[Patch]:
+    """An mbox file, a quilt series file, a single patch, or a directory of
+    format-patch files (*.patch, in name order) or with a quilt 'series'."""
+    path = Path(spec).expanduser()
+    if path.is_dir():
+        if (path / "series").exists():
+            return from_quilt(path / "series")
+        files = sorted(path.glob("*.patch")) or sorted(path.glob("*.diff"))
+        if not files:
+            raise UsageError(f"no *.patch files or quilt 'series' in {path}")
+        return [p for p in map(from_file, files) if _has_diff(p.diff)]
+    if not path.is_file():
+        raise UsageError(f"patch series '{spec}' not found: give an mbox, a directory of "
+                         f"format-patch files or a quilt series file")
+    if path.name == "series":
+        return from_quilt(path)
+    head = path.read_text(errors="replace")[:5]
+    patches = from_mbox(path) if head.startswith("From ") else [from_file(path)]
+    if not patches:
+        raise UsageError(f"no patch with a diff in {spec}")
+    return patches
+
+
+class PatchError(KhError):
+    pass
+
+
+def failed_hunks(output: str) -> str:
+    lines = [l for l in output.splitlines()
+             if "FAILED" in l or "can't find file" in l or "malformed" in l
+             or "Reversed" in l or "does not exist" in l]
+    return "; ".join(lines[:3]) or output.strip().splitlines()[-1] if output.strip() else ""
+
+
+def apply(tree: Path, patches: list[Patch], log: Path) -> None:
+    """Apply each patch to tree (a copy of the user's), or raise naming it."""
+    with open(log, "w") as fh:
+        for i, p in enumerate(patches, 1):
+            for dry in (True, False):
+                args = ["patch", "-p1", "-N", "-f", "-s", "-d", str(tree)]
+                proc = subprocess.run(args + (["--dry-run"] if dry else []), input=p.diff,
+                                      text=True, capture_output=True)
+                fh.write(f"$ {' '.join(args)} < {p.source}\n{proc.stdout}{proc.stderr}")
+                if proc.returncode != 0:
+                    raise PatchError(
+                        f"patch {i}/{len(patches)} '{p.subject}' ({p.source}) does not apply: "
+                        f"{failed_hunks(proc.stdout + proc.stderr)}; the tree was not changed "
+                        f"(log: {log})")
+
+
+def copy_tree(src: Path, dest: Path) -> None:
+    """A copy to patch: hard links, since GNU patch replaces a file it
+    changes instead of writing into it, so the original stays as it was."""
+    run(["cp", "-al", str(src), str(dest)], what=f"copying {src}")

@@ -1,0 +1,127 @@
+"""Kernel sources: a local tree (git or plain), a tarball, or Debian's
+linux-source-<series> package, each with an identity for the build cache.
+
+A tree is never modified: patches go onto a copy (harness/kernels/patches.py)
+and builds go to a separate O= directory.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from harness.errors import KhError, UsageError
+from harness.util import cache_root, digest, locked, run, step
+
+
+@dataclass(frozen=True)
+class SourceTree:
+    spec: str        # what the user gave
+    path: Path       # the top of the tree (has a Makefile and mm/)
+    identity: str    # what goes into the build cache key
+
+
+def get(spec: str, *, offline: bool = False) -> SourceTree:
+    if spec.startswith("debian-source:"):
+        return debian_source(spec.partition(":")[2], offline=offline)
+    path = Path(spec).expanduser()
+    if path.is_dir():
+        return local_tree(spec, path.resolve())
+    if path.is_file() and ".tar" in path.name:
+        return tarball(spec, path.resolve())
+    raise UsageError(f"unknown kernel source '{spec}': give a kernel tree, a .tar.* of one, "
+                     f"or debian-source:<series> (e.g. debian-source:7.2)")
+
+
+def _check_tree(path: Path, spec: str) -> Path:
+    if not (path / "Makefile").exists() or not (path / "mm" / "memory.c").exists():
+        raise UsageError(f"'{spec}' is not a kernel source tree (no Makefile or mm/memory.c "
+                         f"in {path})")
+    return path
+
+
+def local_tree(spec: str, path: Path) -> SourceTree:
+    """A git tree is its HEAD plus its uncommitted changes; a plain tree is
+    every file's path, size and mtime (a touched file is a new identity)."""
+    _check_tree(path, spec)
+    if (path / ".git").exists():
+        head = subprocess.run(["git", "-C", str(path), "rev-parse", "HEAD"],
+                              capture_output=True, text=True).stdout.strip()
+        diff = subprocess.run(["git", "-C", str(path), "diff", "HEAD"],
+                              capture_output=True).stdout
+        return SourceTree(spec, path, f"git {head} {digest(diff)}")
+    h = hashlib.sha256()
+    for root, dirs, files in os.walk(path):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        for name in sorted(files):
+            st = os.lstat(os.path.join(root, name))
+            h.update(f"{root}/{name} {st.st_size} {st.st_mtime_ns}\n".encode())
+    return SourceTree(spec, path, f"tree {path} {h.hexdigest()[:16]}")
+
+
+def _extract(archive: Path, dest: Path, what: str) -> Path:
+    """Unpack a kernel tarball once into dest; return the tree's top."""
+    with locked(dest.with_suffix(".lock")):
+        done = dest / ".kh-extracted"
+        if not done.exists():
+            with step(f"extracting {what}"):
+                tmp = dest.with_name(dest.name + ".partial")
+                run(["rm", "-rf", str(tmp)], what="cleanup")
+                tmp.mkdir(parents=True)
+                run(["tar", "-xf", str(archive), "-C", str(tmp)], what=f"extracting {archive}")
+                run(["rm", "-rf", str(dest)], what="cleanup")
+                tmp.rename(dest)
+                done.touch()
+    tops = [p for p in dest.iterdir() if p.is_dir() and (p / "Makefile").exists()]
+    if len(tops) != 1:
+        raise KhError(f"{archive} does not hold one kernel tree (found {len(tops)} in {dest})")
+    return tops[0]
+
+
+def tarball(spec: str, path: Path) -> SourceTree:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    sha = h.hexdigest()[:16]
+    top = _extract(path, cache_root() / "sources" / f"tar-{sha}", path.name)
+    return SourceTree(spec, _check_tree(top, spec), f"tarball {sha}")
+
+
+def debian_source(series: str, *, offline: bool) -> SourceTree:
+    """Debian's linux-source-<series>: the same source as debian:<series>."""
+    from harness.kernels.debian import SERIES, AptConfig
+    if series not in SERIES:
+        raise UsageError(f"unknown Debian kernel series '{series}' for debian-source: known "
+                         f"series are {', '.join(SERIES)}")
+    apt = AptConfig(series, SERIES[series].suites, "amd64")   # the package is arch: all
+    apt.update(offline=offline)
+    pkg = f"linux-source-{series}"
+    stanza = apt.packages([pkg]).get(pkg)
+    if stanza is None:
+        raise KhError(f"{pkg} is not in {' '.join(SERIES[series].suites)}: Debian ships no "
+                      f"source package for this series there")
+    version = stanza["Version"]
+    base = cache_root() / "sources" / f"debian-{series}-{version}"
+    with locked(base.with_suffix(".lock")):
+        debs = sorted((base / "deb").glob("*.deb"))
+        if not debs:
+            with step(f"downloading {pkg} {version} ({int(stanza.get('Size', 0)) >> 20} MiB)"):
+                debs = apt.download([pkg], base / "deb")
+        unpacked = base / "deb-root"
+        if not (unpacked / "usr").exists():
+            run(["dpkg-deb", "-x", str(debs[0]), str(unpacked)], what=f"unpacking {debs[0]}")
+    tars = sorted((unpacked / "usr" / "src").glob("linux-source-*.tar.*"))
+    if not tars:
+        raise KhError(f"no linux-source tarball in {debs[0]}")
+    top = _extract(tars[0], base / "tree", tars[0].name)
+    return SourceTree(f"debian-source:{series}", _check_tree(top, pkg),
+                      f"debian {pkg} {version}")
+
+
+def kernelversion(tree: Path) -> str:
+    return run(["make", "-s", "-C", str(tree), "kernelversion"],
+               what="make kernelversion").stdout.strip().splitlines()[-1]
