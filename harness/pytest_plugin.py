@@ -36,6 +36,8 @@ def pytest_addoption(parser):
     g.addoption("--cpus", type=int, default=1, help="guest vCPUs (default 1, see README)")
     g.addoption("--kh-out", default="kharness-out", help="where console logs and artifacts go")
     g.addoption("--offline", action="store_true", help="use only cached package lists")
+    g.addoption("--slow", action="store_true",
+                help="also run tests marked slow (kernel builds from source, tens of minutes)")
 
 
 def pytest_configure(config):
@@ -44,8 +46,18 @@ def pytest_configure(config):
         "arch(name): run only on this guest arch",
         "expect_report(title): the test expects a kernel report whose title contains this",
         "guest(cpus=N): the test needs a guest of its own with these settings",
+        "slow: builds kernels from source; runs only with --slow",
     ):
         config.addinivalue_line("markers", line)
+
+
+def pytest_collection_modifyitems(config, items):
+    if config.getoption("--slow"):
+        return
+    skip = pytest.mark.skip(reason="slow (kernel builds from source): run with --slow")
+    for item in items:
+        if item.get_closest_marker("slow"):
+            item.add_marker(skip)
 
 
 class GuestPool:

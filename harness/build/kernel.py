@@ -106,8 +106,10 @@ def make_with_progress(args: list[str], log: Path, what: str, env: dict) -> None
                 compiled += 1
             now = time.monotonic()
             if now - last >= PROGRESS_EVERY:
-                progress(f"{what}: {compiled} objects, {now - t0:.0f}s "
-                         f"({line.strip()[:60]})")
+                where = line.split()[-1] if line.split() else ""
+                if where.startswith("/"):
+                    where = os.path.relpath(where, log.parent / "obj")
+                progress(f"{what}: {compiled} objects, {now - t0:.0f}s (at {where[:60]})")
                 last = now
         rc = proc.wait()
     if rc != 0:
@@ -124,7 +126,7 @@ def build(req: BuildRequest) -> Kernel:
     key = cache_key(req, cc_version, start)
     version = kernelversion(req.source.path)
     out = cache_root() / "builds" / f"{req.arch}-{version}-{key}"
-    with locked(out.with_suffix(".lock")):
+    with locked(out.with_name(out.name + ".lock")):
         if (out / "metadata.json").exists():
             progress(f"kernel build cache hit: {out}")
             return load(out / "kernel.json")

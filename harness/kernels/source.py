@@ -64,7 +64,7 @@ def local_tree(spec: str, path: Path) -> SourceTree:
 
 def _extract(archive: Path, dest: Path, what: str) -> Path:
     """Unpack a kernel tarball once into dest; return the tree's top."""
-    with locked(dest.with_suffix(".lock")):
+    with locked(dest.with_name(dest.name + ".lock")):
         done = dest / ".kh-extracted"
         if not done.exists():
             with step(f"extracting {what}"):
@@ -106,7 +106,7 @@ def debian_source(series: str, *, offline: bool) -> SourceTree:
                       f"source package for this series there")
     version = stanza["Version"]
     base = cache_root() / "sources" / f"debian-{series}-{version}"
-    with locked(base.with_suffix(".lock")):
+    with locked(base.with_name(base.name + ".lock")):
         debs = sorted((base / "deb").glob("*.deb"))
         if not debs:
             with step(f"downloading {pkg} {version} ({int(stanza.get('Size', 0)) >> 20} MiB)"):
