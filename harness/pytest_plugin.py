@@ -205,6 +205,11 @@ def pytest_runtest_call(item):
     except BaseException as e:
         failure = e
     problem = _check_window(item, failure)
+    if problem and failure is not None and not isinstance(failure, GuestDied):
+        # The kernel's report names the bug better than the check it broke:
+        # lead with it, keep the assertion beside it.
+        first = str(failure).splitlines()[0] if str(failure) else type(failure).__name__
+        raise KernelReport(f"{problem}; the test also failed: {first}") from failure
     if failure is not None:
         raise failure
     if problem:
