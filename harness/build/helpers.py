@@ -12,7 +12,8 @@ from harness.util import cache_root, digest, locked, run, step
 
 HELPERS = REPO / "helpers"
 UAPI = REPO / "kmods" / "include" / "uapi"   # the modules' ioctls
-CFLAGS = [f"-I{UAPI}", "-static", "-pthread", "-O2", "-Wall", "-Wextra", "-Wno-unused-parameter", "-Werror"]
+CFLAGS = [f"-I{UAPI}", "-static", "-pthread", "-O2", "-Wall", "-Wextra",
+          "-Wno-unused-parameter", "-Werror"]
 
 
 def compiler(arch_name: str) -> str:

@@ -43,7 +43,8 @@ def test_counts_hits_and_first_round():
 
 
 def test_until_hit_stops_and_other_reports_are_kept():
-    g = RecordedGuest({3}, extra="\n[    9.1] BUG: Bad rss-counter state mm:0000 type:MM_FILEPAGES val:-1\n")
+    rss = "\n[    9.1] BUG: Bad rss-counter state mm:0000 type:MM_FILEPAGES val:-1\n"
+    g = RecordedGuest({3}, extra=rss)
     rep = repro.reproduce(g, "khmap race", "WARNING in insert_pfn", rounds=10, until_hit=True)
     assert (rep.rounds, rep.hits) == (3, 1)
     assert [r.title for r in rep.others] == ["BUG: Bad rss-counter state"]
