@@ -111,10 +111,18 @@ class PatchError(KhError):
 
 
 def failed_hunks(output: str) -> str:
-    lines = [l for l in output.splitlines()
-             if "FAILED" in l or "can't find file" in l or "malformed" in l
-             or "Reversed" in l or "does not exist" in l]
-    return "; ".join(lines[:3]) or output.strip().splitlines()[-1] if output.strip() else ""
+    """patch(1)'s complaints, each with the file it was patching."""
+    current, out = "", []
+    for line in output.splitlines():
+        line = line.strip()
+        if line.startswith(("patching file ", "checking file ")):
+            current = line.split(" ", 2)[2]
+        elif line.startswith(("|--- a/", "--- a/")):
+            current = line.split("a/", 1)[1].split()[0]   # a file patch cannot find
+        elif any(k in line for k in ("FAILED", "can't find file", "malformed", "Reversed",
+                                     "does not exist", "ignored")):
+            out.append(f"{current}: {line}" if current and current not in line else line)
+    return "; ".join(out[:4]) or (output.strip().splitlines() or ["no output"])[-1]
 
 
 def apply(tree: Path, patches: list[Patch], log: Path) -> None:
@@ -122,7 +130,7 @@ def apply(tree: Path, patches: list[Patch], log: Path) -> None:
     with open(log, "w") as fh:
         for i, p in enumerate(patches, 1):
             for dry in (True, False):
-                args = ["patch", "-p1", "-N", "-f", "-s", "-d", str(tree)]
+                args = ["patch", "-p1", "-N", "-f", "-d", str(tree)]
                 proc = subprocess.run(args + (["--dry-run"] if dry else []), input=p.diff,
                                       text=True, capture_output=True)
                 fh.write(f"$ {' '.join(args)} < {p.source}\n{proc.stdout}{proc.stderr}")
