@@ -29,7 +29,6 @@ from pathlib import Path
 from harness import arches
 from harness.errors import KhError, UsageError
 from harness.kernels import Kernel, kconfig, patches as patchlib
-from harness.kernels.debian import load
 from harness.kernels.source import SourceTree, kernelversion
 from harness.util import cache_root, digest, locked, progress, run
 
@@ -129,7 +128,7 @@ def build(req: BuildRequest) -> Kernel:
     with locked(out.with_name(out.name + ".lock")):
         if (out / "metadata.json").exists():
             progress(f"kernel build cache hit: {out}")
-            return load(out / "kernel.json")
+            return Kernel.load(out / "kernel.json")
         return _build(req, out, key, cross, cc_version, start)
 
 
@@ -207,11 +206,11 @@ def find(ref: str, arch: str) -> Kernel:
     """build:<key, a prefix of it, or a build directory> -> its Kernel record."""
     path = Path(ref).expanduser()
     if (path / "kernel.json").exists():
-        return load(path / "kernel.json")
+        return Kernel.load(path / "kernel.json")
     hits = sorted(p for p in (cache_root() / "builds").glob(f"{arch}-*-{ref}*")
                   if (p / "metadata.json").exists())
     if len(hits) == 1:
-        return load(hits[0] / "kernel.json")
+        return Kernel.load(hits[0] / "kernel.json")
     if not hits:
         raise UsageError(f"no finished {arch} kernel build '{ref}' in {cache_root() / 'builds'}:"
                          f" run 'kharness build' first (it prints the build:<key> to use)")

@@ -42,6 +42,14 @@ class Kernel:
         return json.dumps({k: str(v) if isinstance(v, Path) else v for k, v in d.items()},
                           indent=2)
 
+    @classmethod
+    def load(cls, record: Path) -> "Kernel":
+        """The record to_json() wrote (kernel.json of any provider)."""
+        d = json.loads(record.read_text())
+        for k in ("image", "modules_dir", "build_dir", "config", "vmlinux"):
+            d[k] = Path(d[k]) if d.get(k) not in (None, "None") else None
+        return cls(**d)
+
 
 def validate(spec: str) -> None:
     """Reject a spec we cannot serve before any download or boot."""

@@ -9,7 +9,6 @@ directory named by its package versions; a second run finds it there.
 from __future__ import annotations
 
 import functools
-import json
 import os
 import re
 import shutil
@@ -252,7 +251,7 @@ def get(series: str, arch_name: str, *, offline: bool = False) -> Kernel:
     with locked(kdir.parent / (kdir.name + ".lock")):
         record = kdir / "kernel.json"
         if record.exists():
-            return load(record)
+            return Kernel.load(record)
         size = sum(int(p.get("Size", 0)) for p in pkgs.values()) / 1e6
         staging = kdir.with_name(kdir.name + ".partial")
         shutil.rmtree(staging, ignore_errors=True)
@@ -316,22 +315,12 @@ def relocate_headers(root: Path, build: Path) -> None:
             link.symlink_to(target)
 
 
-def load(record: Path) -> Kernel:
-    d = json.loads(record.read_text())
-    for k in ("image", "modules_dir", "build_dir", "config", "vmlinux"):
-        if d.get(k) not in (None, "None"):
-            d[k] = Path(d[k])
-        else:
-            d[k] = None
-    return Kernel(**d)
-
-
 def newest_extracted(series: str, arch_name: str) -> Kernel | None:
     deb_arch = arches.get(arch_name).deb_arch
     base = cache_root() / "kernels" / "debian"
     found = []
     for rec in base.glob(f"*-{deb_arch}_*/kernel.json"):
-        k = load(rec)
+        k = Kernel.load(rec)
         if k.spec == f"debian:{series}":
             found.append((rec.stat().st_mtime, k))
     return max(found, key=lambda t: t[0])[1] if found else None
