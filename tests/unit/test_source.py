@@ -56,3 +56,9 @@ def test_not_a_kernel_tree(tmp_path):
         source.get(str(tmp_path))
     with pytest.raises(UsageError, match="unknown kernel source"):
         source.get("nonsense:1")
+
+
+def test_kernelversion_as_make_prints_it(tmp_path):
+    (tmp_path / "Makefile").write_text("# SPDX\nVERSION = 7\nPATCHLEVEL = 3\nSUBLEVEL = 0\n"
+                                       "EXTRAVERSION = -rc7\nNAME = x\n")
+    assert source.kernelversion(tmp_path) == "7.3.0-rc7"
