@@ -111,20 +111,14 @@ def cmd_repro(args) -> int:
                               until_hit=args.until_hit, timeout=args.timeout)
     finally:
         guest.poweroff()
-    out = guest.workdir / "repro.txt"
-    with open(out, "w") as fh:
-        fh.write(f"kernel: {prep.kernel.release} ({args.arch})\n{rep.summary()}\n")
-        if rep.first:
-            fh.write("\n" + rep.first.text + "\n")
-    print(rep.summary())
-    if rep.first:
-        print(rep.first.text)
-    for r in rep.others:
-        print(f"kharness: other kernel report during the rounds: {r.title}", file=sys.stderr)
     rerun = (f"kharness repro --kernel {args.kernel.split(',')[0]} --arch {args.arch} "
              f"--rounds {args.rounds} --signature {shlex.quote(args.signature)} -- {cmd}")
-    with open(out, "a") as fh:
-        fh.write(f"\nrerun: {rerun}\n")
+    text = rep.summary() + (f"\n\n{rep.first.text}" if rep.first else "")
+    out = guest.workdir / "repro.txt"
+    out.write_text(f"kernel: {prep.kernel.release} ({args.arch})\n{text}\n\nrerun: {rerun}\n")
+    print(text)
+    for r in rep.others:
+        print(f"kharness: other kernel report during the rounds: {r.title}", file=sys.stderr)
     print(f"kharness: rerun with: {rerun}", file=sys.stderr)
     print(f"kharness: reproduction written to {out}; console: {guest.machine.console_log}",
           file=sys.stderr)

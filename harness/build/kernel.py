@@ -28,6 +28,7 @@ from pathlib import Path
 
 from harness import arches
 from harness.errors import KhError, UsageError
+from harness.build.kmod import compiler_lines
 from harness.kernels import Kernel, kconfig, patches as patchlib
 from harness.kernels.source import SourceTree, kernelversion
 from harness.util import cache_root, digest, locked, progress, run
@@ -112,9 +113,8 @@ def make_with_progress(args: list[str], log: Path, what: str, env: dict) -> None
                 last = now
         rc = proc.wait()
     if rc != 0:
-        errors = [l for l in tail if "error" in l.lower() or "***" in l]
         raise KhError(f"{what} failed (exit {rc}); build log: {log}",
-                      detail="\n".join(errors[-15:] or tail[-15:]))
+                      detail=compiler_lines("\n".join(tail)))
     progress(f"{what}: done in {time.monotonic() - t0:.0f}s, {compiled} objects")
 
 

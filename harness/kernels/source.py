@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import shutil
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -70,10 +71,10 @@ def _extract(archive: Path, dest: Path, what: str) -> Path:
         if not done.exists():
             with step(f"extracting {what}"):
                 tmp = dest.with_name(dest.name + ".partial")
-                run(["rm", "-rf", str(tmp)], what="cleanup")
+                shutil.rmtree(tmp, ignore_errors=True)
                 tmp.mkdir(parents=True)
                 run(["tar", "-xf", str(archive), "-C", str(tmp)], what=f"extracting {archive}")
-                run(["rm", "-rf", str(dest)], what="cleanup")
+                shutil.rmtree(dest, ignore_errors=True)
                 tmp.rename(dest)
                 done.touch()
     tops = [p for p in dest.iterdir() if p.is_dir() and (p / "Makefile").exists()]
