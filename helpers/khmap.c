@@ -316,16 +316,23 @@ static long module_refcount(const char *pgdir, long idx)
 	return i == idx ? ref : -1;
 }
 
+/* Entry idx of a /proc file of 64-bit words (kpagecount, kpageflags, pagemap). */
+static int proc_word(const char *path, uint64_t idx, uint64_t *val)
+{
+	int fd = open(path, O_RDONLY), ok;
+
+	if (fd < 0)
+		return -1;
+	ok = pread(fd, val, 8, idx * 8) == 8;
+	close(fd);
+	return ok ? 0 : -1;
+}
+
 static long kpagecount(uint64_t pfn)
 {
-	uint64_t count = 0;
-	int fd = open("/proc/kpagecount", O_RDONLY);
+	uint64_t count;
 
-	if (fd < 0 || pread(fd, &count, 8, pfn * 8) != 8)
-		count = (uint64_t)-1;
-	if (fd >= 0)
-		close(fd);
-	return (long)count;
+	return proc_word("/proc/kpagecount", pfn, &count) ? -1 : (long)count;
 }
 
 /* Each live buffer page as the module and /proc/kpagecount see it. */
@@ -425,13 +432,9 @@ static int op_gup(const char *dev, long n, const char *pgdir)
 static long pagemap_pfn(void *addr)
 {
 	uint64_t e = 0;
-	int fd = open("/proc/self/pagemap", O_RDONLY);
 
-	if (fd < 0)
+	if (proc_word("/proc/self/pagemap", (uintptr_t)addr / page_size, &e))
 		return -1;
-	if (pread(fd, &e, 8, (uintptr_t)addr / page_size * 8) != 8)
-		e = 0;
-	close(fd);
 	return (e >> 63) ? (long)(e & ((1ULL << 55) - 1)) : -1;
 }
 
@@ -563,13 +566,10 @@ static int op_share(const char *dev, long n, const char *pgdir)
 
 static int is_zero_page(long pfn)
 {
-	uint64_t flags = 0;
-	int fd = open("/proc/kpageflags", O_RDONLY);
+	uint64_t flags;
 
-	if (fd < 0 || pfn < 0 || pread(fd, &flags, 8, pfn * 8) != 8)
-		flags = 0;
-	if (fd >= 0)
-		close(fd);
+	if (pfn < 0 || proc_word("/proc/kpageflags", pfn, &flags))
+		return 0;
 	return (flags >> KPF_ZERO_PAGE) & 1;
 }
 

@@ -166,21 +166,24 @@ static const struct vm_operations_struct kh_mx_pfnmap_vm_ops = {
 static int kh_mx_mmap_pfnmap(struct kh_mx_dev *dev, struct vm_area_struct *vma)
 {
 	unsigned long size = vma->vm_end - vma->vm_start;
-	int err;
 
 	if (vma->vm_pgoff + vma_pages(vma) > kh_mx_bar_pages)
 		return -EINVAL;
 	if (dev->mode == KH_MX_PFNMAP_HALF)
 		size = max(PAGE_SIZE, (vma_pages(vma) / 2) << PAGE_SHIFT);
-	vma->vm_private_data = dev;
 	vma->vm_ops = &kh_mx_pfnmap_vm_ops;
-	err = remap_pfn_range(vma, vma->vm_start, kh_mx_bar_pfn + vma->vm_pgoff, size,
-			      vma->vm_page_prot);
-	if (err)
-		return err;
-	atomic_long_inc(&dev->open_mappings);
-	atomic_long_inc(&dev->mmaps);
-	return 0;
+	return remap_pfn_range(vma, vma->vm_start, kh_mx_bar_pfn + vma->vm_pgoff, size,
+			       vma->vm_page_prot);
+}
+
+/* The module's pages, then the BAR's on fault. */
+static int kh_mx_mmap_mixed(struct kh_mx_dev *dev, struct vm_area_struct *vma)
+{
+	if (vma->vm_pgoff + vma_pages(vma) > nr_pages + kh_mx_bar_pages)
+		return -EINVAL;
+	kh_vm_flags_set(vma, VM_MIXEDMAP | VM_DONTEXPAND | VM_DONTDUMP);
+	vma->vm_ops = &kh_mx_vm_ops;
+	return dev->mode == KH_MX_FAULT ? 0 : kh_mx_prepopulate(dev, vma);
 }
 
 static int kh_mx_mmap(struct file *file, struct vm_area_struct *vma)
@@ -188,18 +191,13 @@ static int kh_mx_mmap(struct file *file, struct vm_area_struct *vma)
 	struct kh_mx_dev *dev = container_of(file->private_data, struct kh_mx_dev, misc);
 	int err;
 
-	if (dev->mode == KH_MX_PFNMAP || dev->mode == KH_MX_PFNMAP_HALF)
-		return kh_mx_mmap_pfnmap(dev, vma);
-	if (vma->vm_pgoff + vma_pages(vma) > nr_pages + kh_mx_bar_pages)
-		return -EINVAL;
-	kh_vm_flags_set(vma, VM_MIXEDMAP | VM_DONTEXPAND | VM_DONTDUMP);
 	vma->vm_private_data = dev;
-	vma->vm_ops = &kh_mx_vm_ops;
-	if (dev->mode != KH_MX_FAULT) {
-		err = kh_mx_prepopulate(dev, vma);
-		if (err)
-			return err;
-	}
+	if (dev->mode == KH_MX_PFNMAP || dev->mode == KH_MX_PFNMAP_HALF)
+		err = kh_mx_mmap_pfnmap(dev, vma);
+	else
+		err = kh_mx_mmap_mixed(dev, vma);
+	if (err)
+		return err;
 	atomic_long_inc(&dev->open_mappings);
 	atomic_long_inc(&dev->mmaps);
 	return 0;

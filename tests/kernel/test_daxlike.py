@@ -95,24 +95,30 @@ def race_expect(mode: str, kernel) -> dict:
 RACE_ROUNDS, RACE_ITERATIONS, RACE_WINDOW_US = 4, 5, 2000
 
 
-def test_DX4_block_move_races_the_mkwrite_path(dx, kernel, behaviour):
-    """The move publishes the new page, sleeps RACE_WINDOW_US, then zaps: on
-    one vCPU the writer runs in that window every time, so each round
-    reaches the WARN where the kernel has it."""
+def race(dx, kernel, behaviour, *, rounds: int, iterations: int, window_us: int, what: str):
+    """DX4's racer in rounds through the RP loop; the invariants every race
+    run shares. Returns the expectation, the reproduction and the stats."""
     want = race_expect(dx.mode, kernel)
     before = dx.stats()
-    cmd = ["khmap", "race", dx.dev, str(dx.nr_pages), str(RACE_ITERATIONS), str(RACE_WINDOW_US)]
-    signature = want["signature"] or "WARNING in insert_"
-    rep = repro.reproduce(dx.guest, cmd, signature, rounds=RACE_ROUNDS)
+    cmd = ["khmap", "race", dx.dev, str(dx.nr_pages), str(iterations), str(window_us)]
+    rep = repro.reproduce(dx.guest, cmd, want["signature"] or "WARNING in insert_",
+                          rounds=rounds)
     after = dx.assert_released()
-    behaviour.note("DX4 reproduction", rep.summary())
+    behaviour.note(what, rep.summary())
     assert not rep.others, "other kernel reports: " + "; ".join(r.title for r in rep.others)
-    moves = RACE_ROUNDS * RACE_ITERATIONS
-    assert dx.delta(before, after, "moves") == moves
-    # The module saw its own stale PTE in mkwrite: the window was entered
-    # (19 or 20 moves in 20, measured), so a kernel with the check had its
-    # chance to print it.
+    assert dx.delta(before, after, "moves") == rounds * iterations
+    # The module saw its own stale PTE in mkwrite: the window was entered, so
+    # a kernel with the check had its chance to print it.
     assert dx.delta(before, after, "mkwrite_stale") > 0, "the writer never hit the window"
+    return want, rep
+
+
+def test_DX4_block_move_races_the_mkwrite_path(dx, kernel, behaviour):
+    """The move publishes the new page, sleeps RACE_WINDOW_US, then zaps: on
+    one vCPU the writer runs in that window (19 or 20 moves in 20,
+    measured), so each round reaches the WARN where the kernel has it."""
+    want, rep = race(dx, kernel, behaviour, rounds=RACE_ROUNDS, iterations=RACE_ITERATIONS,
+                     window_us=RACE_WINDOW_US, what="DX4 reproduction")
     behaviour.check("WARN_ON_ONCE rounds", RACE_ROUNDS if want["signature"] else 0, rep.hits)
     sigbus = sum(int(r.fields()["sigbus"]) for r in rep.results)
     behaviour.check("writer SIGBUS", want["writer SIGBUS"], sigbus > 0)
@@ -128,15 +134,8 @@ def test_DX4_natural_race_on_two_vcpus(dx, kernel, behaviour):
     the two run at once. arm64 under TCG runs two vCPUs in parallel
     (x86 two-vCPU guests are unreliable here, see README); one vCPU never
     hit it in 10 rounds of 200 moves, two hit it in 18 of 20 (7.2)."""
-    want = race_expect(dx.mode, kernel)
-    before = dx.stats()
-    cmd = ["khmap", "race", dx.dev, str(dx.nr_pages), str(NATURAL_ITERATIONS), "0"]
-    rep = repro.reproduce(dx.guest, cmd, want["signature"] or "WARNING in insert_",
-                          rounds=NATURAL_ROUNDS)
-    after = dx.assert_released()
-    behaviour.note("DX4 natural race", rep.summary())
-    assert not rep.others, "other kernel reports: " + "; ".join(r.title for r in rep.others)
-    assert dx.delta(before, after, "mkwrite_stale") > 0, "the two threads never overlapped"
+    want, rep = race(dx, kernel, behaviour, rounds=NATURAL_ROUNDS,
+                     iterations=NATURAL_ITERATIONS, window_us=0, what="DX4 natural race")
     behaviour.check("WARN_ON_ONCE seen", bool(want["signature"]), rep.hits > 0)
 
 
