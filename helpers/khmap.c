@@ -730,6 +730,7 @@ static int op_mxrace(const char *dev, long n, long rounds)
 			break;
 		}
 		rc.current = p;
+		sched_yield();	/* on one vCPU, the other thread zaps it here */
 		for (long pg = 0; pg < n; pg++)
 			if (strcmp(touch(p + pg * page_size, 1, (char)i, NULL), "ok"))
 				bad++;
