@@ -12,9 +12,8 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from harness import session  # noqa: E402
+from harness import session
+from harness.arches import ARCHES
 
 CPUS = ("max", "max,pauth-impdef=on", "neoverse-n1", "cortex-a57")
 
@@ -25,7 +24,8 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--out", type=Path, default=Path("/tmp/kharness-bench-cpu"))
     args = ap.parse_args()
-    prep = session.prepare(args.kernel, "arm64", boot="initramfs", outdir=args.out, accel="tcg")
+    prep = session.prepare(args.kernel, ARCHES["arm64"], boot="initramfs", outdir=args.out,
+                           accel="tcg")
     print(f"arm64 boot to first command under TCG, {args.kernel}, {args.rounds} boots a model")
     for cpu in CPUS:
         prep.spec = replace(prep.spec, cpu=cpu)

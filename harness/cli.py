@@ -5,83 +5,98 @@ from __future__ import annotations
 import argparse
 import os
 import shlex
+import signal
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import NoReturn
 
-from harness import arches, session
-from harness.errors import KhError
-from harness.kernels import DEFAULT_SPEC, validate
+from harness import options, session
+from harness.errors import KhError, UsageError
+from harness.guest import Guest
 from harness.report import matrix
+from harness.resources import data
+from harness.util import progress
 from harness.vm.machine import kill_all
 
-REPO = Path(__file__).resolve().parents[1]
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM: stopped like Ctrl-C, with results written, but exit 143."""
 
 
-def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--kernel", default=DEFAULT_SPEC,
-                   help=f"debian:<series>, comma-separated for several (default {DEFAULT_SPEC})")
-    p.add_argument("--arch", default=arches.host().name, choices=arches.KNOWN)
-    p.add_argument("--boot", default="initramfs", choices=session.BOOT_PATHS)
-    p.add_argument("--accel", default="auto", choices=("auto", "kvm", "tcg"))
-    p.add_argument("--cpus", type=int, default=1, help="guest vCPUs (default 1, see README)")
-    p.add_argument("--out", default="kharness-out", type=Path, help="output directory")
-    p.add_argument("--offline", action="store_true", help="use only cached package lists")
+# pytest's exit statuses -> ours (0 passed, 1 failed, 2 bad input, 3 infrastructure)
+PYTEST_STATUS = {0: 0, 1: 1, 2: 2, 3: 3, 4: 2, 130: 130}
 
 
-def cmd_run(args) -> int:
-    import pytest
-    specs = args.kernel.split(",")
-    for spec in specs:
-        validate(spec)
+def cmd_run(args: argparse.Namespace) -> int:
+    """Each kernel x arch as a pytest process of its own, then the matrix."""
     worst = 0
     runs = []
-    for spec in specs:
-        out = args.out / f"{spec.replace(':', '-')}-{args.arch}"
-        junit = out / "junit.xml"
-        junit.unlink(missing_ok=True)
-        runs.append((f"{spec} {args.arch}", junit))
-        argv = [str(REPO / "tests" / "kernel"), "-p", "no:cacheprovider", "-q", "-rfE",
-                f"--kernel={spec}", f"--arch={args.arch}", f"--boot={args.boot}",
-                f"--accel={args.accel}", f"--cpus={args.cpus}", f"--kh-out={out}",
-                f"--junitxml={junit}"]
-        if args.offline:
-            argv.append("--offline")
-        if args.k:
-            argv += ["-k", args.k]
-        print(f"kharness: running the kernel suite on {spec} ({args.arch}, {args.boot})",
-              file=sys.stderr)
-        rc = pytest.main(argv)
-        print(f"kharness: {spec}: {'passed' if rc == 0 else 'FAILED'}; JUnit: {junit}; "
-              f"logs: {out}", file=sys.stderr)
-        worst = max(worst, int(rc))
-    m = matrix.build(runs)
-    if m.rows:
-        html = args.out / "matrix.html"
-        html.write_text(m.html())
-        print(m.text())
-        print(f"kharness: behaviour matrix: {html}", file=sys.stderr)
+    for arch in args.arch:
+        for spec in args.kernel:
+            out = args.out / f"{spec.replace(':', '-')}-{arch}"
+            junit = out / "junit.xml"
+            junit.unlink(missing_ok=True)
+            argv = [sys.executable, "-m", "pytest", str(data("suite")), "-p",
+                    "no:cacheprovider", "-q", "-rfE", f"--junitxml={junit}",
+                    *options.to_pytest_argv(args, kernel=spec, arch=arch, out=out)]
+            if args.k:
+                argv += ["-k", args.k]
+            progress(f"running the kernel suite on {spec} ({arch}, {args.boot})")
+            status = _pytest(argv, junit)
+            if status == 5:
+                raise UsageError(f"no test of the suite matches -k {args.k!r}")
+            status = PYTEST_STATUS.get(status, 3)
+            runs.append((f"{spec} {arch}", junit))
+            word = {0: "passed", 1: "FAILED", 130: "interrupted"}.get(status, "ERROR")
+            progress(f"{spec} {arch}: {word}; JUnit: {junit}; logs: {out}")
+            if status == 130:
+                _matrix(args.out, runs)
+                raise KeyboardInterrupt
+            worst = max(worst, status)
+    _matrix(args.out, runs)
     return worst
 
 
-def _start(args):
-    spec = args.kernel.split(",")[0]
-    prep = session.prepare(spec, args.arch, boot=args.boot, outdir=args.out / "boot",
-                           accel=args.accel, cpus=args.cpus, offline=args.offline)
+def _pytest(argv: list[str], junit: Path) -> int:
+    child = subprocess.Popen(argv)
+    try:
+        return child.wait()
+    except KeyboardInterrupt:
+        # pytest stops at Ctrl-C and writes the JUnit of what finished.
+        child.send_signal(signal.SIGINT)
+        child.wait()
+        return 130
+
+
+def _matrix(out: Path, runs: list[tuple[str, Path]]) -> None:
+    m = matrix.build(runs)
+    if m.rows:
+        html = out / "matrix.html"
+        html.write_text(m.html())
+        print(m.text())
+        progress(f"behaviour matrix: {html}")
+
+
+def _start(args: argparse.Namespace) -> tuple[session.Prepared, Guest]:
+    prep = session.prepare(args.kernel[0], args.arch[0], boot=args.boot,
+                           outdir=args.out / "boot", accel=args.accel, cpus=args.cpus,
+                           offline=args.offline)
     return prep, session.start(prep)
 
 
-def cmd_boot(args) -> int:
+def cmd_boot(args: argparse.Namespace) -> int:
     prep, guest = _start(args)
     try:
-        if args.exec:
+        if args.exec is not None:
             res = guest.run(args.exec, timeout=args.timeout)
             sys.stdout.write(res.stdout)
             sys.stderr.write(res.stderr)
             return res.status
-        print(f"kharness: {prep.kernel.release} ready; commands run in the guest "
-              f"(Ctrl-D to leave). Console: {guest.machine.console_log}", file=sys.stderr)
+        progress(f"{prep.kernel.release} ready; commands run in the guest "
+                 f"(Ctrl-D to leave). Console: {guest.machine.console_log}")
         while True:
             try:
                 line = input(f"kh:{prep.kernel.release}# ")
@@ -98,54 +113,54 @@ def cmd_boot(args) -> int:
         guest.poweroff()
 
 
-def cmd_repro(args) -> int:
+def cmd_repro(args: argparse.Namespace) -> int:
     """RP: run a command over and over in one boot until the signature shows."""
     from harness import repro
     prep, guest = _start(args)
-    cmd = " ".join(args.command)
     try:
-        rep = repro.reproduce(guest, cmd, args.signature, rounds=args.rounds,
+        rep = repro.reproduce(guest, args.command, args.signature, rounds=args.rounds,
                               until_hit=args.until_hit, timeout=args.timeout)
     finally:
         guest.poweroff()
-    rerun = (f"kharness repro --kernel {args.kernel.split(',')[0]} --arch {args.arch} "
-             f"--rounds {args.rounds} --signature {shlex.quote(args.signature)} -- {cmd}")
+    rerun = shlex.join(["kharness", "repro", "--kernel", args.kernel[0], "--arch",
+                        str(args.arch[0]), "--rounds", str(args.rounds), "--signature",
+                        args.signature, "--", *args.command])
     text = rep.summary() + (f"\n\n{rep.first.text}" if rep.first else "")
     out = guest.workdir / "repro.txt"
-    out.write_text(f"kernel: {prep.kernel.release} ({args.arch})\n{text}\n\nrerun: {rerun}\n")
+    out.write_text(f"kernel: {prep.kernel.release} ({args.arch[0]})\n{text}\n\n"
+                   f"rerun: {rerun}\n")
     print(text)
     for r in rep.others:
-        print(f"kharness: other kernel report during the rounds: {r.title}", file=sys.stderr)
-    print(f"kharness: rerun with: {rerun}", file=sys.stderr)
-    print(f"kharness: reproduction written to {out}; console: {guest.machine.console_log}",
-          file=sys.stderr)
+        progress(f"other kernel report during the rounds: {r.title}")
+    progress(f"rerun with: {rerun}")
+    progress(f"reproduction written to {out}; console: {guest.machine.console_log}")
     return 0 if rep.hits else 1
 
 
-def cmd_build(args) -> int:
+def cmd_build(args: argparse.Namespace) -> int:
     """A kernel from source, patches and kconfig fragments; prints its spec."""
-    from harness.build import kernel as kbuild
-    from harness.kernels import kconfig, patches, source
+    from harness.kbuild import kconfig, patches, source
+    from harness.kbuild import kernel as kbuild
+    arch = args.arch[0]
     req = kbuild.BuildRequest(
-        source=source.get(args.source, offline=args.offline), arch=args.arch,
-        fragments=kconfig.resolve_fragments(args.config.split(","), args.arch),
+        source=source.get(args.source, offline=args.offline), arch=arch,
+        fragments=kconfig.resolve_fragments(args.config, arch),
         patches=patches.load(args.patches) if args.patches else [],
         patches_spec=args.patches or "", strict_config=args.strict_config,
-        jobs=args.jobs, ccache=not args.no_ccache)
+        jobs=args.jobs or os.cpu_count() or 1, ccache=not args.no_ccache)
     k = kbuild.build(req)
     print(f"build:{k.spec.partition(':')[2]}")
-    print(f"kharness: {k.release} ({k.arch}): run the suites with "
-          f"'kharness run --kernel {k.spec} --arch {k.arch}'; build: {k.extra['build']}",
-          file=sys.stderr)
+    progress(f"{k.release} ({k.arch}): run the suites with "
+             f"'kharness run --kernel {k.spec} --arch {k.arch}'; build: {k.extra['build']}")
     return 0
 
 
-def cmd_bench(args) -> int:
+def cmd_bench(args: argparse.Namespace) -> int:
     """Boot time on each path and command round trip, as figures, never asserted."""
-    spec = args.kernel.split(",")[0]
-    print(f"kharness bench: {spec} on {args.arch}, {args.rounds} boots a path")
-    for boot in args.paths.split(","):
-        prep = session.prepare(spec, args.arch, boot=boot, outdir=args.out / f"bench-{boot}",
+    spec, arch = args.kernel[0], args.arch[0]
+    print(f"kharness bench: {spec} on {arch}, {args.rounds} boots a path")
+    for boot in args.paths:
+        prep = session.prepare(spec, arch, boot=boot, outdir=args.out / f"bench-{boot}",
                                accel=args.accel, cpus=args.cpus, offline=args.offline)
         boots, trips = [], []
         for _ in range(args.rounds):
@@ -161,63 +176,56 @@ def cmd_bench(args) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="kharness",
-                                 description="Boot real kernels under QEMU and run the "
+class Parser(argparse.ArgumentParser):
+    """argparse with the one-line error and exit status 2 of the rest of kharness."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{message} (see '{self.prog} --help')")
+
+
+COMMANDS = {
+    "run": (cmd_run, "run the kernel suite, write JUnit, logs and the behaviour matrix"),
+    "boot": (cmd_boot, "boot the guest the tests get and run commands in it"),
+    "build": (cmd_build, "build a kernel from source, patches and kconfig fragments "
+                         "(cached); prints the build:<key> to run"),
+    "repro": (cmd_repro, "run a guest command in rounds until a kernel report matching "
+                         "--signature appears; report the hit rate"),
+    "bench": (cmd_bench, "measure boot time and command round trip"),
+}
+
+
+def parser() -> Parser:
+    ap = Parser(prog="kharness", description="Boot real kernels under QEMU and run the "
                                              "memory-mapping suites against them.")
-    sub = ap.add_subparsers(dest="cmd", required=True)
-    p = sub.add_parser("run", help="run the kernel suite, write JUnit and logs")
-    _common(p)
-    p.add_argument("-k", help="pytest -k expression to select tests, e.g. RB2")
-    p.set_defaults(func=cmd_run)
-    p = sub.add_parser("boot", help="boot the guest the tests get and run commands in it")
-    _common(p)
-    p.add_argument("--exec", help="run this one command and exit with its status")
-    p.add_argument("--timeout", type=float, default=600.0)
-    p.set_defaults(func=cmd_boot)
-    p = sub.add_parser("build", help="build a kernel from source, patches and kconfig "
-                                     "fragments (cached); prints the build:<key> to run")
-    p.add_argument("--source", required=True,
-                   help="debian-source:<series>, a kernel tree, or a .tar.* of one")
-    p.add_argument("--patches", help="an mbox, a directory of format-patch files, or a "
-                                     "quilt series file")
-    p.add_argument("--config", default="base",
-                   help="comma-separated fragments: names in kconfigs/ or paths "
-                        "(default: base)")
-    p.add_argument("--arch", default=arches.host().name, choices=arches.KNOWN)
-    p.add_argument("--strict-config", action="store_true",
-                   help="fail if a requested option does not survive olddefconfig")
-    p.add_argument("-j", "--jobs", type=int, default=os.cpu_count() or 1)
-    p.add_argument("--no-ccache", action="store_true")
-    p.add_argument("--offline", action="store_true", help="use only cached package lists")
-    p.set_defaults(func=cmd_build)
-    p = sub.add_parser("repro", help="run a guest command in rounds until a kernel report "
-                                     "matching --signature appears; report the hit rate")
-    _common(p)
-    p.add_argument("--signature", required=True,
-                   help="part of the report title, e.g. 'WARNING in insert_pfn'")
-    p.add_argument("--rounds", type=int, default=100)
-    p.add_argument("--until-hit", action="store_true", help="stop at the first hit")
-    p.add_argument("--timeout", type=float, default=120.0, help="seconds a round may take")
-    p.add_argument("command", nargs="+", help="the guest command (after --)")
-    p.set_defaults(func=cmd_repro)
-    p = sub.add_parser("bench", help="measure boot time and command round trip")
-    _common(p)
-    p.add_argument("--paths", default=",".join(session.BOOT_PATHS))
-    p.add_argument("--rounds", type=int, default=3)
-    p.add_argument("--commands", type=int, default=20)
-    p.set_defaults(func=cmd_bench)
-    args = ap.parse_args(argv)
+    sub = ap.add_subparsers(dest="cmd", required=True, parser_class=Parser)
+    for name, (func, help) in COMMANDS.items():
+        p = sub.add_parser(name, help=help, description=help)
+        options.add_to_argparse(p, name)
+        if name == "repro":
+            p.add_argument("command", nargs="+", help="the guest command and its arguments "
+                                                      "(after --), run as given")
+        p.set_defaults(func=func)
+    return ap
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise Terminated
+
+
+def main(argv: list[str] | None = None) -> int:
+    signal.signal(signal.SIGTERM, _terminate)
     try:
+        args = parser().parse_args(argv)
+        args = options.resolve(args.cmd, vars(args))
         return args.func(args)
     except KhError as e:
         print(f"kharness: error: {e}", file=sys.stderr)
         if e.detail:
             print(e.detail, file=sys.stderr)
         return e.exit_code
-    except FileNotFoundError as e:
-        print(f"kharness: error: {e.filename} not found: run ci/setup.sh", file=sys.stderr)
-        return 1
+    except Terminated:
+        print("kharness: terminated", file=sys.stderr)
+        return 143
     except KeyboardInterrupt:
         print("kharness: interrupted", file=sys.stderr)
         return 130

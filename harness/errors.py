@@ -2,9 +2,12 @@
 
 
 class KhError(Exception):
-    """A user-facing failure: the message says what was wrong and what to do."""
+    """A user-facing failure: the message says what was wrong and what to do.
 
-    exit_code = 1
+    Exit codes mean one thing everywhere: 2 bad input (UsageError), 3 the
+    infrastructure failed (download, build, boot, agent, connection)."""
+
+    exit_code = 3
 
     def __init__(self, message: str, *, exit_code: int | None = None, detail: str = ""):
         super().__init__(message)

@@ -18,7 +18,7 @@ from pathlib import Path
 from harness.errors import KhError
 from harness.observe import reports
 from harness.util import progress
-from harness.vm.machine import BootError, Machine
+from harness.vm.machine import BootError, Launcher, Machine
 
 
 @dataclass
@@ -29,7 +29,7 @@ class Result:
     stderr: str
     seconds: float
 
-    def check(self) -> "Result":
+    def check(self) -> Result:
         if self.status != 0:
             raise GuestCommandError(
                 f"guest command failed with status {self.status}: {self.cmd}",
@@ -98,23 +98,28 @@ class Guest:
         return self.machine.workdir
 
     # -- boot and shutdown --------------------------------------------------
-    def boot(self) -> "Guest":
-        m = self.machine
+    @classmethod
+    def boot(cls, launcher: Launcher, *, quiet: bool = True) -> Guest:
+        """Start a machine and wait for its agent's READY line."""
         t0 = time.monotonic()
-        m.start()
-        m.connect()
-        line = self._readline(t0 + m.spec.boot_timeout, what="boot")
+        guest = cls(launcher.start(), quiet=quiet)
+        m = guest.machine
+        try:
+            line = guest._readline(t0 + m.spec.boot_timeout, what="boot")
+        except GuestDied as e:
+            raise BootError(f"the guest did not come up: {e}", detail=e.detail) from None
         if not line.startswith("READY"):
+            m.kill()
             raise BootError(f"unexpected first line from the guest agent: {line!r}")
-        self.release = line.split()[1]
+        guest.release = line.split()[1]
         m.boot_seconds = time.monotonic() - t0
-        progress(f"guest {self.release} up in {m.boot_seconds:.1f}s "
+        progress(f"guest {guest.release} up in {m.boot_seconds:.1f}s "
                  f"({m.name}, {m.accel}, console: {m.console_log})")
-        return self
+        return guest
 
     def poweroff(self, timeout: float = 20.0) -> None:
         m = self.machine
-        if m.alive() and m.sock is not None and self.died is None and not self.busy:
+        if m.alive() and self.died is None and not self.busy:
             try:
                 m.sock.sendall(b"POWEROFF\n")
             except OSError:
@@ -141,7 +146,9 @@ class Guest:
             self.machine.sock.sendall(f"RUN {n} {payload}\n".encode())
         except OSError:
             self._fail(f"the guest channel closed before '{text}' was sent")
-        section, out, err = None, [], []
+        section: list[str] | None = None
+        out: list[str] = []
+        err: list[str] = []
         self.busy = True
         while True:
             line = self._readline(deadline, what=text)

@@ -8,39 +8,33 @@ the test declares it with @pytest.mark.expect_report("title part").
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import dataclasses
 import json
 import re
 import shutil
 import time
-from pathlib import Path
 
 import pytest
 
-from harness import arches, session
-from harness.errors import KhError
+from harness import options, session
+from harness.errors import KhError, UsageError
 from harness.guest import Guest, GuestDied
-from harness.kernels import DEFAULT_SPEC
 from harness.observe import reports
 
-
-def pytest_addoption(parser):
-    g = parser.getgroup("kharness", "kernel test harness")
-    g.addoption("--kernel", default=DEFAULT_SPEC,
-                help=f"kernel to boot: debian:<series> (default {DEFAULT_SPEC})")
-    g.addoption("--arch", default=arches.host().name, help="guest arch (default: the host's)")
-    g.addoption("--boot", default="initramfs", choices=session.BOOT_PATHS,
-                help="boot path: our initramfs under raw QEMU, or virtme-ng")
-    g.addoption("--accel", default="auto", choices=("auto", "kvm", "tcg"))
-    g.addoption("--cpus", type=int, default=1, help="guest vCPUs (default 1, see README)")
-    g.addoption("--kh-out", default="kharness-out", help="where console logs and artifacts go")
-    g.addoption("--offline", action="store_true", help="use only cached package lists")
-    g.addoption("--slow", action="store_true",
-                help="also run tests marked slow (kernel builds from source, tens of minutes)")
+SETTINGS = pytest.StashKey[argparse.Namespace]()
 
 
-def pytest_configure(config):
+def pytest_addoption(parser: pytest.Parser) -> None:
+    options.add_to_pytest(parser.getgroup("kharness", "kernel test harness"))
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    try:
+        config.stash[SETTINGS] = options.from_pytest(config)
+    except UsageError as e:
+        pytest.exit(f"kharness: error: {e}", returncode=e.exit_code)
     for line in (
         "kernel(spec): run only where the kernel matches, e.g. '>=7.2' or '<6.12'",
         "arch(name): run only on this guest arch",
@@ -51,8 +45,14 @@ def pytest_configure(config):
         config.addinivalue_line("markers", line)
 
 
-def pytest_collection_modifyitems(config, items):
-    if config.getoption("--slow"):
+@pytest.hookimpl(trylast=True)
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    if exitstatus == pytest.ExitCode.INTERRUPTED:
+        session.exitstatus = 130   # Ctrl-C means 130 everywhere in kharness
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if config.stash[SETTINGS].slow:
         return
     skip = pytest.mark.skip(reason="slow (kernel builds from source): run with --slow")
     for item in items:
@@ -63,15 +63,15 @@ def pytest_collection_modifyitems(config, items):
 class GuestPool:
     """The session's guests, one a set of settings; a dead one is replaced on demand."""
 
-    def __init__(self, config):
+    def __init__(self, config: pytest.Config):
         self.config = config
+        self.settings = s = config.stash[SETTINGS]
         self.prep: session.Prepared | None = None
         self.guests: dict[tuple, Guest] = {}
         self.variants: dict[tuple, session.Prepared] = {}
-        opt = config.getoption
         stamp = time.strftime("%Y%m%d-%H%M%S")
-        name = f"{opt('--kernel').replace(':', '-')}-{opt('--arch')}-{stamp}"
-        self.outdir = Path(opt("--kh-out")).resolve() / name
+        name = f"{s.kernel[0].replace(':', '-')}-{s.arch[0]}-{stamp}"
+        self.outdir = s.out.resolve() / name
 
     def _uncaptured(self):
         """Progress of downloads, builds and boots reaches the terminal, not a capture."""
@@ -80,13 +80,12 @@ class GuestPool:
 
     def prepared(self) -> session.Prepared:
         if self.prep is None:
-            opt = self.config.getoption
+            s = self.settings
             try:
                 with self._uncaptured():
                     self.prep = session.prepare(
-                        opt("--kernel"), opt("--arch"), boot=opt("--boot"),
-                        outdir=self.outdir, accel=opt("--accel"), cpus=opt("--cpus"),
-                        offline=opt("--offline"))
+                        s.kernel[0], s.arch[0], boot=s.boot, outdir=self.outdir,
+                        accel=s.accel, cpus=s.cpus, offline=s.offline)
             except KhError as e:
                 detail = f"\n{e.detail}" if e.detail else ""
                 pytest.exit(f"kharness: {e}{detail}", returncode=e.exit_code)
@@ -153,7 +152,7 @@ def _version_matches(version: tuple[int, int], spec: str) -> bool:
 @pytest.fixture
 def guest(kh_pool, request) -> Guest:
     for mark in request.node.iter_markers("arch"):
-        if request.config.getoption("--arch") not in mark.args:
+        if kh_pool.settings.arch[0].name not in mark.args:
             pytest.skip(f"arch-specific: {', '.join(mark.args)}")
     prep = kh_pool.prepared()
     for mark in request.node.iter_markers("kernel"):
@@ -227,7 +226,6 @@ def _check_window(item, failure) -> str | None:
     else:
         item._kh_window = g.dmesg_window()
         found = reports.parse(item._kh_window)
-    item._kh_reports = found
     expected = [a for m in item.iter_markers("expect_report") for a in m.args]
     unexpected = [r for r in found if not any(e in r.title for e in expected)]
     if unexpected:

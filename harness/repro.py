@@ -38,7 +38,7 @@ class Reproduction:
         return self.hits / self.rounds if self.rounds else 0.0
 
     def summary(self) -> str:
-        if not self.hits:
+        if self.first is None:
             return (f"'{self.signature}' not seen in {self.rounds} rounds "
                     f"({self.seconds:.1f}s): {self.command}")
         return (f"'{self.first.title}': {self.hits}/{self.rounds} rounds "

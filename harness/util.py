@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import os
 import subprocess
@@ -51,18 +50,6 @@ def run(cmd: list[str], *, what: str, cwd: Path | None = None, env: dict | None 
         where = f" (full log: {log})" if log else ""
         raise KhError(f"{what} failed with exit status {proc.returncode}{where}", detail=tail)
     return proc
-
-
-@contextmanager
-def locked(path: Path):
-    """An exclusive lock so two runs do not fill one cache entry at once."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 def digest(*parts: bytes | str) -> str:

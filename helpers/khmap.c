@@ -38,7 +38,6 @@
  *                 /sys/kernel/debug/x86/pat_memtype_list that start at PFN
  *                 (the mapping's first), at each stage of a fork or a
  *                 partial munmap
- *   kpage PFN.. /proc/kpagecount and /proc/kpageflags of each PFN
  *
  * gup also registers the page as an io_uring fixed buffer (a FOLL_LONGTERM
  * pin), through the raw system calls.
@@ -796,29 +795,10 @@ static int op_pat(const char *dev, long n, const char *how, unsigned long long p
 	return 0;
 }
 
-static int op_kpage(int argc, char **argv)
-{
-	int cfd = open("/proc/kpagecount", O_RDONLY), ffd = open("/proc/kpageflags", O_RDONLY);
-
-	for (int i = 0; i < argc; i++) {
-		uint64_t pfn = strtoull(argv[i], NULL, 0), count = 0, flags = 0;
-
-		if (pread(cfd, &count, 8, pfn * 8) != 8 || pread(ffd, &flags, 8, pfn * 8) != 8) {
-			printf("pfn=%llu result=%s\n", (unsigned long long)pfn, errname(errno));
-			continue;
-		}
-		printf("pfn=%llu count=%llu flags=0x%llx\n", (unsigned long long)pfn,
-		       (unsigned long long)count, (unsigned long long)flags);
-	}
-	return 0;
-}
-
 int main(int argc, char **argv)
 {
 	setvbuf(stdout, NULL, _IOLBF, 0);
 	page_size = sysconf(_SC_PAGESIZE);
-	if (argc >= 2 && !strcmp(argv[1], "kpage"))
-		return op_kpage(argc - 2, argv + 2);
 	if (argc < 4) {
 		fprintf(stderr, "usage: khmap OP DEVICE NPAGES [ARGS...]\n");
 		return 2;

@@ -1,47 +1,83 @@
-"""Per-arch QEMU and toolchain settings, one data module an arch.
+"""Guest architectures: one frozen record each, loaded from the data modules
+beside this file (as kunit_tool's qemu_configs/ and drgn's vmtest
+ARCHITECTURES). Adding an arch is adding one module that exports ARCH.
 
-Adding an arch is adding a module here that exports ARCH, an ArchParams.
+Code passes the Arch object, never its name; what follows from it (is it
+the host's? which CROSS_COMPILE?) is computed here, once.
 """
 
 from __future__ import annotations
 
+import functools
 import importlib
+import pkgutil
 import platform
 from dataclasses import dataclass
 
+from harness.errors import UsageError
+
 
 @dataclass(frozen=True)
-class ArchParams:
-    name: str              # our name: x86_64, arm64
+class Arch:
+    name: str              # ours: x86_64, arm64
+    aliases: tuple[str, ...]  # other names users and tools give it (uname -m, Debian)
     deb_arch: str          # Debian's name: amd64, arm64
     kernel_arch: str       # ARCH= for kbuild
-    uname_machine: str     # what `uname -m` prints on such a host
     qemu_binary: str
-    qemu_args: tuple[str, ...]   # machine and cpu, accel added by the probe
-    kvm_cpu: str           # cpu model when KVM serves
+    qemu_package: str      # the Debian package that ships qemu_binary
+    machine: str           # QEMU -M
+    cpu_tcg: str           # QEMU -cpu under TCG
+    cpu_kvm: str           # QEMU -cpu under KVM
+    max_cpus: int          # vCPUs the machine model takes
     console: str           # kernel console device
-    cross_prefix: str      # for building on a host of another arch
-    page_size: int
-    busybox_package: str   # Debian package whose busybox we put in the initramfs
-    qemu_package: str
+    cross_prefix: str      # CROSS_COMPILE on a host of another arch
+    busybox_package: str   # Debian package whose busybox goes into the initramfs
     boot_vmlinux: bool     # boot the uncompressed ELF inside the image (PVH)
     build_image: str       # the boot image a source build makes, relative to O=
 
+    def __str__(self) -> str:
+        return self.name
 
-KNOWN = ("x86_64", "arm64")
-ALIASES = {"amd64": "x86_64", "aarch64": "arm64", "x86-64": "x86_64"}
+    @property
+    def native(self) -> bool:
+        """Runs on this host without emulation, builds without a cross compiler."""
+        return self is host()
+
+    @property
+    def cross_compile(self) -> str:
+        """CROSS_COMPILE= for this host: empty when native."""
+        return "" if self.native else self.cross_prefix
+
+    def cpu(self, accel: str) -> str:
+        return self.cpu_kvm if accel == "kvm" else self.cpu_tcg
+
+    def qemu_machine(self, accel: str, cpu: str | None = None) -> list[str]:
+        """-M, -cpu and -accel words; `cpu` overrides the TCG model."""
+        model = self.cpu("kvm") if accel == "kvm" else (cpu or self.cpu_tcg)
+        return ["-M", self.machine, "-cpu", model, "-accel", accel]
 
 
-class UnknownArch(ValueError):
-    pass
+def _load() -> dict[str, Arch]:
+    found = {}
+    for mod in pkgutil.iter_modules(__path__):
+        arch = importlib.import_module(f"{__name__}.{mod.name}").ARCH
+        found[arch.name] = arch
+    return found
 
 
-def get(name: str) -> ArchParams:
-    name = ALIASES.get(name, name)
-    if name not in KNOWN:
-        raise UnknownArch(f"unknown arch '{name}': known arches are {', '.join(KNOWN)}")
-    return importlib.import_module(f"harness.arches.{name}").ARCH
+ARCHES: dict[str, Arch] = _load()
+KNOWN = tuple(sorted(ARCHES))
 
 
-def host() -> ArchParams:
+def get(name: str | Arch) -> Arch:
+    if isinstance(name, Arch):
+        return name
+    for arch in ARCHES.values():
+        if name == arch.name or name in arch.aliases:
+            return arch
+    raise UsageError(f"unknown arch '{name}': known arches are {', '.join(KNOWN)}")
+
+
+@functools.cache
+def host() -> Arch:
     return get(platform.machine())

@@ -6,6 +6,7 @@ the read_* wrappers fetch the text from a guest.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 
@@ -33,23 +34,23 @@ class SmapsEntry:
 
 def parse_smaps(text: str) -> list[SmapsEntry]:
     entries: list[SmapsEntry] = []
-    cur = None
+    cur: SmapsEntry | None = None
     for line in text.splitlines():
         head = line.split()
         if head and "-" in head[0] and not head[0].endswith(":"):
             start, _, end = head[0].partition("-")
             try:
-                cur = {"start": int(start, 16), "end": int(end, 16),
-                       "path": head[5] if len(head) > 5 else "", "fields": {}, "vmflags": ()}
+                cur = SmapsEntry(int(start, 16), int(end, 16),
+                                 head[5] if len(head) > 5 else "", {}, ())
             except ValueError:
                 continue
             entries.append(cur)
         elif cur is not None and line.startswith("VmFlags:"):
-            cur["vmflags"] = tuple(line.split()[1:])
+            entries[-1] = cur = dataclasses.replace(cur, vmflags=tuple(line.split()[1:]))
         elif cur is not None and line.endswith("kB"):
             key, _, rest = line.partition(":")
-            cur["fields"][key] = int(rest.split()[0])
-    return [SmapsEntry(**e) for e in entries]
+            cur.fields[key] = int(rest.split()[0])
+    return entries
 
 
 @dataclass(frozen=True)
@@ -72,10 +73,6 @@ def read_vmstat(guest) -> dict[str, int]:
     # Fold the per-cpu deltas first, or counters drift by up to a batch per cpu.
     return parse_key_values(guest.run("echo 1 > /proc/sys/vm/stat_refresh; cat /proc/vmstat",
                                       check=True).stdout)
-
-
-def read_meminfo(guest) -> dict[str, int]:
-    return parse_key_values(guest.read("/proc/meminfo"))
 
 
 def read_stats(guest, debugfs_dir: str) -> dict[str, int]:

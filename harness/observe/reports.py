@@ -91,7 +91,9 @@ HEADERS = [
 # (an Oops says "Internal error", a refcount_t line is followed by its WARNING).
 _FOLLOWERS = {
     "refcount": {"warning"},
-    "kernel_bug": {"oops"},  # "kernel BUG at" then "Oops: invalid opcode" / "Internal error": "kernel BUG at" then "Internal error: Oops - BUG"
+    # "kernel BUG at" is followed by "Oops: invalid opcode" (x86_64) or
+    # "Internal error: Oops - BUG" (arm64)
+    "kernel_bug": {"oops"},
     "null_deref": {"oops"}, "paging": {"oops"}, "arm64_null": {"oops"},
     "arm64_paging": {"oops"},
 }

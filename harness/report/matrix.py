@@ -42,7 +42,7 @@ class Matrix:
             for tag in ("failure", "error", "skipped"):
                 if case.find(tag) is not None:
                     outcome = {"failure": "failed"}.get(tag, tag)
-            props = [(p.get("name"), p.get("value")) for p in case.iter("property")]
+            props = [(p.get("name", ""), p.get("value", "")) for p in case.iter("property")]
             checks = [(n[3:], json.loads(v)) for n, v in props if n.startswith("kh:")]
             if not checks:
                 self.rows.setdefault((name, "test"), {})[label] = Cell("passed", outcome, outcome)
@@ -75,7 +75,7 @@ class Matrix:
                                if c.outcome != "skipped" else "skipped")
             lines.append(row)
         widths = [max(len(r[i]) for r in lines) for i in range(len(head))]
-        return "\n".join("  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip()
+        return "\n".join("  ".join(v.ljust(w) for v, w in zip(r, widths, strict=False)).rstrip()
                          for r in lines)
 
     def html(self) -> str:

@@ -6,6 +6,7 @@ and as the fast path on the host arch: it boots in a few seconds under TCG.
 
 from __future__ import annotations
 
+import gzip
 import lzma
 import subprocess
 from dataclasses import dataclass, field
@@ -13,12 +14,15 @@ from pathlib import Path
 
 import jinja2
 
-from harness import arches
+from harness import apt
+from harness.apt import AptConfig
+from harness.arches import Arch
+from harness.cache import cached
 from harness.errors import KhError
-from harness.kernels import Kernel
+from harness.kernel import Kernel
+from harness.resources import data
+from harness.util import cache_root
 from harness.vm.cpio import Cpio
-
-IMAGES = Path(__file__).resolve().parents[2] / "images"
 
 # Kernel modules the guest side needs where Debian builds them as modules:
 # the agent's virtio port and its PCI transport (both =m on 6.1), and a RAM
@@ -38,41 +42,35 @@ def _is_static(path: Path) -> bool:
     return b"ld-linux" not in head
 
 
-def busybox_for(arch_name: str) -> Path:
+def busybox_for(arch: Arch) -> Path:
     """A static busybox for the guest: the host's, or Debian's for another arch."""
-    arch = arches.get(arch_name)
-    host_bb = Path("/bin/busybox")
-    if arch.name == arches.host().name:
+    if arch.native:
+        host_bb = Path("/bin/busybox")
         if host_bb.exists() and _is_static(host_bb):
             return host_bb
         raise KhError("no static busybox on this host: install busybox-static "
                       "(ci/setup.sh does)")
-    from harness.kernels.debian import AptConfig
-    from harness.util import cache_root, locked, run
-    dest = cache_root() / "busybox" / arch.deb_arch / "busybox"
-    with locked(dest.with_suffix(".lock")):
-        if dest.exists():
-            return dest
-        apt = AptConfig("busybox", ("bookworm",), arch.deb_arch)
-        apt.update(offline=False)
-        work = dest.parent / "pkg"
-        (deb,) = apt.download([arch.busybox_package], work)
-        run(["dpkg-deb", "-x", str(deb), str(work / "root")], what=f"extracting {deb.name}")
-        (work / "root" / "bin" / "busybox").rename(dest)
-    return dest
+
+    def make(entry: Path) -> list[Path]:
+        lists = AptConfig("busybox", ("bookworm",), arch.deb_arch)
+        lists.update(offline=False)
+        debs = lists.download([arch.busybox_package], entry / "pkg")
+        apt.extract(debs, entry / "root")
+        return [entry / "root" / "bin" / "busybox"]
+
+    return cached(cache_root() / "busybox" / arch.deb_arch, make) / "root" / "bin" / "busybox"
 
 
 def _ko_bytes(path: Path) -> bytes:
-    data = path.read_bytes()
+    raw = path.read_bytes()
     if path.suffix == ".xz":
-        return lzma.decompress(data)
+        return lzma.decompress(raw)
     if path.suffix == ".zst":
-        return subprocess.run(["zstd", "-dcq"], input=data, stdout=subprocess.PIPE,
+        return subprocess.run(["zstd", "-dcq"], input=raw, stdout=subprocess.PIPE,
                               check=True).stdout
     if path.suffix == ".gz":
-        import gzip
-        return gzip.decompress(data)
-    return data
+        return gzip.decompress(raw)
+    return raw
 
 
 def kernel_modules(kernel: Kernel) -> list[GuestModule]:
@@ -105,10 +103,10 @@ def kernel_modules(kernel: Kernel) -> list[GuestModule]:
                         _ko_bytes(moddir / p)) for p in order]
 
 
-def render_init(arch_name: str, modules: list[GuestModule]) -> str:
-    env = jinja2.Environment(loader=jinja2.FileSystemLoader(IMAGES), trim_blocks=True,
+def render_init(arch: Arch, modules: list[GuestModule]) -> str:
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(data("images")), trim_blocks=True,
                              lstrip_blocks=True, undefined=jinja2.StrictUndefined)
-    return env.get_template("init.sh.j2").render(arch=arch_name, modules=modules)
+    return env.get_template("init.sh.j2").render(arch=arch.name, modules=modules)
 
 
 def build(kernel: Kernel, extra_modules: list[Path], helpers: list[Path], dest: Path) -> Path:
@@ -121,7 +119,7 @@ def build(kernel: Kernel, extra_modules: list[Path], helpers: list[Path], dest: 
     c.chardev("dev/null", 1, 3)
     c.file("bin/busybox", busybox_for(kernel.arch).read_bytes(), 0o755)
     c.file("init", render_init(kernel.arch, mods).encode(), 0o755)
-    c.file("bin/kh-agent", (IMAGES / "agent.sh").read_bytes(), 0o755)
+    c.file("bin/kh-agent", (data("images") / "agent.sh").read_bytes(), 0o755)
     for m in mods:
         c.file(f"lib/kh/{m.file}", m.data)
     for p in extra_modules:  # ours: the session loads them, so tests see insmod fail

@@ -1,10 +1,11 @@
-"""A running guest machine: the QEMU process, its console log, the agent socket.
+"""Starting a guest machine and keeping hold of it.
 
-The launchers (raw QEMU with our initramfs, virtme-ng with the host root)
-differ only in the command line they build; everything after the process
-starts is here: the accel probe, the boot watchdog, and making sure no QEMU
-outlives us (PR_SET_PDEATHSIG for a killed harness, a process group killed
-on close for everything else, Ctrl-C included).
+A Launcher knows how to start one kind of guest (raw QEMU with our
+initramfs, virtme-ng with the host root): its command line for an
+accelerator. Launcher.start() picks the accelerator, spawns, and returns a
+running Machine: the process, its console log and the connected agent
+socket. No QEMU outlives us: PR_SET_PDEATHSIG for a killed harness, a
+process group killed on close for everything else, Ctrl-C included.
 """
 
 from __future__ import annotations
@@ -19,18 +20,21 @@ import socket
 import subprocess
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
-from harness import arches
+from harness.arches import Arch
+from harness.cache import write_atomic
 from harness.errors import KhError
-from harness.kernels import Kernel
+from harness.kernel import Kernel
 from harness.util import cache_root, progress
 
 KVM_DEADLINE = 8.0          # first kernel console bytes under KVM, or it hangs
 ACCEL_PROBE_MAX_AGE = 24 * 3600
+SOCK_PREFIX = "kh-"         # temporary directories of agent sockets: kh-<random>
+IVSHMEM_SIZE = "1M"         # a power of two: the BAR is that size
 
-_live: set["Machine"] = set()
+_live: set[Machine] = set()
 
 
 def _die_with_parent() -> None:
@@ -50,9 +54,6 @@ class BootError(KhError):
     pass
 
 
-IVSHMEM_SIZE = "1M"   # a power of two: the BAR is that size
-
-
 @dataclass
 class MachineSpec:
     """What every launcher needs to know besides the kernel."""
@@ -64,32 +65,22 @@ class MachineSpec:
     accel: str = "auto"          # auto, kvm, tcg
     boot_timeout: float = 120.0
     cpu: str | None = None       # overrides the arch's TCG cpu model
-    append: list[str] = field(default_factory=list)
 
 
-class Machine:
-    """Base: subclasses provide argv(accel) and the guest arch."""
+class Launcher:
+    """One kind of guest: subclasses give argv() for an accelerator."""
 
     name = "machine"
 
     def __init__(self, kernel: Kernel, spec: MachineSpec):
         self.kernel = kernel
         self.spec = spec
-        self.arch = arches.get(kernel.arch)
+        self.arch: Arch = kernel.arch
         self.workdir = spec.workdir
-        self.workdir.mkdir(parents=True, exist_ok=True)
         self.console_log = self.workdir / "console.log"
-        # AF_UNIX paths stop at 107 bytes; a work dir deep in a tree can exceed it.
-        self.sock_dir = Path(tempfile.mkdtemp(prefix="kh-"))
-        self.sock_path = self.sock_dir / "agent.sock"
-        self.proc: subprocess.Popen | None = None
-        self.sock: socket.socket | None = None
-        self.launcher_path = self.workdir / "launcher.log"  # the launcher's own output
-        self.accel = "tcg"
-        self.boot_seconds = 0.0
+        self.launcher_log = self.workdir / "launcher.log"   # the launcher's own output
 
-    # -- subclasses -------------------------------------------------------
-    def argv(self, accel: str) -> list[str]:
+    def argv(self, accel: str, sock_dir: Path) -> list[str]:
         raise NotImplementedError
 
     def env(self) -> dict[str, str] | None:
@@ -98,99 +89,142 @@ class Machine:
     def install_hint(self) -> str:
         return self.arch.qemu_package
 
-    def devices(self) -> list[str]:
+    def devices(self, sock_dir: Path) -> list[str]:
         """What every guest gets on either path: the agent's virtio port, and
         a PCI BAR of memory with no struct page behind it for kh_mixedmap
         (ivshmem-plain over a host file, which works on x86_64 and arm64)."""
-        return ["-chardev", f"socket,id=khagent,path={self.sock_path},server=on,wait=off",
+        return ["-chardev", f"socket,id=khagent,path={sock_dir / 'agent.sock'},"
+                            f"server=on,wait=off",
                 "-device", "virtio-serial-pci,id=khser",
                 "-device", "virtserialport,bus=khser.0,chardev=khagent,name=kh.agent",
                 "-object", f"memory-backend-file,id=khshm,size={IVSHMEM_SIZE},"
-                           f"mem-path={self.sock_dir / 'ivshmem'},share=on",
+                           f"mem-path={sock_dir / 'ivshmem'},share=on",
                 "-device", "ivshmem-plain,memdev=khshm"]
 
-    # -- lifecycle ----------------------------------------------------------
-    def start(self) -> None:
-        for accel in self._accels():
-            self._spawn(accel)
-            if accel == "kvm" and not self._console_within(KVM_DEADLINE):
-                self.kill()
-                _remember_kvm(False, f"no console output within {KVM_DEADLINE:.0f}s")
-                progress(f"KVM did not boot the guest within {KVM_DEADLINE:.0f}s; "
-                         f"falling back to TCG (slower)")
-                continue
-            if accel == "kvm":
-                _remember_kvm(True, "booted")
-            self.accel = accel
-            return
-        raise BootError("no accelerator could boot the guest")
-
-    def _accels(self) -> list[str]:
+    def accels(self) -> list[str]:
+        """The accelerators to try, in order."""
         want = self.spec.accel
         if want in ("kvm", "tcg"):
             return [want]
-        if self.arch.name != arches.host().name or not os.access("/dev/kvm", os.R_OK | os.W_OK):
+        if not self.arch.native or not os.access("/dev/kvm", os.R_OK | os.W_OK):
             return ["tcg"]
-        known = _kvm_known()
-        if known is False:
+        if kvm_known() is False:
             progress("KVM: known not to boot guests on this host (cached probe); using TCG")
             return ["tcg"]
         return ["kvm", "tcg"]
 
-    def _spawn(self, accel: str) -> None:
-        for p in (self.console_log, self.sock_path):
-            p.unlink(missing_ok=True)
-        argv = self.argv(accel)
+    def start(self) -> Machine:
+        """A running machine with the agent socket connected."""
+        sweep_stale()
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        accels = self.accels()
+        for accel in accels:
+            m = self._spawn(accel)
+            if accel == "kvm" and len(accels) > 1:    # auto: this boot is the probe
+                why = m.kvm_failure(KVM_DEADLINE)
+                if why is not None:
+                    m.kill()
+                    kept = m.set_aside("kvm")
+                    remember_kvm(False, why)
+                    progress(f"KVM could not boot the guest: {why}; falling back to TCG "
+                             f"(slower); that attempt's log: {kept}")
+                    continue
+                remember_kvm(True, "booted")
+            m.connect()
+            return m
+        raise BootError("no accelerator could boot the guest")   # accels() is never empty
+
+    def _spawn(self, accel: str) -> Machine:
+        self.console_log.unlink(missing_ok=True)
+        # AF_UNIX paths stop at 107 bytes: sockets live in a short temp dir,
+        # a new one for each attempt.
+        sock_dir = Path(tempfile.mkdtemp(prefix=SOCK_PREFIX))
+        (sock_dir / "owner").write_text(f"{os.getpid()}\n")
+        argv = self.argv(accel, sock_dir)
         (self.workdir / "cmdline").write_text(" ".join(argv) + "\n")
         env = self.env()
         exe = argv[argv.index("--") + 1] if "--" in argv else argv[0]
         if not shutil.which(exe, path=(env or os.environ).get("PATH")):
+            shutil.rmtree(sock_dir, ignore_errors=True)
             raise KhError(f"{exe} not found: run ci/setup.sh "
                           f"(it installs {self.install_hint()})")
-        with open(self.launcher_path, "wb") as out:
-            self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out,
-                                         stderr=subprocess.STDOUT, env=env,
-                                         preexec_fn=_die_with_parent,
-                                         start_new_session=True, cwd=self.workdir)
-        _live.add(self)
-        self.t_start = time.monotonic()
+        with open(self.launcher_log, "wb") as out:
+            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out,
+                                    stderr=subprocess.STDOUT, env=env,
+                                    preexec_fn=_die_with_parent,
+                                    start_new_session=True, cwd=self.workdir)
+        return Machine(self, accel, proc, sock_dir)
 
-    def _console_within(self, seconds: float) -> bool:
+
+class Machine:
+    """A started guest: its process, console log and agent socket."""
+
+    def __init__(self, launcher: Launcher, accel: str, proc: subprocess.Popen,
+                 sock_dir: Path):
+        self.launcher = launcher
+        self.name = launcher.name
+        self.spec = launcher.spec
+        self.workdir = launcher.workdir
+        self.console_log = launcher.console_log
+        self.launcher_log = launcher.launcher_log
+        self.accel = accel
+        self.proc = proc
+        self.sock_dir = sock_dir
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.started = time.monotonic()
+        self.boot_seconds = 0.0
+        _live.add(self)
+
+    def kvm_failure(self, seconds: float) -> str | None:
+        """None once the kernel prints under KVM; else why it did not."""
         deadline = time.monotonic() + seconds
         while time.monotonic() < deadline:
             if self.console_log.exists() and b"Linux version" in self.console_log.read_bytes():
-                return True
+                return None
             if self.proc.poll() is not None:
-                return False
+                return (f"{self.name} exited with status {self.proc.returncode} after "
+                        f"{time.monotonic() - self.started:.1f}s: {self.error_line()}")
             time.sleep(0.1)
-        return False
+        return f"no console output within {seconds:.0f}s"
 
-    def connect(self) -> socket.socket:
-        """The agent socket, once QEMU has made it."""
+    def set_aside(self, tag: str) -> Path:
+        """Keep a failed attempt's logs beside the next attempt's."""
+        for p in (self.launcher_log, self.console_log, self.workdir / "cmdline"):
+            if p.exists():
+                p.rename(p.with_name(f"{p.stem}-{tag}{p.suffix}"))
+        return self.launcher_log.with_name(f"{self.launcher_log.stem}-{tag}.log")
+
+    def connect(self) -> None:
+        """Connect to the agent socket once QEMU has made it."""
+        path = str(self.sock_dir / "agent.sock")
         deadline = time.monotonic() + 30
         while True:
             if self.proc.poll() is not None:
                 raise BootError(f"{self.name} exited with status {self.proc.returncode} "
-                                f"before the guest started (log: {self.launcher_path})",
-                                detail=self.launcher_tail())
+                                f"before the guest started: {self.error_line()} "
+                                f"(log: {self.launcher_log})", detail=self.launcher_tail())
             try:
-                s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-                s.connect(str(self.sock_path))
-                self.sock = s
-                return s
+                self.sock.connect(path)
+                return
             except (FileNotFoundError, ConnectionRefusedError):
-                s.close()
                 if time.monotonic() > deadline:
-                    raise BootError(f"{self.name} made no agent socket in 30s")
+                    raise BootError(f"{self.name} made no agent socket in 30s "
+                                    f"(log: {self.launcher_log})") from None
                 time.sleep(0.05)
 
+    def error_line(self) -> str:
+        """The launcher's own complaint: its last line that names an error."""
+        lines = [ln.strip() for ln in self.launcher_tail(40).splitlines() if ln.strip()]
+        errors = [ln for ln in lines if any(w in ln.lower() for w in ("error", "fail",
+                                                                         "qemu-system"))]
+        return (errors or lines or ["no output"])[-1][:300].rstrip(".")
+
     def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
+        return self.proc.poll() is None
 
     def launcher_tail(self, n: int = 15) -> str:
         try:
-            return "\n".join(self.launcher_path.read_text(
-                errors="replace").splitlines()[-n:])
+            return "\n".join(self.launcher_log.read_text(errors="replace").splitlines()[-n:])
         except FileNotFoundError:
             return ""
 
@@ -207,34 +241,47 @@ class Machine:
             return None
 
     def kill(self) -> None:
-        if self.sock is not None:
-            self.sock.close()
-            self.sock = None
-        if self.proc is not None:
-            if self.proc.poll() is None:
-                try:
-                    os.killpg(self.proc.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-            self.proc.wait()
+        self.sock.close()
+        if self.proc.poll() is None:
+            try:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        self.proc.wait()
         shutil.rmtree(self.sock_dir, ignore_errors=True)
         _live.discard(self)
+
+
+def sweep_stale() -> None:
+    """Remove the socket directories of runs that died without cleaning up
+    (SIGKILL): ours carry their owner's pid, and only dead owners' go."""
+    for d in Path(tempfile.gettempdir()).glob(SOCK_PREFIX + "*"):
+        try:
+            pid = int((d / "owner").read_text())
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            shutil.rmtree(d, ignore_errors=True)
+        except (OSError, ValueError):
+            continue
 
 
 def _probe_file() -> Path:
     return cache_root() / "accel-probe.json"
 
 
-def _kvm_known() -> bool | None:
+def kvm_known() -> bool | None:
+    """The cached verdict on KVM for this host kernel, if fresh and sound."""
     try:
         d = json.loads(_probe_file().read_text())
-    except (FileNotFoundError, ValueError):
+        if not isinstance(d, dict) or not isinstance(d.get("kvm"), bool):
+            return None
+        if time.time() - float(d.get("time", 0)) > ACCEL_PROBE_MAX_AGE:
+            return None
+    except (OSError, ValueError, TypeError):
         return None
-    if time.time() - d.get("time", 0) > ACCEL_PROBE_MAX_AGE or d.get("host") != os.uname().release:
-        return None
-    return d.get("kvm")
+    return d["kvm"] if d.get("host") == os.uname().release else None
 
 
-def _remember_kvm(ok: bool, why: str) -> None:
-    _probe_file().write_text(json.dumps({"kvm": ok, "why": why, "time": time.time(),
-                                         "host": os.uname().release}))
+def remember_kvm(ok: bool, why: str) -> None:
+    write_atomic(_probe_file(), json.dumps({"kvm": ok, "why": why, "time": time.time(),
+                                            "host": os.uname().release}))

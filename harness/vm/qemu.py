@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from harness import arches
-from harness.kernels import Kernel
-from harness.vm.machine import Machine, MachineSpec
+from harness.kernel import Kernel
+from harness.vm.machine import Launcher, MachineSpec
 
 # panic=-1 with -no-reboot makes a panicked guest end QEMU at once; the
 # verdict comes from the console, since QEMU still exits 0.
@@ -14,32 +13,22 @@ BASE_APPEND = ["panic=-1", "rdinit=/init", "mitigations=off", "nokaslr",
                "printk.devkmsg=on", "no_hash_pointers"]
 
 
-def kernel_append(kernel: Kernel, extra: list[str]) -> str:
-    arch = arches.get(kernel.arch)
-    return " ".join([f"console={arch.console}", *BASE_APPEND, *extra])
-
-
-class QemuMachine(Machine):
+class QemuLauncher(Launcher):
     name = "qemu"
 
     def __init__(self, kernel: Kernel, initramfs: Path, spec: MachineSpec):
         super().__init__(kernel, spec)
         self.initramfs = initramfs
 
-    def argv(self, accel: str) -> list[str]:
+    def argv(self, accel: str, sock_dir: Path) -> list[str]:
         a = self.arch
-        machine = list(a.qemu_args)
-        if accel == "kvm":
-            machine[machine.index("-cpu") + 1] = a.kvm_cpu
-        elif self.spec.cpu:
-            machine[machine.index("-cpu") + 1] = self.spec.cpu
         image = self.kernel.vmlinux if (a.boot_vmlinux and self.kernel.vmlinux) \
             else self.kernel.image
         return [a.qemu_binary, "-nodefaults", "-no-user-config", "-display", "none",
-                "-no-reboot", *machine, "-accel", accel,
+                "-no-reboot", *a.qemu_machine(accel, self.spec.cpu),
                 "-m", str(self.spec.memory_mb), "-smp", str(self.spec.cpus),
                 "-kernel", str(image), "-initrd", str(self.initramfs),
-                "-append", kernel_append(self.kernel, self.spec.append),
+                "-append", " ".join([f"console={a.console}", *BASE_APPEND]),
                 "-chardev", f"file,id=khcon,path={self.console_log}",
                 "-serial", "chardev:khcon",
-                *self.devices()]
+                *self.devices(sock_dir)]

@@ -12,32 +12,31 @@ import shlex
 import sys
 from pathlib import Path
 
-from harness import arches
-from harness.kernels import Kernel
-from harness.vm.initramfs import IMAGES
-from harness.vm.machine import Machine, MachineSpec
+from harness.kernel import Kernel
+from harness.resources import data
+from harness.vm.machine import Launcher, MachineSpec
 from harness.vm.qemu import BASE_APPEND
 
 
-class VngMachine(Machine):
+class VngLauncher(Launcher):
     name = "virtme-ng"
 
     def __init__(self, kernel: Kernel, helper_dir: Path, spec: MachineSpec):
         super().__init__(kernel, spec)
         self.helper_dir = helper_dir
-        self.launcher_path = self.console_log  # vng --verbose prints the console
+        self.launcher_log = self.console_log  # vng --verbose prints the console
 
-    def argv(self, accel: str) -> list[str]:
-        agent = f"PATH={shlex.quote(str(self.helper_dir))}:$PATH sh {IMAGES / 'agent.sh'}"
+    def argv(self, accel: str, sock_dir: Path) -> list[str]:
+        agent = (f"PATH={shlex.quote(str(self.helper_dir))}:$PATH "
+                 f"sh {shlex.quote(str(data('images') / 'agent.sh'))}")
         append = [a for a in BASE_APPEND if not a.startswith("rdinit=")]
         argv = ["vng", "-r", str(self.kernel.image), "--verbose", "--force-9p",
                 "--cpus", str(self.spec.cpus), "--memory", f"{self.spec.memory_mb}M",
-                f"--qemu-opts={' '.join(self.devices())}",
-                "--append", " ".join(append + self.spec.append),
-                "--exec", agent]
+                f"--qemu-opts={' '.join(self.devices(sock_dir))}",
+                "--append", " ".join(append), "--exec", agent]
         if accel == "tcg":
             argv.insert(3, "--disable-kvm")
-        if self.arch.name != arches.host().name:
+        if not self.arch.native:
             argv[3:3] = ["--arch", self.arch.name]
         # vng starts QEMU as a grandchild: the reaper takes it down with us.
         return [sys.executable, "-m", "harness.vm.reaper", str(os.getpid()), "--", *argv]

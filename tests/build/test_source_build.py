@@ -67,7 +67,7 @@ def daxlike_outcomes(spec: str, arch: str, junit: Path) -> dict[str, str]:
     subprocess.run([sys.executable, "-m", "pytest", str(REPO / "tests/kernel/test_daxlike.py"),
                     "-p", "no:cacheprovider", "-q", "-k", "DX1 or DX2",
                     f"--kernel={spec}", f"--arch={arch}", f"--junitxml={junit}",
-                    f"--kh-out={junit.parent / 'out'}"], cwd=REPO, timeout=1800)
+                    f"--out={junit.parent / 'out'}"], cwd=REPO, timeout=1800)
     out = {}
     for case in ET.parse(junit).getroot().iter("testcase"):
         failure = case.find("failure")

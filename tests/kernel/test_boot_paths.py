@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import pytest
 
-from harness import arches, session
+from harness import options, session
 from harness.errors import UsageError
 
 
 def test_other_boot_path_serves_the_same_guest_api(kh_pool, tmp_path):
     prep = kh_pool.prepared()
-    if prep.kernel.arch != arches.host().name:
+    if not prep.kernel.arch.native:
         # virtme-ng serves the host root, which cannot run a foreign-arch guest.
         with pytest.raises(UsageError, match=f"cannot run an {prep.kernel.arch} guest"):
-            session.prepare(prep.kernel.spec, prep.kernel.arch, boot="vng", outdir=tmp_path)
+            options.resolve("boot", {"kernel": prep.kernel.spec, "arch": prep.kernel.arch.name,
+                                     "boot": "vng", "accel": "auto", "cpus": "1"})
         return
     other = "vng" if prep.boot == "initramfs" else "initramfs"
     alt = session.Prepared(prep.kernel, prep.modules, prep.helpers, other, tmp_path,

@@ -4,13 +4,14 @@ import shutil
 
 import pytest
 
-from harness.build import kmod
 from harness.errors import KhError
+from harness.kbuild import kmod
+from harness.resources import data
 
 
 def test_module_compile_error_shows_the_compiler_lines(kernel, tmp_path):
     src = tmp_path / "kmods"
-    shutil.copytree(kmod.KMODS, src)
+    shutil.copytree(data("kmods"), src)
     broken = src / "ringbuf" / "ringbuf.c"
     broken.write_text(broken.read_text() + "\nstatic int kh_broken = kh_undeclared_thing;\n")
     with pytest.raises(KhError) as e:

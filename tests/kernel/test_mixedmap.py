@@ -9,6 +9,7 @@ come through the fault handler (vmf_insert_mixed()).
 from __future__ import annotations
 
 from conftest import device
+
 from harness.observe.proc import parse_page_lines
 
 # mode -> page_mkwrite calls for writes to two of the module's pages. In

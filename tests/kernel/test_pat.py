@@ -10,7 +10,6 @@ window check fails the test on "x86/PAT: freeing invalid memtype".
 from __future__ import annotations
 
 import pytest
-
 from conftest import device
 
 pytestmark = pytest.mark.arch("x86_64")

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from harness.kernels import kconfig
+from harness.arches import ARCHES
+from harness.kbuild import kconfig
 
 
 def test_parse_set_unset_and_strings():
@@ -29,11 +30,11 @@ def test_report_lost_warns_or_fails(tmp_path):
 
 
 def test_fragments_resolve_with_their_arch_part():
-    paths = kconfig.resolve_fragments(["base", "debug-vm"], "x86_64")
+    paths = kconfig.resolve_fragments(["base", "debug-vm"], ARCHES["x86_64"])
     assert [p.name for p in paths] == ["base.config", "base.x86_64.config", "debug-vm.config"]
     assert kconfig.start_target([p.read_text() for p in paths]) == "tinyconfig"
 
 
 def test_unknown_fragment():
     with pytest.raises(Exception, match="kconfig fragment 'nope' not found"):
-        kconfig.resolve_fragments(["nope"], "arm64")
+        kconfig.resolve_fragments(["nope"], ARCHES["arm64"])

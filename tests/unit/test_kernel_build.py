@@ -7,17 +7,21 @@ from pathlib import Path
 
 import pytest
 
-from harness.build import kernel as kbuild
+from harness.arches import ARCHES
+from harness.cache import publish
 from harness.errors import UsageError
-from harness.kernels.patches import Patch
-from harness.kernels.source import SourceTree
+from harness.kbuild import kernel as kbuild
+from harness.kbuild.patches import Patch
+from harness.kbuild.source import SourceTree
+from harness.kernels import built
 
 
 def request_for(tmp_path: Path, *, frag="CONFIG_A=y\n", patches=(), arch="x86_64"):
     f = tmp_path / "frag.config"
     f.write_text(frag)
     src = SourceTree("debian-source:7.2", tmp_path, "debian linux-source-7.2 7.2.13-1")
-    return kbuild.BuildRequest(source=src, arch=arch, fragments=[f], patches=list(patches))
+    return kbuild.BuildRequest(source=src, arch=ARCHES[arch], fragments=[f],
+                               patches=list(patches))
 
 
 def test_key_follows_every_input(tmp_path):
@@ -42,10 +46,11 @@ def test_find_by_prefix_and_refuses_unfinished(tmp_path, monkeypatch):
         "spec": "build:abcdef0123456789", "release": "7.2.13-kh", "arch": "x86_64",
         "image": str(done / "bzImage"), "modules_dir": str(done), "build_dir": str(done),
         "config": str(done / ".config"), "source": "test", "vmlinux": None}))
+    x86, arm = ARCHES["x86_64"], ARCHES["arm64"]
     with pytest.raises(UsageError, match="no finished x86_64 kernel build 'abc'"):
-        kbuild.find("abc", "x86_64")          # no metadata.json yet: not finished
-    (done / "metadata.json").write_text("{}")
-    assert kbuild.find("abc", "x86_64").release == "7.2.13-kh"
-    assert kbuild.find(str(done), "x86_64").spec == "build:abcdef0123456789"
+        built.find("abc", x86)          # not published yet: not finished
+    publish(done, ["kernel.json"])
+    assert built.find("abc", x86).release == "7.2.13-kh"
+    assert built.find(str(done), x86).spec == "build:abcdef0123456789"
     with pytest.raises(UsageError):
-        kbuild.find("abc", "arm64")
+        built.find("abc", arm)

@@ -1,8 +1,11 @@
 import pytest
 
+from harness import apt
+from harness.arches import ARCHES
 from harness.errors import UsageError
-from harness.kernels import Kernel, debian, validate
-from harness.build import toolchain
+from harness.kbuild import toolchain
+from harness.kernel import Kernel
+from harness.kernels import debian, validate
 
 
 @pytest.mark.parametrize("spec", ["debian:6.1", "debian:6.12", "debian:7.2", "debian:7.3"])
@@ -11,7 +14,10 @@ def test_known_series(spec):
 
 
 @pytest.mark.parametrize("spec,words", [("debian:5.10", "known series are 6.1, 6.12"),
-                                        ("fedora:40", "use debian:<series>")])
+                                        ("fedora:40", "use debian:<series>"),
+                                        ("build:*", "bad build reference"),
+                                        ("build:", "bad build reference"),
+                                        ("", "unknown kernel spec ''")])
 def test_unknown_spec_is_a_usage_error(spec, words):
     with pytest.raises(UsageError, match=words) as e:
         validate(spec)
@@ -42,14 +48,14 @@ def test_headers_pattern(series, name, abi):
 
 
 def test_stanza_and_depends():
-    f = debian.parse_stanza(
+    f = apt.parse_stanza(
         "Package: linux-headers-7.2.13+deb14-amd64\nVersion: 7.2.13-1\n"
         "Depends: gcc-16-for-host, linux-base (>= 4.12~), linux-kbuild-7.2.13+deb14,\n"
         " linux-image-7.2.13+deb14-amd64 (= 7.2.13-1) | linux-image-x-unsigned\n")
     assert f["Version"] == "7.2.13-1"
-    assert debian.depends(f) == ["gcc-16-for-host", "linux-base", "linux-kbuild-7.2.13+deb14",
+    assert apt.depends(f) == ["gcc-16-for-host", "linux-base", "linux-kbuild-7.2.13+deb14",
                                  "linux-image-7.2.13+deb14-amd64", "linux-image-x-unsigned"]
-    kernel_pkgs = [d for d in debian.depends(f) if debian.KERNEL_PKG.match(d)]
+    kernel_pkgs = [d for d in apt.depends(f) if debian.KERNEL_PKG.match(d)]
     assert "linux-base" not in kernel_pkgs and "gcc-16-for-host" not in kernel_pkgs
 
 
@@ -61,13 +67,13 @@ def test_stanza_and_depends():
 def test_kernel_gcc_major(tmp_path, text, major):
     cfg = tmp_path / "config"
     cfg.write_text(f'CONFIG_CC_VERSION_TEXT="{text}"\nCONFIG_X=y\n')
-    k = Kernel("debian:x", "1.0", "x86_64", tmp_path, tmp_path, tmp_path, cfg, "")
+    k = Kernel("debian:x", "1.0", ARCHES["x86_64"], tmp_path, tmp_path, tmp_path, cfg, "")
     assert toolchain.kernel_gcc_major(k) == major
 
 
 def test_clang_kernel_is_refused(tmp_path):
     cfg = tmp_path / "config"
     cfg.write_text('CONFIG_CC_VERSION_TEXT="Debian clang version 19.1.7"\n')
-    k = Kernel("debian:x", "1.0", "x86_64", tmp_path, tmp_path, tmp_path, cfg, "")
+    k = Kernel("debian:x", "1.0", ARCHES["x86_64"], tmp_path, tmp_path, tmp_path, cfg, "")
     with pytest.raises(Exception, match="only gcc-built kernels"):
         toolchain.kernel_gcc_major(k)

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from harness.errors import UsageError
-from harness.kernels import patches
+from harness.kbuild import patches
 
 DATA = Path(__file__).parents[1] / "data" / "patches"
 

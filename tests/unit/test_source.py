@@ -9,7 +9,7 @@ import tarfile
 import pytest
 
 from harness.errors import UsageError
-from harness.kernels import source
+from harness.kbuild import source
 
 
 def fake_tree(path):

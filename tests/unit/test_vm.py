@@ -1,53 +1,75 @@
+import os
 import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
 from harness import arches
-from harness.kernels import Kernel
+from harness.arches import ARCHES
+from harness.errors import UsageError
+from harness.kernel import Kernel
 from harness.pytest_plugin import _version_matches
+from harness.resources import data
 from harness.vm.cpio import Cpio
-from harness.vm.initramfs import render_init
+from harness.vm.initramfs import GuestModule, render_init
 from harness.vm.machine import MachineSpec
-from harness.vm.qemu import QemuMachine
+from harness.vm.qemu import QemuLauncher
+from harness.vm.vng import VngLauncher
+
+GOLDENS = Path(__file__).parents[1] / "data" / "cmdlines"
+UPDATE = os.environ.get("KH_UPDATE_GOLDENS") == "1"   # regenerate, then review the diff
 
 
-def fake_kernel(tmp_path, arch="x86_64", vmlinux=True):
-    return Kernel("debian:7.2", "7.2.13+deb14-amd64", arch, tmp_path / "vmlinuz", tmp_path,
-                  tmp_path, tmp_path / "config", "", vmlinux=tmp_path / "vmlinux" if vmlinux
+def fake_kernel(work: Path, arch: str) -> Kernel:
+    a = ARCHES[arch]
+    return Kernel("debian:7.2", f"7.2.13+deb14-{a.deb_arch}", a, work / "vmlinuz", work,
+                  work, work / "config", "", vmlinux=work / "vmlinux" if a.boot_vmlinux
                   else None)
 
 
-def test_qemu_argv_x86_64(tmp_path):
-    m = QemuMachine(fake_kernel(tmp_path), tmp_path / "i.cpio", MachineSpec(workdir=tmp_path))
-    argv = m.argv("tcg")
-    assert argv[0] == "qemu-system-x86_64"
-    assert argv[argv.index("-kernel") + 1] == str(tmp_path / "vmlinux")  # PVH, no decompression
-    assert argv[argv.index("-accel") + 1] == "tcg"
-    assert argv[argv.index("-cpu") + 1] == "max"
-    append = argv[argv.index("-append") + 1]
-    assert "console=ttyS0" in append and "panic=-1" in append
-    assert "-no-reboot" in argv
-    assert any("name=kh.agent" in a for a in argv)
+def normalised(argv: list[str], work: Path, sock: Path) -> str:
+    """One word a line, with the paths that change from run to run named."""
+    subs = [(str(sock), "$SOCK"), (str(work), "$WORK"), (str(data("images")), "$IMAGES"),
+            (sys.executable, "$PYTHON")]
+    lines = []
+    for word in argv:
+        for old, new in subs:
+            word = word.replace(old, new)
+        lines.append("$PID" if word == str(os.getpid()) else word)
+    return "\n".join(lines) + "\n"
 
 
-def test_qemu_argv_kvm_uses_host_cpu(tmp_path):
-    m = QemuMachine(fake_kernel(tmp_path), tmp_path / "i.cpio", MachineSpec(workdir=tmp_path))
-    argv = m.argv("kvm")
-    assert argv[argv.index("-cpu") + 1] == "host"
-
-
-def test_qemu_argv_arm64(tmp_path):
-    k = fake_kernel(tmp_path, "arm64", vmlinux=False)
-    argv = QemuMachine(k, tmp_path / "i.cpio", MachineSpec(workdir=tmp_path)).argv("tcg")
-    assert argv[0] == "qemu-system-aarch64"
-    assert argv[argv.index("-kernel") + 1] == str(tmp_path / "vmlinuz")
-    assert "console=ttyAMA0" in argv[argv.index("-append") + 1]
-    assert argv[argv.index("-cpu") + 1] == "neoverse-n1"
+@pytest.mark.parametrize("boot", ["initramfs", "vng"])
+@pytest.mark.parametrize("accel", ["tcg", "kvm"])
+@pytest.mark.parametrize("arch", ["x86_64", "arm64"])
+def test_command_line_golden(tmp_path, arch, accel, boot):
+    """The whole QEMU or virtme-ng command line, compared word for word
+    (KH_UPDATE_GOLDENS=1 rewrites tests/data/cmdlines/ for review)."""
+    work, sock = tmp_path / "work", tmp_path / "sock"
+    k = fake_kernel(work, arch)
+    spec = MachineSpec(workdir=work)
+    launcher = (QemuLauncher(k, work / "initramfs.cpio", spec) if boot == "initramfs"
+                else VngLauncher(k, work / "helpers", spec))
+    got = normalised(launcher.argv(accel, sock), work, sock)
+    golden = GOLDENS / f"{arch}-{accel}-{boot}.txt"
+    if UPDATE:
+        golden.parent.mkdir(parents=True, exist_ok=True)
+        golden.write_text(got)
+    assert golden.exists(), f"no golden {golden}: run with KH_UPDATE_GOLDENS=1 and review it"
+    assert got == golden.read_text()
 
 
 def test_unknown_arch():
-    with pytest.raises(arches.UnknownArch, match="known arches are x86_64, arm64"):
+    with pytest.raises(UsageError, match="known arches are arm64, x86_64"):
         arches.get("riscv64")
+
+
+def test_arch_aliases_and_host():
+    assert arches.get("aarch64") is ARCHES["arm64"] and arches.get("amd64") is ARCHES["x86_64"]
+    assert arches.host().native and arches.host().cross_compile == ""
+    other = next(a for a in ARCHES.values() if a is not arches.host())
+    assert not other.native and other.cross_compile == other.cross_prefix
 
 
 def test_cpio_lists_with_cpio_tool(tmp_path):
@@ -66,8 +88,7 @@ def test_cpio_lists_with_cpio_tool(tmp_path):
 
 
 def test_init_loads_kernel_modules_in_order():
-    from harness.vm.initramfs import GuestModule
-    text = render_init("x86_64", [GuestModule("virtio.ko", "", b""),
+    text = render_init(ARCHES["x86_64"], [GuestModule("virtio.ko", "", b""),
                                   GuestModule("brd.ko", "rd_nr=1", b"")])
     assert text.index("insmod /lib/kh/virtio.ko") < text.index("insmod /lib/kh/brd.ko rd_nr=1")
     assert "sh /bin/kh-agent" in text

@@ -54,7 +54,7 @@ def from_mbox(path: Path) -> list[Patch]:
     replies without a diff are skipped."""
     out = []
     box = mailbox.mbox(str(path), factory=lambda f: email.message_from_binary_file(
-        f, policy=email.policy.compat32))
+        f, policy=email.policy.compat32))  # type: ignore[call-overload]
     for n, msg in enumerate(box, 1):
         subject = str(msg.get("Subject", ""))
         text = _message_text(msg)

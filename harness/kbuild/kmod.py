@@ -1,8 +1,8 @@
 """Out-of-tree modules from kmods/, built with Kbuild against a Kernel record.
 
-Each module is copied with the shared include folder into a build directory
+Each module is copied with the shared include folder into a cache entry
 keyed by the kernel and the sources, so a rebuild happens only when either
-changes, and a repo checkout is never written to.
+changes, and the sources are never written to.
 """
 
 from __future__ import annotations
@@ -11,14 +11,12 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness import arches
-from harness.build import toolchain
+from harness.cache import cached
 from harness.errors import KhError
-from harness.kernels import Kernel
-from harness.util import cache_root, digest, locked, run, step
-
-REPO = Path(__file__).resolve().parents[2]
-KMODS = REPO / "kmods"
+from harness.kbuild import toolchain
+from harness.kernel import Kernel
+from harness.resources import data
+from harness.util import cache_root, digest, run, step
 
 
 @dataclass(frozen=True)
@@ -27,17 +25,17 @@ class Module:
     path: Path    # the .ko
 
 
-def available() -> list[str]:
-    return sorted(p.name for p in KMODS.iterdir() if (p / "Kbuild").exists())
+def available(kmods: Path) -> list[str]:
+    return sorted(p.name for p in kmods.iterdir() if (p / "Kbuild").exists())
 
 
 def _sources(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.rglob("*") if p.is_file())
+    return sorted(p for p in folder.rglob("*") if p.is_file() and "__pycache__" not in p.parts)
 
 
 def make_args(kernel: Kernel, tc: toolchain.Toolchain, moddir: Path) -> list[str]:
-    arch = arches.get(kernel.arch)
-    args = ["make", "-C", str(kernel.build_dir), f"M={moddir}", f"ARCH={arch.kernel_arch}",
+    args = ["make", "-C", str(kernel.build_dir), f"M={moddir}",
+            f"ARCH={kernel.arch.kernel_arch}",
             # BTF for modules would need pahole and the headers' vmlinux; we do not use it.
             "CONFIG_DEBUG_INFO_BTF_MODULES=", "modules"]
     if tc.cross_compile:
@@ -46,25 +44,22 @@ def make_args(kernel: Kernel, tc: toolchain.Toolchain, moddir: Path) -> list[str
 
 
 def compiler_lines(output: str) -> str:
-    keep = [l for l in output.splitlines()
-            if any(k in l for k in ("error:", "warning:", "Error ", "ERROR:", "note:",
-                                    "undefined"))]
+    keep = [ln for ln in output.splitlines()
+            if any(k in ln for k in ("error:", "warning:", "Error ", "ERROR:", "note:",
+                                     "undefined"))]
     return "\n".join(keep[:40]) or "\n".join(output.splitlines()[-20:])
 
 
-def build(kernel: Kernel, name: str, kmods: Path = KMODS) -> Module:
+def build(kernel: Kernel, name: str, kmods: Path | None = None) -> Module:
+    kmods = kmods or data("kmods")
     src = kmods / name
     if not (src / "Kbuild").exists():
-        raise KhError(f"no module '{name}' in {kmods}: available: {', '.join(available())}")
+        raise KhError(f"no module '{name}' in {kmods}: available: {', '.join(available(kmods))}")
     inputs = _sources(src) + _sources(kmods / "include")
     key = digest(kernel.release, kernel.source,
                  *(f"{p.relative_to(kmods)}:{p.read_bytes().hex()}" for p in inputs))
-    top = cache_root() / "modules" / f"{kernel.release}" / f"{name}-{key}"
-    with locked(top.with_suffix(".lock")):
-        kos = sorted((top / name).glob("*.ko"))
-        if kos and (top / ".complete").exists():
-            return Module(kos[0].stem, kos[0])
-        shutil.rmtree(top, ignore_errors=True)
+
+    def make(top: Path) -> list[Path]:
         shutil.copytree(src, top / name)
         shutil.copytree(kmods / "include", top / "include")
         tc = toolchain.for_kernel(kernel)
@@ -78,5 +73,8 @@ def build(kernel: Kernel, name: str, kmods: Path = KMODS) -> Module:
         kos = sorted((top / name).glob("*.ko"))
         if not kos:
             raise KhError(f"module build of {name} made no .ko (log: {log})")
-        (top / ".complete").touch()
-        return Module(kos[0].stem, kos[0])
+        return kos
+
+    top = cached(cache_root() / "modules" / kernel.release / f"{name}-{key}", make)
+    ko = sorted((top / name).glob("*.ko"))[0]
+    return Module(ko.stem, ko)

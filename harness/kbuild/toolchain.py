@@ -19,11 +19,12 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness import arches
+from harness.apt import MIRROR
+from harness.arches import Arch, host
+from harness.cache import cached
 from harness.errors import KhError
-from harness.kernels import Kernel
-from harness.kernels.debian import MIRROR
-from harness.util import cache_root, locked, run, step
+from harness.kernel import Kernel
+from harness.util import cache_root, run, step
 
 
 @dataclass(frozen=True)
@@ -74,18 +75,17 @@ def _host_can_build(kernel: Kernel, cc: str) -> bool:
 
 def for_kernel(kernel: Kernel) -> Toolchain:
     major = kernel_gcc_major(kernel)
-    arch = arches.get(kernel.arch)
-    host = arches.host()
-    cross = "" if arch.name == host.name else arch.cross_prefix
-    cc = f"{cross or host.cross_prefix}gcc-{major}"
+    cross = kernel.arch.cross_compile
+    cc = f"{cross or host().cross_prefix}gcc-{major}"
     if _host_can_build(kernel, cc):
         return Toolchain(major, cross)
     if not kernel.suite:
         raise KhError(f"{cc} is needed to build modules for {kernel.release}: install it")
-    return Toolchain(major, cross, ensure_root(kernel.suite, major, arch if cross else None))
+    return Toolchain(major, cross,
+                     ensure_root(kernel.suite, major, None if kernel.arch.native else kernel.arch))
 
 
-def ensure_root(suite: str, major: int, cross_arch) -> Path:
+def ensure_root(suite: str, major: int, cross_arch: Arch | None) -> Path:
     if os.geteuid() != 0:
         raise KhError(f"building modules for a gcc-{major} kernel on this host needs a "
                       f"{suite} toolchain root, made and entered as root: run as root")
@@ -96,16 +96,14 @@ def ensure_root(suite: str, major: int, cross_arch) -> Path:
     if cross_arch is not None:
         pkgs.append(f"gcc-{major}-{cross_arch.cross_prefix.rstrip('-')}")
         name += f"-{cross_arch.name}"
-    root = cache_root() / "toolchains" / name
-    with locked(root.with_suffix(".lock")):
-        if (root / ".complete").exists():
-            return root
-        shutil.rmtree(root, ignore_errors=True)
+
+    def make(root: Path) -> list[Path]:
         with step(f"making a {suite} toolchain root with {', '.join(pkgs)} (once)"):
             run(["mmdebstrap", "--variant=minbase",
                  "--aptopt=Acquire::Check-Valid-Until \"false\"",
                  f"--include={','.join(pkgs)}", suite, str(root), MIRROR],
                 what=f"mmdebstrap of a {suite} toolchain root",
-                log=root.with_suffix(".log"))
-        (root / ".complete").touch()
-    return root
+                log=root.with_name(root.name + ".log"))
+        return []
+
+    return cached(cache_root() / "toolchains" / name, make)

@@ -10,13 +10,15 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-import shutil
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+from harness import apt
+from harness.apt import SERIES, AptConfig
+from harness.cache import cached
 from harness.errors import KhError, UsageError
-from harness.util import cache_root, digest, locked, run, step
+from harness.util import cache_root, digest, run, step
 
 
 @dataclass(frozen=True)
@@ -66,18 +68,12 @@ def local_tree(spec: str, path: Path) -> SourceTree:
 
 def _extract(archive: Path, dest: Path, what: str) -> Path:
     """Unpack a kernel tarball once into dest; return the tree's top."""
-    with locked(dest.with_name(dest.name + ".lock")):
-        done = dest / ".kh-extracted"
-        if not done.exists():
-            with step(f"extracting {what}"):
-                tmp = dest.with_name(dest.name + ".partial")
-                shutil.rmtree(tmp, ignore_errors=True)
-                tmp.mkdir(parents=True)
-                run(["tar", "-xf", str(archive), "-C", str(tmp)], what=f"extracting {archive}")
-                shutil.rmtree(dest, ignore_errors=True)
-                tmp.rename(dest)
-                done.touch()
-    tops = [p for p in dest.iterdir() if p.is_dir() and (p / "Makefile").exists()]
+    def make(entry: Path) -> list[Path]:
+        with step(f"extracting {what}"):
+            run(["tar", "-xf", str(archive), "-C", str(entry)], what=f"extracting {archive}")
+        return []
+
+    tops = [p for p in cached(dest, make).iterdir() if p.is_dir() and (p / "Makefile").exists()]
     if len(tops) != 1:
         raise KhError(f"{archive} does not hold one kernel tree (found {len(tops)} in {dest})")
     return tops[0]
@@ -95,31 +91,32 @@ def tarball(spec: str, path: Path) -> SourceTree:
 
 def debian_source(series: str, *, offline: bool) -> SourceTree:
     """Debian's linux-source-<series>: the same source as debian:<series>."""
-    from harness.kernels.debian import SERIES, AptConfig
     if series not in SERIES:
         raise UsageError(f"unknown Debian kernel series '{series}' for debian-source: known "
                          f"series are {', '.join(SERIES)}")
-    apt = AptConfig(series, SERIES[series].suites, "amd64")   # the package is arch: all
-    apt.update(offline=offline)
+    lists = AptConfig(series, SERIES[series].suites, "amd64")   # the package is arch: all
+    lists.update(offline=offline)
     pkg = f"linux-source-{series}"
-    stanza = apt.packages([pkg]).get(pkg)
+    stanza = lists.packages([pkg]).get(pkg)
     if stanza is None:
         raise KhError(f"{pkg} is not in {' '.join(SERIES[series].suites)}: Debian ships no "
                       f"source package for this series there")
     version = stanza["Version"]
-    base = cache_root() / "sources" / f"debian-{series}-{version}"
-    with locked(base.with_name(base.name + ".lock")):
-        debs = sorted((base / "deb").glob("*.deb"))
-        if not debs:
-            with step(f"downloading {pkg} {version} ({int(stanza.get('Size', 0)) >> 20} MiB)"):
-                debs = apt.download([pkg], base / "deb")
-        unpacked = base / "deb-root"
-        if not (unpacked / "usr").exists():
-            run(["dpkg-deb", "-x", str(debs[0]), str(unpacked)], what=f"unpacking {debs[0]}")
-    tars = sorted((unpacked / "usr" / "src").glob("linux-source-*.tar.*"))
-    if not tars:
-        raise KhError(f"no linux-source tarball in {debs[0]}")
-    top = _extract(tars[0], base / "tree", tars[0].name)
+
+    def make(base: Path) -> list[Path]:
+        with step(f"downloading {pkg} {version} ({int(stanza.get('Size', 0)) >> 20} MiB)"):
+            debs = lists.download([pkg], base / "deb")
+        apt.extract(debs, base / "deb-root")
+        tars = sorted((base / "deb-root" / "usr" / "src").glob("linux-source-*.tar.*"))
+        if not tars:
+            raise KhError(f"no linux-source tarball in {debs[0]}")
+        for deb in debs:
+            deb.unlink()
+        return tars
+
+    base = cached(cache_root() / "sources" / f"debian-{series}-{version}", make)
+    tar = sorted((base / "deb-root" / "usr" / "src").glob("linux-source-*.tar.*"))[0]
+    top = _extract(tar, base.with_name(base.name + "-tree"), tar.name)
     return SourceTree(f"debian-source:{series}", _check_tree(top, pkg),
                       f"debian {pkg} {version}")
 

@@ -6,9 +6,9 @@ Layout of one build, under <cache>/builds/<arch>-<version>-<key>/:
   obj/            make O=; also the build dir for out-of-tree modules
   root/lib/modules/<release>
   build.log, config.log, patches.log
-  metadata.json   inputs and the exact commands; written last: its presence
-                  is what makes the entry a cache hit
+  metadata.json   inputs and the exact commands
   kernel.json     the Kernel record
+  .kh-done        written last (harness/cache.py): what makes the entry a hit
 
 Every build has src/ and obj/ side by side, so with CCACHE_BASEDIR at the
 cache root the compiler sees the same relative paths for every tree and a
@@ -26,12 +26,15 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from harness import arches
-from harness.errors import KhError, UsageError
-from harness.build.kmod import compiler_lines
-from harness.kernels import Kernel, kconfig, patches as patchlib
-from harness.kernels.source import SourceTree, kernelversion
-from harness.util import cache_root, digest, locked, progress, run
+from harness.arches import Arch
+from harness.cache import cached, damage
+from harness.errors import KhError
+from harness.kbuild import kconfig
+from harness.kbuild import patches as patchlib
+from harness.kbuild.kmod import compiler_lines
+from harness.kbuild.source import SourceTree, kernelversion
+from harness.kernel import Kernel
+from harness.util import cache_root, digest, progress, run
 
 PROGRESS_EVERY = 20.0   # seconds between progress lines during make
 
@@ -39,7 +42,7 @@ PROGRESS_EVERY = 20.0   # seconds between progress lines during make
 @dataclass
 class BuildRequest:
     source: SourceTree
-    arch: str
+    arch: Arch
     fragments: list[Path]
     patches: list[patchlib.Patch] = field(default_factory=list)
     patches_spec: str = ""
@@ -48,13 +51,12 @@ class BuildRequest:
     ccache: bool = True
 
 
-def compiler(arch_name: str) -> tuple[str, str]:
+def compiler(arch: Arch) -> tuple[str, str]:
     """(CROSS_COMPILE prefix or '', the compiler's --version line)."""
-    arch = arches.get(arch_name)
-    cross = "" if arch.name == arches.host().name else arch.cross_prefix
+    cross = arch.cross_compile
     cc = f"{cross}gcc"
     if not shutil.which(cc):
-        raise KhError(f"{cc} not found to build a {arch_name} kernel: run ci/setup.sh")
+        raise KhError(f"{cc} not found to build a {arch} kernel: run ci/setup.sh")
     version = subprocess.run([cc, "--version"], capture_output=True, text=True).stdout
     return cross, version.splitlines()[0]
 
@@ -64,13 +66,12 @@ def cache_key(req: BuildRequest, cc_version: str, start: str) -> str:
     the tree, the start target and the fragments' contents, so those stand
     for it here and the merged file is kept in metadata.json."""
     return digest(req.source.identity, *(p.diff for p in req.patches), start,
-                  *(f.read_text() for f in req.fragments), req.arch, cc_version)
+                  *(f.read_text() for f in req.fragments), req.arch.name, cc_version)
 
 
 def make_args(req: BuildRequest, out: Path, cross: str) -> list[str]:
-    arch = arches.get(req.arch)
     cc = f"{cross}gcc"
-    args = ["make", "-C", str(out / "src"), f"O={out / 'obj'}", f"ARCH={arch.kernel_arch}",
+    args = ["make", "-C", str(out / "src"), f"O={out / 'obj'}", f"ARCH={req.arch.kernel_arch}",
             f"-j{req.jobs}"]
     if cross:
         args.append(f"CROSS_COMPILE={cross}")
@@ -99,6 +100,7 @@ def make_with_progress(args: list[str], log: Path, what: str, env: dict) -> None
         proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                 text=True, errors="replace", env=env)
         tail: list[str] = []
+        assert proc.stdout is not None
         for line in proc.stdout:
             fh.write(line)
             tail = (tail + [line.rstrip()])[-40:]
@@ -120,24 +122,21 @@ def make_with_progress(args: list[str], log: Path, what: str, env: dict) -> None
 
 def build(req: BuildRequest) -> Kernel:
     cross, cc_version = compiler(req.arch)
-    texts = [f.read_text() for f in req.fragments]
-    start = kconfig.start_target(texts)
+    start = kconfig.start_target([f.read_text() for f in req.fragments])
     key = cache_key(req, cc_version, start)
-    version = kernelversion(req.source.path)
-    out = cache_root() / "builds" / f"{req.arch}-{version}-{key}"
-    with locked(out.with_name(out.name + ".lock")):
-        if (out / "metadata.json").exists():
-            progress(f"kernel build cache hit: {out}")
-            return Kernel.load(out / "kernel.json")
-        return _build(req, out, key, cross, cc_version, start)
+    out = cache_root() / "builds" / f"{req.arch}-{kernelversion(req.source.path)}-{key}"
+    if damage(out) is None:
+        progress(f"kernel build cache hit: {out}")
+    # An unfinished build keeps its obj/ for make to pick up; src/ is patched anew.
+    cached(out, lambda out: _build(req, out, key, cross, cc_version, start), keep_partial=True)
+    return Kernel.load(out / "kernel.json")
 
 
 def _build(req: BuildRequest, out: Path, key: str, cross: str, cc_version: str,
-           start: str) -> Kernel:
+           start: str) -> list[Path]:
     env = ccache_env()
     if (out / "src").exists():
         shutil.rmtree(out / "src")   # an earlier attempt's tree: patch again from scratch
-    out.mkdir(parents=True, exist_ok=True)
     (out / "obj").mkdir(exist_ok=True)
     patchlib.copy_tree(req.source.path, out / "src")
     if req.patches:
@@ -157,27 +156,27 @@ def _build(req: BuildRequest, out: Path, key: str, cross: str, cc_version: str,
         make_with_progress(args, out / log, what, env)
 
     obj = out / "obj"
+    arch = req.arch
     step_make(start, what=f"make {start}", log="config.log")
     merge = [str(out / "src" / "scripts" / "kconfig" / "merge_config.sh"), "-m",
              "-O", str(obj), str(obj / ".config"), *map(str, req.fragments)]
-    commands.append(f"ARCH={arches.get(req.arch).kernel_arch} {shlex.join(merge)}")
+    commands.append(f"ARCH={arch.kernel_arch} {shlex.join(merge)}")
     run(merge, what="merge_config.sh", log=out / "merge_config.log",
-        env={**env, "ARCH": arches.get(req.arch).kernel_arch, "CROSS_COMPILE": cross})
+        env={**env, "ARCH": arch.kernel_arch, "CROSS_COMPILE": cross})
     step_make("olddefconfig", what="make olddefconfig", log="config.log")
     final = kconfig.parse((obj / ".config").read_text())
     warning = kconfig.report_lost(kconfig.lost(kconfig.wanted_of(req.fragments), final),
                                   strict=req.strict_config, where=obj / ".config")
     if warning:
         progress(f"warning: {warning}")
-    arch = arches.get(req.arch)
     t0 = time.monotonic()
     step_make(Path(arch.build_image).name, "modules",
-              what=f"building {req.source.spec} for {req.arch} ({req.jobs} jobs)")
+              what=f"building {req.source.spec} for {arch} ({req.jobs} jobs)")
     seconds = time.monotonic() - t0
     root = out / "root"
     step_make(f"INSTALL_MOD_PATH={root}", "modules_install", what="make modules_install")
     release = (obj / "include" / "config" / "kernel.release").read_text().strip()
-    kernel = Kernel(spec=f"build:{key}", release=release, arch=req.arch,
+    kernel = Kernel(spec=f"build:{key}", release=release, arch=arch,
                     image=obj / arch.build_image, modules_dir=root / "lib" / "modules" / release,
                     build_dir=obj, config=obj / ".config",
                     source=f"{req.source.identity}; {len(req.patches)} patch(es); "
@@ -185,7 +184,7 @@ def _build(req: BuildRequest, out: Path, key: str, cross: str, cc_version: str,
                     extra={"build": str(out)})
     (out / "kernel.json").write_text(kernel.to_json() + "\n")
     meta = {
-        "key": key, "arch": req.arch, "release": release, "source": req.source.spec,
+        "key": key, "arch": arch.name, "release": release, "source": req.source.spec,
         "source_identity": req.source.identity, "compiler": cc_version,
         "patches": [{"subject": p.subject, "from": p.source} for p in req.patches],
         "fragments": [str(f) for f in req.fragments], "start": start,
@@ -195,24 +194,6 @@ def _build(req: BuildRequest, out: Path, key: str, cross: str, cc_version: str,
         "commands": commands,
         "config": (obj / ".config").read_text(),
     }
-    tmp = out / "metadata.json.tmp"
-    tmp.write_text(json.dumps(meta, indent=2) + "\n")
-    tmp.rename(out / "metadata.json")
-    progress(f"built {release} for {req.arch}: --kernel build:{key}")
-    return kernel
-
-
-def find(ref: str, arch: str) -> Kernel:
-    """build:<key, a prefix of it, or a build directory> -> its Kernel record."""
-    path = Path(ref).expanduser()
-    if (path / "kernel.json").exists():
-        return Kernel.load(path / "kernel.json")
-    hits = sorted(p for p in (cache_root() / "builds").glob(f"{arch}-*-{ref}*")
-                  if (p / "metadata.json").exists())
-    if len(hits) == 1:
-        return Kernel.load(hits[0] / "kernel.json")
-    if not hits:
-        raise UsageError(f"no finished {arch} kernel build '{ref}' in {cache_root() / 'builds'}:"
-                         f" run 'kharness build' first (it prints the build:<key> to use)")
-    raise UsageError(f"build:{ref} is ambiguous for {arch}: "
-                     f"{', '.join(p.name for p in hits)}")
+    (out / "metadata.json").write_text(json.dumps(meta, indent=2) + "\n")
+    progress(f"built {release} for {arch}: --kernel build:{key}")
+    return [out / "kernel.json", out / "metadata.json", kernel.image]

@@ -9,9 +9,10 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from harness.arches import Arch
 from harness.errors import KhError, UsageError
+from harness.resources import data
 
-KCONFIGS = Path(__file__).resolve().parents[2] / "kconfigs"
 _SET = re.compile(r"^(CONFIG_\w+)=(.*)$")
 _UNSET = re.compile(r"^# (CONFIG_\w+) is not set$")
 _START = re.compile(r"^#\s*kharness-start:\s*(\w+)")
@@ -58,20 +59,21 @@ def lost(wanted: dict[str, str], final: dict[str, str]) -> list[Lost]:
     return out
 
 
-def resolve_fragments(names: list[str], arch: str) -> list[Path]:
+def resolve_fragments(names: list[str], arch: Arch) -> list[Path]:
     """Paths as given, or names under kconfigs/ ('base' -> kconfigs/base.config),
     each followed by its per-arch part (kconfigs/base.<arch>.config) if any."""
+    kconfigs = data("kconfigs")
     out = []
     for name in names:
         p = Path(name)
         if not p.exists():
-            p = KCONFIGS / (name if name.endswith(".config") else f"{name}.config")
+            p = kconfigs / (name if name.endswith(".config") else f"{name}.config")
         if not p.exists():
-            known = sorted(f.stem for f in KCONFIGS.glob("*.config") if f.stem.count(".") == 0)
+            known = sorted(f.stem for f in kconfigs.glob("*.config") if f.stem.count(".") == 0)
             raise UsageError(f"kconfig fragment '{name}' not found: give a path or one of "
                              f"{', '.join(known)}")
         out.append(p)
-        per_arch = p.with_name(f"{p.stem}.{arch}.config")
+        per_arch = p.with_name(f"{p.stem}.{arch.name}.config")
         if per_arch.exists():
             out.append(per_arch)
     return out

@@ -36,17 +36,13 @@ def _decompress(data: bytes, how: str) -> bytes | None:
 
 
 def extract_vmlinux(image: Path, dest: Path) -> Path | None:
-    if dest.exists():
-        return dest
     data = image.read_bytes()
     for magic, how in MAGICS:
         start = data.find(magic)
         while start != -1:
             out = _decompress(data[start:], how)
             if out and out[:4] == b"\x7fELF":
-                tmp = dest.with_suffix(".tmp")
-                tmp.write_bytes(out)
-                tmp.rename(dest)
+                dest.write_bytes(out)
                 return dest
             start = data.find(magic, start + 1)
     progress(f"no ELF payload found in {image}; booting the compressed image")

@@ -1,0 +1,116 @@
+"""One way to make a cached artifact: lock, check, build, publish.
+
+Every cache entry (a Debian kernel, a toolchain root, a module build, the
+helpers, a source tree, a kernel build, a busybox) is a directory made by
+`cached()`. The entry is complete when its marker, `.kh-done`, is there and
+every product it lists still has the size recorded when it was published.
+The marker is written last and atomically, so a process killed mid-build
+leaves an entry without one, which the next run wipes and makes again;
+a truncated or missing product (a full disk, a hand-edited cache) makes the
+entry count as absent too, with a notice.
+
+Entries are built in place rather than beside and renamed: kernel trees
+and O= build directories record their own absolute paths (relocated
+headers, the generated Makefile), so they cannot move once made.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import shutil
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from harness.util import progress
+
+MARKER = ".kh-done"
+
+
+@contextmanager
+def locked(path: Path) -> Iterator[None]:
+    """An exclusive lock on path (created if need be): one maker at a time."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def lock_path(entry: Path) -> Path:
+    # Not with_suffix(): '7.2.13-key' would lose '.13-key' and share one lock.
+    return entry.with_name(entry.name + ".lock")
+
+
+def write_atomic(path: Path, data: str | bytes) -> None:
+    """Readers see the old file or the whole new one, never a part."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as fh:
+            fh.write(data.encode() if isinstance(data, str) else data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def damage(entry: Path) -> str | None:
+    """None if the entry is complete; else what is wrong with it."""
+    marker = entry / MARKER
+    if not marker.is_file():
+        return "unfinished" if entry.exists() else "absent"
+    try:
+        sizes = json.loads(marker.read_text())
+        if not isinstance(sizes, dict):
+            raise ValueError("not a mapping")
+        for rel, size in sizes.items():
+            p = entry / rel
+            if not p.is_file() or p.stat().st_size != int(size):
+                return f"{rel} is missing or not its recorded size"
+    except (OSError, ValueError, TypeError) as e:
+        return f"unreadable marker ({e})"
+    return None
+
+
+def publish(entry: Path, products: Iterable[Path | str]) -> None:
+    """Mark entry complete, recording each product's size."""
+    sizes = {}
+    for p in products:
+        p = entry / p
+        sizes[str(p.relative_to(entry))] = p.stat().st_size
+    write_atomic(entry / MARKER, json.dumps(sizes, indent=1, sort_keys=True))
+
+
+def cached(entry: Path, make: Callable[[Path], Iterable[Path | str]], *,
+           keep_partial: bool = False) -> Path:
+    """The entry, made by make(entry) unless it is complete already.
+
+    make() fills the directory and returns the products (paths in it) whose
+    sizes prove it whole. An unfinished entry from a dead run is wiped first
+    unless keep_partial (a kernel build reuses its objects). Two processes
+    asking for one entry: one makes it, the other waits and finds it.
+    """
+    with locked(lock_path(entry)):
+        why = damage(entry)
+        if why is None:
+            return entry
+        if why not in ("absent", "unfinished"):
+            progress(f"cache entry {entry} is damaged ({why}); making it again")
+        if entry.exists() and not (keep_partial and why == "unfinished"):
+            remove(entry)
+        entry.mkdir(parents=True, exist_ok=True)
+        products = list(make(entry))
+        publish(entry, products)
+    return entry
+
+
+def remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    else:
+        path.unlink(missing_ok=True)

@@ -1,0 +1,44 @@
+"""Static userspace helpers from helpers/, built once per arch and source."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from harness.arches import Arch
+from harness.cache import cached
+from harness.errors import KhError
+from harness.kbuild.kmod import compiler_lines
+from harness.resources import data
+from harness.util import cache_root, digest, run, step
+
+CFLAGS = ["-static", "-pthread", "-O2", "-Wall", "-Wextra", "-Wno-unused-parameter",
+          "-Werror"]
+
+
+def compiler(arch: Arch) -> str:
+    cc = f"{arch.cross_compile}gcc"
+    if not shutil.which(cc):
+        raise KhError(f"{cc} not found to build the helpers for {arch}: run ci/setup.sh")
+    return cc
+
+
+def build(arch: Arch) -> list[Path]:
+    sources = sorted(data("helpers").glob("*.c"))
+    uapi = data("kmods") / "include" / "uapi"   # the modules' ioctls
+    key = digest(arch.name, *(s.read_text() for s in sources + sorted(uapi.glob("*.h"))))
+
+    def make(out: Path) -> list[Path]:
+        cc = compiler(arch)
+        with step(f"building helpers for {arch}"):
+            for src in sources:
+                log = out / f"{src.stem}.log"
+                proc = run([cc, f"-I{uapi}", *CFLAGS, "-o", str(out / src.stem), str(src)],
+                           what=f"helper build of {src.name}", check=False, log=log)
+                if proc.returncode != 0:
+                    raise KhError(f"helper {src.name} does not build (log: {log})",
+                                  detail=compiler_lines(proc.stdout))
+        return [out / s.stem for s in sources]
+
+    out = cached(cache_root() / "helpers" / f"{arch.name}-{key}", make)
+    return [out / s.stem for s in sources]

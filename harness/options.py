@@ -1,0 +1,234 @@
+"""Every command-line option, once: registered into argparse for the
+kharness subcommands and into pytest's parser for the kernel suites
+(kunit.py's add_common_opts is the model), and validated in one place.
+
+An option's `parse` turns the text the user gave into a value or raises
+UsageError with one line that names the option, what was wrong and what
+to give instead. Both front ends keep the raw text and call resolve().
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from harness import arches
+from harness.arches import Arch
+from harness.errors import UsageError
+from harness.kernels import DEFAULT_SPEC, validate
+from harness.session import BOOT_PATHS
+
+ACCELS = ("auto", "kvm", "tcg")
+PYTEST = "pytest"   # the kernel suites under pytest count as a command here
+
+
+def _positive_int(name: str) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise UsageError(f"{name} takes a whole number, not '{text}'") from None
+        if value < 1:
+            raise UsageError(f"{name} must be at least 1, not {value}")
+        return value
+    return parse
+
+
+def _positive_seconds(name: str) -> Callable[[str], float]:
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise UsageError(f"{name} takes seconds, not '{text}'") from None
+        if not math.isfinite(value) or value <= 0:
+            raise UsageError(f"{name} must be a number of seconds above 0, not {text}")
+        return value
+    return parse
+
+
+def _choice(name: str, choices: tuple[str, ...]) -> Callable[[str], str]:
+    def parse(text: str) -> str:
+        if text not in choices:
+            raise UsageError(f"{name} '{text}' is unknown: use one of {', '.join(choices)}")
+        return text
+    return parse
+
+
+def _nonempty(name: str) -> Callable[[str], str]:
+    def parse(text: str) -> str:
+        if not text.strip():
+            raise UsageError(f"{name} is empty: give a command")
+        return text
+    return parse
+
+
+def _list(name: str, one: Callable[[str], Any]) -> Callable[[str], list]:
+    """Comma-separated, each checked, none twice."""
+    def parse(text: str) -> list:
+        items = [t.strip() for t in text.split(",")]
+        if not text.strip() or "" in items:
+            raise UsageError(f"{name} has an empty entry in '{text}'")
+        dup = sorted({t for t in items if items.count(t) > 1})
+        if dup:
+            raise UsageError(f"{name} names {', '.join(dup)} twice")
+        return [one(t) for t in items]
+    return parse
+
+
+def _kernels(text: str) -> list[str]:
+    return _list("--kernel", validate)(text)
+
+
+def _arches(text: str) -> list[Arch]:
+    return _list("--arch", arches.get)(text)
+
+
+@dataclass(frozen=True)
+class Option:
+    flags: tuple[str, ...]
+    help: str
+    commands: tuple[str, ...]
+    default: Any = None                # the raw text (or bool for flags)
+    parse: Callable[[str], Any] | None = None
+    flag: bool = False                 # store_true
+    per_command: dict[str, Any] = field(default_factory=dict)  # other defaults
+
+    @property
+    def dest(self) -> str:
+        return self.flags[-1].lstrip("-").replace("-", "_")
+
+    def default_for(self, command: str) -> Any:
+        return self.per_command.get(command, self.default)
+
+
+GUESTS = ("run", "boot", "repro", "bench", PYTEST)
+
+TABLE = (
+    Option(("--kernel",), f"kernel: debian:<series> or build:<key>; run takes several, "
+           f"comma-separated (default {DEFAULT_SPEC})", GUESTS, DEFAULT_SPEC, _kernels),
+    Option(("--arch",), f"guest arch: {', '.join(arches.KNOWN)}; run takes several "
+           f"(default: this host's, {arches.host()})", (*GUESTS, "build"),
+           arches.host().name, _arches),
+    Option(("--boot",), f"boot path: {' or '.join(BOOT_PATHS)} (default initramfs)",
+           GUESTS, "initramfs", _choice("--boot", BOOT_PATHS)),
+    Option(("--accel",), "accelerator: auto (KVM if it boots, else TCG), kvm, tcg",
+           GUESTS, "auto", _choice("--accel", ACCELS)),
+    Option(("--cpus",), "guest vCPUs (default 1, see README)", GUESTS, "1",
+           _positive_int("--cpus")),
+    Option(("--out",), "output directory for logs, JUnit and reports (default kharness-out)",
+           GUESTS, "kharness-out", Path),
+    Option(("--offline",), "use only cached package lists", (*GUESTS, "build"), False,
+           flag=True),
+    Option(("-k",), "pytest -k expression selecting tests, e.g. RB2", ("run",)),
+    Option(("--exec",), "run this one command in the guest and exit with its status",
+           ("boot",), None, _nonempty("--exec")),
+    Option(("--timeout",), "seconds a guest command may take", ("boot", "repro"), "600",
+           _positive_seconds("--timeout"), per_command={"repro": "120"}),
+    Option(("--signature",), "part of the report title, e.g. 'WARNING in insert_pfn'",
+           ("repro",), None, _nonempty("--signature")),
+    Option(("--rounds",), "rounds to run (repro) or boots a path (bench)", ("repro", "bench"),
+           "100", _positive_int("--rounds"), per_command={"bench": "3"}),
+    Option(("--until-hit",), "stop at the first hit", ("repro",), False, flag=True),
+    Option(("--paths",), "boot paths to measure, comma-separated", ("bench",),
+           ",".join(BOOT_PATHS), _list("--paths", _choice("--paths", BOOT_PATHS))),
+    Option(("--commands",), "guest commands timed per boot", ("bench",), "20",
+           _positive_int("--commands")),
+    Option(("--source",), "debian-source:<series>, a kernel tree, or a .tar.* of one",
+           ("build",)),
+    Option(("--patches",), "an mbox, a directory of format-patch files, or a quilt series "
+           "file", ("build",)),
+    Option(("--config",), "comma-separated kconfig fragments: names in kconfigs/ or paths "
+           "(default base)", ("build",), "base", _list("--config", str)),
+    Option(("--strict-config",), "fail if a requested option does not survive olddefconfig",
+           ("build",), False, flag=True),
+    Option(("-j", "--jobs"), "make jobs (default: the number of CPUs)", ("build",), None,
+           _positive_int("--jobs")),
+    Option(("--no-ccache",), "build without ccache", ("build",), False, flag=True),
+    Option(("--slow",), "also run tests marked slow (kernel builds from source, tens of "
+           "minutes)", (PYTEST,), False, flag=True),
+)
+
+REQUIRED = {("repro", "signature"), ("build", "source")}
+
+
+def options_for(command: str) -> list[Option]:
+    return [o for o in TABLE if command in o.commands]
+
+
+def add_to_argparse(parser: argparse.ArgumentParser, command: str) -> None:
+    for o in options_for(command):
+        required = (command, o.dest) in REQUIRED
+        if o.flag:
+            parser.add_argument(*o.flags, action="store_true", help=o.help)
+        else:
+            parser.add_argument(*o.flags, dest=o.dest, default=o.default_for(command),
+                                required=required, help=o.help)
+
+
+def add_to_pytest(group: Any) -> None:
+    """Register into a pytest OptionGroup (parser.getgroup(...))."""
+    for o in options_for(PYTEST):
+        if o.flag:
+            group.addoption(*o.flags, dest=f"kh_{o.dest}", action="store_true", help=o.help)
+        else:
+            group.addoption(*o.flags, dest=f"kh_{o.dest}", default=o.default_for(PYTEST),
+                            help=o.help)
+
+
+def from_pytest(config: Any) -> argparse.Namespace:
+    """The suites' options from a pytest Config, parsed and checked."""
+    return resolve(PYTEST, {o.dest: config.getoption(f"kh_{o.dest}")
+                            for o in options_for(PYTEST)})
+
+
+def resolve(command: str, raw: dict[str, Any]) -> argparse.Namespace:
+    """Parse and check the raw values of a command's options: one UsageError
+    for the first one that is wrong, nothing started before it."""
+    ns = argparse.Namespace(**raw)
+    for o in options_for(command):
+        value = raw.get(o.dest)
+        if isinstance(value, str) and o.parse is not None:
+            value = o.parse(value)
+        setattr(ns, o.dest, value)
+    _check(command, ns)
+    return ns
+
+
+def _check(command: str, ns: argparse.Namespace) -> None:
+    guests = getattr(ns, "kernel", None) is not None
+    archs = ns.arch if isinstance(getattr(ns, "arch", None), list) else []
+    if command not in ("run", "build") and len(archs) > 1:
+        raise UsageError(f"{command} takes one --arch, not {len(archs)}")
+    if guests and command != "run" and len(ns.kernel) > 1:
+        raise UsageError(f"{command} boots one kernel: give one --kernel, not "
+                         f"{', '.join(ns.kernel)}")
+    for arch in archs:
+        if guests and ns.cpus > arch.max_cpus:
+            raise UsageError(f"--cpus {ns.cpus} is more than {arch}'s machine takes "
+                             f"({arch.max_cpus})")
+        if guests and ns.accel == "kvm" and not arch.native:
+            raise UsageError(f"--accel kvm cannot run an {arch} guest on this "
+                             f"{arches.host()} host: use --accel tcg or auto")
+        if guests and ns.boot == "vng" and not arch.native:
+            raise UsageError(f"--boot vng serves the host's root filesystem, which cannot "
+                             f"run an {arch} guest: use --boot initramfs")
+
+
+def to_pytest_argv(ns: argparse.Namespace, **override: Any) -> list[str]:
+    """The options `run` shares with the suites, as pytest arguments."""
+    out = []
+    for o in options_for(PYTEST):
+        if "run" not in o.commands:
+            continue
+        value = override.get(o.dest, getattr(ns, o.dest))
+        if o.flag:
+            out += [o.flags[-1]] if value else []
+            continue
+        if isinstance(value, list):
+            value = ",".join(map(str, value))
+        out.append(f"{o.flags[-1]}={value}")
+    return out

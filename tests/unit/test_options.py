@@ -1,0 +1,86 @@
+"""The option table: one set of options for argparse and pytest, checked once."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from harness import cli, options
+from harness.arches import ARCHES, host
+
+
+def kh(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "harness.cli", *args], capture_output=True,
+                          text=True, timeout=60)
+
+
+FOREIGN = next(a for a in ARCHES.values() if not a.native)
+
+
+@pytest.mark.parametrize("args,words", [
+    (["run", "--cpus", "0"], "--cpus must be at least 1, not 0"),
+    (["run", "--cpus", "two"], "--cpus takes a whole number, not 'two'"),
+    (["boot", "--timeout", "-5"], "--timeout must be a number of seconds above 0, not -5"),
+    (["boot", "--timeout", "0"], "--timeout must be a number of seconds above 0"),
+    (["boot", "--timeout", "nan"], "--timeout must be a number of seconds above 0, not nan"),
+    (["run", "--kernel", ""], "--kernel has an empty entry"),
+    (["run", "--kernel", "build:*"], "bad build reference 'build:*'"),
+    (["run", "--kernel", "debian:7.2,debian:7.2"], "--kernel names debian:7.2 twice"),
+    (["run", "--kernel", "debian:5.10"], "unknown Debian kernel series '5.10'"),
+    (["boot", "--kernel", "debian:6.12,debian:7.2"], "boot boots one kernel"),
+    (["boot", "--exec", ""], "--exec is empty"),
+    (["boot", "--arch", "riscv64"], "unknown arch 'riscv64'"),
+    (["boot", "--boot", "uefi"], "--boot 'uefi' is unknown: use one of initramfs, vng"),
+    (["boot", "--accel", "hvf"], "--accel 'hvf' is unknown"),
+    (["boot", "--accel", "kvm", "--arch", FOREIGN.name], "--accel kvm cannot run an"),
+    (["boot", "--boot", "vng", "--arch", FOREIGN.name], "cannot run an"),
+    (["run", "--cpus", str(FOREIGN.max_cpus + 1), "--arch", FOREIGN.name],
+     f"more than {FOREIGN}'s machine takes"),
+    (["repro", "--rounds", "0", "--signature", "x", "--", "true"],
+     "--rounds must be at least 1"),
+    (["bench", "--rounds", "0"], "--rounds must be at least 1"),
+    (["bench", "--commands", "0"], "--commands must be at least 1"),
+    (["bench", "--paths", "initramfs,pxe"], "--paths 'pxe' is unknown"),
+    (["build", "--jobs", "0", "--source", "x"], "--jobs must be at least 1"),
+    (["repro", "--", "true"], "the following arguments are required: --signature"),
+    (["frobnicate"], "invalid choice: 'frobnicate'"),
+])
+def test_bad_input_is_one_line_and_exit_2(args, words):
+    res = kh(*args)
+    lines = res.stderr.strip().splitlines()
+    assert res.returncode == 2, res.stderr
+    assert len(lines) == 1 and lines[0].startswith("kharness: error:"), res.stderr
+    assert words in lines[0]
+
+
+def test_defaults_resolve_to_objects():
+    ns = options.resolve("run", vars(cli.parser().parse_args(["run"])))
+    assert ns.arch == [host()] and ns.kernel == ["debian:6.12"] and ns.cpus == 1
+    ns = options.resolve("repro", vars(cli.parser().parse_args(
+        ["repro", "--signature", "W", "--", "sh", "-c", "echo a b > /x"])))
+    assert ns.timeout == 120.0 and ns.rounds == 100
+    assert ns.command == ["sh", "-c", "echo a b > /x"]   # argv kept, not joined
+
+
+def test_run_forwards_the_shared_options_to_pytest():
+    ns = options.resolve("run", vars(cli.parser().parse_args(
+        ["run", "--kernel", "debian:6.1,debian:7.2", "--cpus", "2", "--offline"])))
+    argv = options.to_pytest_argv(ns, kernel="debian:7.2", arch=ARCHES["arm64"], out="o")
+    assert argv == ["--kernel=debian:7.2", "--arch=arm64", "--boot=initramfs",
+                    "--accel=auto", "--cpus=2", "--out=o", "--offline"]
+
+
+def test_every_pytest_option_is_in_the_table(pytestconfig):
+    """The plugin registered the table's options and nothing else of ours."""
+    for o in options.options_for(options.PYTEST):
+        assert pytestconfig.getoption(f"kh_{o.dest}") is not None or not o.flag
+
+
+def test_pytest_refuses_bad_values_with_exit_2(tmp_path):
+    res = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider",
+                          str(tmp_path), "--cpus=0"], capture_output=True, text=True,
+                         timeout=60, cwd=tmp_path)
+    assert res.returncode == 2
+    assert "kharness: error: --cpus must be at least 1, not 0" in res.stdout + res.stderr
