@@ -49,6 +49,8 @@ def lock_path(entry: Path) -> Path:
 def write_atomic(path: Path, data: str | bytes) -> None:
     """Readers see the old file or the whole new one, never a part."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)     # a directory where our file belongs: not ours to keep
     try:
         with open(tmp, "wb") as fh:
             fh.write(data.encode() if isinstance(data, str) else data)
@@ -87,16 +89,23 @@ def publish(entry: Path, products: Iterable[Path | str]) -> None:
 
 
 def cached(entry: Path, make: Callable[[Path], Iterable[Path | str]], *,
-           keep_partial: bool = False) -> Path:
+           keep_partial: bool = False, check: Callable[[Path], object] | None = None) -> Path:
     """The entry, made by make(entry) unless it is complete already.
 
     make() fills the directory and returns the products (paths in it) whose
     sizes prove it whole. An unfinished entry from a dead run is wiped first
-    unless keep_partial (a kernel build reuses its objects). Two processes
-    asking for one entry: one makes it, the other waits and finds it.
+    unless keep_partial (a kernel build reuses its objects). check(entry),
+    if given, reads what a caller needs (a JSON record) and raises ValueError
+    or OSError if it is not sound: the entry is then made again too. Two
+    processes asking for one entry: one makes it, the other waits and finds it.
     """
     with locked(lock_path(entry)):
         why = damage(entry)
+        if why is None and check is not None:
+            try:
+                check(entry)
+            except (OSError, ValueError) as e:
+                why = f"unreadable: {e}"
         if why is None:
             return entry
         if why not in ("absent", "unfinished"):

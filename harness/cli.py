@@ -15,11 +15,12 @@ from typing import NoReturn
 
 from harness import options, session
 from harness.errors import KhError, UsageError
-from harness.guest import Guest
+from harness.guest import Guest, Result
+from harness.observe import reports
 from harness.report import matrix
 from harness.resources import data
 from harness.util import progress
-from harness.vm.machine import kill_all
+from harness.vm.machine import die_with_parent, kill_all
 
 
 class Terminated(KeyboardInterrupt):
@@ -33,7 +34,16 @@ PYTEST_STATUS = {0: 0, 1: 1, 2: 2, 3: 3, 4: 2, 130: 130}
 def cmd_run(args: argparse.Namespace) -> int:
     """Each kernel x arch as a pytest process of its own, then the matrix."""
     worst = 0
-    runs = []
+    runs: list[tuple[str, Path]] = []
+    try:
+        worst = _run_all(args, runs)
+    finally:
+        _matrix(args.out, runs)   # what finished, also after Ctrl-C
+    return worst
+
+
+def _run_all(args: argparse.Namespace, runs: list[tuple[str, Path]]) -> int:
+    worst = 0
     for arch in args.arch:
         for spec in args.kernel:
             out = args.out / f"{spec.replace(':', '-')}-{arch}"
@@ -45,30 +55,35 @@ def cmd_run(args: argparse.Namespace) -> int:
             if args.k:
                 argv += ["-k", args.k]
             progress(f"running the kernel suite on {spec} ({arch}, {args.boot})")
-            status = _pytest(argv, junit)
+            runs.append((f"{spec} {arch}", junit))
+            try:
+                status = _pytest(argv)
+            except KeyboardInterrupt:
+                progress(f"{spec} {arch}: stopped; JUnit of what finished: {junit}; "
+                         f"logs: {out}")
+                raise
             if status == 5:
                 raise UsageError(f"no test of the suite matches -k {args.k!r}")
             status = PYTEST_STATUS.get(status, 3)
-            runs.append((f"{spec} {arch}", junit))
             word = {0: "passed", 1: "FAILED", 130: "interrupted"}.get(status, "ERROR")
             progress(f"{spec} {arch}: {word}; JUnit: {junit}; logs: {out}")
-            if status == 130:
-                _matrix(args.out, runs)
+            if status == 130:     # the suite was stopped from outside us
                 raise KeyboardInterrupt
             worst = max(worst, status)
-    _matrix(args.out, runs)
     return worst
 
 
-def _pytest(argv: list[str], junit: Path) -> int:
-    child = subprocess.Popen(argv)
+def _pytest(argv: list[str]) -> int:
+    # Its own session, so a terminal's Ctrl-C reaches it once, from us; and it
+    # dies with us if we are killed (its QEMUs die with it).
+    child = subprocess.Popen(argv, start_new_session=True, preexec_fn=die_with_parent)
     try:
         return child.wait()
     except KeyboardInterrupt:
         # pytest stops at Ctrl-C and writes the JUnit of what finished.
         child.send_signal(signal.SIGINT)
         child.wait()
-        return 130
+        raise
 
 
 def _matrix(out: Path, runs: list[tuple[str, Path]]) -> None:
@@ -87,14 +102,27 @@ def _start(args: argparse.Namespace) -> tuple[session.Prepared, Guest]:
     return prep, session.start(prep)
 
 
+def _show(guest: Guest, res: Result) -> bool:
+    """The command's output, byte for byte, then any kernel report it caused."""
+    sys.stdout.flush()
+    sys.stdout.buffer.write(res.stdout_bytes)
+    sys.stdout.buffer.flush()
+    sys.stderr.buffer.write(res.stderr_bytes)
+    sys.stderr.buffer.flush()
+    found = reports.parse(guest.dmesg_window())
+    for r in found:
+        progress(f"kernel report during '{res.cmd}' (exit status {res.status}): {r.title} "
+                 f"(kernel log: {guest.dmesg_log})")
+    return bool(found)
+
+
 def cmd_boot(args: argparse.Namespace) -> int:
     prep, guest = _start(args)
     try:
         if args.exec is not None:
             res = guest.run(args.exec, timeout=args.timeout)
-            sys.stdout.write(res.stdout)
-            sys.stderr.write(res.stderr)
-            return res.status
+            # A kernel report is the news, whatever the command's own status.
+            return 1 if _show(guest, res) else res.status
         progress(f"{prep.kernel.release} ready; commands run in the guest "
                  f"(Ctrl-D to leave). Console: {guest.machine.console_log}")
         while True:
@@ -105,8 +133,7 @@ def cmd_boot(args: argparse.Namespace) -> int:
                 return 0
             if line.strip():
                 res = guest.run(line, timeout=args.timeout)
-                sys.stdout.write(res.stdout)
-                sys.stderr.write(res.stderr)
+                _show(guest, res)
                 if res.status:
                     print(f"[exit {res.status}]", file=sys.stderr)
     finally:
@@ -223,6 +250,13 @@ def main(argv: list[str] | None = None) -> int:
         if e.detail:
             print(e.detail, file=sys.stderr)
         return e.exit_code
+    except OSError as e:
+        # Past the option checks, a file we cannot write is the machine's trouble:
+        # a full disk, a vanished directory.
+        where = e.filename or "a file"
+        print(f"kharness: error: cannot write {where}: {e.strerror or e}; what was written "
+              f"so far stays", file=sys.stderr)
+        return 3
     except Terminated:
         print("kharness: terminated", file=sys.stderr)
         return 143

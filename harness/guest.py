@@ -25,9 +25,11 @@ from harness.vm.machine import BootError, Launcher, Machine
 class Result:
     cmd: str
     status: int
-    stdout: str
+    stdout: str          # decoded for display and parsing (bad bytes as U+FFFD)
     stderr: str
     seconds: float
+    stdout_bytes: bytes = b""    # exactly what the command wrote
+    stderr_bytes: bytes = b""
 
     def check(self) -> Result:
         if self.status != 0:
@@ -66,8 +68,10 @@ class GuestDied(KhError):
 
     def __init__(self, message: str, *, console_log: Path, found: list[reports.Report]):
         first = f": {found[0].title}" if found else ""
+        # A kernel that reported a bug and died is a finding (1), not a broken rig (3).
         super().__init__(f"{message}{first} (console log: {console_log})",
-                         detail="\n".join(r.title for r in found))
+                         detail="\n".join(r.title for r in found),
+                         exit_code=1 if found else 3)
         self.console_log = console_log
         self.reports = found
 
@@ -161,7 +165,9 @@ class Guest:
             elif section is not None:
                 section.append(line)
         self.busy = False
-        res = Result(text, status, _b64(out), _b64(err), time.monotonic() - t0)
+        raw_out, raw_err = _b64(out), _b64(err)
+        res = Result(text, status, raw_out.decode(errors="replace"),
+                     raw_err.decode(errors="replace"), time.monotonic() - t0, raw_out, raw_err)
         return res.check() if check else res
 
     def dmesg_peek(self) -> str:
@@ -212,6 +218,6 @@ class Guest:
         return self.machine.console_text()[self.console_mark:]
 
 
-def _b64(lines: list[str]) -> str:
-    return base64.b64decode("".join(lines)).decode(errors="replace")
+def _b64(lines: list[str]) -> bytes:
+    return base64.b64decode("".join(lines))
 

@@ -10,7 +10,9 @@ to give instead. Both front ends keep the raw text and call resolve().
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -79,6 +81,32 @@ def _list(name: str, one: Callable[[str], Any]) -> Callable[[str], list]:
     return parse
 
 
+def _outdir(text: str) -> Path:
+    """A directory we can make and write; tried now, left as it was."""
+    path = Path(text).expanduser()
+    made = []
+    try:
+        probe = path
+        while not probe.exists():
+            made.append(probe)
+            probe = probe.parent
+        if not probe.is_dir():
+            raise UsageError(f"--out {text}: {probe} is a file, not a directory: give a "
+                             f"directory")
+        for p in reversed(made):
+            p.mkdir()
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as e:
+        raise UsageError(f"--out {text}: cannot write there ({e.strerror}): give a "
+                         f"writable directory") from None
+    finally:
+        for p in made:
+            with contextlib.suppress(OSError):
+                p.rmdir()
+    return path
+
+
 def _kernels(text: str) -> list[str]:
     return _list("--kernel", validate)(text)
 
@@ -120,7 +148,7 @@ TABLE = (
     Option(("--cpus",), "guest vCPUs (default 1, see README)", GUESTS, "1",
            _positive_int("--cpus")),
     Option(("--out",), "output directory for logs, JUnit and reports (default kharness-out)",
-           GUESTS, "kharness-out", Path),
+           GUESTS, "kharness-out", _outdir),
     Option(("--offline",), "use only cached package lists", (*GUESTS, "build"), False,
            flag=True),
     Option(("-k",), "pytest -k expression selecting tests, e.g. RB2", ("run",)),

@@ -6,6 +6,9 @@
 # Guest -> host:            READY <uname -r>
 #                           OUT <id> / base64 lines / ERR <id> / base64 lines / END <id> <status>
 # The console stays the kernel's alone; nothing here is scraped from it.
+# Commands run with fd 3 closed, and a virtio port opens only once, so a
+# command cannot write to the channel; its output travels as base64, whose
+# lines can never read as a frame.
 
 # The port shows up asynchronously where virtio_console is a module.
 port=
@@ -32,7 +35,7 @@ while read -r verb id payload <&3; do
 	case $verb in
 	RUN)
 		echo "$payload" | base64 -d >"$work/cmd"
-		(cd /tmp && exec sh "$work/cmd") >"$work/out" 2>"$work/err" </dev/null
+		(cd /tmp && exec sh "$work/cmd") >"$work/out" 2>"$work/err" </dev/null 3>&-
 		rc=$?
 		{
 			echo "OUT $id"; base64 "$work/out"

@@ -128,8 +128,15 @@ def build(req: BuildRequest) -> Kernel:
     if damage(out) is None:
         progress(f"kernel build cache hit: {out}")
     # An unfinished build keeps its obj/ for make to pick up; src/ is patched anew.
-    cached(out, lambda out: _build(req, out, key, cross, cc_version, start), keep_partial=True)
+    cached(out, lambda out: _build(req, out, key, cross, cc_version, start), keep_partial=True,
+           check=_check)
     return Kernel.load(out / "kernel.json")
+
+
+def _check(out: Path) -> None:
+    Kernel.load(out / "kernel.json")
+    if not isinstance(json.loads((out / "metadata.json").read_text()), dict):
+        raise ValueError("metadata.json holds no mapping")
 
 
 def _build(req: BuildRequest, out: Path, key: str, cross: str, cc_version: str,

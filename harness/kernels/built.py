@@ -17,15 +17,27 @@ def valid_ref(ref: str) -> bool:
     return bool(re.fullmatch(r"[0-9a-f]{4,}", ref)) or "/" in ref
 
 
+def _load(build: Path) -> Kernel | None:
+    """The build's record if it is finished and sound."""
+    if not build.is_dir() or damage(build) is not None:
+        return None
+    try:
+        return Kernel.load(build / "kernel.json")
+    except (OSError, ValueError):
+        return None
+
+
 def find(ref: str, arch: Arch) -> Kernel:
     """build:<key, a prefix of it, or a build directory> -> its Kernel record."""
     path = Path(ref).expanduser()
     if "/" in ref:
-        if damage(path) is not None:
-            raise UsageError(f"{path} is not a finished kernel build")
-        return Kernel.load(path / "kernel.json")
+        kernel = _load(path)
+        if kernel is None:
+            raise UsageError(f"{path} is not a finished kernel build: run 'kharness build' "
+                             f"again (it makes an unfinished or damaged one anew)")
+        return kernel
     hits = sorted(p for p in (cache_root() / "builds").glob(f"{arch.name}-*-{ref}*")
-                  if p.is_dir() and damage(p) is None)
+                  if _load(p) is not None)
     if len(hits) == 1:
         return Kernel.load(hits[0] / "kernel.json")
     if not hits:

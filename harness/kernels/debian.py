@@ -128,7 +128,8 @@ def get(series: str, arch: Arch, *, offline: bool = False) -> Kernel:
         (kdir / "kernel.json").write_text(kernel.to_json())
         return [kdir / "kernel.json", kernel.image, *([kernel.vmlinux] if kernel.vmlinux else [])]
 
-    kdir = cached(cache_root() / "kernels" / "debian" / f"{abi}-{arch.deb_arch}_{version}", make)
+    kdir = cached(cache_root() / "kernels" / "debian" / f"{abi}-{arch.deb_arch}_{version}", make,
+                  check=lambda kdir: Kernel.load(kdir / "kernel.json"))
     return Kernel.load(kdir / "kernel.json")
 
 
@@ -178,7 +179,10 @@ def newest_extracted(series: str, arch: Arch) -> Kernel | None:
     found = []
     for kdir in (cache_root() / "kernels" / "debian").glob(f"*-{arch.deb_arch}_*"):
         if kdir.is_dir() and damage(kdir) is None:
-            k = Kernel.load(kdir / "kernel.json")
+            try:
+                k = Kernel.load(kdir / "kernel.json")
+            except (OSError, ValueError):
+                continue
             if k.spec == f"debian:{series}":
                 found.append((kdir.stat().st_mtime, k))
     return max(found, key=lambda t: t[0])[1] if found else None

@@ -38,6 +38,8 @@ class Matrix:
         self.columns.append(label)
         for case in ET.parse(junit).getroot().iter("testcase"):
             name = case.get("name", "")
+            if not name:
+                continue    # pytest's stub for the test Ctrl-C cut short: it did not run
             outcome = "passed"
             for tag in ("failure", "error", "skipped"):
                 if case.find(tag) is not None:

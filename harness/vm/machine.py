@@ -37,7 +37,7 @@ IVSHMEM_SIZE = "1M"         # a power of two: the BAR is that size
 _live: set[Machine] = set()
 
 
-def _die_with_parent() -> None:
+def die_with_parent() -> None:
     libc = ctypes.CDLL(None, use_errno=True)
     libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
@@ -151,7 +151,7 @@ class Launcher:
         with open(self.launcher_log, "wb") as out:
             proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out,
                                     stderr=subprocess.STDOUT, env=env,
-                                    preexec_fn=_die_with_parent,
+                                    preexec_fn=die_with_parent,
                                     start_new_session=True, cwd=self.workdir)
         return Machine(self, accel, proc, sock_dir)
 

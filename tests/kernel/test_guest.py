@@ -14,6 +14,7 @@ import pytest
 
 from harness.guest import GuestDied
 from harness.observe import reports
+from harness.vm.machine import sweep_stale
 
 SPLATS = [
     pytest.param("warn", "WARNING in kh_splat_warn", "", id="warn"),
@@ -105,5 +106,11 @@ def test_no_qemu_outlives_the_harness(kernel, tmp_path, request, sig):
     while _qemu_pids(marker) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert _qemu_pids(marker) == []
+    sock_dir = Path(marker).parent
     if sig == signal.SIGINT:
         assert cli.returncode == 130
+        assert not sock_dir.exists()        # a clean exit removes its own
+    else:
+        assert sock_dir.exists()            # a SIGKILLed harness cannot
+        sweep_stale()                       # what the next run does first
+        assert not sock_dir.exists()

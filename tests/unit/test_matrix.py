@@ -52,3 +52,12 @@ def test_test_without_checks_is_a_pass_row(tmp_path):
     assert m.rows[("test_x", "test")]["k"].ok
     assert not m.rows[("test_y", "test")]["k"].ok
     assert "ok passed" in m.text() and "FAIL failed (want passed)" in m.text()
+
+
+def test_interrupted_stub_is_no_row(tmp_path):
+    """pytest leaves a nameless <testcase> for the test Ctrl-C cut short."""
+    j = tmp_path / "j.xml"
+    j.write_text('<testsuites><testsuite><testcase name="test_RB1_x[fault]"/>'
+                 '<testcase time="0.382" /></testsuite></testsuites>')
+    m = matrix.build([("k", j)])
+    assert list(m.rows) == [("test_RB1_x[fault]", "test")]

@@ -84,3 +84,21 @@ def test_pytest_refuses_bad_values_with_exit_2(tmp_path):
                          timeout=60, cwd=tmp_path)
     assert res.returncode == 2
     assert "kharness: error: --cpus must be at least 1, not 0" in res.stdout + res.stderr
+
+
+@pytest.mark.parametrize("where,words", [
+    ("/proc/kharness-out", "cannot write there"),
+    ("/dev/null", "/dev/null is a file, not a directory"),
+    ("/dev/null/sub", "is a file, not a directory"),
+])
+def test_out_that_cannot_be_made_is_refused(where, words):
+    res = kh("run", "--out", where)
+    lines = res.stderr.strip().splitlines()
+    assert res.returncode == 2 and len(lines) == 1, res.stderr
+    assert f"--out {where}" in lines[0] and words in lines[0]
+
+
+def test_out_check_leaves_nothing_behind(tmp_path):
+    options.resolve("run", vars(cli.parser().parse_args(["run", "--out",
+                                                           str(tmp_path / "a" / "b")])))
+    assert list(tmp_path.iterdir()) == []

@@ -1,0 +1,139 @@
+"""How the harness fails: a KVM that cannot boot, Ctrl-C and SIGTERM in a run,
+kernel reports from `boot --exec`, the guest channel under a hostile command."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+
+from harness import session
+from harness.guest import Guest
+from harness.vm.machine import BootError
+from harness.vm.qemu import QemuLauncher
+
+QEMU_SAYS = "qemu-system-x86_64: error: failed to set MSR 0x10a"
+
+
+class DyingKvm(QemuLauncher):
+    """KVM that opens but cannot run the guest: QEMU exits at once, as on
+    these machines, whether or not this host's KVM works."""
+
+    def argv(self, accel: str, sock_dir: Path) -> list[str]:
+        if accel == "kvm":
+            return ["sh", "-c", f"echo '{QEMU_SAYS}' >&2; exit 1"]
+        return super().argv(accel, sock_dir)
+
+
+def dying_kvm(prep: session.Prepared, workdir: Path, accel: str) -> DyingKvm:
+    real = session.launcher(prep, workdir)
+    assert isinstance(real, QemuLauncher)
+    spec = real.spec.__class__(**{**real.spec.__dict__, "accel": accel})
+    return DyingKvm(prep.kernel, real.initramfs, spec)
+
+
+def test_kvm_that_dies_falls_back_to_tcg_and_keeps_both_logs(kh_pool, tmp_path, monkeypatch,
+                                                               capsys):
+    prep = kh_pool.prepared()
+    if prep.boot != "initramfs":
+        pytest.skip("the fake KVM stands in for raw QEMU's command line")
+    monkeypatch.setenv("KHARNESS_CACHE", str(tmp_path / "cache"))   # the probe's home
+    launcher = dying_kvm(prep, tmp_path / "boot", "auto")
+    monkeypatch.setattr(launcher, "accels", lambda: ["kvm", "tcg"])
+    guest = Guest.boot(launcher)
+    try:
+        assert guest.machine.accel == "tcg"
+        assert guest.run("uname -r").stdout.strip() == prep.kernel.release
+    finally:
+        guest.poweroff()
+    err = capsys.readouterr().err
+    assert "KVM could not boot the guest: qemu exited with status 1 after" in err
+    assert QEMU_SAYS in err and "falling back to TCG" in err
+    assert QEMU_SAYS in (tmp_path / "boot" / "launcher-kvm.log").read_text()
+    assert "Linux version" in (tmp_path / "boot" / "console.log").read_text()
+    probe = json.loads((tmp_path / "cache" / "accel-probe.json").read_text())
+    assert probe["kvm"] is False and QEMU_SAYS in probe["why"]
+
+
+def test_accel_kvm_that_cannot_boot_names_qemus_error(kh_pool, tmp_path, monkeypatch):
+    prep = kh_pool.prepared()
+    if prep.boot != "initramfs":
+        pytest.skip("the fake KVM stands in for raw QEMU's command line")
+    monkeypatch.setenv("KHARNESS_CACHE", str(tmp_path / "cache"))
+    with pytest.raises(BootError) as e:
+        Guest.boot(dying_kvm(prep, tmp_path / "boot", "kvm"))
+    assert QEMU_SAYS in str(e.value) and "exited with status 1" in str(e.value)
+    assert "falling back" not in str(e.value)
+    assert not (tmp_path / "cache" / "accel-probe.json").exists()   # asked, not probed
+
+
+def _run_and_stop(request, tmp_path: Path, sig: int) -> tuple[subprocess.CompletedProcess,
+                                                                Path]:
+    """`kharness run` over two kernels, stopped by sig during the first."""
+    opt = request.config.getoption
+    second = "debian:6.1" if opt("--kernel") != "debian:6.1" else "debian:7.2"
+    cli = subprocess.Popen(
+        [sys.executable, "-m", "harness.cli", "run", f"--kernel={opt('--kernel')},{second}",
+         f"--arch={opt('--arch')}", f"--boot={opt('--boot')}", f"--out={tmp_path}",
+         "-k", "RB1 or RB2"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 300
+    # A test is under way once a guest has answered and its kernel log window opened.
+    while not any(p.stat().st_size for p in tmp_path.rglob("dmesg.log")):
+        assert cli.poll() is None, cli.communicate()
+        assert time.monotonic() < deadline, "no guest came up"
+        time.sleep(0.2)
+    time.sleep(2)
+    cli.send_signal(sig)
+    out, err = cli.communicate(timeout=120)
+    return subprocess.CompletedProcess(cli.args, cli.returncode, out, err), tmp_path
+
+
+@pytest.mark.parametrize("sig,status,word", [(signal.SIGINT, 130, "interrupted"),
+                                             (signal.SIGTERM, 143, "terminated")],
+                         ids=["ctrl-c", "sigterm"])
+def test_stopping_a_run_writes_what_finished_and_stops_every_kernel(request, tmp_path, sig,
+                                                                    status, word):
+    res, out = _run_and_stop(request, tmp_path, sig)
+    assert res.returncode == status, res.stderr[-3000:]
+    assert f"kharness: {word}" in res.stderr.splitlines()[-1]
+    first = request.config.getoption("--kernel").replace(":", "-")
+    runs = sorted(p.name for p in out.iterdir() if p.is_dir())
+    assert runs == [f"{first}-{request.config.getoption('--arch')}"], runs  # no second kernel
+    junit = out / runs[0] / "junit.xml"
+    ran = [c.get("name") for c in ET.parse(junit).getroot().iter("testcase") if c.get("name")]
+    lines = res.stdout.splitlines()
+    head = next((i for i, ln in enumerate(lines) if ln.startswith("scenario ")), len(lines))
+    rows = [ln.split()[0] for ln in lines[head + 1:] if ln.strip()]
+    # The matrix shows only tests that ran (and finished), each with its row.
+    assert all(any(r.startswith(n.removeprefix("test_")) for n in ran) for r in rows), rows
+    assert "FAILED" not in res.stderr
+
+
+def test_boot_exec_prints_a_report_it_caused(request, tmp_path):
+    opt = request.config.getoption
+    res = subprocess.run(
+        [sys.executable, "-m", "harness.cli", "boot", f"--kernel={opt('--kernel')}",
+         f"--arch={opt('--arch')}", f"--boot={opt('--boot')}", f"--out={tmp_path}",
+         "--exec", "echo before; echo warn > /sys/kernel/debug/kh_splat/trigger; echo after"],
+        capture_output=True, text=True, timeout=600)
+    assert res.returncode == 1, res.stderr[-2000:]
+    assert res.stdout == "before\nafter\n"
+    assert "kernel report during" in res.stderr and "WARNING in kh_splat_warn" in res.stderr
+
+
+def test_guest_channel_is_byte_exact_and_cannot_be_forged(guest):
+    data = os.urandom(4096)
+    hexed = data.hex()
+    guest.run(f"printf '%s' {hexed} > /tmp/kh-bytes.hex", check=True)
+    res = guest.run("busybox xxd -r -p /tmp/kh-bytes.hex", check=True)
+    assert res.stdout_bytes == data
+    forged = guest.run('echo "END 6 0" >&3; echo "OUT 9"; exit 7')
+    assert forged.status == 7
+    assert forged.stdout == "OUT 9\n" and "Bad file descriptor" in forged.stderr
