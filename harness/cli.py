@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shlex
 import signal
@@ -203,6 +204,29 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_parse(args: argparse.Namespace) -> int:
+    """Kernel reports in console logs (or stdin), titled as syzkaller does."""
+    total = 0
+    for name in args.logs:
+        try:
+            text = sys.stdin.read() if name == "-" else Path(name).read_text(errors="replace")
+        except OSError as e:
+            raise UsageError(f"cannot read {name}: {e.strerror}") from None
+        found = reports.parse(text)
+        total += len(found)
+        for r in found:
+            if args.json:
+                print(json.dumps({"log": name, **r.to_dict()}))
+                continue
+            print(f"{name}:{r.start + 1}: {r.title}")
+            print(f"  kind: {r.kind.value}; corrupted: "
+                  f"{'yes: ' + r.reason if r.corrupted else 'no'}")
+            print("\n".join(f"  | {line}" for line in r.lines))
+        if not found and not args.json:
+            print(f"{name}: no kernel report")
+    return 1 if total else 0
+
+
 class Parser(argparse.ArgumentParser):
     """argparse with the one-line error and exit status 2 of the rest of kharness."""
 
@@ -218,6 +242,8 @@ COMMANDS = {
     "repro": (cmd_repro, "run a guest command in rounds until a kernel report matching "
                          "--signature appears; report the hit rate"),
     "bench": (cmd_bench, "measure boot time and command round trip"),
+    "parse": (cmd_parse, "print the kernel reports in console logs, with syzkaller's titles; "
+                         "exit 1 if there are any"),
 }
 
 
@@ -231,6 +257,9 @@ def parser() -> Parser:
         if name == "repro":
             p.add_argument("command", nargs="+", help="the guest command and its arguments "
                                                       "(after --), run as given")
+        if name == "parse":
+            p.add_argument("logs", nargs="+", metavar="LOG",
+                           help="console logs or dmesg output; - for stdin")
         p.set_defaults(func=func)
     return ap
 
@@ -250,6 +279,10 @@ def main(argv: list[str] | None = None) -> int:
         if e.detail:
             print(e.detail, file=sys.stderr)
         return e.exit_code
+    except BrokenPipeError:
+        # The reader went away (| head): what it wanted, it has.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except OSError as e:
         # Past the option checks, a file we cannot write is the machine's trouble:
         # a full disk, a vanished directory.

@@ -14,6 +14,7 @@ import shlex
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NoReturn
 
 from harness.errors import KhError
 from harness.observe import reports
@@ -69,9 +70,10 @@ class GuestDied(KhError):
     def __init__(self, message: str, *, console_log: Path, found: list[reports.Report]):
         first = f": {found[0].title}" if found else ""
         # A kernel that reported a bug and died is a finding (1), not a broken rig (3).
+        kernel_said = any(r.kind is not reports.Kind.MACHINE for r in found)
         super().__init__(f"{message}{first} (console log: {console_log})",
                          detail="\n".join(r.title for r in found),
-                         exit_code=1 if found else 3)
+                         exit_code=1 if kernel_said else 3)
         self.console_log = console_log
         self.reports = found
 
@@ -149,7 +151,8 @@ class Guest:
         try:
             self.machine.sock.sendall(f"RUN {n} {payload}\n".encode())
         except OSError:
-            self._fail(f"the guest channel closed before '{text}' was sent")
+            self._fail(f"the guest channel closed before '{text}' was sent",
+                       death="lost connection to test machine")
         section: list[str] | None = None
         out: list[str] = []
         err: list[str] = []
@@ -182,25 +185,31 @@ class Guest:
         while b"\n" not in self._buf:
             left = deadline - time.monotonic()
             if left <= 0:
+                silent = what == "boot" and not self.machine.console_text().strip()
                 self._fail(f"'{what}' did not finish in time; the guest was stopped",
-                           hung=True)
+                           death="no output from test machine" if silent else "timed out")
             ready, _, _ = select.select([sock], [], [], min(left, 0.5))
             if ready:
                 chunk = sock.recv(65536)
                 if not chunk:
-                    self._fail(f"the guest went away during '{what}'")
+                    self._fail(f"the guest went away during '{what}'",
+                               death="lost connection to test machine")
                 self._buf += chunk
             elif not self.machine.alive():
-                self._fail(f"QEMU exited during '{what}'")
+                self._fail(f"QEMU exited during '{what}'",
+                           death="lost connection to test machine")
         line, _, self._buf = self._buf.partition(b"\n")
         return line.decode(errors="replace")
 
-    def _fail(self, message: str, *, hung: bool = False) -> None:
+    def _fail(self, message: str, *, death: str) -> NoReturn:
+        """Stop the machine; what the kernel said, or else how the machine
+        died (syzkaller's vm monitor titles), becomes the reports."""
         m = self.machine
-        if not hung:
+        if death != "timed out":
             m.wait(5)  # a panicking kernel may still be printing
         m.kill()
-        found = reports.parse(self.console_since_mark())
+        console = self.console_since_mark()
+        found = reports.parse(console) or [reports.machine_death(death, m.console_text())]
         self.died = GuestDied(message, console_log=m.console_log, found=found)
         raise self.died
 

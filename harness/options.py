@@ -176,6 +176,8 @@ TABLE = (
     Option(("-j", "--jobs"), "make jobs (default: the number of CPUs)", ("build",), None,
            _positive_int("--jobs")),
     Option(("--no-ccache",), "build without ccache", ("build",), False, flag=True),
+    Option(("--json",), "one JSON object a report, for machines", ("parse",), False,
+           flag=True),
     Option(("--slow",), "also run tests marked slow (kernel builds from source, tens of "
            "minutes)", (PYTEST,), False, flag=True),
 )

@@ -15,6 +15,7 @@ import json
 import re
 import shutil
 import time
+from pathlib import Path
 
 import pytest
 
@@ -196,6 +197,31 @@ class KernelReport(AssertionError):
     pass
 
 
+@dataclasses.dataclass
+class _Crash:
+    message: str
+
+
+class ReportFailure:
+    """A failure led by kernel reports: JUnit's message is the title line,
+    its body the reports' own text (and the test's failure, if any)."""
+
+    def __init__(self, message: str, found: list[reports.Report], also: str, art: Path):
+        self.reprcrash = _Crash(message)
+        texts = "\n\n".join(f"{r.title}{' (corrupted: ' + r.reason + ')' if r.corrupted else ''}"
+                            f"\n{r.text}" for r in found)
+        self.body = f"{message}\n\n{texts}\n\nkernel log window and console: {art}"
+        if also:
+            self.body += f"\n\nthe test's own failure:\n{also}"
+
+    def __str__(self) -> str:
+        return self.body
+
+    def toterminal(self, tw) -> None:
+        for line in self.body.splitlines():
+            tw.line(line)
+
+
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_call(item):
     failure = None
@@ -228,6 +254,7 @@ def _check_window(item, failure) -> str | None:
         found = reports.parse(item._kh_window)
     expected = [a for m in item.iter_markers("expect_report") for a in m.args]
     unexpected = [r for r in found if not any(e in r.title for e in expected)]
+    item._kh_unexpected = unexpected
     if unexpected:
         return "kernel report in this test's window: " + "; ".join(r.title for r in unexpected)
     missing = [e for e in expected if not any(e in r.title for r in found)]
@@ -247,6 +274,12 @@ def pytest_runtest_makereport(item, call):
         (art / "dmesg.txt").write_text(window)
         if g.machine.console_log.exists():
             shutil.copy(g.machine.console_log, art / "console.log")
-        rep.sections.append(("kernel log window", window[-6000:] or "(empty)"))
+        found = getattr(item, "_kh_unexpected", [])
+        if call.excinfo is not None and call.excinfo.errisinstance(KernelReport) and found:
+            cause = call.excinfo.value.__cause__
+            rep.longrepr = ReportFailure(str(call.excinfo.value).splitlines()[0], found,
+                                         str(cause) if cause else "", art)
+        else:
+            rep.sections.append(("kernel log window", window[-6000:] or "(empty)"))
         rep.sections.append(("kharness artifacts", str(art)))
     return rep

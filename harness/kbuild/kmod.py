@@ -75,6 +75,9 @@ def build(kernel: Kernel, name: str, kmods: Path | None = None) -> Module:
             raise KhError(f"module build of {name} made no .ko (log: {log})")
         return kos
 
-    top = cached(cache_root() / "modules" / kernel.release / f"{name}-{key}", make)
+    # A '+' (6.12.117+deb13) in the source path ends up in WARNING headers
+    # (__FILE__), where syzkaller's title patterns stop reading it.
+    top = cached(cache_root() / "modules" / kernel.release.replace("+", "_") / f"{name}-{key}",
+                 make)
     ko = sorted((top / name).glob("*.ko"))[0]
     return Module(ko.stem, ko)

@@ -137,3 +137,24 @@ def test_guest_channel_is_byte_exact_and_cannot_be_forged(guest):
     forged = guest.run('echo "END 6 0" >&3; echo "OUT 9"; exit 7')
     assert forged.status == 7
     assert forged.stdout == "OUT 9\n" and "Bad file descriptor" in forged.stderr
+
+
+def test_junit_failure_is_the_report_title_and_text(request, tmp_path):
+    """A test that hits an unexpected report: JUnit's message is the title,
+    the body the report's own lines, not the console."""
+    (tmp_path / "test_splat.py").write_text(
+        "def test_warns(guest):\n"
+        "    guest.run('echo warn > /sys/kernel/debug/kh_splat/trigger', check=True)\n")
+    opt = request.config.getoption
+    junit = tmp_path / "junit.xml"
+    subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q",
+                    str(tmp_path / "test_splat.py"), f"--kernel={opt('--kernel')}",
+                    f"--arch={opt('--arch')}", f"--boot={opt('--boot')}",
+                    f"--out={tmp_path / 'out'}", f"--junitxml={junit}"],
+                   cwd=tmp_path, timeout=900, capture_output=True)
+    (failure,) = ET.parse(junit).getroot().iter("failure")
+    assert failure.get("message") == \
+        "kernel report in this test's window: WARNING in kh_splat_warn"
+    body = failure.text or ""
+    assert "Call Trace" in body or "Call trace" in body
+    assert "kh_splat_warn" in body and "Linux version" not in body

@@ -18,9 +18,11 @@ from harness.vm.machine import sweep_stale
 
 SPLATS = [
     pytest.param("warn", "WARNING in kh_splat_warn", "", id="warn"),
-    pytest.param("refcount", "refcount_t: underflow in kh_splat_refcount", "", id="refcount"),
-    # 6.1 checks a freed page only when its per-cpu list drains, later.
-    pytest.param("badpage", "BUG: Bad page state in kh_splat_badpage", "", id="badpage",
+    # syzkaller's title: "refcount" frames are skipped, kh_splat_refcount among them.
+    pytest.param("refcount", "WARNING: refcount bug in kh_splat_write", "", id="refcount"),
+    # 6.1 checks a freed page only when its per-cpu list drains, later. Without
+    # page_owner there is no allocation stack to name: "... in corrupted".
+    pytest.param("badpage", "BUG: Bad page state", "", id="badpage",
                  marks=pytest.mark.kernel(">=6.12")),
     pytest.param("hang", "INFO: task hung in kh_splat_hang",
                  "echo 2 > /proc/sys/kernel/hung_task_timeout_secs", id="hang"),
@@ -37,7 +39,7 @@ def test_report_in_window_is_parsed(guest, request, kind, title, setup):
     request.applymarker(pytest.mark.expect_report(title))
     guest.run(f"echo 1 > /sys/kernel/debug/clear_warn_once; {setup}", check=True)
     guest.run(f"echo {kind} > /sys/kernel/debug/kh_splat/trigger; {RESTORE}", check=True)
-    assert title in reports.titles(guest.dmesg_peek())
+    assert any(title in t for t in reports.titles(guest.dmesg_peek()))
 
 
 @pytest.mark.expect_report("kernel panic: sysrq triggered crash")
@@ -54,10 +56,14 @@ def test_panic_stops_the_guest_and_the_next_boot_is_fresh(guest, kh_pool):
     assert fresh.run("uname -r").stdout.strip() == guest.release
 
 
+@pytest.mark.expect_report("timed out")
 def test_hung_command_stops_the_guest_and_keeps_the_console(guest, kh_pool):
     with pytest.raises(GuestDied) as died:
         guest.run("sleep 120", timeout=3)
     assert "did not finish in time" in str(died.value)
+    (death,) = died.value.reports
+    assert death.title == "timed out" and death.kind is reports.Kind.MACHINE
+    assert "kh-init: starting agent" in death.text   # the console's tail
     assert "Linux version" in died.value.console_log.read_text()
     assert not guest.machine.alive()
     assert kh_pool.get().run("true").status == 0

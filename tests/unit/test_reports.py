@@ -1,9 +1,23 @@
-"""The report parser over console logs captured from real guests.
+"""The report parser over console logs: syzkaller's titles, kinds, corruption.
 
-Each file in tests/data/reports starts with one TITLE: line per report the
-log holds, in order, then a blank line and the raw log.
+Each file in tests/data/reports starts with a header block, one group a
+report the log holds, in order:
+
+    TITLE: WARNING in kh_splat_warn
+    KIND: warning
+    CORRUPTED: no        (or: yes: <reason>)
+
+then a blank line and the raw log. Logs named after a kernel release were
+captured from our guests; the others follow the kernel's own printk formats
+for report kinds our guests cannot raise without a sanitizer build.
+KH_UPDATE_GOLDENS=1 rewrites the header blocks from the parser, for review.
 """
 
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -12,27 +26,46 @@ from harness.observe import reports
 
 DATA = Path(__file__).parents[1] / "data" / "reports"
 CASES = sorted(DATA.iterdir())
+UPDATE = os.environ.get("KH_UPDATE_GOLDENS") == "1"
 
 
 def load(path: Path) -> tuple[list[str], str]:
     head, _, raw = path.read_text().partition("\n\n")
-    return [l[len("TITLE: "):] for l in head.splitlines() if l.startswith("TITLE: ")], raw
+    return head.splitlines(), raw
+
+
+def header_of(found: list[reports.Report]) -> list[str]:
+    out = []
+    for r in found:
+        out += [f"TITLE: {r.title}", f"KIND: {r.kind.value}",
+                f"CORRUPTED: {'yes: ' + r.reason if r.corrupted else 'no'}"]
+    return out
 
 
 @pytest.mark.parametrize("path", CASES, ids=[p.name for p in CASES])
-def test_golden_titles(path):
+def test_golden(path):
     want, raw = load(path)
-    assert want, f"{path.name} has no TITLE: lines"
-    assert reports.titles(raw) == want
+    got = header_of(reports.parse(raw))
+    if UPDATE:
+        path.write_text("\n".join(got or ["NONE"]) + "\n\n" + raw)
+        want = got or ["NONE"]
+    assert want, f"{path.name} has no header block"
+    assert got == ([] if want == ["NONE"] else want)
+
+
+def test_every_report_kind_has_a_golden():
+    kinds = {ln.split(": ", 1)[1] for p in CASES for ln in load(p)[0] if ln.startswith("KIND: ")}
+    missing = {k.value for k in reports.Kind} - kinds - {"machine"}
+    assert not missing, f"no golden log for {sorted(missing)}"
 
 
 def test_same_bug_same_title_across_kernels_and_arches():
-    by_kernel = [load(p)[0] for p in CASES if p.name.startswith("splat-")]
-    assert len(by_kernel) >= 5
+    by_kernel = [[ln for ln in load(p)[0] if ln.startswith("TITLE: ")]
+                 for p in CASES if p.name.startswith("splat-7.2")]
+    assert len(by_kernel) == 2
     common = set.intersection(*(set(t) for t in by_kernel))
-    assert common >= {"WARNING in kh_splat_warn", "refcount_t: underflow in kh_splat_refcount",
-                      "kernel BUG in kh_splat_bug",
-                      "BUG: kernel NULL pointer dereference in kh_splat_null"}
+    assert common >= {"TITLE: WARNING in kh_splat_warn", "TITLE: kernel BUG in kh_splat_bug",
+                      "TITLE: WARNING: refcount bug in kh_splat_write"}
 
 
 def test_report_text_spans_to_end_trace():
@@ -40,37 +73,62 @@ def test_report_text_spans_to_end_trace():
     warn = reports.parse(raw)[0]
     assert warn.lines[0].startswith("WARNING:")
     assert "end trace" in warn.lines[-1]
+    assert warn.end > warn.start
 
 
 @pytest.mark.parametrize("line,title", [
-    ("[  1.0] WARNING: CPU: 1 PID: 7 at mm/memory.c:2345 insert_pfn.isra.0+0x1a/0x200",
+    ("[  1.0] WARNING: CPU: 1 PID: 7 at mm/memory.c:2345 insert_pfn.isra.0+0x1a/0x200\n"
+     "[  1.0] RIP: 0010:insert_pfn.isra.0+0x1a/0x200\n[  1.0] Call Trace:\n"
+     "[  1.0]  <TASK>\n[  1.0]  vmf_insert_mixed+0x10/0x20\n[  1.0]  kh_fault+0x1/0x2\n",
      "WARNING in insert_pfn"),
-    ("WARNING: mm/memory.c:2345 at insert_pfn+0x1a/0x200, CPU#0: a/1", "WARNING in insert_pfn"),
-    ("[    4.1] BUG: KASAN: slab-use-after-free in perf_mmap_close+0x10/0x90",
-     "KASAN: slab-use-after-free in perf_mmap_close"),
+    ("WARNING: mm/memory.c:2345 at insert_pfn+0x1a/0x200, CPU#0: a/1\n"
+     "RIP: 0010:insert_pfn+0x1a/0x200\nCall Trace:\n <TASK>\n vmf_insert_mixed+0x1/0x2\n"
+     " x+0x1/0x2\n", "WARNING in insert_pfn"),
     ("BUG: Bad rss-counter state mm:00000000 type:MM_FILEPAGES val:-1",
      "BUG: Bad rss-counter state"),
     ("x86/PAT: khmap:212 freeing invalid memtype [mem 0xfea00000-0xfea07fff]",
      "x86/PAT: freeing invalid memtype"),
-    ("Kernel panic - not syncing: Fatal exception", "kernel panic: Fatal exception"),
+    ("Kernel panic - not syncing: VFS: Unable to mount root fs on unknown-block(0,0)",
+     "kernel panic: VFS: Unable to mount root fs on unknown-block(NUM,NUM)"),
+    ("Kernel panic - not syncing: Attempted to kill init! exitcode=0x0000000b",
+     "kernel panic: Attempted to kill init!"),
 ])
 def test_header_lines(line, title):
     assert reports.titles(line) == [title]
 
 
-def test_frame_from_stack_when_header_names_none():
-    log = "\n".join([
-        "BUG: Bad page map in process a  pte:8000000006407025 pmd:0",
-        "Call Trace:",
-        " <TASK>",
-        " dump_stack_lvl+0x5d/0x80",
-        " print_bad_pte.cold+0x10/0x20",
-        " ? unrelated_guess+0x1/0x2",
-        " zap_present_ptes.constprop.0+0x1f0/0x5a0",
-        " unmap_page_range+0x100/0x200",
-    ])
-    assert reports.titles(log) == ["BUG: Bad page map in zap_present_ptes"]
+@pytest.mark.parametrize("text", [
+    "[    0.0] Linux version 7.2\n[    1.0] brd: module loaded\n",
+    "[   12.3] traps: khmap[212] general protection fault ip:401a2b sp:7ffd error:0 in "
+    "khmap[401000+9a000]\n",
+    "[    3.1] kh-init: starting agent\n[    3.2] echo BUG: this is user text\n",
+    "[    2.0] x86/PAT: PAT support disabled because CONFIG_X86_PAT is disabled in the kernel.\n",
+])
+def test_no_report_in_a_clean_log(text):
+    assert reports.parse(text) == []
 
 
-def test_no_report_in_a_clean_log():
-    assert reports.parse("[    0.0] Linux version 7.2\n[    1.0] brd: module loaded\n") == []
+def test_corrupted_report_keeps_its_kind_and_says_why():
+    log = "\n".join(["BUG: kernel NULL pointer dereference, address: 0000000000000008",
+                     "#PF: supervisor read access in kernel mode", "Oops: 0000 [#1] SMP"])
+    (r,) = reports.parse(log)
+    assert r.title == "BUG: unable to handle kernel NULL pointer dereference in corrupted"
+    assert r.kind is reports.Kind.FAULT and r.corrupted and r.reason
+
+
+def test_machine_death_carries_the_console_tail():
+    r = reports.machine_death("timed out", "[ 1.0] a\n[ 2.0] b\n")
+    assert r.kind is reports.Kind.MACHINE and r.title == "timed out" and r.lines == ["a", "b"]
+
+
+def test_parse_command(tmp_path):
+    log = tmp_path / "console.log"
+    log.write_text((DATA / "panic-sysrq-7.2.13+deb14-amd64.console").read_text().
+                   partition("\n\n")[2])
+    res = subprocess.run([sys.executable, "-m", "harness.cli", "parse", "--json", str(log)],
+                         capture_output=True, text=True, timeout=60)
+    assert res.returncode == 1
+    assert '"title": "kernel panic: sysrq triggered crash"' in res.stdout
+    clean = subprocess.run([sys.executable, "-m", "harness.cli", "parse", "-"], input="hello\n",
+                           capture_output=True, text=True, timeout=60)
+    assert clean.returncode == 0 and "no kernel report" in clean.stdout
