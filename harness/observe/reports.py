@@ -627,7 +627,7 @@ def parse(text: str) -> list[Report]:
     found: list[Report] = []
     # Only lines holding a header string can start a report: find them in
     # one pass over the whole text, then look closer.
-    candidates = []
+    candidates: list[int] = []
     line_no, pos = 0, 0
     for m in _HEADERS.finditer(text):
         line_no += text.count("\n", pos, m.start())
