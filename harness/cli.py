@@ -8,83 +8,66 @@ import os
 import shlex
 import signal
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import NoReturn
 
-from harness import options, session
+from harness import options, session, workflows
 from harness.errors import KhError, UsageError
 from harness.guest import Guest, Result
+from harness.kernels import resolve
 from harness.observe import reports
-from harness.report import matrix
-from harness.resources import data
+from harness.report import compare, matrix
 from harness.util import progress
-from harness.vm.machine import die_with_parent, kill_all
+from harness.vm.machine import kill_all
 
 
 class Terminated(KeyboardInterrupt):
     """SIGTERM: stopped like Ctrl-C, with results written, but exit 143."""
 
 
-# pytest's exit statuses -> ours (0 passed, 1 failed, 2 bad input, 3 infrastructure)
-PYTEST_STATUS = {0: 0, 1: 1, 2: 2, 3: 3, 4: 2, 130: 130}
-
-
 def cmd_run(args: argparse.Namespace) -> int:
     """Each kernel x arch as a pytest process of its own, then the matrix."""
+    # Every kernel is found (downloaded) first: one that cannot be is a clean
+    # error before any suite starts, not a pytest exit in the middle.
+    for arch in args.arch:
+        for spec in args.kernel:
+            resolve(spec, arch, offline=args.offline)
     worst = 0
     runs: list[tuple[str, Path]] = []
     try:
-        worst = _run_all(args, runs)
+        for arch in args.arch:
+            for spec in args.kernel:
+                out = args.out / f"{spec.replace(':', '-')}-{arch}"
+                runs.append((f"{spec} {arch}", out / "junit.xml"))
+                status, _ = workflows.run_suite(args, spec, arch, out)
+                worst = max(worst, status)
     finally:
         _matrix(args.out, runs)   # what finished, also after Ctrl-C
     return worst
 
 
-def _run_all(args: argparse.Namespace, runs: list[tuple[str, Path]]) -> int:
+def cmd_compare(args: argparse.Namespace) -> int:
+    """The difference between two runs (directories or JUnit files)."""
     worst = 0
-    for arch in args.arch:
-        for spec in args.kernel:
-            out = args.out / f"{spec.replace(':', '-')}-{arch}"
-            junit = out / "junit.xml"
-            junit.unlink(missing_ok=True)
-            argv = [sys.executable, "-m", "pytest", str(data("suite")), "-p",
-                    "no:cacheprovider", "-q", "-rfE", f"--junitxml={junit}",
-                    *options.to_pytest_argv(args, kernel=spec, arch=arch, out=out)]
-            if args.k:
-                argv += ["-k", args.k]
-            progress(f"running the kernel suite on {spec} ({arch}, {args.boot})")
-            runs.append((f"{spec} {arch}", junit))
-            try:
-                status = _pytest(argv)
-            except KeyboardInterrupt:
-                progress(f"{spec} {arch}: stopped; JUnit of what finished: {junit}; "
-                         f"logs: {out}")
-                raise
-            if status == 5:
-                raise UsageError(f"no test of the suite matches -k {args.k!r}")
-            status = PYTEST_STATUS.get(status, 3)
-            word = {0: "passed", 1: "FAILED", 130: "interrupted"}.get(status, "ERROR")
-            progress(f"{spec} {arch}: {word}; JUnit: {junit}; logs: {out}")
-            if status == 130:     # the suite was stopped from outside us
-                raise KeyboardInterrupt
-            worst = max(worst, status)
+    for a, b in compare.pair(compare.load(args.runs[0]), compare.load(args.runs[1])):
+        d = compare.compare(a, b)
+        print(d.text())
+        worst = max(worst, 1 if d.regressions else 0)
     return worst
 
 
-def _pytest(argv: list[str]) -> int:
-    # Its own session, so a terminal's Ctrl-C reaches it once, from us; and it
-    # dies with us if we are killed (its QEMUs die with it).
-    child = subprocess.Popen(argv, start_new_session=True, preexec_fn=die_with_parent)
-    try:
-        return child.wait()
-    except KeyboardInterrupt:
-        # pytest stops at Ctrl-C and writes the JUnit of what finished.
-        child.send_signal(signal.SIGINT)
-        child.wait()
-        raise
+def cmd_validate(args: argparse.Namespace) -> int:
+    return workflows.validate(args)
+
+
+def cmd_bisect(args: argparse.Namespace) -> int:
+    return workflows.bisect(args)
+
+
+def cmd_bisect_step(args: argparse.Namespace) -> int:
+    return workflows.bisect_step(args)
 
 
 def _matrix(out: Path, runs: list[tuple[str, Path]]) -> None:
@@ -242,6 +225,14 @@ COMMANDS = {
     "repro": (cmd_repro, "run a guest command in rounds until a kernel report matching "
                          "--signature appears; report the hit rate"),
     "bench": (cmd_bench, "measure boot time and command round trip"),
+    "compare": (cmd_compare, "what changed between two runs (output directories or JUnit "
+                             "files); exit 1 on regressions"),
+    "validate": (cmd_validate, "build the source with and without a patch series, run the "
+                               "suite on both, print what the series changed"),
+    "bisect": (cmd_bisect, "find the patch of a series (or the git commit) after which a "
+                           "test fails or a report shows"),
+    "bisect-step": (cmd_bisect_step, "one step for 'git bisect run': build the tree as it "
+                                     "is, run -k; exit 0 good, 1 bad, 125 skip"),
     "parse": (cmd_parse, "print the kernel reports in console logs, with syzkaller's titles; "
                          "exit 1 if there are any"),
 }
@@ -257,6 +248,9 @@ def parser() -> Parser:
         if name == "repro":
             p.add_argument("command", nargs="+", help="the guest command and its arguments "
                                                       "(after --), run as given")
+        if name == "compare":
+            p.add_argument("runs", nargs=2, metavar="RUN",
+                           help="a kharness run output directory or a JUnit file")
         if name == "parse":
             p.add_argument("logs", nargs="+", metavar="LOG",
                            help="console logs or dmesg output; - for stdin")

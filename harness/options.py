@@ -133,56 +133,66 @@ class Option:
         return self.per_command.get(command, self.default)
 
 
-GUESTS = ("run", "boot", "repro", "bench", PYTEST)
+GUESTS = ("run", "boot", "repro", "bench", PYTEST)        # boot a --kernel
+BUILT = ("validate", "bisect", "bisect-step")           # boot kernels they build
+SOURCE = ("build", *BUILT)                              # build from --source
 
 TABLE = (
     Option(("--kernel",), f"kernel: debian:<series> or build:<key>; run takes several, "
            f"comma-separated (default {DEFAULT_SPEC})", GUESTS, DEFAULT_SPEC, _kernels),
     Option(("--arch",), f"guest arch: {', '.join(arches.KNOWN)}; run takes several "
-           f"(default: this host's, {arches.host()})", (*GUESTS, "build"),
+           f"(default: this host's, {arches.host()})", (*GUESTS, *SOURCE),
            arches.host().name, _arches),
     Option(("--boot",), f"boot path: {' or '.join(BOOT_PATHS)} (default initramfs)",
-           GUESTS, "initramfs", _choice("--boot", BOOT_PATHS)),
+           (*GUESTS, *BUILT), "initramfs", _choice("--boot", BOOT_PATHS)),
     Option(("--accel",), "accelerator: auto (KVM if it boots, else TCG), kvm, tcg",
-           GUESTS, "auto", _choice("--accel", ACCELS)),
-    Option(("--cpus",), "guest vCPUs (default 1, see README)", GUESTS, "1",
+           (*GUESTS, *BUILT), "auto", _choice("--accel", ACCELS)),
+    Option(("--cpus",), "guest vCPUs (default 1, see README)", (*GUESTS, *BUILT), "1",
            _positive_int("--cpus")),
     Option(("--out",), "output directory for logs, JUnit and reports (default kharness-out)",
-           GUESTS, "kharness-out", _outdir),
-    Option(("--offline",), "use only cached package lists", (*GUESTS, "build"), False,
+           (*GUESTS, *BUILT), "kharness-out", _outdir),
+    Option(("--offline",), "use only cached package lists", (*GUESTS, *SOURCE), False,
            flag=True),
-    Option(("-k",), "pytest -k expression selecting tests, e.g. RB2", ("run",)),
+    Option(("-k",), "pytest -k expression selecting tests, e.g. RB2", ("run", *BUILT)),
+    Option(("--against",), "compare with this kernel (debian:<series>, build:<key>) instead "
+           "of building the source without the series", ("validate",), None, validate),
+    Option(("--good",), "a git revision where the test passes", ("bisect",)),
+    Option(("--bad",), "a git revision where it fails", ("bisect",)),
     Option(("--exec",), "run this one command in the guest and exit with its status",
            ("boot",), None, _nonempty("--exec")),
     Option(("--timeout",), "seconds a guest command may take", ("boot", "repro"), "600",
            _positive_seconds("--timeout"), per_command={"repro": "120"}),
-    Option(("--signature",), "part of the report title, e.g. 'WARNING in insert_pfn'",
-           ("repro",), None, _nonempty("--signature")),
-    Option(("--rounds",), "rounds to run (repro) or boots a path (bench)", ("repro", "bench"),
-           "100", _positive_int("--rounds"), per_command={"bench": "3"}),
+    Option(("--signature",), "part of the report title, e.g. 'WARNING in insert_pfn'; for "
+           "bisect, a step is bad when it shows", ("repro", "bisect", "bisect-step"), None,
+           _nonempty("--signature")),
+    Option(("--rounds",), "rounds to run (repro, bisect with --signature) or boots a path "
+           "(bench)", ("repro", "bench", "bisect", "bisect-step"), "100",
+           _positive_int("--rounds"),
+           per_command={"bench": "3", "bisect": "20", "bisect-step": "20"}),
     Option(("--until-hit",), "stop at the first hit", ("repro",), False, flag=True),
     Option(("--paths",), "boot paths to measure, comma-separated", ("bench",),
            ",".join(BOOT_PATHS), _list("--paths", _choice("--paths", BOOT_PATHS))),
     Option(("--commands",), "guest commands timed per boot", ("bench",), "20",
            _positive_int("--commands")),
     Option(("--source",), "debian-source:<series>, a kernel tree, or a .tar.* of one",
-           ("build",)),
+           SOURCE),
     Option(("--patches",), "an mbox, a directory of format-patch files, or a quilt series "
-           "file", ("build",)),
+           "file", SOURCE),
     Option(("--config",), "comma-separated kconfig fragments: names in kconfigs/ or paths "
-           "(default base)", ("build",), "base", _list("--config", str)),
+           "(default base)", SOURCE, "base", _list("--config", str)),
     Option(("--strict-config",), "fail if a requested option does not survive olddefconfig",
-           ("build",), False, flag=True),
-    Option(("-j", "--jobs"), "make jobs (default: the number of CPUs)", ("build",), None,
+           SOURCE, False, flag=True),
+    Option(("-j", "--jobs"), "make jobs (default: the number of CPUs)", SOURCE, None,
            _positive_int("--jobs")),
-    Option(("--no-ccache",), "build without ccache", ("build",), False, flag=True),
+    Option(("--no-ccache",), "build without ccache", SOURCE, False, flag=True),
     Option(("--json",), "one JSON object a report, for machines", ("parse",), False,
            flag=True),
     Option(("--slow",), "also run tests marked slow (kernel builds from source, tens of "
            "minutes)", (PYTEST,), False, flag=True),
 )
 
-REQUIRED = {("repro", "signature"), ("build", "source")}
+REQUIRED = {("repro", "signature"), *((c, "source") for c in SOURCE), ("validate", "patches"),
+            ("bisect", "source")}
 
 
 def options_for(command: str) -> list[Option]:
@@ -229,11 +239,11 @@ def resolve(command: str, raw: dict[str, Any]) -> argparse.Namespace:
 
 
 def _check(command: str, ns: argparse.Namespace) -> None:
-    guests = getattr(ns, "kernel", None) is not None
+    guests = getattr(ns, "cpus", None) is not None
     archs = ns.arch if isinstance(getattr(ns, "arch", None), list) else []
-    if command not in ("run", "build") and len(archs) > 1:
+    if command not in ("run", "validate") and len(archs) > 1:
         raise UsageError(f"{command} takes one --arch, not {len(archs)}")
-    if guests and command != "run" and len(ns.kernel) > 1:
+    if getattr(ns, "kernel", None) and command != "run" and len(ns.kernel) > 1:
         raise UsageError(f"{command} boots one kernel: give one --kernel, not "
                          f"{', '.join(ns.kernel)}")
     for arch in archs:
@@ -254,7 +264,7 @@ def to_pytest_argv(ns: argparse.Namespace, **override: Any) -> list[str]:
     for o in options_for(PYTEST):
         if "run" not in o.commands:
             continue
-        value = override.get(o.dest, getattr(ns, o.dest))
+        value = override[o.dest] if o.dest in override else getattr(ns, o.dest)
         if o.flag:
             out += [o.flags[-1]] if value else []
             continue

@@ -255,6 +255,8 @@ def _check_window(item, failure) -> str | None:
     expected = [a for m in item.iter_markers("expect_report") for a in m.args]
     unexpected = [r for r in found if not any(e in r.title for e in expected)]
     item._kh_unexpected = unexpected
+    if unexpected:   # for `kharness compare`: reports no test asked for
+        item.user_properties.append(("kh-reports", json.dumps([r.title for r in unexpected])))
     if unexpected:
         return "kernel report in this test's window: " + "; ".join(r.title for r in unexpected)
     missing = [e for e in expected if not any(e in r.title for r in found)]

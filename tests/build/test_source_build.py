@@ -86,3 +86,33 @@ def test_patched_mkwrite_path_fails_daxlike(request, tmp_path):
     assert "BUG: Bad rss-counter state" in patched[broken], patched
     # The special mode never reaches insert_page_into_pte_locked().
     assert patched["test_DX2_write_after_read_upgrades_in_place[special]"] == "passed"
+
+
+@pytest.mark.slow
+def test_validate_names_the_regression(request, tmp_path):
+    """Base and patched in one command: the broken write-upgrade shows up as
+    DX2[refcounted] failing with the kernel's own report, and nothing else."""
+    arch = request.config.getoption("--arch")
+    proc = kharness("validate", "--source", SOURCE, "--patches", str(BREAK_MKWRITE),
+                    "--config", "base,debug-vm", "--arch", arch, "-k", "DX1 or DX2",
+                    "--out", str(tmp_path), timeout=5400)
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    report = (tmp_path / "validate.md").read_text()
+    regressions = [ln for ln in report.splitlines() if ln.startswith("REGRESSION")]
+    assert len(regressions) == 1, report
+    assert "test_DX2_write_after_read_upgrades_in_place[refcounted]" in regressions[0]
+    assert "BUG: Bad rss-counter state" in regressions[0]
+    assert report.splitlines()[-1] == "1 regression"
+    assert (tmp_path / "validate.html").exists()
+
+
+@pytest.mark.slow
+def test_bisect_names_the_breaking_patch(request, tmp_path):
+    arch = request.config.getoption("--arch")
+    proc = kharness("bisect", "--source", SOURCE,
+                    "--patches", str(DATA / "patches" / "bisect-3-7.2.mbox"),
+                    "--config", "base,debug-vm", "--arch", arch,
+                    "-k", "DX2 and refcounted", "--out", str(tmp_path), timeout=5400)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "first bad patch: 2/3 'mm/memory: let insert_page_into_pte_locked() reinstall " \
+           "the same page on mkwrite'" in proc.stdout, proc.stdout

@@ -1,0 +1,337 @@
+"""What a developer with a patch series runs: the suite on a kernel, base
+against patched (validate), and the search for the patch or commit that
+broke a test (bisect).
+
+The suite always runs as a pytest process of its own per kernel x arch,
+so one crash cannot poison the next run and runs could go side by side.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from harness import options
+from harness.arches import Arch
+from harness.errors import KhError, UsageError
+from harness.kbuild import kconfig, patches, source
+from harness.kbuild import kernel as kbuild
+from harness.kernel import Kernel
+from harness.report import compare
+from harness.resources import data
+from harness.util import progress
+from harness.vm.machine import die_with_parent
+
+# pytest's exit statuses -> ours (0 passed, 1 failed, 2 bad input, 3 infrastructure)
+PYTEST_STATUS = {0: 0, 1: 1, 2: 2, 3: 3, 4: 2, 130: 130}
+NO_TESTS = 5
+
+
+def run_suite(args: argparse.Namespace, spec: str, arch: Arch, out: Path) -> tuple[int, Path]:
+    """The kernel suite on one kernel and arch: (our exit status, JUnit path)."""
+    junit = out / "junit.xml"
+    junit.unlink(missing_ok=True)
+    argv = [sys.executable, "-m", "pytest", str(data("suite")), "-p", "no:cacheprovider", "-q",
+            "-rfE", f"--junitxml={junit}",
+            *options.to_pytest_argv(args, kernel=spec, arch=arch, out=out)]
+    if args.k:
+        argv += ["-k", args.k]
+    progress(f"running the kernel suite on {spec} ({arch}, {args.boot}); logs: {out}")
+    # Its own session, so a terminal's Ctrl-C reaches it once, from us; and it
+    # dies with us if we are killed (its QEMUs die with it).
+    child = subprocess.Popen(argv, start_new_session=True, preexec_fn=die_with_parent)
+    try:
+        status = child.wait()
+    except KeyboardInterrupt:
+        # pytest stops at Ctrl-C and writes the JUnit of what finished.
+        child.send_signal(signal.SIGINT)
+        child.wait()
+        progress(f"{spec} {arch}: stopped; JUnit of what finished: {junit}")
+        raise
+    if status == NO_TESTS:
+        raise UsageError(f"no test of the suite matches -k {args.k!r}")
+    status = PYTEST_STATUS.get(status, 3)
+    word = {0: "passed", 1: "FAILED", 130: "interrupted"}.get(status, "ERROR")
+    progress(f"{spec} {arch}: {word}; JUnit: {junit}; logs: {out}")
+    if status == 130:     # the suite was stopped from outside us
+        raise KeyboardInterrupt
+    return status, junit
+
+
+def build_request(args: argparse.Namespace, arch: Arch,
+                  series: list[patches.Patch] | None = None) -> kbuild.BuildRequest:
+    return kbuild.BuildRequest(
+        source=source.get(args.source, offline=args.offline), arch=arch,
+        fragments=kconfig.resolve_fragments(args.config, arch),
+        patches=series or [], patches_spec=args.patches or "",
+        strict_config=args.strict_config, jobs=args.jobs or os.cpu_count() or 1,
+        ccache=not args.no_ccache)
+
+
+# -- validate -------------------------------------------------------------------
+
+@dataclass
+class Validation:
+    arch: Arch
+    base: str                       # kernel spec
+    patched: str | None             # None: the series did not build
+    build_error: str = ""
+    diff: compare.Diff | None = None
+
+    @property
+    def regressions(self) -> list[str]:
+        if self.patched is None:
+            return [f"the series does not build: {self.build_error}"]
+        return self.diff.regressions if self.diff else []
+
+
+def validate(args: argparse.Namespace) -> int:
+    series = patches.load(args.patches)
+    results = []
+    for arch in args.arch:
+        if args.against:
+            base = args.against
+        else:
+            try:
+                base = kbuild.build(build_request(args, arch)).spec
+            except KhError as e:
+                raise KhError(f"the base tree does not build for {arch}, so nothing can be "
+                              f"compared: {e}", detail=e.detail) from None
+        try:
+            patched: str | None = kbuild.build(build_request(args, arch, series)).spec
+            error = ""
+        except patches.PatchError:
+            raise
+        except KhError as e:
+            patched, error = None, str(e)
+        v = Validation(arch, base, patched, error)
+        status, junit_a = run_suite(args, base, arch, args.out / f"base-{arch}")
+        if status not in (0, 1):
+            raise KhError(f"the suite could not run on the base kernel {base} ({arch}): "
+                          f"see {args.out / f'base-{arch}'}")
+        if patched is not None:
+            _, junit_b = run_suite(args, patched, arch, args.out / f"patched-{arch}")
+            v.diff = compare.compare(compare.load_junit(junit_a, f"base {base}"),
+                                     compare.load_junit(junit_b, f"patched {patched}"))
+        results.append(v)
+    text = validation_text(args, series, results)
+    (args.out / "validate.md").write_text(text + "\n")
+    (args.out / "validate.html").write_text(
+        "".join(v.diff.html() for v in results if v.diff) or f"<pre>{text}</pre>")
+    print(text)
+    progress(f"report: {args.out / 'validate.md'}, {args.out / 'validate.html'}")
+    return 1 if any(v.regressions for v in results) else 0
+
+
+def validation_text(args: argparse.Namespace, series: list[patches.Patch],
+                    results: list[Validation]) -> str:
+    lines = [f"kharness validate: {args.source}, {len(series)} patch(es), "
+             f"config {','.join(args.config)}"]
+    lines += [f"  [{i}/{len(series)}] {p.subject}"[:78] for i, p in enumerate(series, 1)]
+    for v in results:
+        lines += ["", f"== {v.arch}: base {v.base} -> patched {v.patched or '(no build)'}"]
+        if v.diff is not None:
+            lines.append(v.diff.text())
+        for r in v.regressions:
+            where = args.out / f"patched-{v.arch}"
+            lines.append(f"REGRESSION {v.arch}: {r} (logs: {where})"[:300])
+    n = sum(len(v.regressions) for v in results)
+    lines += ["", "no regressions" if n == 0 else f"{n} regression{'s' if n > 1 else ''}"]
+    return "\n".join(lines)
+
+
+# -- bisect -----------------------------------------------------------------------
+
+GOOD, BAD, SKIP = "good", "bad", "skip"
+
+
+@dataclass
+class Step:
+    k: int
+    verdict: str
+    evidence: str
+    seconds: float
+
+
+@dataclass
+class Bisection:
+    first_bad: int | None           # patch number (1-based) or None
+    steps: list[Step] = field(default_factory=list)
+    note: str = ""                  # why there is no answer, or its doubt
+
+
+def bisect_series(n: int, step: Callable[[int], tuple[str, str]]) -> Bisection:
+    """The first k in 1..n after which step(k) is bad, given step(0) good and
+    step(n) bad (both checked first). A skipped step (does not build or
+    boot) is passed over for its nearest untried neighbour."""
+    out = Bisection(None)
+
+    def run(k: int) -> str:
+        t0 = time.monotonic()
+        verdict, evidence = step(k)
+        out.steps.append(Step(k, verdict, evidence, time.monotonic() - t0))
+        progress(f"bisect: {k} patch(es) applied: {verdict} ({evidence})")
+        return verdict
+
+    if run(n) != BAD:
+        out.note = "the whole series does not show the failure: nothing to bisect"
+        return out
+    if run(0) != GOOD:
+        out.note = "the base (no patch) already fails: not the series' doing"
+        return out
+    good, bad = 0, n
+    skipped: set[int] = set()
+    while bad - good > 1:
+        mid = (good + bad) // 2
+        order = sorted(range(good + 1, bad), key=lambda k: (abs(k - mid), k))
+        candidates = [k for k in order if k not in skipped]
+        if not candidates:
+            out.note = (f"patches {good + 1}..{bad} could not be told apart: every step "
+                        f"between them was skipped")
+            return out
+        k = candidates[0]
+        verdict = run(k)
+        if verdict == SKIP:
+            skipped.add(k)
+        elif verdict == GOOD:
+            good = k
+        else:
+            bad = k
+    out.first_bad = bad
+    return out
+
+
+def _verdict_of(junit: Path, status: int, signature: str | None) -> tuple[str, str]:
+    if status not in (0, 1):
+        return SKIP, "the suite could not run (boot or infrastructure failure)"
+    run = compare.load_junit(junit)
+    bad = {n: c for n, c in run.cases.items() if c.outcome in compare.BAD}
+    if signature:
+        hit = [t for c in run.cases.values() for t in c.reports if signature in t]
+        return (BAD, hit[0]) if hit else (GOOD, f"'{signature}' not seen")
+    if bad:
+        name, case = next(iter(bad.items()))
+        why = "; ".join(case.reports) or case.message
+        return BAD, f"{name} {case.outcome}: {why}"[:200]
+    return GOOD, f"{len(run.cases)} test(s) passed"
+
+
+def step_on_kernel(args: argparse.Namespace, kernel: Kernel, out: Path) -> tuple[str, str]:
+    """One bisection step on a built kernel: the selected tests, or the race."""
+    if args.signature:
+        from harness import repro, session
+        prep = session.prepare(kernel.spec, kernel.arch, boot=args.boot, outdir=out,
+                               accel=args.accel, cpus=args.cpus, offline=args.offline)
+        guest = session.start(prep)
+        try:
+            rep = repro.reproduce(guest, shlex.split(args.k), args.signature,
+                                  rounds=args.rounds, until_hit=True)
+        finally:
+            guest.poweroff()
+        if rep.hits:
+            return BAD, f"{rep.first.title if rep.first else args.signature} in round " \
+                        f"{rep.first_hit_round} of {rep.rounds}"
+        return GOOD, f"not seen in {rep.rounds} rounds (a race: good is probabilistic)"
+    status, junit = run_suite(args, kernel.spec, kernel.arch, out)
+    return _verdict_of(junit, status, None)
+
+
+def bisect(args: argparse.Namespace) -> int:
+    if args.good or args.bad:
+        return bisect_git(args)
+    if not args.patches:
+        raise UsageError("bisect needs --patches SERIES (a patch series) or --good/--bad "
+                         "(a git tree)")
+    if not args.k:
+        raise UsageError("bisect needs -k: the test that fails (or, with --signature, the "
+                         "guest command to run in rounds)")
+    series = patches.load(args.patches)
+    arch = args.arch[0]
+    t0 = time.monotonic()
+
+    def step(k: int) -> tuple[str, str]:
+        try:
+            kernel = kbuild.build(build_request(args, arch, series[:k]))
+        except KhError as e:
+            return SKIP, f"does not build: {str(e)[:150]}"
+        return step_on_kernel(args, kernel, args.out / f"step-{k}")
+
+    result = bisect_series(len(series), step)
+    lines = [f"kharness bisect: {len(series)} patches, -k {args.k!r}"
+             + (f", --signature {args.signature!r} ({args.rounds} rounds)"
+                if args.signature else "")]
+    for s in result.steps:
+        lines.append(f"  {s.k:3d} patch(es): {s.verdict:4s} {s.evidence} ({s.seconds:.0f}s)")
+    if result.first_bad is not None:
+        p = series[result.first_bad - 1]
+        lines.append(f"first bad patch: {result.first_bad}/{len(series)} '{p.subject}' "
+                     f"({p.source})")
+    else:
+        lines.append(f"no answer: {result.note}")
+    lines.append(f"{len(result.steps)} builds and runs, {time.monotonic() - t0:.0f}s")
+    text = "\n".join(lines)
+    print(text)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "bisect.txt").write_text(text + "\n")
+    return 0 if result.first_bad is not None else 1
+
+
+def bisect_git(args: argparse.Namespace) -> int:
+    """`git bisect run` over a tree with `kharness bisect-step` as the test."""
+    if not (args.good and args.bad):
+        raise UsageError("git bisect needs both --good REV and --bad REV")
+    tree = Path(args.source)
+    if not (tree / ".git").exists():
+        raise UsageError(f"--good/--bad bisect a git tree: {args.source} has no .git")
+    step = [sys.executable, "-m", "harness.cli", "bisect-step", "--source", str(tree.resolve()),
+            "--arch", str(args.arch[0]), "--config", ",".join(args.config),
+            "--out", str(args.out.resolve()), "--boot", args.boot, "--cpus", str(args.cpus)]
+    for flag, value in (("-k", args.k), ("--signature", args.signature)):
+        if value:
+            step += [flag, value]
+    if args.signature:
+        step += ["--rounds", str(args.rounds)]
+
+    def git(*a: str) -> subprocess.CompletedProcess:
+        return subprocess.run(["git", "-C", str(tree), *a], text=True, capture_output=True)
+
+    if git("status", "--porcelain", "--untracked-files=no").stdout.strip():
+        raise UsageError(f"{tree} has uncommitted changes: git bisect would check out over "
+                         f"them; commit or stash them first")
+    started = git("bisect", "start", args.bad, args.good)
+    if started.returncode != 0:
+        raise UsageError(f"git bisect start {args.bad} {args.good} failed: "
+                         f"{started.stderr.strip().splitlines()[-1:]}")
+    try:
+        progress(f"git bisect run {shlex.join(step)}")
+        res = subprocess.run(["git", "-C", str(tree), "bisect", "run", *step], text=True,
+                             capture_output=True)
+        log = git("bisect", "log").stdout
+    finally:
+        git("bisect", "reset")
+    out = res.stdout + res.stderr
+    (args.out / "bisect.txt").write_text(out + "\n" + log)
+    first = [ln for ln in out.splitlines() if "is the first bad commit" in ln]
+    print(log.rstrip())
+    print(first[0] if first else "no first bad commit found")
+    return 0 if first else 1
+
+
+def bisect_step(args: argparse.Namespace) -> int:
+    """A `git bisect run` step: 0 good, 1 bad, 125 skip (no build or boot)."""
+    arch = args.arch[0]
+    try:
+        kernel = kbuild.build(build_request(args, arch))
+        verdict, evidence = step_on_kernel(args, kernel, args.out / f"step-{kernel.release}")
+    except KhError as e:
+        verdict, evidence = SKIP, str(e)[:200]
+    progress(f"bisect step: {verdict}: {evidence}")
+    return {GOOD: 0, BAD: 1, SKIP: 125}[verdict]

@@ -1,0 +1,110 @@
+"""kharness compare over recorded JUnit pairs: regressions, not noise."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from html import escape
+from pathlib import Path
+
+import pytest
+
+from harness.errors import UsageError
+from harness.report import compare
+
+DATA = Path(__file__).parents[1] / "data" / "junit"
+
+
+def junit(path: Path, cases: dict[str, tuple[str, dict, list[str]]]) -> Path:
+    """name -> (outcome, {check: seen}, [report titles])."""
+    body = []
+    for name, (outcome, checks, titles) in cases.items():
+        props = [f'<property name="kh:{w}" value="{escape(json.dumps({"seen": v}))}"/>'
+                 for w, v in checks.items()]
+        if titles:
+            props.append(f'<property name="kh-reports" value="{escape(json.dumps(titles))}"/>')
+        inner = f"<properties>{''.join(props)}</properties>"
+        if outcome == "failed":
+            inner += '<failure message="kernel report in this test\'s window: x"/>'
+        elif outcome == "skipped":
+            inner += '<skipped message="arch"/>'
+        elif outcome == "error":
+            inner += '<error message="boom"/>'
+        body.append(f'<testcase name="{name}">{inner}</testcase>')
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(f"<testsuites><testsuite>{''.join(body)}</testsuite></testsuites>")
+    return path
+
+
+@pytest.fixture
+def pair(tmp_path):
+    a = junit(tmp_path / "a" / "build-aaa-x86_64" / "junit.xml", {
+        "test_RB1_x[pfnmap]": ("passed", {"read minflt": 0}, []),
+        "test_DX2_y[refcounted]": ("passed", {"mkwrite calls": 1}, []),
+        "test_MX1_z": ("failed", {}, ["WARNING in insert_page"]),
+        "test_PAT1_w": ("passed", {}, []),
+        "test_old": ("passed", {}, []),
+        "test_DX3_v": ("failed", {}, []),
+    })
+    b = junit(tmp_path / "b" / "build-bbb-x86_64" / "junit.xml", {
+        "test_RB1_x[pfnmap]": ("passed", {"read minflt": 9}, []),
+        "test_DX2_y[refcounted]": ("failed", {"mkwrite calls": 1},
+                                   ["BUG: Bad rss-counter state"]),
+        "test_MX1_z": ("failed", {}, ["WARNING in insert_page"]),
+        "test_PAT1_w": ("skipped", {}, []),
+        "test_new": ("passed", {}, []),
+        "test_DX3_v": ("passed", {}, []),
+    })
+    return a, b
+
+
+def test_diff_sorts_every_kind_of_change(pair):
+    a, b = pair
+    d = compare.compare(compare.load_junit(a), compare.load_junit(b))
+    assert [n for n, _, _ in d.new_failures] == ["test_DX2_y[refcounted]"]
+    assert d.regressions == ["test_DX2_y[refcounted]: passed -> failed "
+                             "[BUG: Bad rss-counter state]"]
+    assert d.new_reports == [("BUG: Bad rss-counter state", "test_DX2_y[refcounted]")]
+    assert d.fail_on_both == ["test_MX1_z"]              # not the patch's doing
+    assert [n for n, _, _ in d.fixed] == ["test_DX3_v"]
+    assert [n for n, _, _ in d.newly_skipped] == ["test_PAT1_w"]
+    assert d.added == ["test_new"] and d.removed == ["test_old"]
+    assert d.changed_checks == [("test_RB1_x[pfnmap]", "read minflt", 0, 9)]
+    text = d.text()
+    assert text.splitlines()[-1] == "verdict: 1 regression"
+    assert all(len(ln) <= 78 for ln in text.splitlines()[2:]), text
+    assert "regression" in d.html()
+
+
+def test_same_run_twice_is_no_news(pair):
+    a, _ = pair
+    d = compare.compare(compare.load_junit(a), compare.load_junit(a))
+    assert not d.regressions and not d.changed_checks and d.fail_on_both == ["test_DX3_v",
+                                                                            "test_MX1_z"]
+    assert d.text().endswith("verdict: no regressions")
+
+
+def test_recorded_kernels_show_rb7s_change():
+    d = compare.compare(compare.load_junit(DATA / "rb7-debian-6.12-x86_64.xml"),
+                        compare.load_junit(DATA / "rb7-debian-7.2-x86_64.xml"))
+    changed = {(n, w): (x, y) for n, w, x, y in d.changed_checks}
+    assert changed[("test_RB7_perf_read_every_page", "VM_PFNMAP")] == (False, True)
+
+
+def test_runs_pair_by_arch_when_kernels_differ(pair, tmp_path):
+    a, b = pair
+    pairs = compare.pair(compare.load(a.parent.parent), compare.load(b.parent.parent))
+    assert len(pairs) == 1
+    with pytest.raises(UsageError, match="no junit.xml"):
+        compare.load(tmp_path)
+
+
+def test_compare_command_exit_status(pair):
+    a, b = pair
+    res = subprocess.run([sys.executable, "-m", "harness.cli", "compare", str(a.parent.parent),
+                          str(b.parent.parent)], capture_output=True, text=True, timeout=60)
+    assert res.returncode == 1 and "verdict: 1 regression" in res.stdout
+    same = subprocess.run([sys.executable, "-m", "harness.cli", "compare", str(a), str(a)],
+                          capture_output=True, text=True, timeout=60)
+    assert same.returncode == 0 and "no regressions" in same.stdout
