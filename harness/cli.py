@@ -13,9 +13,11 @@ import time
 from pathlib import Path
 from typing import NoReturn
 
-from harness import options, session, workflows
+from harness import options, repro, session, workflows
 from harness.errors import KhError, UsageError
 from harness.guest import Guest, Result
+from harness.kbuild import kernel as kbuild
+from harness.kbuild import patches
 from harness.kernels import resolve
 from harness.observe import reports
 from harness.report import compare, matrix
@@ -126,7 +128,6 @@ def cmd_boot(args: argparse.Namespace) -> int:
 
 def cmd_repro(args: argparse.Namespace) -> int:
     """RP: run a command over and over in one boot until the signature shows."""
-    from harness import repro
     prep, guest = _start(args)
     try:
         rep = repro.reproduce(guest, args.command, args.signature, rounds=args.rounds,
@@ -150,16 +151,8 @@ def cmd_repro(args: argparse.Namespace) -> int:
 
 def cmd_build(args: argparse.Namespace) -> int:
     """A kernel from source, patches and kconfig fragments; prints its spec."""
-    from harness.kbuild import kconfig, patches, source
-    from harness.kbuild import kernel as kbuild
-    arch = args.arch[0]
-    req = kbuild.BuildRequest(
-        source=source.get(args.source, offline=args.offline), arch=arch,
-        fragments=kconfig.resolve_fragments(args.config, arch),
-        patches=patches.load(args.patches) if args.patches else [],
-        patches_spec=args.patches or "", strict_config=args.strict_config,
-        jobs=args.jobs or os.cpu_count() or 1, ccache=not args.no_ccache)
-    k = kbuild.build(req)
+    series = patches.load(args.patches) if args.patches else None
+    k = kbuild.build(workflows.build_request(args, args.arch[0], series))
     print(f"build:{k.spec.partition(':')[2]}")
     progress(f"{k.release} ({k.arch}): run the suites with "
              f"'kharness run --kernel {k.spec} --arch {k.arch}'; build: {k.extra['build']}")
@@ -238,12 +231,18 @@ COMMANDS = {
 }
 
 
+EXIT_STATUS = ("exit status: 0 passed; 1 tests failed, a kernel report showed or "
+               "regressions were found; 2 bad input; 3 infrastructure (download, build, boot, "
+               "guest agent); 130 interrupted (143 on SIGTERM)")
+
+
 def parser() -> Parser:
     ap = Parser(prog="kharness", description="Boot real kernels under QEMU and run the "
-                                             "memory-mapping suites against them.")
+                                             "memory-mapping suites against them.",
+                epilog=EXIT_STATUS)
     sub = ap.add_subparsers(dest="cmd", required=True, parser_class=Parser)
     for name, (func, help) in COMMANDS.items():
-        p = sub.add_parser(name, help=help, description=help)
+        p = sub.add_parser(name, help=help, description=help, epilog=EXIT_STATUS)
         options.add_to_argparse(p, name)
         if name == "repro":
             p.add_argument("command", nargs="+", help="the guest command and its arguments "

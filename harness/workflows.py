@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from harness import options
+from harness import options, repro, session
 from harness.arches import Arch
 from harness.errors import KhError, UsageError
 from harness.kbuild import kconfig, patches, source
@@ -227,7 +227,6 @@ def _verdict_of(junit: Path, status: int, signature: str | None) -> tuple[str, s
 def step_on_kernel(args: argparse.Namespace, kernel: Kernel, out: Path) -> tuple[str, str]:
     """One bisection step on a built kernel: the selected tests, or the race."""
     if args.signature:
-        from harness import repro, session
         prep = session.prepare(kernel.spec, kernel.arch, boot=args.boot, outdir=out,
                                accel=args.accel, cpus=args.cpus, offline=args.offline)
         guest = session.start(prep)
