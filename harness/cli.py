@@ -13,14 +13,14 @@ import time
 from pathlib import Path
 from typing import NoReturn
 
-from harness import options, repro, session, workflows
+from harness import nightly, options, repro, session, workflows
 from harness.errors import KhError, UsageError
 from harness.guest import Guest, Result
 from harness.kbuild import kernel as kbuild
 from harness.kbuild import patches
 from harness.kernels import resolve
 from harness.observe import reports
-from harness.report import compare, matrix
+from harness.report import compare, matrix, merge
 from harness.util import progress
 from harness.vm.machine import kill_all
 
@@ -36,18 +36,16 @@ def cmd_run(args: argparse.Namespace) -> int:
     for arch in args.arch:
         for spec in args.kernel:
             resolve(spec, arch, offline=args.offline)
-    worst = 0
-    runs: list[tuple[str, Path]] = []
+    jobs = [workflows.SuiteJob(spec, arch, args.out / f"{spec.replace(':', '-')}-{arch}")
+            for arch in args.arch for spec in args.kernel]
+    t0 = time.monotonic()
     try:
-        for arch in args.arch:
-            for spec in args.kernel:
-                out = args.out / f"{spec.replace(':', '-')}-{arch}"
-                runs.append((f"{spec} {arch}", out / "junit.xml"))
-                status, _ = workflows.run_suite(args, spec, arch, out)
-                worst = max(worst, status)
+        return workflows.run_suites(args, jobs, args.parallel or workflows.default_parallel())
     finally:
-        _matrix(args.out, runs)   # what finished, also after Ctrl-C
-    return worst
+        # What finished, also after Ctrl-C; a job that never started has no JUnit.
+        _matrix(args.out, [(j.label, j.junit) for j in jobs])
+        if len(jobs) > 1:
+            progress(f"{len(jobs)} jobs in {time.monotonic() - t0:.0f}s")
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
@@ -70,6 +68,24 @@ def cmd_bisect(args: argparse.Namespace) -> int:
 
 def cmd_bisect_step(args: argparse.Namespace) -> int:
     return workflows.bisect_step(args)
+
+
+def cmd_nightly(args: argparse.Namespace) -> int:
+    return nightly.run(args)
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    """merge: one JUnit, matrix and summary from many jobs; kcidb: KCIDB JSON."""
+    first = Path(args.dirs[0])
+    if args.action == "merge":
+        into = args.into or first / "merged"
+        print(merge.merge(args.dirs, into))
+        progress(f"merged results: {into}/junit.xml, matrix.html, matrix.txt, summary.txt")
+        return 0
+    into = args.into or first / "kcidb.json"
+    merge.write_kcidb(args.dirs, args.origin, into)
+    progress(f"KCIDB JSON: {into}; submit it with: kcidb-submit -p PROJECT -t TOPIC < {into}")
+    return 0
 
 
 def _matrix(out: Path, runs: list[tuple[str, Path]]) -> None:
@@ -226,6 +242,10 @@ COMMANDS = {
                            "test fails or a report shows"),
     "bisect-step": (cmd_bisect_step, "one step for 'git bisect run': build the tree as it "
                                      "is, run -k; exit 0 good, 1 bad, 125 skip"),
+    "nightly": (cmd_nightly, "run the nightly matrix file (ci/nightly.toml): all its jobs "
+                             "here, one with --job, or --list them for a CI engine"),
+    "report": (cmd_report, "merge: combine job outputs into one JUnit, matrix and summary; "
+                           "kcidb: write them as KCIDB JSON for KernelCI"),
     "parse": (cmd_parse, "print the kernel reports in console logs, with syzkaller's titles; "
                          "exit 1 if there are any"),
 }
@@ -247,6 +267,12 @@ def parser() -> Parser:
         if name == "repro":
             p.add_argument("command", nargs="+", help="the guest command and its arguments "
                                                       "(after --), run as given")
+        if name == "nightly":
+            p.add_argument("matrix", help="the matrix file, e.g. ci/nightly.toml")
+        if name == "report":
+            p.add_argument("action", choices=("merge", "kcidb"))
+            p.add_argument("dirs", nargs="+", metavar="DIR",
+                           help="job output directories (searched for junit.xml)")
         if name == "compare":
             p.add_argument("runs", nargs=2, metavar="RUN",
                            help="a kharness run output directory or a JUnit file")

@@ -107,6 +107,16 @@ def _outdir(text: str) -> Path:
     return path
 
 
+def _shard(text: str) -> tuple[int, int]:
+    try:
+        i, n = (int(v) for v in text.split("/"))
+    except ValueError:
+        raise UsageError(f"--shard takes I/N (e.g. 3/12), not '{text}'") from None
+    if not 1 <= i <= n:
+        raise UsageError(f"--shard {text}: I must be from 1 to N")
+    return i, n
+
+
 def _kernels(text: str) -> list[str]:
     return _list("--kernel", validate)(text)
 
@@ -136,6 +146,7 @@ class Option:
 GUESTS = ("run", "boot", "repro", "bench", PYTEST)        # boot a --kernel
 BUILT = ("validate", "bisect", "bisect-step")           # boot kernels they build
 SOURCE = ("build", *BUILT)                              # build from --source
+SETTINGS = (*GUESTS, *BUILT, "nightly")                 # take the guest settings
 
 TABLE = (
     Option(("--kernel",), f"kernel: debian:<series> or build:<key>; run takes several, "
@@ -144,16 +155,20 @@ TABLE = (
            f"(default: this host's, {arches.host()})", (*GUESTS, *SOURCE),
            arches.host().name, _arches),
     Option(("--boot",), f"boot path: {' or '.join(BOOT_PATHS)} (default initramfs)",
-           (*GUESTS, *BUILT), "initramfs", _choice("--boot", BOOT_PATHS)),
+           SETTINGS, "initramfs", _choice("--boot", BOOT_PATHS)),
     Option(("--accel",), "accelerator: auto (KVM if it boots, else TCG), kvm, tcg",
-           (*GUESTS, *BUILT), "auto", _choice("--accel", ACCELS)),
-    Option(("--cpus",), "guest vCPUs (default 1, see README)", (*GUESTS, *BUILT), "1",
+           SETTINGS, "auto", _choice("--accel", ACCELS)),
+    Option(("--cpus",), "guest vCPUs (default 1, see README)", SETTINGS, "1",
            _positive_int("--cpus")),
     Option(("--out",), "output directory for logs, JUnit and reports (default kharness-out)",
-           (*GUESTS, *BUILT), "kharness-out", _outdir),
-    Option(("--offline",), "use only cached package lists", (*GUESTS, *SOURCE), False,
+           SETTINGS, "kharness-out", _outdir),
+    Option(("--offline",), "use only cached package lists", (*SETTINGS, "build"), False,
            flag=True),
-    Option(("-k",), "pytest -k expression selecting tests, e.g. RB2", ("run", *BUILT)),
+    Option(("-k",), "pytest -k expression selecting tests, e.g. RB2",
+           ("run", "validate", "bisect", "bisect-step")),
+    Option(("-j", "--parallel"), "kernel x arch jobs run side by side, each a guest of its "
+           "own (default: what this machine can hold, a core and 2 GiB a guest)",
+           ("run", "nightly"), None, _positive_int("--parallel")),
     Option(("--against",), "compare with this kernel (debian:<series>, build:<key>) instead "
            "of building the source without the series", ("validate",), None, validate),
     Option(("--good",), "a git revision where the test passes", ("bisect",)),
@@ -185,8 +200,16 @@ TABLE = (
     Option(("-j", "--jobs"), "make jobs (default: the number of CPUs)", SOURCE, None,
            _positive_int("--jobs")),
     Option(("--no-ccache",), "build without ccache", SOURCE, False, flag=True),
-    Option(("--json",), "one JSON object a report, for machines", ("parse",), False,
-           flag=True),
+    Option(("--json",), "JSON for machines", ("parse", "nightly"), False, flag=True),
+    Option(("--list",), "print the matrix's job ids and stop", ("nightly",), False, flag=True),
+    Option(("--job",), "run only these jobs of the matrix (ids, comma-separated)",
+           ("nightly",)),
+    Option(("--shard",), "run the I-th of N equal shares of the matrix's jobs (I/N, from 1): "
+           "what a CI job of a parallel: N pipeline runs", ("nightly",), None, _shard),
+    Option(("--origin",), "the KCIDB origin name results are submitted under",
+           ("report",), "kharness"),
+    Option(("--into",), "where merge writes (default: <first DIR>/merged) or kcidb writes "
+           "(default: <first DIR>/kcidb.json)", ("report",), None, Path),
     Option(("--slow",), "also run tests marked slow (kernel builds from source, tens of "
            "minutes)", (PYTEST,), False, flag=True),
 )

@@ -35,35 +35,106 @@ PYTEST_STATUS = {0: 0, 1: 1, 2: 2, 3: 3, 4: 2, 130: 130}
 NO_TESTS = 5
 
 
-def run_suite(args: argparse.Namespace, spec: str, arch: Arch, out: Path) -> tuple[int, Path]:
-    """The kernel suite on one kernel and arch: (our exit status, JUnit path)."""
-    junit = out / "junit.xml"
-    junit.unlink(missing_ok=True)
-    argv = [sys.executable, "-m", "pytest", str(data("suite")), "-p", "no:cacheprovider", "-q",
-            "-rfE", f"--junitxml={junit}",
-            *options.to_pytest_argv(args, kernel=spec, arch=arch, out=out)]
-    if args.k:
-        argv += ["-k", args.k]
-    progress(f"running the kernel suite on {spec} ({arch}, {args.boot}); logs: {out}")
-    # Its own session, so a terminal's Ctrl-C reaches it once, from us; and it
-    # dies with us if we are killed (its QEMUs die with it).
-    child = subprocess.Popen(argv, start_new_session=True, preexec_fn=die_with_parent)
+@dataclass
+class SuiteJob:
+    spec: str                  # --kernel
+    arch: Arch
+    out: Path
+    k: str | None = None       # -k, when the job has its own
+    cpus: int | None = None    # --cpus, when the job has its own
+    status: int | None = None  # ours, once it ended
+
+    @property
+    def junit(self) -> Path:
+        return self.out / "junit.xml"
+
+    @property
+    def label(self) -> str:
+        return f"{self.spec} {self.arch}"
+
+
+def default_parallel() -> int:
+    """Guests this machine can run side by side: a core and ~2 GiB each."""
     try:
-        status = child.wait()
+        mem_gib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    except (ValueError, OSError):
+        mem_gib = 2.0
+    return max(1, min(os.cpu_count() or 1, int(mem_gib // 2)))
+
+
+def run_suites(args: argparse.Namespace, jobs: list[SuiteJob], parallel: int = 1) -> int:
+    """The kernel suite on each job, `parallel` pytest processes at a time.
+    One job at a time talks to the terminal; side by side, each writes its
+    pytest.log and the terminal gets a line when a job starts and ends.
+    Returns the worst status."""
+    pending = list(jobs)
+    running: dict[subprocess.Popen, SuiteJob] = {}
+    quiet = parallel > 1 and len(jobs) > 1
+    try:
+        while pending or running:
+            while pending and len(running) < parallel:
+                job = pending.pop(0)
+                running[_start_suite(args, job, quiet)] = job
+            for child, job in list(running.items()):
+                status = child.poll()
+                if status is not None:
+                    del running[child]
+                    _finish_suite(args, job, status, quiet)
+            time.sleep(0.2)
     except KeyboardInterrupt:
         # pytest stops at Ctrl-C and writes the JUnit of what finished.
-        child.send_signal(signal.SIGINT)
-        child.wait()
-        progress(f"{spec} {arch}: stopped; JUnit of what finished: {junit}")
+        for child in running:
+            child.send_signal(signal.SIGINT)
+        for child, job in running.items():
+            child.wait()
+            progress(f"{job.label}: stopped; JUnit of what finished: {job.junit}")
         raise
-    if status == NO_TESTS:
-        raise UsageError(f"no test of the suite matches -k {args.k!r}")
-    status = PYTEST_STATUS.get(status, 3)
-    word = {0: "passed", 1: "FAILED", 130: "interrupted"}.get(status, "ERROR")
-    progress(f"{spec} {arch}: {word}; JUnit: {junit}; logs: {out}")
-    if status == 130:     # the suite was stopped from outside us
+    interrupted = [j for j in jobs if j.status == 130]
+    if interrupted:     # stopped from outside us
         raise KeyboardInterrupt
-    return status, junit
+    return max((j.status or 0 for j in jobs), default=0)
+
+
+def _start_suite(args: argparse.Namespace, job: SuiteJob, quiet: bool) -> subprocess.Popen:
+    job.out.mkdir(parents=True, exist_ok=True)
+    job.junit.unlink(missing_ok=True)
+    argv = [sys.executable, "-m", "pytest", str(data("suite")), "-p", "no:cacheprovider", "-q",
+            "-rfE", f"--junitxml={job.junit}",
+            *options.to_pytest_argv(args, kernel=job.spec, arch=job.arch, out=job.out,
+                                    **({"cpus": job.cpus} if job.cpus else {}))]
+    k = job.k or getattr(args, "k", None)
+    if k:
+        argv += ["-k", k]
+    log = job.out / "pytest.log"
+    progress(f"{job.label}: running the kernel suite ({args.boot})"
+             + (f"; its output: {log}" if quiet else f"; logs: {job.out}"))
+    # Its own session, so a terminal's Ctrl-C reaches it once, from us; and it
+    # dies with us if we are killed (its QEMUs die with it).
+    if not quiet:
+        return subprocess.Popen(argv, start_new_session=True, preexec_fn=die_with_parent)
+    with open(log, "wb") as sink:
+        return subprocess.Popen(argv, start_new_session=True, preexec_fn=die_with_parent,
+                                stdout=sink, stderr=subprocess.STDOUT)
+
+
+def _finish_suite(args: argparse.Namespace, job: SuiteJob, status: int, quiet: bool) -> None:
+    if status == NO_TESTS:
+        raise UsageError(f"no test of the suite matches -k {job.k or getattr(args, 'k', None)!r}")
+    job.status = PYTEST_STATUS.get(status, 3)
+    word = {0: "passed", 1: "FAILED", 130: "interrupted"}.get(job.status, "ERROR")
+    summary = ""
+    if quiet and job.junit.exists():
+        cases = compare.load_junit(job.junit).cases.values()
+        counts = {o: sum(c.outcome == o for c in cases) for o in ("passed", "failed", "error",
+                                                                 "skipped")}
+        summary = " (" + ", ".join(f"{n} {o}" for o, n in counts.items() if n) + ")"
+    progress(f"{job.label}: {word}{summary}; JUnit: {job.junit}")
+
+
+def run_suite(args: argparse.Namespace, spec: str, arch: Arch, out: Path) -> tuple[int, Path]:
+    """The kernel suite on one kernel and arch: (our exit status, JUnit path)."""
+    job = SuiteJob(spec, arch, out)
+    return run_suites(args, [job]), job.junit
 
 
 def build_request(args: argparse.Namespace, arch: Arch,

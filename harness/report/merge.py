@@ -1,0 +1,146 @@
+"""Many jobs' outputs as one: a JUnit file with a testsuite per job, the
+behaviour matrix over all of them (scenario x kernel x arch), a summary;
+and the same results as KCIDB JSON for KernelCI.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass
+from pathlib import Path
+
+from harness.errors import UsageError
+from harness.report import compare, matrix
+
+
+@dataclass
+class JobResult:
+    label: str        # the job's directory name: debian-debian-7.2-x86_64
+    junit: Path
+    run: compare.Run
+
+
+def collect(dirs: list[str]) -> list[JobResult]:
+    """Every junit.xml at or below the given directories (a job's output, a
+    nightly's, or a CI artifacts tree), each a job named by its folder."""
+    found: list[JobResult] = []
+    for d in dirs:
+        path = Path(d)
+        if not path.is_dir():
+            raise UsageError(f"{d} is not a directory of kharness results")
+        for junit in sorted(path.rglob("junit.xml")):
+            if junit.parent.name.startswith("merged"):
+                continue
+            label = junit.parent.name
+            found.append(JobResult(label, junit, compare.load_junit(junit, label)))
+    if not found:
+        raise UsageError(f"no junit.xml below {', '.join(dirs)}")
+    labels = [j.label for j in found]
+    twice = sorted({lbl for lbl in labels if labels.count(lbl) > 1})
+    if twice:
+        raise UsageError(f"two results for {', '.join(twice)}: merge one night at a time")
+    return found
+
+
+def merge(dirs: list[str], out: Path) -> str:
+    jobs = collect(dirs)
+    out.mkdir(parents=True, exist_ok=True)
+    root = ET.Element("testsuites", name="kharness")
+    for job in jobs:
+        for suite in ET.parse(job.junit).getroot().iter("testsuite"):
+            suite.set("name", job.label)
+            for case in suite.iter("testcase"):
+                case.set("classname", f"{job.label}.{case.get('classname', '')}".rstrip("."))
+            root.append(suite)
+    ET.ElementTree(root).write(out / "junit.xml", encoding="utf-8", xml_declaration=True)
+    m = matrix.build([(j.label, j.junit) for j in jobs])
+    (out / "matrix.html").write_text(m.html())
+    (out / "matrix.txt").write_text(m.text() + "\n")
+    lines = [f"{len(jobs)} jobs"]
+    totals = {"passed": 0, "failed": 0, "error": 0, "skipped": 0}
+    for job in jobs:
+        counts = {o: sum(c.outcome == o for c in job.run.cases.values()) for o in totals}
+        for o, n in counts.items():
+            totals[o] += n
+        bad = counts["failed"] + counts["error"]
+        lines.append(f"  {'FAIL' if bad else 'ok  '} {job.label}: " +
+                     ", ".join(f"{n} {o}" for o, n in counts.items() if n))
+    lines.append("in all: " + ", ".join(f"{n} {o}" for o, n in totals.items() if n))
+    summary = "\n".join(lines)
+    (out / "summary.txt").write_text(summary + "\n")
+    return summary
+
+
+# -- KCIDB -------------------------------------------------------------------------
+
+STATUS = {"passed": "PASS", "failed": "FAIL", "error": "ERROR", "skipped": "SKIP"}
+
+
+def _id(origin: str, *parts: str) -> str:
+    return f"{origin}:" + hashlib.sha256("\0".join(parts).encode()).hexdigest()[:24]
+
+
+def _path(name: str) -> str:
+    """test_RB2_write_control_page_then_data_page[pfnmap] -> kharness.RB2.write_..._pfnmap"""
+    name = name.removeprefix("test_")
+    scenario, _, rest = name.partition("_")
+    clean = "".join(ch if ch.isalnum() or ch in "_-" else "_" for ch in rest).strip("_")
+    return ".".join(p for p in ("kharness", scenario, clean) if p)
+
+
+def kcidb(dirs: list[str], origin: str) -> dict:
+    """KCIDB (the schema kcidb-io has as latest) for the jobs' results: a
+    checkout per kernel, a build per kernel x arch, a test per test case,
+    and each kernel report title as an issue with an incident per test."""
+    jobs = collect(dirs)
+    now = time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime())
+    checkouts: dict[str, dict] = {}
+    builds: list[dict] = []
+    tests: list[dict] = []
+    issues: dict[str, dict] = {}
+    incidents: list[dict] = []
+    for job in jobs:
+        kernel, _, arch = job.label.rpartition("-")
+        checkout_id = _id(origin, "checkout", kernel)
+        checkouts.setdefault(checkout_id, {
+            "id": checkout_id, "origin": origin, "tree_name": kernel or job.label,
+            "start_time": now, "valid": True, "misc": {"kharness_job": job.label}})
+        build_id = _id(origin, "build", job.label)
+        builds.append({"id": build_id, "origin": origin, "checkout_id": checkout_id,
+                       "architecture": arch, "start_time": now, "status": "PASS",
+                       "misc": {"kharness_job": job.label}})
+        for name, case in sorted(job.run.cases.items()):
+            test_id = _id(origin, "test", job.label, name)
+            test: dict = {"id": test_id, "origin": origin, "build_id": build_id,
+                    "path": _path(name), "status": STATUS[case.outcome], "start_time": now,
+                    "environment": {"comment": f"QEMU guest, {arch}"},
+                    "output_files": [{"name": "junit.xml",
+                                      "url": job.junit.resolve().as_uri()}],
+                    "misc": {"kharness_test": name}}
+            if case.message:
+                test["comment"] = case.message[:400]
+            if case.reports:
+                test["misc"]["kernel_reports"] = case.reports
+            tests.append(test)
+            for title in case.reports:
+                issue_id = _id(origin, "issue", title)
+                issues.setdefault(issue_id, {
+                    "id": issue_id, "version": 0, "origin": origin,
+                    "report_subject": title, "culprit": {"code": True},
+                    "comment": "a kernel report seen by kharness"})
+                incidents.append({"id": _id(origin, "incident", test_id, title),
+                                  "origin": origin, "issue_id": issue_id, "issue_version": 0,
+                                  "test_id": test_id, "present": True})
+    return {"version": {"major": 5, "minor": 3}, "checkouts": list(checkouts.values()),
+            "builds": builds, "tests": tests, "issues": list(issues.values()),
+            "incidents": incidents}
+
+
+def write_kcidb(dirs: list[str], origin: str, out: Path) -> Path:
+    data = kcidb(dirs, origin)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(data, indent=1) + "\n")
+    return out

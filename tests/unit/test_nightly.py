@@ -1,0 +1,104 @@
+"""The nightly matrix file, merged results and KCIDB output."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import kcidb_io
+import pytest
+
+from harness import nightly
+from harness.errors import UsageError
+from harness.report import merge
+
+REPO = Path(__file__).resolve().parents[2]
+JUNIT = REPO / "tests" / "data" / "junit"
+
+
+def test_the_projects_matrix_expands():
+    jobs = nightly.load(REPO / "ci" / "nightly.toml")
+    ids = [j.id for j in jobs]
+    assert "stock-debian-7.2-arm64" in ids and "debug-vm-debian-source-7.2-x86_64" in ids
+    assert len(ids) == len(set(ids))
+    race = next(j for j in jobs if j.repro)
+    assert race.cpus == 2 and race.arch.name == "arm64" and race.repro["rounds"] == 20
+    built = next(j for j in jobs if j.source)
+    assert built.kernel == "" and built.config == ("base", "debug-vm")
+
+
+@pytest.mark.parametrize("body,words", [
+    ('[[job]]\nname = "a"\nkernels = ["debian:5.10"]\n', ":3: job a: unknown Debian kernel"),
+    ('arches = ["x86_64"]\n[[job]]\nname = "a"\nkernels = ["debian:7.2"]\narches = ["s390"]\n',
+     ":5: job a: unknown arch 's390'"),
+    ('[[job]]\nname = "a"\nkernel = ["debian:7.2"]\n', ":3: job a: unknown key(s) kernel"),
+    ('[[job]]\nname = "a"\n', "give either kernels"),
+    ('[[job]]\nname = "a"\nkernels = ["debian:7.2"]\ncpus = 0\n', ":4: job a: cpus"),
+    ('[[job]\n', "nightly.toml"),
+])
+def test_bad_matrix_is_one_line_with_its_line_number(tmp_path, body, words):
+    path = tmp_path / "nightly.toml"
+    path.write_text(body)
+    with pytest.raises(UsageError, match=None) as e:
+        nightly.load(path)
+    assert words in str(e.value) and "\n" not in str(e.value)
+
+
+def test_nightly_refuses_a_bad_matrix_before_any_job(tmp_path):
+    path = tmp_path / "nightly.toml"
+    path.write_text('[[job]]\nname = "a"\nkernels = ["debian:6.12", "fedora:40"]\n')
+    res = subprocess.run([sys.executable, "-m", "harness.cli", "nightly", str(path),
+                          "--out", str(tmp_path / "out")], capture_output=True, text=True,
+                         timeout=60)
+    assert res.returncode == 2
+    assert res.stderr.strip().startswith(f"kharness: error: {path}:3: job a:")
+    assert not (tmp_path / "out").exists()
+
+
+def night(tmp_path: Path) -> Path:
+    """A night's output: the recorded RB7 runs as four jobs."""
+    for src in sorted(JUNIT.glob("rb7-*.xml")):
+        job = tmp_path / "night" / f"stock-{src.stem.removeprefix('rb7-')}"
+        job.mkdir(parents=True)
+        (job / "junit.xml").write_text(src.read_text())
+    return tmp_path / "night"
+
+
+def test_merge_combines_the_jobs(tmp_path):
+    out = tmp_path / "merged"
+    summary = merge.merge([str(night(tmp_path))], out)
+    assert summary.splitlines()[0] == "4 jobs"
+    root = ET.parse(out / "junit.xml").getroot()
+    suites = [s.get("name") for s in root.iter("testsuite")]
+    assert suites == ["stock-debian-6.1-x86_64", "stock-debian-6.12-x86_64",
+                      "stock-debian-7.2-x86_64", "stock-debian-7.3-x86_64"]
+    matrix = (out / "matrix.txt").read_text()
+    assert "stock-debian-7.2-x86_64" in matrix.splitlines()[0]
+    assert (out / "matrix.html").exists()
+
+
+def test_kcidb_output_is_valid_against_the_schema(tmp_path):
+    data = merge.kcidb([str(night(tmp_path))], "kharness")
+    kcidb_io.schema.LATEST.validate(data)
+    assert len(data["checkouts"]) == 4 and len(data["builds"]) == 4
+    paths = {t["path"] for t in data["tests"]}
+    assert "kharness.RB7.perf_read_every_page" in paths
+    assert {t["status"] for t in data["tests"]} <= {"PASS", "FAIL", "ERROR", "SKIP"}
+
+
+def test_kcidb_carries_report_titles_as_issues(tmp_path):
+    job = tmp_path / "n" / "stock-debian-7.2-x86_64"
+    job.mkdir(parents=True)
+    title = "WARNING in insert_page_into_pte_locked"
+    (job / "junit.xml").write_text(
+        '<testsuites><testsuite><testcase name="test_DX4_race[refcounted]"><properties>'
+        f'<property name="kh-reports" value=\'{json.dumps([title])}\'/></properties>'
+        '<failure message="kernel report"/></testcase></testsuite></testsuites>')
+    data = merge.kcidb([str(tmp_path / "n")], "kharness")
+    kcidb_io.schema.LATEST.validate(data)
+    assert [i["report_subject"] for i in data["issues"]] == [title]
+    assert data["incidents"][0]["test_id"] == data["tests"][0]["id"]
+    assert data["tests"][0]["status"] == "FAIL"
