@@ -20,6 +20,7 @@ packages=(
 	udev                               # virtme-ng's init needs it
 	ccache flex bison libelf-dev libssl-dev patch  # kernel builds from source
 	python3-venv
+	rsync                              # gitlab-ci-local (the pipeline test)
 )
 missing=()
 for p in "${packages[@]}"; do
