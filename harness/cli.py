@@ -21,7 +21,7 @@ from harness.kbuild import patches
 from harness.kernels import resolve
 from harness.observe import reports
 from harness.report import compare, matrix, merge
-from harness.util import progress
+from harness.util import progress, write_out
 from harness.vm.machine import kill_all
 
 
@@ -92,7 +92,7 @@ def _matrix(out: Path, runs: list[tuple[str, Path]]) -> None:
     m = matrix.build(runs)
     if m.rows:
         html = out / "matrix.html"
-        html.write_text(m.html())
+        write_out(html, m.html())
         print(m.text())
         progress(f"behaviour matrix: {html}")
 

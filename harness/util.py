@@ -52,6 +52,18 @@ def run(cmd: list[str], *, what: str, cwd: Path | None = None, env: dict | None 
     return proc
 
 
+def write_out(path: Path, data: bytes | str) -> None:
+    """Write a result file; a failure (a full disk) names the file."""
+    try:
+        if isinstance(data, bytes):
+            path.write_bytes(data)
+        else:
+            path.write_text(data)
+    except OSError as e:
+        path.unlink(missing_ok=True)   # half a file is worse than none
+        raise OSError(e.errno, e.strerror, str(path)) from None
+
+
 def digest(*parts: bytes | str) -> str:
     h = hashlib.sha256()
     for p in parts:

@@ -21,7 +21,7 @@ from harness.cache import cached
 from harness.errors import KhError
 from harness.kernel import Kernel
 from harness.resources import data
-from harness.util import cache_root
+from harness.util import cache_root, write_out
 from harness.vm.cpio import Cpio
 
 # Kernel modules the guest side needs where Debian builds them as modules:
@@ -127,5 +127,5 @@ def build(kernel: Kernel, extra_modules: list[Path], helpers: list[Path], dest: 
     for h in helpers:
         c.file(f"bin/{h.name}", h.read_bytes(), 0o755)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    dest.write_bytes(c.bytes())
+    write_out(dest, c.bytes())
     return dest

@@ -158,3 +158,23 @@ def test_junit_failure_is_the_report_title_and_text(request, tmp_path):
     body = failure.text or ""
     assert "Call Trace" in body or "Call trace" in body
     assert "kh_splat_warn" in body and "Linux version" not in body
+
+
+def test_full_disk_is_one_line_and_exit_3(request, tmp_path):
+    """The output directory fills up (a 2 MiB tmpfs): the initramfs cannot be
+    written; one line names the file, exit 3, nothing boots."""
+    small = tmp_path / "small"
+    small.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "kh-full", str(small)], check=True)
+    try:
+        opt = request.config.getoption
+        res = subprocess.run(
+            [sys.executable, "-m", "harness.cli", "boot", f"--kernel={opt('--kernel')}",
+             f"--arch={opt('--arch')}", "--out", str(small), "--exec", "true"],
+            capture_output=True, text=True, timeout=600)
+    finally:
+        subprocess.run(["umount", str(small)], check=True)
+    errors = [ln for ln in res.stderr.splitlines() if ln.startswith("kharness: error:")]
+    assert res.returncode == 3, res.stderr[-2000:]
+    assert len(errors) == 1 and "No space left on device" in errors[0], res.stderr[-2000:]
+    assert str(small) in errors[0] and "Traceback" not in res.stderr
