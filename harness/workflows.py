@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import os
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -27,7 +28,7 @@ from harness.kbuild import kernel as kbuild
 from harness.kernel import Kernel
 from harness.report import compare
 from harness.resources import data
-from harness.util import progress
+from harness.util import cache_root, digest, progress
 from harness.vm.machine import die_with_parent
 
 # pytest's exit statuses -> ours (0 passed, 1 failed, 2 bad input, 3 infrastructure)
@@ -184,7 +185,7 @@ def validate(args: argparse.Namespace) -> int:
         except KhError as e:
             patched, error = None, str(e)
         v = Validation(arch, base, patched, error)
-        status, junit_a = run_suite(args, base, arch, args.out / f"base-{arch}")
+        status, junit_a = base_results(args, base, arch, args.out / f"base-{arch}")
         if status not in (0, 1):
             raise KhError(f"the suite could not run on the base kernel {base} ({arch}): "
                           f"see {args.out / f'base-{arch}'}")
@@ -202,6 +203,34 @@ def validate(args: argparse.Namespace) -> int:
     return 1 if any(v.regressions for v in results) else 0
 
 
+def _suite_digest() -> str:
+    """What decides a suite's results besides the kernel: tests, modules,
+    helpers, image recipes."""
+    files = sorted(p for name in ("suite", "kmods", "helpers", "images")
+                   for p in data(name).rglob("*") if p.is_file() and "__pycache__" not in p.parts)
+    return digest(*(f"{p.name}:{p.read_bytes().hex()}" for p in files))
+
+
+def base_results(args: argparse.Namespace, spec: str, arch: Arch, out: Path) -> tuple[int, Path]:
+    """The base kernel's run, reused when the same kernel, suite, selection
+    and guest settings ran it before and every test passed (a base run that
+    failed is run again: it may have been the machine)."""
+    key = digest(spec, arch.name, args.k or "", args.boot, str(args.cpus), _suite_digest())
+    kept = cache_root() / "runs" / f"{arch.name}-{key}" / "junit.xml"
+    junit = out / "junit.xml"
+    if kept.exists():
+        out.mkdir(parents=True, exist_ok=True)
+        shutil.copy(kept, junit)
+        progress(f"{spec} {arch}: base results reused from {kept.parent} (same kernel, suite "
+                 f"and selection; all passed)")
+        return 0, junit
+    status, junit = run_suite(args, spec, arch, out)
+    if status == 0 and spec.startswith("build:"):
+        kept.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(junit, kept)
+    return status, junit
+
+
 def validation_text(args: argparse.Namespace, series: list[patches.Patch],
                     results: list[Validation]) -> str:
     lines = [f"kharness validate: {args.source}, {len(series)} patch(es), "
@@ -213,7 +242,7 @@ def validation_text(args: argparse.Namespace, series: list[patches.Patch],
             lines.append(v.diff.text())
         for r in v.regressions:
             where = args.out / f"patched-{v.arch}"
-            lines.append(f"REGRESSION {v.arch}: {r} (logs: {where})"[:300])
+            lines += compare.wrap(f"REGRESSION {v.arch}: {r} (logs: {where})", 78)
     n = sum(len(v.regressions) for v in results)
     lines += ["", "no regressions" if n == 0 else f"{n} regression{'s' if n > 1 else ''}"]
     return "\n".join(lines)

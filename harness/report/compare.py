@@ -127,7 +127,7 @@ class Diff:
                 lines.append("")
                 lines.append(f"{head}:")
                 for item in items:
-                    lines.extend(_wrap(f"  {item}", width))
+                    lines.extend(wrap(f"  {item}", width))
 
         section("Regressions", self.regressions)
         section("Newly passing", [f"{n}: {w} -> {now}" for n, w, now in self.fixed])
@@ -153,7 +153,7 @@ def _s(v: object) -> str:
     return v if isinstance(v, str) else json.dumps(v)
 
 
-def _wrap(line: str, width: int) -> list[str]:
+def wrap(line: str, width: int) -> list[str]:
     out = []
     while len(line) > width:
         cut = line.rfind(" ", 0, width)
