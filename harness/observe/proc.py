@@ -6,7 +6,6 @@ the read_* wrappers fetch the text from a guest.
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 
 
@@ -21,36 +20,6 @@ def parse_key_values(text: str) -> dict[str, int]:
             except ValueError:
                 continue
     return out
-
-
-@dataclass(frozen=True)
-class SmapsEntry:
-    start: int
-    end: int
-    path: str
-    fields: dict[str, int]
-    vmflags: tuple[str, ...]
-
-
-def parse_smaps(text: str) -> list[SmapsEntry]:
-    entries: list[SmapsEntry] = []
-    cur: SmapsEntry | None = None
-    for line in text.splitlines():
-        head = line.split()
-        if head and "-" in head[0] and not head[0].endswith(":"):
-            start, _, end = head[0].partition("-")
-            try:
-                cur = SmapsEntry(int(start, 16), int(end, 16),
-                                 head[5] if len(head) > 5 else "", {}, ())
-            except ValueError:
-                continue
-            entries.append(cur)
-        elif cur is not None and line.startswith("VmFlags:"):
-            entries[-1] = cur = dataclasses.replace(cur, vmflags=tuple(line.split()[1:]))
-        elif cur is not None and line.endswith("kB"):
-            key, _, rest = line.partition(":")
-            cur.fields[key] = int(rest.split()[0])
-    return entries
 
 
 @dataclass(frozen=True)

@@ -15,15 +15,6 @@ def test_meminfo_recorded():
     assert m["MemTotal"] > m["MemFree"] > 0
 
 
-def test_smaps_recorded():
-    entries = proc.parse_smaps((DATA / "smaps-init-7.2.txt").read_text())
-    first = entries[0]
-    assert (first.start, first.end, first.path) == (0x400000, 0x401000, "/bin/busybox")
-    assert first.fields["Rss"] == 4
-    assert first.vmflags == ("rd", "mr", "mw", "me", "sd")
-    assert all(e.end > e.start for e in entries)
-
-
 def test_module_stats():
     s = proc.parse_key_values("mode fault\nnr_pages 9\npages_held 0\nfaults 34\n")
     assert s == {"nr_pages": 9, "pages_held": 0, "faults": 34}
