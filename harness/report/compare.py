@@ -153,13 +153,19 @@ def _s(v: object) -> str:
     return v if isinstance(v, str) else json.dumps(v)
 
 
-def wrap(line: str, width: int) -> list[str]:
+def wrap(line: str, width: int, indent: str = "      ") -> list[str]:
+    """Lines of at most width where spaces allow; a word longer than that
+    (a path) stays whole on a line of its own."""
     out = []
     while len(line) > width:
-        cut = line.rfind(" ", 0, width)
-        cut = cut if cut > 4 else width
+        text_at = len(line) - len(line.lstrip())   # a cut must leave some text before it
+        cut = line.rfind(" ", text_at + 1, width + 1)
+        if cut == -1:
+            cut = line.find(" ", width)
+            if cut == -1:
+                break
         out.append(line[:cut])
-        line = "      " + line[cut:].lstrip()
+        line = indent + line[cut:].lstrip()
     return out + [line]
 
 

@@ -108,3 +108,13 @@ def test_compare_command_exit_status(pair):
     same = subprocess.run([sys.executable, "-m", "harness.cli", "compare", str(a), str(a)],
                           capture_output=True, text=True, timeout=60)
     assert same.returncode == 0 and "no regressions" in same.stdout
+
+
+@pytest.mark.parametrize("line", [
+    "  REGRESSION x86_64: test_DX2[refcounted]: passed -> failed (logs: "
+    "/tmp/pytest-of-root/pytest-32/test_validate_names_the_regres0/patched-x86_64)",
+    "x" * 200, "  a " + "y" * 100 + " b", "short"])
+def test_wrap_ends_and_keeps_every_word(line):
+    lines = compare.wrap(line, 78)
+    assert " ".join(" ".join(lines).split()) == " ".join(line.split())
+    assert all(len(ln) <= 78 or " " not in ln.strip() for ln in lines)
