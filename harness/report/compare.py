@@ -119,7 +119,8 @@ class Diff:
         return f" ({case.message[:120]})" if case.message else ""
 
     def text(self, width: int = 78) -> str:
-        lines = [f"A: {self.a.label} ({self.a.source})", f"B: {self.b.label} ({self.b.source})",
+        lines = [*wrap(f"A: {self.a.label} ({self.a.source})", width),
+                 *wrap(f"B: {self.b.label} ({self.b.source})", width),
                  f"{len(self.a.cases)} tests on A, {len(self.b.cases)} on B"]
 
         def section(head: str, items: list[str]) -> None:
