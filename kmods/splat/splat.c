@@ -13,6 +13,17 @@
  *             /proc/sys/kernel/hung_task_timeout_secs is small
  *   stall     spin 8 s with preemption off: an RCU stall report once
  *             rcupdate's rcu_cpu_stall_timeout is small
+ *   atomic    sleep with preemption off: "scheduling while atomic", or with
+ *             DEBUG_ATOMIC_SLEEP "sleeping function called from invalid context"
+ *   lockorder take two mutexes in both orders: lockdep's "possible circular
+ *             locking dependency" (PROVE_LOCKING; harmless without it)
+ *   index     read past a global array: UBSAN array-index-out-of-bounds
+ *
+ * Only on a kernel built with kasan (kconfigs/kasan.config), where KASAN
+ * catches them before they do harm (elsewhere they corrupt the slab):
+ *   uaf       read a kmalloc'ed object after kfree
+ *   oob       write just past a kmalloc'ed object
+ *   dfree     kfree an object twice
  */
 #include <linux/debugfs.h>
 #include <linux/delay.h>
@@ -20,8 +31,10 @@
 #include <linux/gfp.h>
 #include <linux/mm.h>
 #include <linux/module.h>
+#include <linux/mutex.h>
 #include <linux/refcount.h>
 #include <linux/sched.h>
+#include <linux/slab.h>
 #include <linux/string.h>
 #include <linux/uaccess.h>
 #include <linux/workqueue.h>
@@ -86,6 +99,66 @@ static noinline void kh_splat_stall(void)
 	flush_work(&kh_splat_gp_work);
 }
 
+static noinline void kh_splat_atomic(void)
+{
+	preempt_disable();
+	msleep(1);
+	preempt_enable();
+}
+
+static DEFINE_MUTEX(kh_splat_lock_a);
+static DEFINE_MUTEX(kh_splat_lock_b);
+
+static noinline void kh_splat_lockorder(void)
+{
+	mutex_lock(&kh_splat_lock_a);
+	mutex_lock(&kh_splat_lock_b);
+	mutex_unlock(&kh_splat_lock_b);
+	mutex_unlock(&kh_splat_lock_a);
+	mutex_lock(&kh_splat_lock_b);
+	mutex_lock(&kh_splat_lock_a);	/* the other order: a cycle for lockdep */
+	mutex_unlock(&kh_splat_lock_a);
+	mutex_unlock(&kh_splat_lock_b);
+}
+
+static int kh_splat_array[8];
+
+static noinline void kh_splat_index(void)
+{
+	volatile int i = ARRAY_SIZE(kh_splat_array);
+
+	pr_info("kh_splat: past the array: %d\n", kh_splat_array[i]);
+}
+
+static noinline void kh_splat_uaf(void)
+{
+	int *p = kmalloc(64, GFP_KERNEL);
+
+	if (!p)
+		return;
+	kfree(p);
+	pr_info("kh_splat: after free: %d\n", READ_ONCE(p[2]));
+}
+
+static noinline void kh_splat_oob(void)
+{
+	char *p = kmalloc(60, GFP_KERNEL);
+
+	if (!p)
+		return;
+	WRITE_ONCE(p[60], 1);
+	kfree(p);
+}
+
+static noinline void kh_splat_dfree(void)
+{
+	void *p = kmalloc(32, GFP_KERNEL);
+
+	kfree(p);
+	kfree(p);
+	barrier();		/* no tail call: keep this frame in the report */
+}
+
 static const struct {
 	const char *name;
 	void (*fn)(void);
@@ -97,6 +170,12 @@ static const struct {
 	{ "null", kh_splat_null },
 	{ "hang", kh_splat_hang },
 	{ "stall", kh_splat_stall },
+	{ "atomic", kh_splat_atomic },
+	{ "lockorder", kh_splat_lockorder },
+	{ "index", kh_splat_index },
+	{ "uaf", kh_splat_uaf },
+	{ "oob", kh_splat_oob },
+	{ "dfree", kh_splat_dfree },
 };
 
 static ssize_t kh_splat_write(struct file *file, const char __user *ubuf, size_t len,

@@ -10,7 +10,10 @@ import textwrap
 import time
 from pathlib import Path
 
+import pytest
+
 from harness.cache import MARKER, cached, damage
+from harness.vm import machine
 
 MAKER = textwrap.dedent("""
     import sys, time
@@ -90,3 +93,17 @@ def test_keep_partial_keeps_an_unfinished_entry(tmp_path):
     seen = []
     cached(entry, lambda d: seen.append((d / "obj" / "a.o").exists()) or [], keep_partial=True)
     assert seen == [True]
+
+
+@pytest.mark.parametrize("content", ["", "garbage", "[]", '{"kvm": "yes"}',
+                                     '{"kvm": true, "time": "soon"}', None])
+def test_unreadable_accel_probe_is_no_verdict(tmp_path, monkeypatch, content):
+    monkeypatch.setenv("KHARNESS_CACHE", str(tmp_path))
+    probe = tmp_path / "accel-probe.json"
+    if content is None:
+        probe.mkdir()                    # a directory where the file belongs
+    else:
+        probe.write_text(content)
+    assert machine.kvm_known() is None
+    machine.remember_kvm(False, "test")  # and it is replaced, not a traceback
+    assert machine.kvm_known() is False
