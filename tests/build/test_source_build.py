@@ -119,3 +119,33 @@ def test_bisect_names_the_breaking_patch(request, tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "first bad patch: 2/3 'mm/memory: let insert_page_into_pte_locked() reinstall " \
            "the same page on mkwrite'" in proc.stdout, proc.stdout
+
+
+@pytest.mark.slow
+def test_git_bisect_names_the_breaking_commit(request, tmp_path):
+    """A git tree of the Debian 7.2 source with the 3-patch series as three
+    commits: `kharness bisect --good --bad` drives `git bisect run` with
+    `kharness bisect-step` and names the second commit."""
+    arch = request.config.getoption("--arch")
+    tree = Path(kharness("build", "--source", SOURCE, "--arch", arch, "--config",
+                         "base,debug-vm", timeout=5400).stderr.split("build: ")[-1].strip())
+    repo = tmp_path / "linux"
+    subprocess.run(["cp", "-a", str(tree / "src"), str(repo)], check=True)
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", "-C", str(repo), "-c", "user.name=kharness", "-c",
+                               "user.email=kharness@example.org", *args], check=True,
+                              capture_output=True, text=True).stdout
+
+    git("init", "-q")
+    git("add", "-A")
+    git("commit", "-q", "-m", "Debian 7.2 source")
+    git("am", "-q", str(DATA / "patches" / "bisect-3-7.2.mbox"))
+    proc = kharness("bisect", "--source", str(repo), "--good", "HEAD~3", "--bad", "HEAD",
+                    "--arch", arch, "--config", "base,debug-vm", "-k", "DX2 and refcounted",
+                    "--out", str(tmp_path / "out"), timeout=5400)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    subject = "mm/memory: let insert_page_into_pte_locked() reinstall the same page on"
+    assert "is the first bad commit" in proc.stdout
+    assert subject in git("log", "-1", "--format=%s", "HEAD~1") and \
+        git("rev-parse", "HEAD~1").strip()[:12] in proc.stdout
