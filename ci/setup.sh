@@ -32,9 +32,17 @@ if [ ${#missing[@]} -gt 0 ]; then
 	DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
 fi
 
-if [ ! -x .venv/bin/kharness ]; then
+if [ ! -x .venv/bin/python ]; then
 	python3 -m venv .venv
 	.venv/bin/pip install -q --upgrade pip
-	.venv/bin/pip install -q -e .
 fi
+# The package and what its tests use (lint, types, the KCIDB schema,
+# actionlint), again whenever pyproject.toml changed.
+stamp=$(sha256sum pyproject.toml | cut -d' ' -f1)
+if [ "$(cat .venv/.kharness-setup 2>/dev/null)" != "$stamp" ] ||
+	! .venv/bin/python -c "import harness, kcidb_io" 2>/dev/null; then
+	.venv/bin/pip install -q -e '.[dev]'
+	echo "$stamp" >.venv/.kharness-setup
+fi
+
 echo "ci/setup.sh: ready (.venv/bin/kharness, .venv/bin/pytest)"
