@@ -3,6 +3,7 @@ kernel reports from `boot --exec`, the guest channel under a hostile command."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -17,6 +18,7 @@ import pytest
 from harness import session
 from harness.arches import ARCHES
 from harness.guest import Guest
+from harness.vm import initramfs
 from harness.vm.machine import BootError
 from harness.vm.qemu import QemuLauncher
 
@@ -34,17 +36,16 @@ class DyingKvm(QemuLauncher):
 
 
 def dying_kvm(prep: session.Prepared, workdir: Path, accel: str) -> DyingKvm:
-    real = session.launcher(prep, workdir)
-    assert isinstance(real, QemuLauncher)
-    spec = real.spec.__class__(**{**real.spec.__dict__, "accel": accel})
-    return DyingKvm(prep.kernel, real.initramfs, spec)
+    """Raw QEMU with our initramfs, whichever path the session boots."""
+    image = initramfs.build(prep.kernel, list(prep.modules.values()), prep.helpers,
+                            workdir / "initramfs.cpio")
+    spec = dataclasses.replace(prep.spec, workdir=workdir, accel=accel)
+    return DyingKvm(prep.kernel, image, spec)
 
 
 def test_kvm_that_dies_falls_back_to_tcg_and_keeps_both_logs(kh_pool, tmp_path, monkeypatch,
                                                                capsys):
     prep = kh_pool.prepared()
-    if prep.boot != "initramfs":
-        pytest.skip("the fake KVM stands in for raw QEMU's command line")
     monkeypatch.setenv("KHARNESS_CACHE", str(tmp_path / "cache"))   # the probe's home
     launcher = dying_kvm(prep, tmp_path / "boot", "auto")
     monkeypatch.setattr(launcher, "accels", lambda: ["kvm", "tcg"])
@@ -65,8 +66,6 @@ def test_kvm_that_dies_falls_back_to_tcg_and_keeps_both_logs(kh_pool, tmp_path, 
 
 def test_accel_kvm_that_cannot_boot_names_qemus_error(kh_pool, tmp_path, monkeypatch):
     prep = kh_pool.prepared()
-    if prep.boot != "initramfs":
-        pytest.skip("the fake KVM stands in for raw QEMU's command line")
     monkeypatch.setenv("KHARNESS_CACHE", str(tmp_path / "cache"))
     with pytest.raises(BootError) as e:
         Guest.boot(dying_kvm(prep, tmp_path / "boot", "kvm"))
