@@ -138,7 +138,7 @@ def test_git_bisect_names_the_breaking_commit(request, tmp_path):
                               capture_output=True, text=True).stdout
 
     git("init", "-q")
-    git("add", "-A")
+    git("add", "-A", "--force")   # Debian's linux-source .gitignore ignores the top level
     git("commit", "-q", "-m", "Debian 7.2 source")
     git("am", "-q", str(DATA / "patches" / "bisect-3-7.2.mbox"))
     proc = kharness("bisect", "--source", str(repo), "--good", "HEAD~3", "--bad", "HEAD",
