@@ -97,13 +97,6 @@ def _matrix(out: Path, runs: list[tuple[str, Path]]) -> None:
         progress(f"behaviour matrix: {html}")
 
 
-def _start(args: argparse.Namespace) -> tuple[session.Prepared, Guest]:
-    prep = session.prepare(args.kernel[0], args.arch[0], boot=args.boot,
-                           outdir=args.out / "boot", accel=args.accel, cpus=args.cpus,
-                           offline=args.offline)
-    return prep, session.start(prep)
-
-
 def _show(guest: Guest, res: Result) -> bool:
     """The command's output, byte for byte, then any kernel report it caused."""
     sys.stdout.flush()
@@ -119,8 +112,7 @@ def _show(guest: Guest, res: Result) -> bool:
 
 
 def cmd_boot(args: argparse.Namespace) -> int:
-    prep, guest = _start(args)
-    try:
+    with session.booted(args, args.kernel[0], args.arch[0], args.out / "boot") as (prep, guest):
         if args.exec is not None:
             res = guest.run(args.exec, timeout=args.timeout)
             # A kernel report is the news, whatever the command's own status.
@@ -138,18 +130,13 @@ def cmd_boot(args: argparse.Namespace) -> int:
                 _show(guest, res)
                 if res.status:
                     print(f"[exit {res.status}]", file=sys.stderr)
-    finally:
-        guest.poweroff()
 
 
 def cmd_repro(args: argparse.Namespace) -> int:
     """RP: run a command over and over in one boot until the signature shows."""
-    prep, guest = _start(args)
-    try:
+    with session.booted(args, args.kernel[0], args.arch[0], args.out / "boot") as (prep, guest):
         rep = repro.reproduce(guest, args.command, args.signature, rounds=args.rounds,
                               until_hit=args.until_hit, timeout=args.timeout)
-    finally:
-        guest.poweroff()
     rerun = shlex.join(["kharness", "repro", "--kernel", args.kernel[0], "--arch",
                         str(args.arch[0]), "--rounds", str(args.rounds), "--signature",
                         args.signature, "--", *args.command])

@@ -124,15 +124,10 @@ def kernel_of(job: Job, args: argparse.Namespace) -> str:
 
 def run_repro(job: Job, spec: str, args: argparse.Namespace, out: Path) -> int:
     """A race job: rounds of its command in one boot; JUnit with the hit rate."""
-    prep = session.prepare(spec, job.arch, boot=args.boot, outdir=out, accel=args.accel,
-                           cpus=job.cpus or args.cpus, offline=args.offline)
-    guest = session.start(prep)
     t0 = time.monotonic()
-    try:
+    with session.booted(args, spec, job.arch, out, cpus=job.cpus) as (_, guest):
         rep = repro.reproduce(guest, shlex.split(job.repro["command"]),
                               job.repro["signature"], rounds=job.repro["rounds"])
-    finally:
-        guest.poweroff()
     suite = ET.Element("testsuite", name=job.id, tests="1")
     case = ET.SubElement(suite, "testcase", name=f"repro[{job.repro['signature']}]",
                          time=f"{time.monotonic() - t0:.1f}")

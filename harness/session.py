@@ -7,7 +7,10 @@ through here.
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -52,6 +55,20 @@ def prepare(kernel_spec: str, arch: Arch, *, boot: str, outdir: Path,
     outdir.mkdir(parents=True, exist_ok=True)
     spec = MachineSpec(workdir=outdir, accel=accel, cpus=cpus, memory_mb=memory_mb)
     return Prepared(kernel, built, bins, boot, outdir, spec)
+
+
+@contextmanager
+def booted(args: argparse.Namespace, spec: str, arch: Arch, outdir: Path,
+           cpus: int | None = None) -> Iterator[tuple[Prepared, Guest]]:
+    """A guest of the kernel with the guest settings of args (--boot,
+    --accel, --cpus, --offline), powered off when the block ends."""
+    prep = prepare(spec, arch, boot=args.boot, outdir=outdir, accel=args.accel,
+                   cpus=cpus or args.cpus, offline=args.offline)
+    guest = start(prep)
+    try:
+        yield prep, guest
+    finally:
+        guest.poweroff()
 
 
 def launcher(prep: Prepared, workdir: Path) -> Launcher:

@@ -327,14 +327,9 @@ def _verdict_of(junit: Path, status: int, signature: str | None) -> tuple[str, s
 def step_on_kernel(args: argparse.Namespace, kernel: Kernel, out: Path) -> tuple[str, str]:
     """One bisection step on a built kernel: the selected tests, or the race."""
     if args.signature:
-        prep = session.prepare(kernel.spec, kernel.arch, boot=args.boot, outdir=out,
-                               accel=args.accel, cpus=args.cpus, offline=args.offline)
-        guest = session.start(prep)
-        try:
+        with session.booted(args, kernel.spec, kernel.arch, out) as (_, guest):
             rep = repro.reproduce(guest, shlex.split(args.k), args.signature,
                                   rounds=args.rounds, until_hit=True)
-        finally:
-            guest.poweroff()
         if rep.hits:
             return BAD, f"{rep.first.title if rep.first else args.signature} in round " \
                         f"{rep.first_hit_round} of {rep.rounds}"
