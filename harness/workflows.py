@@ -174,13 +174,15 @@ def validate(args: argparse.Namespace) -> int:
         else:
             try:
                 base = kbuild.build(build_request(args, arch)).spec
+            except UsageError:
+                raise      # a source or fragment that does not exist: bad input, not a build
             except KhError as e:
                 raise KhError(f"the base tree does not build for {arch}, so nothing can be "
                               f"compared: {e}", detail=e.detail) from None
         try:
             patched: str | None = kbuild.build(build_request(args, arch, series)).spec
             error = ""
-        except patches.PatchError:
+        except (patches.PatchError, UsageError):
             raise
         except KhError as e:
             patched, error = None, str(e)
@@ -349,6 +351,7 @@ def bisect(args: argparse.Namespace) -> int:
                          "guest command to run in rounds)")
     series = patches.load(args.patches)
     arch = args.arch[0]
+    build_request(args, arch)   # the source and fragments exist, before any step
     t0 = time.monotonic()
 
     def step(k: int) -> tuple[str, str]:

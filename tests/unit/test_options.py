@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 from harness import cli, options
 from harness.arches import ARCHES, host
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def kh(*args: str) -> subprocess.CompletedProcess:
@@ -46,6 +49,13 @@ FOREIGN = next(a for a in ARCHES.values() if not a.native)
     (["build", "--jobs", "0", "--source", "x"], "--jobs must be at least 1"),
     (["repro", "--", "true"], "the following arguments are required: --signature"),
     (["frobnicate"], "invalid choice: 'frobnicate'"),
+    (["validate", "--source", "/nonexistent-tree", "--patches", "x.mbox"],
+     "patch series 'x.mbox' not found"),
+    (["bisect", "--source", "/nonexistent-tree", "--patches", "x.mbox", "-k", "DX2"],
+     "patch series 'x.mbox' not found"),
+    (["compare", "/nonexistent-a", "/nonexistent-b"], "is neither a kharness run directory"),
+    (["report", "merge", "/nonexistent-dir"], "is not a directory of kharness results"),
+    (["nightly", "/nonexistent.toml"], "cannot read the matrix /nonexistent.toml"),
 ])
 def test_bad_input_is_one_line_and_exit_2(args, words):
     res = kh(*args)
@@ -102,3 +112,13 @@ def test_out_check_leaves_nothing_behind(tmp_path):
     options.resolve("run", vars(cli.parser().parse_args(["run", "--out",
                                                            str(tmp_path / "a" / "b")])))
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("command", ["validate", "bisect"])
+def test_unknown_source_is_bad_input_not_a_build_failure(command, tmp_path):
+    series = REPO / "tests" / "data" / "patches" / "series.mbox"
+    res = kh(command, "--source", str(tmp_path / "no-tree"), "--patches", str(series),
+             "-k", "DX2", "--out", str(tmp_path / "out"))
+    lines = res.stderr.strip().splitlines()
+    assert res.returncode == 2 and len(lines) == 1, res.stderr
+    assert "unknown kernel source" in lines[0]
