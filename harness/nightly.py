@@ -19,7 +19,6 @@ from pathlib import Path
 from harness import arches, kernels, repro, session, workflows
 from harness.arches import Arch
 from harness.errors import KhError, UsageError
-from harness.kbuild import kconfig, source
 from harness.kbuild import kernel as kbuild
 from harness.util import progress
 
@@ -116,10 +115,8 @@ def kernel_of(job: Job, args: argparse.Namespace) -> str:
     """The --kernel spec a job runs on: as given, or built now."""
     if job.kernel:
         return job.kernel
-    req = kbuild.BuildRequest(
-        source=source.get(job.source, offline=args.offline), arch=job.arch,
-        fragments=kconfig.resolve_fragments(list(job.config), job.arch))
-    return kbuild.build(req).spec
+    build = argparse.Namespace(source=job.source, config=job.config, offline=args.offline)
+    return kbuild.build(workflows.build_request(build, job.arch)).spec
 
 
 def run_repro(job: Job, spec: str, args: argparse.Namespace, out: Path) -> int:

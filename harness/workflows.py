@@ -140,12 +140,16 @@ def run_suite(args: argparse.Namespace, spec: str, arch: Arch, out: Path) -> tup
 
 def build_request(args: argparse.Namespace, arch: Arch,
                   series: list[patches.Patch] | None = None) -> kbuild.BuildRequest:
+    """What a kernel build needs, from the source-build options (--source,
+    --config, --patches, --strict-config, --jobs, --no-ccache, --offline);
+    the ones a caller does not have take their defaults."""
     return kbuild.BuildRequest(
-        source=source.get(args.source, offline=args.offline), arch=arch,
-        fragments=kconfig.resolve_fragments(args.config, arch),
-        patches=series or [], patches_spec=args.patches or "",
-        strict_config=args.strict_config, jobs=args.jobs or os.cpu_count() or 1,
-        ccache=not args.no_ccache)
+        source=source.get(args.source, offline=getattr(args, "offline", False)), arch=arch,
+        fragments=kconfig.resolve_fragments(list(args.config), arch),
+        patches=series or [], patches_spec=getattr(args, "patches", None) or "",
+        strict_config=getattr(args, "strict_config", False),
+        jobs=getattr(args, "jobs", None) or os.cpu_count() or 1,
+        ccache=not getattr(args, "no_ccache", False))
 
 
 # -- validate -------------------------------------------------------------------
