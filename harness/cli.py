@@ -113,6 +113,8 @@ def _show(guest: Guest, res: Result) -> bool:
 
 def cmd_boot(args: argparse.Namespace) -> int:
     with session.booted(args, args.kernel[0], args.arch[0], args.out / "boot") as (prep, guest):
+        for local, remote in args.put:
+            guest.put(local, remote, local.stat().st_mode & 0o777)
         if args.exec is not None:
             res = guest.run(args.exec, timeout=args.timeout)
             # A kernel report is the news, whatever the command's own status.

@@ -78,6 +78,9 @@ class GuestDied(KhError):
         self.reports = found
 
 
+WORKDIR = "/tmp"    # where the agent runs commands
+
+
 def _quote(cmd: str | list[str]) -> str:
     return cmd if isinstance(cmd, str) else " ".join(shlex.quote(c) for c in cmd)
 
@@ -141,24 +144,48 @@ class Guest:
     # -- commands -------------------------------------------------------------
     def run(self, cmd: str | list[str], *, timeout: float | None = None,
             check: bool = False) -> Result:
-        if self.died is not None:
-            raise self.died
         text = _quote(cmd)
         n = next(self._ids)
         payload = base64.b64encode(text.encode()).decode()
         t0 = time.monotonic()
-        deadline = t0 + (timeout or self.default_timeout)
+        status, raw_out, raw_err = self._exchange(
+            n, f"RUN {n} {payload}\n".encode(), text, t0 + (timeout or self.default_timeout))
+        res = Result(text, status, raw_out.decode(errors="replace"),
+                     raw_err.decode(errors="replace"), time.monotonic() - t0, raw_out, raw_err)
+        return res.check() if check else res
+
+    def put(self, src: Path | bytes, dest: str, mode: int = 0o644, *,
+            timeout: float | None = None) -> None:
+        """A file into the guest, byte for byte; its directory is made. A
+        relative dest is taken from where commands run (/tmp)."""
+        data = src if isinstance(src, bytes) else Path(src).read_bytes()
+        dest = dest if dest.startswith("/") else f"{WORKDIR}/{dest}"
+        n = next(self._ids)
+        path64 = base64.b64encode(dest.encode()).decode()
+        what = f"put {dest}"
+        status, _, err = self._exchange(
+            n, f"PUT {n} {len(data)} {mode:o} {path64}\n".encode() + data, what,
+            time.monotonic() + (timeout or self.default_timeout))
+        if status != 0:
+            raise GuestCommandError(f"could not put {dest} into the guest",
+                                    detail=err.decode(errors="replace")[-2000:])
+
+    def _exchange(self, n: int, request: bytes, what: str,
+                  deadline: float) -> tuple[int, bytes, bytes]:
+        """Send one request; (status, stdout, stderr) of its END."""
+        if self.died is not None:
+            raise self.died
         try:
-            self.machine.sock.sendall(f"RUN {n} {payload}\n".encode())
+            self.machine.sock.sendall(request)
         except OSError:
-            self._fail(f"the guest channel closed before '{text}' was sent",
+            self._fail(f"the guest channel closed before '{what}' was sent",
                        death="lost connection to test machine")
         section: list[str] | None = None
         out: list[str] = []
         err: list[str] = []
         self.busy = True
         while True:
-            line = self._readline(deadline, what=text)
+            line = self._readline(deadline, what=what)
             word = line.split(" ")
             if word[0] in ("OUT", "ERR") and word[1] == str(n):
                 section = out if word[0] == "OUT" else err
@@ -168,10 +195,7 @@ class Guest:
             elif section is not None:
                 section.append(line)
         self.busy = False
-        raw_out, raw_err = _b64(out), _b64(err)
-        res = Result(text, status, raw_out.decode(errors="replace"),
-                     raw_err.decode(errors="replace"), time.monotonic() - t0, raw_out, raw_err)
-        return res.check() if check else res
+        return status, _b64(out), _b64(err)
 
     def dmesg_peek(self) -> str:
         """The kernel log as it stands, leaving the test's window alone."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import math
+import os
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -117,6 +118,16 @@ def _shard(text: str) -> tuple[int, int]:
     return i, n
 
 
+def _put(text: str) -> tuple[Path, str]:
+    local, sep, remote = text.rpartition(":")
+    if not sep or not local or not remote:
+        raise UsageError(f"--put takes LOCAL:GUEST (e.g. ./repro:/tmp/repro), not '{text}'")
+    path = Path(local).expanduser()
+    if not path.is_file() or not os.access(path, os.R_OK):
+        raise UsageError(f"--put {text}: {local} is not a readable file")
+    return path, remote
+
+
 def _kernels(text: str) -> list[str]:
     return _list("--kernel", validate)(text)
 
@@ -133,6 +144,7 @@ class Option:
     default: Any = None                # the raw text (or bool for flags)
     parse: Callable[[str], Any] | None = None
     flag: bool = False                 # store_true
+    many: bool = False                 # may be given more than once: a list
     per_command: dict[str, Any] = field(default_factory=dict)  # other defaults
 
     @property
@@ -175,6 +187,8 @@ TABLE = (
     Option(("--bad",), "a git revision where it fails", ("bisect",)),
     Option(("--exec",), "run this one command in the guest and exit with its status",
            ("boot",), None, _nonempty("--exec")),
+    Option(("--put",), "copy a file into the guest before anything runs: LOCAL:GUEST "
+           "(mode kept; may be given again)", ("boot",), None, _put, many=True),
     Option(("--timeout",), "seconds a guest command may take", ("boot", "repro"), "600",
            _positive_seconds("--timeout"), per_command={"repro": "120"}),
     Option(("--signature",), "part of the report title, e.g. 'WARNING in insert_pfn'; for "
@@ -227,6 +241,8 @@ def add_to_argparse(parser: argparse.ArgumentParser, command: str) -> None:
         required = (command, o.dest) in REQUIRED
         if o.flag:
             parser.add_argument(*o.flags, action="store_true", help=o.help)
+        elif o.many:
+            parser.add_argument(*o.flags, dest=o.dest, action="append", help=o.help)
         else:
             parser.add_argument(*o.flags, dest=o.dest, default=o.default_for(command),
                                 required=required, help=o.help)
@@ -256,6 +272,8 @@ def resolve(command: str, raw: dict[str, Any]) -> argparse.Namespace:
         value = raw.get(o.dest)
         if isinstance(value, str) and o.parse is not None:
             value = o.parse(value)
+        elif o.many and o.parse is not None:
+            value = [o.parse(v) for v in value or []]
         setattr(ns, o.dest, value)
     _check(command, ns)
     return ns

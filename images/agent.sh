@@ -2,6 +2,8 @@
 # kharness guest agent: serves commands on the virtio port named kh.agent.
 #
 # Host -> guest, one line:  RUN <id> <base64 of a shell script>
+#                           PUT <id> <size> <octal mode> <base64 of the path>,
+#                               then exactly <size> raw bytes
 #                           POWEROFF
 # Guest -> host:            READY <uname -r>
 #                           OUT <id> / base64 lines / ERR <id> / base64 lines / END <id> <status>
@@ -42,6 +44,23 @@ while read -r verb id payload <&3; do
 			echo "ERR $id"; base64 "$work/err"
 			echo "END $id $rc"
 		} >&3
+		;;
+	PUT)
+		# dd, not head -c: busybox's head reads ahead past the count.
+		set -- $payload
+		dest=$(echo "$3" | base64 -d)
+		big=$(($1 / 65536)) rest=$(($1 % 65536))
+		{
+			dd bs=65536 count=$big iflag=fullblock
+			[ $rest -eq 0 ] || dd bs=$rest count=1 iflag=fullblock
+		} 2>/dev/null <&3 >"$work/put"
+		: >"$work/err"
+		if [ "$(wc -c <"$work/put")" -eq "$1" ] && mkdir -p "$(dirname "$dest")" 2>>"$work/err" &&
+			mv "$work/put" "$dest" 2>>"$work/err" && chmod "$2" "$dest" 2>>"$work/err"; then
+			echo "END $id 0" >&3
+		else
+			{ echo "ERR $id"; base64 "$work/err"; echo "END $id 1"; } >&3
+		fi
 		;;
 	POWEROFF)
 		sync

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import signal
@@ -120,3 +121,11 @@ def test_no_qemu_outlives_the_harness(kernel, tmp_path, request, sig):
         assert sock_dir.exists()            # a SIGKILLed harness cannot
         sweep_stale()                       # what the next run does first
         assert not sock_dir.exists()
+
+
+def test_put_arrives_byte_exact(guest):
+    data = os.urandom(200_000) + b"\0\n\xff"
+    guest.put(data, "kh-put/sub/blob", 0o750)   # relative: where commands run
+    res = guest.run("md5sum kh-put/sub/blob; stat -c %a kh-put/sub/blob; rm -r kh-put",
+                    check=True)
+    assert res.stdout.split() == [hashlib.md5(data).hexdigest(), "kh-put/sub/blob", "750"]
