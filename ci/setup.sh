@@ -21,6 +21,7 @@ packages=(
 	ccache flex bison libelf-dev libssl-dev patch  # kernel builds from source
 	python3-venv
 	rsync                              # gitlab-ci-local (the pipeline test)
+	dropbear-bin openssh-client        # the sshd guest of the SSH target tests
 )
 missing=()
 for p in "${packages[@]}"; do

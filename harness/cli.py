@@ -14,8 +14,9 @@ from pathlib import Path
 from typing import NoReturn
 
 from harness import nightly, options, repro, session, workflows
+from harness.arches import Arch
 from harness.errors import KhError, UsageError
-from harness.guest import Guest, Result
+from harness.guest import Result, Target
 from harness.kbuild import kernel as kbuild
 from harness.kbuild import patches
 from harness.kernels import resolve
@@ -36,8 +37,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     for arch in args.arch:
         for spec in args.kernel:
             resolve(spec, arch, offline=args.offline)
-    jobs = [workflows.SuiteJob(spec, arch, args.out / f"{spec.replace(':', '-')}-{arch}")
-            for arch in args.arch for spec in args.kernel]
+    if args.target is not None:     # one job: what the machine runs
+        spec, arch = session.wanted(args)
+        jobs = [workflows.SuiteJob(spec, arch, args.out / f"ssh-{args.target.host}",
+                                   target=args.target)]
+    else:
+        jobs = [workflows.SuiteJob(spec, arch, args.out / f"{spec.replace(':', '-')}-{arch}")
+                for arch in args.arch for spec in args.kernel]
     t0 = time.monotonic()
     try:
         return workflows.run_suites(args, jobs, args.parallel or workflows.default_parallel())
@@ -97,7 +103,7 @@ def _matrix(out: Path, runs: list[tuple[str, Path]]) -> None:
         progress(f"behaviour matrix: {html}")
 
 
-def _show(guest: Guest, res: Result) -> bool:
+def _show(guest: Target, res: Result) -> bool:
     """The command's output, byte for byte, then any kernel report it caused."""
     sys.stdout.flush()
     sys.stdout.buffer.write(res.stdout_bytes)
@@ -112,7 +118,8 @@ def _show(guest: Guest, res: Result) -> bool:
 
 
 def cmd_boot(args: argparse.Namespace) -> int:
-    with session.booted(args, args.kernel[0], args.arch[0], args.out / "boot") as (prep, guest):
+    spec, arch = session.wanted(args)
+    with session.booted(args, spec, arch, args.out / "boot") as (prep, guest):
         for local, remote in args.put:
             guest.put(local, remote, local.stat().st_mode & 0o777)
         if args.exec is not None:
@@ -120,7 +127,7 @@ def cmd_boot(args: argparse.Namespace) -> int:
             # A kernel report is the news, whatever the command's own status.
             return 1 if _show(guest, res) else res.status
         progress(f"{prep.kernel.release} ready; commands run in the guest "
-                 f"(Ctrl-D to leave). Console: {guest.machine.console_log}")
+                 f"(Ctrl-D to leave). Console: {guest.console_log}")
         while True:
             try:
                 line = input(f"kh:{prep.kernel.release}# ")
@@ -136,21 +143,24 @@ def cmd_boot(args: argparse.Namespace) -> int:
 
 def cmd_repro(args: argparse.Namespace) -> int:
     """RP: run a command over and over in one boot until the signature shows."""
-    with session.booted(args, args.kernel[0], args.arch[0], args.out / "boot") as (prep, guest):
+    spec, arch = session.wanted(args)
+    with session.booted(args, spec, arch, args.out / "boot") as (prep, guest):
         rep = repro.reproduce(guest, args.command, args.signature, rounds=args.rounds,
                               until_hit=args.until_hit, timeout=args.timeout)
-    rerun = shlex.join(["kharness", "repro", "--kernel", args.kernel[0], "--arch",
-                        str(args.arch[0]), "--rounds", str(args.rounds), "--signature",
+    where = ["--target", str(args.target)] if args.target else []
+    rerun = shlex.join(["kharness", "repro", *where, "--kernel", prep.kernel.spec, "--arch",
+                        str(prep.kernel.arch), "--rounds", str(args.rounds), "--signature",
                         args.signature, "--", *args.command])
     text = rep.summary() + (f"\n\n{rep.first.text}" if rep.first else "")
     out = guest.workdir / "repro.txt"
-    out.write_text(f"kernel: {prep.kernel.release} ({args.arch[0]})\n{text}\n\n"
+    out.write_text(f"kernel: {prep.kernel.release} ({prep.kernel.arch}, {prep.where})\n"
+                   f"{text}\n\n"
                    f"rerun: {rerun}\n")
     print(text)
     for r in rep.others:
         progress(f"other kernel report during the rounds: {r.title}")
     progress(f"rerun with: {rerun}")
-    progress(f"reproduction written to {out}; console: {guest.machine.console_log}")
+    progress(f"reproduction written to {out}; console: {guest.console_log}")
     return 0 if rep.hits else 1
 
 
@@ -166,7 +176,9 @@ def cmd_build(args: argparse.Namespace) -> int:
 
 def cmd_bench(args: argparse.Namespace) -> int:
     """Boot time on each path and command round trip, as figures, never asserted."""
-    spec, arch = args.kernel[0], args.arch[0]
+    spec, arch = session.wanted(args)
+    if args.target is not None:
+        return _bench_target(args, spec, arch)
     print(f"kharness bench: {spec} on {arch}, {args.rounds} boots a path")
     for boot in args.paths:
         prep = session.prepare(spec, arch, boot=boot, outdir=args.out / f"bench-{boot}",
@@ -182,6 +194,20 @@ def cmd_bench(args: argparse.Namespace) -> int:
         print(f"  {boot:10s} boot to first command: median {statistics.median(boots):.2f}s "
               f"(min {min(boots):.2f}, max {max(boots):.2f}); command round trip: median "
               f"{statistics.median(trips) * 1000:.0f} ms over {len(trips)}")
+    return 0
+
+
+def _bench_target(args: argparse.Namespace, spec: str | None, arch: Arch | None) -> int:
+    """A real machine is not booted: the round trip of a command is its figure."""
+    with session.booted(args, spec, arch, args.out / "bench-ssh") as (prep, target):
+        trips = [target.run("true").seconds for _ in range(args.commands * args.rounds)]
+        t0 = time.monotonic()
+        target.dmesg_window()
+        window = time.monotonic() - t0
+    print(f"kharness bench: {prep.where}, {prep.kernel.release}\n"
+          f"  command round trip: median {statistics.median(trips) * 1000:.1f} ms "
+          f"(min {min(trips) * 1000:.1f}, max {max(trips) * 1000:.1f}) over {len(trips)}; "
+          f"kernel log window {window * 1000:.0f} ms")
     return 0
 
 

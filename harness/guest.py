@@ -14,7 +14,7 @@ import shlex
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NoReturn
+from typing import NoReturn, Protocol
 
 from harness.errors import KhError
 from harness.observe import reports
@@ -58,6 +58,33 @@ class Result:
             if pairs:
                 recs.append(dict(pairs))
         return recs
+
+
+class Target(Protocol):
+    """What a test gets: a QEMU guest (Guest) or a real machine over SSH
+    (remote.SshTarget); the tests cannot tell which."""
+    release: str
+    quiet: bool
+    dmesg_log: Path
+
+    @property
+    def workdir(self) -> Path: ...
+    @property
+    def console_log(self) -> Path: ...
+
+    def run(self, cmd: str | list[str], *, timeout: float | None = None,
+            check: bool = False) -> Result: ...
+    def put(self, src: Path | bytes, dest: str, mode: int = 0o644, *,
+            timeout: float | None = None) -> None: ...
+    def read(self, path: str) -> str: ...
+    def dmesg_window(self) -> str: ...
+    def dmesg_peek(self) -> str: ...
+    def console_since_mark(self) -> str: ...
+    def alive(self) -> bool: ...
+    def close(self) -> None: ...
+    def poweroff(self) -> None: ...
+    @property
+    def died(self) -> GuestDied | None: ...
 
 
 class GuestCommandError(KhError):
@@ -105,6 +132,10 @@ class Guest:
     @property
     def workdir(self) -> Path:
         return self.machine.workdir
+
+    @property
+    def console_log(self) -> Path:
+        return self.machine.console_log
 
     # -- boot and shutdown --------------------------------------------------
     @classmethod

@@ -171,7 +171,7 @@ def run(args: argparse.Namespace) -> int:
             raise KhError(f"{job.id}: {e}", detail=e.detail) from None
         if job.kernel:
             kernels.resolve(job.kernel, job.arch, offline=args.offline)
-    suites = [workflows.SuiteJob(specs[j.id], j.arch, args.out / j.id, j.k, j.cpus)
+    suites = [workflows.SuiteJob(specs[j.id], j.arch, args.out / j.id, k=j.k, cpus=j.cpus)
               for j in jobs if not j.repro]
     worst = 0
     try:

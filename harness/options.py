@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness import arches
+from harness import arches, remote
 from harness.arches import Arch
 from harness.errors import UsageError
 from harness.kernels import DEFAULT_SPEC, validate
@@ -128,6 +128,19 @@ def _put(text: str) -> tuple[Path, str]:
     return path, remote
 
 
+def _readable(name: str) -> Callable[[str], Path]:
+    def parse(text: str) -> Path:
+        path = Path(text).expanduser()
+        if not path.is_file() or not os.access(path, os.R_OK):
+            raise UsageError(f"{name} {text}: not a readable file")
+        return path
+    return parse
+
+
+def _path(text: str) -> Path:
+    return Path(text).expanduser()
+
+
 def _kernels(text: str) -> list[str]:
     return _list("--kernel", validate)(text)
 
@@ -162,10 +175,24 @@ SETTINGS = (*GUESTS, *BUILT, "nightly")                 # take the guest setting
 
 TABLE = (
     Option(("--kernel",), f"kernel: debian:<series> or build:<key>; run takes several, "
-           f"comma-separated (default {DEFAULT_SPEC})", GUESTS, DEFAULT_SPEC, _kernels),
+           f"comma-separated (default {DEFAULT_SPEC}; with --target, the one it runs)",
+           GUESTS, None, _kernels),
     Option(("--arch",), f"guest arch: {', '.join(arches.KNOWN)}; run takes several "
-           f"(default: this host's, {arches.host()})", (*GUESTS, *SOURCE),
-           arches.host().name, _arches),
+           f"(default: this host's, {arches.host()}; with --target, the target's)",
+           (*GUESTS, *SOURCE), None, _arches),
+    Option(("--target",), "a real machine that already runs the kernel under test, "
+           "instead of a QEMU guest: ssh://[user@]host[:port]", GUESTS, None,
+           remote.parse_url),
+    Option(("--identity",), "SSH private key for --target (default: ssh-agent and "
+           "~/.ssh/id_*)", GUESTS, None, _readable("--identity")),
+    Option(("--known-hosts",), "known_hosts file checked (and, with --accept-new-host-key, "
+           "added to) besides ~/.ssh/known_hosts", GUESTS, None, _path),
+    Option(("--accept-new-host-key",), "trust the key of a --target seen for the first time "
+           "and record it (OpenSSH's accept-new); a changed key is still refused", GUESTS,
+           False, flag=True),
+    Option(("--reboot-wait",), "seconds to wait for a --target that rebooted or dropped "
+           "the connection, then go on with the next test (default: do not wait)", GUESTS,
+           None, _positive_seconds("--reboot-wait")),
     Option(("--boot",), f"boot path: {' or '.join(BOOT_PATHS)} (default initramfs)",
            SETTINGS, "initramfs", _choice("--boot", BOOT_PATHS)),
     Option(("--accel",), "accelerator: auto (KVM if it boots, else TCG), kvm, tcg",
@@ -279,7 +306,22 @@ def resolve(command: str, raw: dict[str, Any]) -> argparse.Namespace:
     return ns
 
 
+SSH_ONLY = ("identity", "known_hosts", "accept_new_host_key", "reboot_wait")
+
+
 def _check(command: str, ns: argparse.Namespace) -> None:
+    target = getattr(ns, "target", None)
+    for dest in SSH_ONLY:
+        if getattr(ns, dest, None) and target is None:
+            raise UsageError(f"--{dest.replace('_', '-')} is for SSH targets: give "
+                             f"--target ssh://user@host too")
+    if target is not None and max(len(ns.kernel or []), len(ns.arch or [])) > 1:
+        raise UsageError("--target runs the kernel the machine runs: give at most one "
+                         "--kernel and one --arch")
+    if hasattr(ns, "arch") and ns.arch is None:
+        ns.arch = [] if target else [arches.host()]
+    if hasattr(ns, "kernel") and ns.kernel is None:
+        ns.kernel = [] if target else [DEFAULT_SPEC]
     guests = getattr(ns, "cpus", None) is not None
     archs = ns.arch if isinstance(getattr(ns, "arch", None), list) else []
     if command not in ("run", "validate") and len(archs) > 1:
@@ -306,6 +348,8 @@ def to_pytest_argv(ns: argparse.Namespace, **override: Any) -> list[str]:
         if "run" not in o.commands:
             continue
         value = override[o.dest] if o.dest in override else getattr(ns, o.dest)
+        if value is None or value == []:
+            continue
         if o.flag:
             out += [o.flags[-1]] if value else []
             continue

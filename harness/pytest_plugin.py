@@ -21,7 +21,7 @@ import pytest
 
 from harness import options, session
 from harness.errors import KhError, UsageError
-from harness.guest import Guest, GuestDied
+from harness.guest import GuestDied, Target
 from harness.observe import reports
 
 SETTINGS = pytest.StashKey[argparse.Namespace]()
@@ -41,6 +41,8 @@ def pytest_configure(config: pytest.Config) -> None:
         "arch(name): run only on this guest arch",
         "expect_report(title): the test expects a kernel report whose title contains this",
         "guest(cpus=N): the test needs a guest of its own with these settings",
+        "qemu: the test needs a QEMU guest (its console, devices or death); skipped on "
+        "an SSH --target",
         "slow: builds kernels from source; runs only with --slow",
     ):
         config.addinivalue_line("markers", line)
@@ -53,12 +55,15 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    if config.stash[SETTINGS].slow:
-        return
-    skip = pytest.mark.skip(reason="slow (kernel builds from source): run with --slow")
+    s = config.stash[SETTINGS]
+    slow = pytest.mark.skip(reason="slow (kernel builds from source): run with --slow")
+    qemu = pytest.mark.skip(reason="needs a QEMU guest (its console, devices or death), "
+                                   "not an SSH target")
     for item in items:
-        if item.get_closest_marker("slow"):
-            item.add_marker(skip)
+        if item.get_closest_marker("slow") and not s.slow:
+            item.add_marker(slow)
+        if item.get_closest_marker("qemu") and s.target is not None:
+            item.add_marker(qemu)
 
 
 class GuestPool:
@@ -68,10 +73,13 @@ class GuestPool:
         self.config = config
         self.settings = s = config.stash[SETTINGS]
         self.prep: session.Prepared | None = None
-        self.guests: dict[tuple, Guest] = {}
+        self.guests: dict[tuple, Target] = {}
         self.variants: dict[tuple, session.Prepared] = {}
         stamp = time.strftime("%Y%m%d-%H%M%S")
-        name = f"{s.kernel[0].replace(':', '-')}-{s.arch[0]}-{stamp}"
+        if s.target is not None:
+            name = f"ssh-{s.target.host}-{stamp}"
+        else:
+            name = f"{s.kernel[0].replace(':', '-')}-{s.arch[0]}-{stamp}"
         self.outdir = s.out.resolve() / name
 
     def _uncaptured(self):
@@ -84,15 +92,16 @@ class GuestPool:
             s = self.settings
             try:
                 with self._uncaptured():
+                    spec, arch = session.wanted(s)
                     self.prep = session.prepare(
-                        s.kernel[0], s.arch[0], boot=s.boot, outdir=self.outdir,
-                        accel=s.accel, cpus=s.cpus, offline=s.offline)
+                        spec, arch, boot=s.boot, outdir=self.outdir, accel=s.accel,
+                        cpus=s.cpus, offline=s.offline, target=session.access(s))
             except KhError as e:
                 detail = f"\n{e.detail}" if e.detail else ""
                 pytest.exit(f"kharness: {e}{detail}", returncode=e.exit_code)
         return self.prep
 
-    def get(self, **settings) -> Guest:
+    def get(self, **settings) -> Target:
         """The live guest with these MachineSpec settings (cpus=...), booted if need be."""
         key = tuple(sorted(settings.items()))
         guest = self.guests.get(key)
@@ -151,11 +160,11 @@ def _version_matches(version: tuple[int, int], spec: str) -> bool:
 
 
 @pytest.fixture
-def guest(kh_pool, request) -> Guest:
-    for mark in request.node.iter_markers("arch"):
-        if kh_pool.settings.arch[0].name not in mark.args:
-            pytest.skip(f"arch-specific: {', '.join(mark.args)}")
+def guest(kh_pool, request) -> Target:
     prep = kh_pool.prepared()
+    for mark in request.node.iter_markers("arch"):
+        if prep.kernel.arch.name not in mark.args:
+            pytest.skip(f"arch-specific: {', '.join(mark.args)}")
     for mark in request.node.iter_markers("kernel"):
         if not all(_version_matches(prep.kernel.version, s) for s in mark.args):
             pytest.skip(f"kernel {prep.kernel.release} outside {' '.join(mark.args)}")
@@ -243,7 +252,7 @@ def pytest_runtest_call(item):
 
 
 def _check_window(item, failure) -> str | None:
-    g: Guest | None = getattr(item, "_kh_guest", None)
+    g: Target | None = getattr(item, "_kh_guest", None)
     if g is None:
         return None
     if isinstance(failure, GuestDied) or not g.alive():
@@ -270,12 +279,12 @@ def pytest_runtest_makereport(item, call):
     rep = yield
     window = getattr(item, "_kh_window", None)
     if rep.when == "call" and rep.failed and window is not None:
-        g: Guest = item._kh_guest
+        g: Target = item._kh_guest
         art = g.workdir.parent / "tests" / re.sub(r"[^\w.\-\[\]]+", "_", item.nodeid)
         art.mkdir(parents=True, exist_ok=True)
         (art / "dmesg.txt").write_text(window)
-        if g.machine.console_log.exists():
-            shutil.copy(g.machine.console_log, art / "console.log")
+        if g.console_log.exists():
+            shutil.copy(g.console_log, art / "console.log")
         found = getattr(item, "_kh_unexpected", [])
         if call.excinfo is not None and call.excinfo.errisinstance(KernelReport) and found:
             cause = call.excinfo.value.__cause__

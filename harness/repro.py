@@ -14,7 +14,7 @@ import shlex
 import time
 from dataclasses import dataclass, field
 
-from harness.guest import Guest, Result
+from harness.guest import Result, Target
 from harness.observe import reports
 
 CLEAR_WARN_ONCE = "/sys/kernel/debug/clear_warn_once"
@@ -46,7 +46,7 @@ class Reproduction:
                 f"{self.first_hit_seconds:.1f}s; reproduce with: {self.command}")
 
 
-def reproduce(guest: Guest, cmd: str | list[str], signature: str, *, rounds: int,
+def reproduce(guest: Target, cmd: str | list[str], signature: str, *, rounds: int,
               until_hit: bool = False, timeout: float | None = None) -> Reproduction:
     """Run cmd up to `rounds` times; a round hits when a report's title
     contains `signature`. Reports that do not match are kept in `others`:

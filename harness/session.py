@@ -14,12 +14,14 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from harness import arches, remote
 from harness.arches import Arch
-from harness.errors import KhError
-from harness.guest import Guest
+from harness.errors import KhError, UsageError
+from harness.guest import Guest, Target
 from harness.kbuild import helpers, kmod
 from harness.kernel import Kernel
-from harness.kernels import resolve
+from harness.kernels import resolve, running
+from harness.util import progress
 from harness.vm import initramfs
 from harness.vm.machine import Launcher, MachineSpec
 from harness.vm.qemu import QemuLauncher
@@ -39,31 +41,66 @@ class Prepared:
     outdir: Path
     spec: MachineSpec
     boots: int = 0
+    target: remote.Access | None = None        # a real machine, not a QEMU guest
+    conn: remote.Connection | None = None      # the connection prepare() made to it
+
+    @property
+    def where(self) -> str:
+        return str(self.target.url) if self.target else f"{self.kernel.arch} guest"
 
 
-def prepare(kernel_spec: str, arch: Arch, *, boot: str, outdir: Path,
+def access(args: argparse.Namespace) -> remote.Access | None:
+    """The --target settings of a command, if it has a target."""
+    if getattr(args, "target", None) is None:
+        return None
+    return remote.Access(args.target, args.identity, args.known_hosts,
+                         args.accept_new_host_key, args.reboot_wait)
+
+
+def wanted(args: argparse.Namespace) -> tuple[str | None, Arch | None]:
+    """The one --kernel and --arch of a command that boots one kernel (None:
+    what the --target runs)."""
+    return (args.kernel[0] if args.kernel else None, args.arch[0] if args.arch else None)
+
+
+def prepare(kernel_spec: str | None, arch: Arch | None, *, boot: str, outdir: Path,
             modules: tuple[str, ...] = DEFAULT_MODULES, accel: str = "auto",
-            cpus: int = 1, memory_mb: int = 1024, offline: bool = False) -> Prepared:
+            cpus: int = 1, memory_mb: int = 1024, offline: bool = False,
+            target: remote.Access | None = None) -> Prepared:
     """Kernel, modules and helpers, made once a run (the values were checked
-    by harness/options.py)."""
-    kernel = resolve(kernel_spec, arch, offline=offline)
+    by harness/options.py). With a target, the kernel is the one it runs."""
+    conn = None
+    if target is not None:
+        conn = remote.Connection.open(target)
+        release, machine = remote.uname(conn)
+        tarch = arches.get(machine)
+        if arch is not None and arch != tarch:
+            conn.close()
+            raise UsageError(f"--arch {arch}: {target.url} is {tarch}")
+        kernel = running.find(release, tarch, kernel_spec, where=str(target.url),
+                              offline=offline)
+        boot = "ssh"
+    else:
+        assert kernel_spec is not None and arch is not None   # filled in by options
+        kernel = resolve(kernel_spec, arch, offline=offline)
     built = {m.name: m.path for m in (kmod.build(kernel, name) for name in modules)}
-    bins = helpers.build(arch)
+    bins = helpers.build(kernel.arch)
     if boot == "initramfs":
-        initramfs.busybox_for(arch)  # a download for a foreign arch: now, not mid-run
+        initramfs.busybox_for(kernel.arch)  # a download for a foreign arch: now, not mid-run
     outdir = outdir.resolve()
     outdir.mkdir(parents=True, exist_ok=True)
     spec = MachineSpec(workdir=outdir, accel=accel, cpus=cpus, memory_mb=memory_mb)
-    return Prepared(kernel, built, bins, boot, outdir, spec)
+    return Prepared(kernel, built, bins, boot, outdir, spec, target=target, conn=conn)
 
 
 @contextmanager
-def booted(args: argparse.Namespace, spec: str, arch: Arch, outdir: Path,
-           cpus: int | None = None) -> Iterator[tuple[Prepared, Guest]]:
+def booted(args: argparse.Namespace, spec: str | None, arch: Arch | None, outdir: Path,
+           cpus: int | None = None) -> Iterator[tuple[Prepared, Target]]:
     """A guest of the kernel with the guest settings of args (--boot,
-    --accel, --cpus, --offline), powered off when the block ends."""
+    --accel, --cpus, --offline), powered off when the block ends; or the
+    --target, set up and cleaned up again."""
     prep = prepare(spec, arch, boot=args.boot, outdir=outdir, accel=args.accel,
-                   cpus=cpus or args.cpus, offline=args.offline)
+                   cpus=cpus or args.cpus, offline=args.offline, target=access(args))
     guest = start(prep)
     try:
         yield prep, guest
@@ -81,9 +118,20 @@ def launcher(prep: Prepared, workdir: Path) -> Launcher:
     return VngLauncher(prep.kernel, prep.helpers[0].parent, spec)
 
 
-def start(prep: Prepared) -> Guest:
-    """Boot a fresh guest (boot-N under the output dir) and load our modules."""
+def start(prep: Prepared) -> Target:
+    """Boot a fresh guest (boot-N under the output dir) and load our modules;
+    or attach to the target (session-N), waiting --reboot-wait for it to
+    come back if the last session lost it."""
     prep.boots += 1
+    if prep.target is not None:
+        conn, prep.conn = prep.conn, None
+        if conn is None or not conn.alive():
+            wait = prep.target.reboot_wait or 0.0
+            if wait:
+                progress(f"{prep.target.url}: waiting up to {wait:g}s for it to answer")
+            conn = remote.Connection.open(prep.target, wait=wait)
+        return remote.attach(conn, prep.outdir / f"session-{prep.boots}", prep.kernel.release,
+                             prep.modules, prep.helpers)
     guest = Guest.boot(launcher(prep, prep.outdir / f"boot-{prep.boots}"),
                        quiet=prep.boot == "initramfs")
     if prep.boot == "initramfs":

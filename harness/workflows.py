@@ -26,6 +26,7 @@ from harness.errors import KhError, UsageError
 from harness.kbuild import kconfig, patches, source
 from harness.kbuild import kernel as kbuild
 from harness.kernel import Kernel
+from harness.remote import SshUrl
 from harness.report import compare
 from harness.resources import data
 from harness.util import cache_root, digest, progress
@@ -38,9 +39,10 @@ NO_TESTS = 5
 
 @dataclass
 class SuiteJob:
-    spec: str                  # --kernel
-    arch: Arch
+    spec: str | None           # --kernel (None: what the target runs)
+    arch: Arch | None
     out: Path
+    target: SshUrl | None = None
     k: str | None = None       # -k, when the job has its own
     cpus: int | None = None    # --cpus, when the job has its own
     status: int | None = None  # ours, once it ended
@@ -51,6 +53,8 @@ class SuiteJob:
 
     @property
     def label(self) -> str:
+        if self.target is not None:
+            return " ".join(str(w) for w in (self.target, self.spec, self.arch) if w)
         return f"{self.spec} {self.arch}"
 
 
@@ -101,13 +105,14 @@ def _start_suite(args: argparse.Namespace, job: SuiteJob, quiet: bool) -> subpro
     job.junit.unlink(missing_ok=True)
     argv = [sys.executable, "-m", "pytest", str(data("suite")), "-p", "no:cacheprovider", "-q",
             "-rfE", f"--junitxml={job.junit}",
-            *options.to_pytest_argv(args, kernel=job.spec, arch=job.arch, out=job.out,
+            *options.to_pytest_argv(args, kernel=job.spec and [job.spec],
+                                    arch=job.arch and [job.arch], out=job.out,
                                     **({"cpus": job.cpus} if job.cpus else {}))]
     k = job.k or getattr(args, "k", None)
     if k:
         argv += ["-k", k]
     log = job.out / "pytest.log"
-    progress(f"{job.label}: running the kernel suite ({args.boot})"
+    progress(f"{job.label}: running the kernel suite ({'ssh' if job.target else args.boot})"
              + (f"; its output: {log}" if quiet else f"; logs: {job.out}"))
     # Its own session, so a terminal's Ctrl-C reaches it once, from us; and it
     # dies with us if we are killed (its QEMUs die with it).

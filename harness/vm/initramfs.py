@@ -73,8 +73,9 @@ def _ko_bytes(path: Path) -> bytes:
     return raw
 
 
-def kernel_modules(kernel: Kernel) -> list[GuestModule]:
-    """The KERNEL_MODULES not built in, with what they depend on, in load order."""
+def kernel_modules(kernel: Kernel, wanted: dict[str, str] = KERNEL_MODULES) -> list[GuestModule]:
+    """The wanted modules ({name: arguments}) that are not built in, with
+    what they depend on, in load order."""
     moddir = kernel.modules_dir
     builtin = {Path(l).name.split(".ko")[0]
                for l in (moddir / "modules.builtin").read_text().split()}
@@ -92,7 +93,7 @@ def kernel_modules(kernel: Kernel) -> list[GuestModule]:
             order.append(path)
 
     args = {}
-    for name, arg in KERNEL_MODULES.items():
+    for name, arg in wanted.items():
         if name in builtin:
             continue
         if name not in by_name:

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import pytest
 
 from harness.guest import Guest, Result
 from harness.observe import proc
+from harness.pytest_plugin import SETTINGS
 
 RINGBUF_MODES = ("pfnmap", "fault", "insert_pages")
 DAXLIKE_MODES = ("special", "refcounted")
@@ -97,6 +99,28 @@ def settled_nr_mapped(guest, expect: int | None = None) -> int:
             break
         last = now
     return last
+
+
+def option(request) -> Callable[[str], str]:
+    """The suite's options as resolved (defaults filled in), as command-line
+    text: option("--arch") is "x86_64" also when none was given."""
+    settings = request.config.stash[SETTINGS]
+
+    def get(flag: str) -> str:
+        value = getattr(settings, flag.lstrip("-").replace("-", "_"))
+        return ",".join(map(str, value)) if isinstance(value, list) else str(value)
+    return get
+
+
+def need_bar(d: Device, pages: int = 1) -> dict[str, int]:
+    """kh_mixedmap's stats, with the ivshmem BAR of at least `pages` pages
+    that QEMU guests always have; a real machine over SSH has none: skip."""
+    s = d.stats()
+    if s.get("bar_pages", 0) < pages:
+        if not isinstance(d.guest, Guest):
+            pytest.skip("no ivshmem-plain PCI BAR on this SSH target (a QEMU device)")
+        raise AssertionError("no ivshmem BAR in this guest: QEMU was started without it")
+    return s
 
 
 def device(guest, module: str, mode: str) -> Device:

@@ -7,6 +7,9 @@ import pytest
 from harness import options, session
 from harness.errors import UsageError
 
+# The QEMU path itself (boots, consoles, signals): nothing of it is on an SSH target.
+pytestmark = pytest.mark.qemu
+
 
 def test_other_boot_path_serves_the_same_guest_api(kh_pool, tmp_path):
     prep = kh_pool.prepared()

@@ -8,6 +8,10 @@ import sys
 
 import pexpect
 import pytest
+from conftest import option
+
+# The QEMU path itself (boots, consoles, signals): nothing of it is on an SSH target.
+pytestmark = pytest.mark.qemu
 
 KH = [sys.executable, "-m", "harness.cli"]
 
@@ -38,14 +42,14 @@ def test_missing_qemu_is_named(kernel, request, tmp_path):
                 if not name.startswith("qemu-system") and not (bin_dir / name).exists():
                     (bin_dir / name).symlink_to(os.path.join(d, name))
     env = {**os.environ, "PATH": str(bin_dir)}
-    res = kh("boot", f"--kernel={request.config.getoption('--kernel')}",
+    res = kh("boot", f"--kernel={option(request)('--kernel')}",
              f"--arch={kernel.arch}", f"--out={tmp_path}", "--exec", "true", env=env)
     assert res.returncode == 3
     assert "qemu-system-" in res.stderr and "not found: run ci/setup.sh" in res.stderr
 
 
 def test_interactive_boot_shell(kernel, request, tmp_path):
-    kernel_opt = f"--kernel={request.config.getoption('--kernel')}"
+    kernel_opt = f"--kernel={option(request)('--kernel')}"
     child = pexpect.spawn(KH[0], [*KH[1:], "boot", kernel_opt,
                                   f"--arch={kernel.arch}", f"--out={tmp_path}"],
                           encoding="utf-8", timeout=180)

@@ -14,6 +14,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
+from conftest import option
 
 from harness import session
 from harness.arches import ARCHES
@@ -21,6 +22,9 @@ from harness.guest import Guest
 from harness.vm import initramfs
 from harness.vm.machine import BootError
 from harness.vm.qemu import QemuLauncher
+
+# The QEMU path itself (boots, consoles, signals): nothing of it is on an SSH target.
+pytestmark = pytest.mark.qemu
 
 QEMU_SAYS = "qemu-system-x86_64: error: failed to set MSR 0x10a"
 
@@ -78,7 +82,7 @@ def _run_and_stop(request, tmp_path: Path, sig: int) -> tuple[subprocess.Complet
                                                                 Path]:
     """`kharness run` over two jobs (the kernel on both arches, one at a
     time), stopped by sig during the first."""
-    opt = request.config.getoption
+    opt = option(request)
     other = next(a for a in ARCHES if a != opt("--arch"))
     cli = subprocess.Popen(
         [sys.executable, "-m", "harness.cli", "run", f"--kernel={opt('--kernel')}",
@@ -105,9 +109,9 @@ def test_stopping_a_run_writes_what_finished_and_stops_every_kernel(request, tmp
     res, out = _run_and_stop(request, tmp_path, sig)
     assert res.returncode == status, res.stderr[-3000:]
     assert f"kharness: {word}" in res.stderr.splitlines()[-1]
-    first = request.config.getoption("--kernel").replace(":", "-")
+    first = option(request)("--kernel").replace(":", "-")
     runs = sorted(p.name for p in out.iterdir() if p.is_dir())
-    assert runs == [f"{first}-{request.config.getoption('--arch')}"], runs  # no second job
+    assert runs == [f"{first}-{option(request)('--arch')}"], runs  # no second job
     junit = out / runs[0] / "junit.xml"
     ran = [c.get("name") for c in ET.parse(junit).getroot().iter("testcase") if c.get("name")]
     lines = res.stdout.splitlines()
@@ -119,7 +123,7 @@ def test_stopping_a_run_writes_what_finished_and_stops_every_kernel(request, tmp
 
 
 def test_boot_exec_prints_a_report_it_caused(request, tmp_path):
-    opt = request.config.getoption
+    opt = option(request)
     res = subprocess.run(
         [sys.executable, "-m", "harness.cli", "boot", f"--kernel={opt('--kernel')}",
          f"--arch={opt('--arch')}", f"--boot={opt('--boot')}", f"--out={tmp_path}",
@@ -147,7 +151,7 @@ def test_junit_failure_is_the_report_title_and_text(request, tmp_path):
     (tmp_path / "test_splat.py").write_text(
         "def test_warns(guest):\n"
         "    guest.run('echo warn > /sys/kernel/debug/kh_splat/trigger', check=True)\n")
-    opt = request.config.getoption
+    opt = option(request)
     junit = tmp_path / "junit.xml"
     subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q",
                     str(tmp_path / "test_splat.py"), f"--kernel={opt('--kernel')}",
@@ -169,7 +173,7 @@ def test_full_disk_is_one_line_and_exit_3(request, tmp_path):
     small.mkdir()
     subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "kh-full", str(small)], check=True)
     try:
-        opt = request.config.getoption
+        opt = option(request)
         res = subprocess.run(
             [sys.executable, "-m", "harness.cli", "boot", f"--kernel={opt('--kernel')}",
              f"--arch={opt('--arch')}", "--out", str(small), "--exec", "true"],

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import option
 
 from harness.guest import GuestDied
 from harness.observe import reports
@@ -43,6 +44,7 @@ def test_report_in_window_is_parsed(guest, request, kind, title, setup):
     assert any(title in t for t in reports.titles(guest.dmesg_peek()))
 
 
+@pytest.mark.qemu
 @pytest.mark.expect_report("kernel panic: sysrq triggered crash")
 def test_panic_stops_the_guest_and_the_next_boot_is_fresh(guest, kh_pool):
     boots = kh_pool.prep.boots
@@ -57,6 +59,7 @@ def test_panic_stops_the_guest_and_the_next_boot_is_fresh(guest, kh_pool):
     assert fresh.run("uname -r").stdout.strip() == guest.release
 
 
+@pytest.mark.qemu
 @pytest.mark.expect_report("timed out")
 def test_hung_command_stops_the_guest_and_keeps_the_console(guest, kh_pool):
     with pytest.raises(GuestDied) as died:
@@ -87,9 +90,10 @@ def _qemu_pids(marker: str) -> list[int]:
     return pids
 
 
+@pytest.mark.qemu
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL], ids=["ctrl-c", "sigkill"])
 def test_no_qemu_outlives_the_harness(kernel, tmp_path, request, sig):
-    opt = request.config.getoption
+    opt = option(request)
     cli = subprocess.Popen(
         [sys.executable, "-m", "harness.cli", "boot", f"--kernel={opt('--kernel')}",
          f"--arch={opt('--arch')}", f"--boot={opt('--boot')}", f"--out={tmp_path}",

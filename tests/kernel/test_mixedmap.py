@@ -8,7 +8,7 @@ come through the fault handler (vmf_insert_mixed()).
 
 from __future__ import annotations
 
-from conftest import device
+from conftest import device, need_bar
 
 from harness.observe.proc import parse_page_lines
 
@@ -20,8 +20,7 @@ MKWRITE_FOR_TWO = {"prepop": 0, "loop": 0, "fault": 2}
 
 
 def bar(mx) -> tuple[int, int]:
-    s = mx.stats()
-    assert s["bar_pages"] > 0, "no ivshmem BAR in this guest: QEMU was started without it"
+    s = need_bar(mx)
     return s["bar_pfn"], s["nr_pages"]
 
 

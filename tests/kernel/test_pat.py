@@ -10,7 +10,7 @@ window check fails the test on "x86/PAT: freeing invalid memtype".
 from __future__ import annotations
 
 import pytest
-from conftest import device
+from conftest import device, need_bar
 
 pytestmark = pytest.mark.arch("x86_64")
 NR = 8
@@ -18,8 +18,7 @@ NR = 8
 
 def pat(guest, mode: str, how: str) -> dict[str, dict[str, str]]:
     d = device(guest, "mixedmap", mode)
-    bar_pfn = d.stats()["bar_pfn"]
-    assert d.stats()["bar_pages"] >= NR, "no ivshmem BAR in this guest"
+    bar_pfn = need_bar(d, NR)["bar_pfn"]
     res = guest.run(["khmap", "pat", d.dev, str(NR), how, str(bar_pfn)], check=True)
     d.assert_released()
     ops = res.by_op()

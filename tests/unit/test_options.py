@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from harness import cli, options
+from harness import cli, options, remote
 from harness.arches import ARCHES, host
 
 REPO = Path(__file__).resolve().parents[2]
@@ -56,6 +56,16 @@ FOREIGN = next(a for a in ARCHES.values() if not a.native)
     (["compare", "/nonexistent-a", "/nonexistent-b"], "is neither a kharness run directory"),
     (["report", "merge", "/nonexistent-dir"], "is not a directory of kharness results"),
     (["nightly", "/nonexistent.toml"], "cannot read the matrix /nonexistent.toml"),
+    (["boot", "--target", "root@board"], "is not an ssh://[user@]host[:port] address"),
+    (["boot", "--target", "ssh://root@board:70000"], "port 70000 is out of range"),
+    (["run", "--identity", "/etc/hostname"], "--identity is for SSH targets"),
+    (["run", "--reboot-wait", "30"], "--reboot-wait is for SSH targets"),
+    (["boot", "--target", "ssh://b", "--identity", "/nonexistent"],
+     "--identity /nonexistent: not a readable file"),
+    (["run", "--target", "ssh://b", "--kernel", "debian:6.12,debian:7.2"],
+     "give at most one --kernel"),
+    (["boot", "--put", "/nonexistent:/x"], "/nonexistent is not a readable file"),
+    (["boot", "--put", "README.md"], "--put takes LOCAL:GUEST"),
 ])
 def test_bad_input_is_one_line_and_exit_2(args, words):
     res = kh(*args)
@@ -122,3 +132,25 @@ def test_unknown_source_is_bad_input_not_a_build_failure(command, tmp_path):
     lines = res.stderr.strip().splitlines()
     assert res.returncode == 2 and len(lines) == 1, res.stderr
     assert "unknown kernel source" in lines[0]
+
+
+@pytest.mark.parametrize("text,user,host,port", [
+    ("ssh://root@board.lab:2222", "root", "board.lab", 2222),
+    ("ssh://board.lab", "root", "board.lab", 22),
+    ("ssh://kh@10.0.0.7/", "kh", "10.0.0.7", 22),
+    ("ssh://root@[fe80::1]:22", "root", "fe80::1", 22),
+])
+def test_ssh_target_addresses(text, user, host, port):
+    url = remote.parse_url(text)
+    assert (url.user, url.host, url.port) == (user, host, port)
+    assert url.known_hosts_name == (host if port == 22 else f"[{host}]:{port}")
+
+
+def test_target_options_reach_the_suites():
+    ns = options.resolve("run", {**{o.dest: o.default_for("run")
+                                    for o in options.options_for("run")},
+                                 "target": "ssh://root@b:2200", "reboot_wait": "60"})
+    assert ns.kernel == [] and ns.arch == []      # what the target runs
+    argv = options.to_pytest_argv(ns)
+    assert "--target=ssh://root@b:2200" in argv and "--reboot-wait=60.0" in argv
+    assert not any(a.startswith(("--kernel", "--arch", "--identity")) for a in argv)
