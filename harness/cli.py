@@ -9,6 +9,7 @@ import shlex
 import signal
 import statistics
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import NoReturn
@@ -17,8 +18,8 @@ from harness import nightly, options, repro, session, workflows
 from harness.arches import Arch
 from harness.errors import KhError, UsageError
 from harness.guest import Result, Target
+from harness.kbuild import helpers, kmod, patches
 from harness.kbuild import kernel as kbuild
-from harness.kbuild import patches
 from harness.kernels import resolve
 from harness.observe import reports
 from harness.report import compare, matrix, merge
@@ -142,26 +143,82 @@ def cmd_boot(args: argparse.Namespace) -> int:
 
 
 def cmd_repro(args: argparse.Namespace) -> int:
-    """RP: run a command over and over in one boot until the signature shows."""
+    """RP: run a command (or a C reproducer) in rounds until the signature
+    shows; its hit rate with an interval, on one guest or -j of them."""
     spec, arch = session.wanted(args)
-    with session.booted(args, spec, arch, args.out / "boot") as (prep, guest):
-        rep = repro.reproduce(guest, args.command, args.signature, rounds=args.rounds,
-                              until_hit=args.until_hit, timeout=args.timeout)
+    rounds = args.rounds if args.rounds is not None else (None if args.budget else 100)
+    outdir = args.out / "repro"
+    prep = session.prepare(spec, arch, boot=args.boot, outdir=outdir, accel=args.accel,
+                           cpus=args.cpus, offline=args.offline, target=session.access(args))
+    extra = repro_inputs(args, prep, outdir)
+    command = extra.command or args.command
+    parallel = args.parallel or 1
+    lock = threading.Lock()
+
+    def start(_: int) -> Target:
+        with lock:
+            return session.start(prep)
+
+    runs = []
+    phases: list[list[str]] = [[], args.stress] if args.stress else [[]]
+    for stress in phases:
+        def setup(guest: Target, stress: list[str] = stress) -> repro.Teardown | None:
+            extra.install(guest)
+            return repro.start_stress(guest, stress)
+        if args.stress:
+            progress(f"rounds {'with stress ' + ','.join(stress) if stress else 'without stress'}")
+        rep = repro.reproduce_parallel(start, parallel, command, args.signature, rounds=rounds,
+                                       until_hit=args.until_hit, timeout=args.timeout,
+                                       budget=args.budget, setup=setup)
+        rep.label = f"stress {','.join(stress)}" if stress else ("no stress" if args.stress
+                                                                   else "")
+        runs.append(rep)
     where = ["--target", str(args.target)] if args.target else []
+    how = [*(["--for", f"{args.budget:g}s"] if args.budget else []),
+           *(["--rounds", str(rounds)] if rounds else []),
+           *(["-j", str(parallel)] if parallel > 1 else []),
+           *(["--c", str(args.c)] if args.c else []),
+           *(["--kmod", str(args.kmod)] if args.kmod else []),
+           *(["--stress", ",".join(args.stress)] if args.stress else [])]
     rerun = shlex.join(["kharness", "repro", *where, "--kernel", prep.kernel.spec, "--arch",
-                        str(prep.kernel.arch), "--rounds", str(args.rounds), "--signature",
-                        args.signature, "--", *args.command])
-    text = rep.summary() + (f"\n\n{rep.first.text}" if rep.first else "")
-    out = guest.workdir / "repro.txt"
-    out.write_text(f"kernel: {prep.kernel.release} ({prep.kernel.arch}, {prep.where})\n"
-                   f"{text}\n\n"
-                   f"rerun: {rerun}\n")
+                        str(prep.kernel.arch), *how, "--signature", args.signature,
+                        "--", *args.command])
+    first = next((r.first for r in runs if r.first), None)
+    text = "\n".join(r.summary() for r in runs) + (f"\n\n{first.text}" if first else "")
+    write_out(outdir / "repro.txt",
+              f"kernel: {prep.kernel.release} ({prep.kernel.arch}, {prep.where})\n"
+              f"{text}\n\nrerun: {rerun}\n")
+    write_out(outdir / "repro.json", json.dumps(
+        {"kernel": prep.kernel.release, "arch": str(prep.kernel.arch), "where": prep.where,
+         "cpus": args.cpus, "boot_retries": prep.boot_retries, "rerun": rerun,
+         "runs": [r.to_dict() for r in runs]}, indent=2))
+    if prep.boot_retries:
+        progress(f"{prep.boot_retries} boots failed in the rig and were booted again")
     print(text)
-    for r in rep.others:
-        progress(f"other kernel report during the rounds: {r.title}")
+    for r in runs:
+        for other in r.others:
+            progress(f"other kernel report during the rounds: {other.title}")
     progress(f"rerun with: {rerun}")
-    progress(f"reproduction written to {out}; console: {guest.console_log}")
-    return 0 if rep.hits else 1
+    progress(f"reproduction written to {outdir}/repro.txt and repro.json; guest logs under "
+             f"{outdir}")
+    return 0 if any(r.hits for r in runs) else 1
+
+
+def repro_inputs(args: argparse.Namespace, prep: session.Prepared, outdir: Path) -> repro.Inputs:
+    """--c and --kmod, built on this host for the guest's kernel and arch."""
+    extra = repro.Inputs()
+    if args.c is not None:
+        binary = helpers.compile_reproducer(args.c, prep.kernel.arch, outdir / args.c.stem)
+        extra.files.append((binary, f"kh-repro/{binary.name}", 0o755))
+        extra.command = [f"kh-repro/{binary.name}", *args.command]
+    if args.kmod is not None:
+        try:
+            mod = kmod.build(prep.kernel, args.kmod.name, args.kmod.parent)
+        except KhError as e:     # the user's module: not building is bad input
+            raise UsageError(str(e), detail=e.detail) from None
+        extra.files.append((mod.path, f"kh-repro/{mod.path.name}", 0o644))
+        extra.modules.append(f"kh-repro/{mod.path.name}")
+    return extra
 
 
 def cmd_build(args: argparse.Namespace) -> int:
@@ -280,8 +337,9 @@ def parser() -> Parser:
         p = sub.add_parser(name, help=help, description=help, epilog=EXIT_STATUS)
         options.add_to_argparse(p, name)
         if name == "repro":
-            p.add_argument("command", nargs="+", help="the guest command and its arguments "
-                                                      "(after --), run as given")
+            p.add_argument("command", nargs="*", help="the guest command and its arguments "
+                                                      "(after --), run as given; with --c, "
+                                                      "the reproducer's arguments")
         if name == "nightly":
             p.add_argument("matrix", help="the matrix file, e.g. ci/nightly.toml")
         if name == "report":

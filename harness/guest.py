@@ -1,6 +1,6 @@
 """The Guest API the tests use: run(cmd) -> Result, dmesg windows, liveness.
 
-Commands go to the agent (images/agent.sh) over a virtio port of their own,
+Commands go to the agent (helpers/khagent.c) over a virtio port of their own,
 base64-framed, so the kernel's console is never parsed for command output
 and a command's exit status is the guest's word, not a guess.
 """
@@ -175,15 +175,29 @@ class Guest:
     # -- commands -------------------------------------------------------------
     def run(self, cmd: str | list[str], *, timeout: float | None = None,
             check: bool = False) -> Result:
+        res, _ = self._command("RUN", cmd, timeout)
+        return res.check() if check else res
+
+    def round(self, cmd: str | list[str], *,
+              timeout: float | None = None) -> tuple[Result, str]:
+        """One exchange for a reproduction round: the agent re-arms
+        WARN_ONCE (clear_warn_once), runs the command, and sends the kernel
+        log it made (the window, as dmesg_window() gives it)."""
+        res, log = self._command("ROUND", cmd, timeout)
+        self._keep_window(log)
+        return res, log
+
+    def _command(self, verb: str, cmd: str | list[str],
+                 timeout: float | None) -> tuple[Result, str]:
         text = _quote(cmd)
         n = next(self._ids)
         payload = base64.b64encode(text.encode()).decode()
         t0 = time.monotonic()
-        status, raw_out, raw_err = self._exchange(
-            n, f"RUN {n} {payload}\n".encode(), text, t0 + (timeout or self.default_timeout))
-        res = Result(text, status, raw_out.decode(errors="replace"),
-                     raw_err.decode(errors="replace"), time.monotonic() - t0, raw_out, raw_err)
-        return res.check() if check else res
+        status, got = self._exchange(n, f"{verb} {n} {payload}\n".encode(), text,
+                                     t0 + (timeout or self.default_timeout))
+        out, err = got["OUT"], got["ERR"]
+        return (Result(text, status, out.decode(errors="replace"), err.decode(errors="replace"),
+                       time.monotonic() - t0, out, err), got["LOG"].decode(errors="replace"))
 
     def put(self, src: Path | bytes, dest: str, mode: int = 0o644, *,
             timeout: float | None = None) -> None:
@@ -194,16 +208,17 @@ class Guest:
         n = next(self._ids)
         path64 = base64.b64encode(dest.encode()).decode()
         what = f"put {dest}"
-        status, _, err = self._exchange(
+        status, got = self._exchange(
             n, f"PUT {n} {len(data)} {mode:o} {path64}\n".encode() + data, what,
             time.monotonic() + (timeout or self.default_timeout))
         if status != 0:
             raise GuestCommandError(f"could not put {dest} into the guest",
-                                    detail=err.decode(errors="replace")[-2000:])
+                                    detail=got["ERR"].decode(errors="replace")[-2000:])
 
     def _exchange(self, n: int, request: bytes, what: str,
-                  deadline: float) -> tuple[int, bytes, bytes]:
-        """Send one request; (status, stdout, stderr) of its END."""
+                  deadline: float) -> tuple[int, dict[str, bytes]]:
+        """Send one request; the status of its END and its sections' bytes
+        (OUT, ERR, LOG)."""
         if self.died is not None:
             raise self.died
         try:
@@ -211,22 +226,21 @@ class Guest:
         except OSError:
             self._fail(f"the guest channel closed before '{what}' was sent",
                        death="lost connection to test machine")
+        sections: dict[str, list[str]] = {"OUT": [], "ERR": [], "LOG": []}
         section: list[str] | None = None
-        out: list[str] = []
-        err: list[str] = []
         self.busy = True
         while True:
             line = self._readline(deadline, what=what)
             word = line.split(" ")
-            if word[0] in ("OUT", "ERR") and word[1] == str(n):
-                section = out if word[0] == "OUT" else err
+            if word[0] in sections and len(word) == 2 and word[1] == str(n):
+                section = sections[word[0]]
             elif word[0] == "END" and word[1] == str(n):
                 status = int(word[2])
                 break
             elif section is not None:
                 section.append(line)
         self.busy = False
-        return status, _b64(out), _b64(err)
+        return status, {k: _b64(v) for k, v in sections.items()}
 
     def dmesg_peek(self) -> str:
         """The kernel log as it stands, leaving the test's window alone."""
@@ -270,12 +284,19 @@ class Guest:
 
     # -- kernel log -------------------------------------------------------------
     def dmesg_window(self) -> str:
-        """What the kernel printed since the last call; the whole log stays on the host."""
-        text = self.run("dmesg -c", check=True).stdout
+        """What the kernel printed since the last call (the agent's /dev/kmsg
+        cursor); the whole log stays on the host."""
+        n = next(self._ids)
+        _, got = self._exchange(n, f"KLOG {n}\n".encode(), "kernel log",
+                                time.monotonic() + self.default_timeout)
+        text = got["OUT"].decode(errors="replace")
+        self._keep_window(text)
+        return text
+
+    def _keep_window(self, text: str) -> None:
         with open(self.dmesg_log, "a") as fh:
             fh.write(text)
         self.console_mark = len(self.machine.console_text())
-        return text
 
     def console_since_mark(self) -> str:
         """The console since the window began: all we have once the guest is gone."""

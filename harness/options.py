@@ -13,6 +13,7 @@ import argparse
 import contextlib
 import math
 import os
+import re
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -26,6 +27,7 @@ from harness.kernels import DEFAULT_SPEC, validate
 from harness.session import BOOT_PATHS
 
 ACCELS = ("auto", "kvm", "tcg")
+STRESS = ("cpu", "memory")
 PYTEST = "pytest"   # the kernel suites under pytest count as a command here
 
 
@@ -141,6 +143,21 @@ def _path(text: str) -> Path:
     return Path(text).expanduser()
 
 
+def _duration(text: str) -> float:
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smh]?)\s*", text)
+    if not m or float(m.group(1)) <= 0:
+        raise UsageError(f"--for takes a time above 0 such as 90s, 10m or 1h, not '{text}'")
+    return float(m.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600}[m.group(2)]
+
+
+def _kmod_dir(text: str) -> Path:
+    path = Path(text).expanduser()
+    if not (path / "Kbuild").is_file() and not (path / "Makefile").is_file():
+        raise UsageError(f"--kmod {text}: no Kbuild or Makefile there: give the folder of "
+                         f"an out-of-tree module")
+    return path.resolve()
+
+
 def _kernels(text: str) -> list[str]:
     return _list("--kernel", validate)(text)
 
@@ -205,9 +222,10 @@ TABLE = (
            flag=True),
     Option(("-k",), "pytest -k expression selecting tests, e.g. RB2",
            ("run", "validate", "bisect", "bisect-step")),
-    Option(("-j", "--parallel"), "kernel x arch jobs run side by side, each a guest of its "
-           "own (default: what this machine can hold, a core and 2 GiB a guest)",
-           ("run", "nightly"), None, _positive_int("--parallel")),
+    Option(("-j", "--parallel"), "kernel x arch jobs (run, nightly) or guests (repro) side "
+           "by side, each a guest of its own (default: run and nightly, what this machine "
+           "can hold, a core and 2 GiB a guest; repro, 1)",
+           ("run", "nightly", "repro"), None, _positive_int("--parallel")),
     Option(("--against",), "compare with this kernel (debian:<series>, build:<key>) instead "
            "of building the source without the series", ("validate",), None, validate),
     Option(("--good",), "a git revision where the test passes", ("bisect",)),
@@ -224,7 +242,17 @@ TABLE = (
     Option(("--rounds",), "rounds to run (repro, bisect with --signature) or boots a path "
            "(bench)", ("repro", "bench", "bisect", "bisect-step"), "100",
            _positive_int("--rounds"),
-           per_command={"bench": "3", "bisect": "20", "bisect-step": "20"}),
+           per_command={"bench": "3", "bisect": "20", "bisect-step": "20", "repro": None}),
+    Option(("--for", "--budget"), "repro: run rounds for this long (90s, 10m, 1h) instead of "
+           "a count; with --rounds, whichever ends first", ("repro",), None, _duration),
+    Option(("--c",), "repro: a C reproducer (syzkaller's repro.c or your own) to compile "
+           "statically for the guest and run; the command after -- becomes its arguments",
+           ("repro",), None, _readable("--c")),
+    Option(("--kmod",), "repro: a folder with an out-of-tree module (Kbuild + sources) "
+           "built against the kernel and loaded first", ("repro",), None, _kmod_dir),
+    Option(("--stress",), "repro: background load during a second set of rounds, to "
+           "compare hit rates with and without: cpu, memory or cpu,memory", ("repro",),
+           None, _list("--stress", _choice("--stress", STRESS))),
     Option(("--until-hit",), "stop at the first hit", ("repro",), False, flag=True),
     Option(("--paths",), "boot paths to measure, comma-separated", ("bench",),
            ",".join(BOOT_PATHS), _list("--paths", _choice("--paths", BOOT_PATHS))),
@@ -309,6 +337,14 @@ def resolve(command: str, raw: dict[str, Any]) -> argparse.Namespace:
 SSH_ONLY = ("identity", "known_hosts", "accept_new_host_key", "reboot_wait")
 
 
+def _check_repro(ns: argparse.Namespace) -> None:
+    if getattr(ns, "target", None) is not None and (ns.parallel or 1) > 1:
+        raise UsageError("repro -j runs several QEMU guests; a --target is one machine: "
+                         "drop -j or --target")
+    if not ns.command and ns.c is None:
+        raise UsageError("repro needs a command after -- or a reproducer with --c FILE")
+
+
 def _check(command: str, ns: argparse.Namespace) -> None:
     target = getattr(ns, "target", None)
     for dest in SSH_ONLY:
@@ -318,6 +354,8 @@ def _check(command: str, ns: argparse.Namespace) -> None:
     if target is not None and max(len(ns.kernel or []), len(ns.arch or [])) > 1:
         raise UsageError("--target runs the kernel the machine runs: give at most one "
                          "--kernel and one --arch")
+    if command == "repro":
+        _check_repro(ns)
     if hasattr(ns, "arch") and ns.arch is None:
         ns.arch = [] if target else [arches.host()]
     if hasattr(ns, "kernel") and ns.kernel is None:

@@ -23,6 +23,7 @@ from harness import options, session
 from harness.errors import KhError, UsageError
 from harness.guest import GuestDied, Target
 from harness.observe import reports
+from harness.util import progress
 
 SETTINGS = pytest.StashKey[argparse.Namespace]()
 
@@ -135,6 +136,10 @@ class GuestPool:
         for guest in self.guests.values():
             guest.close()
         self.guests.clear()
+        retried = sum(p.boot_retries for p in [self.prep, *self.variants.values()] if p)
+        if retried:
+            progress(f"{retried} boots with several vCPUs failed in the rig (TCG) "
+                             f"and were booted again; no test saw them")
 
 
 @pytest.fixture(scope="session")

@@ -1,23 +1,55 @@
-"""Race reproduction (RP): run one guest command over and over in one boot
-until the kernel prints a report whose title carries a signature.
+"""Race reproduction (RP): run one guest command over and over until the
+kernel prints a report whose title carries a signature, and say how often.
 
 Between rounds `1` goes to /sys/kernel/debug/clear_warn_once, so a
 WARN_ON_ONCE that fired in one round can fire again in the next and every
-round is counted on its own. The outcome is what a developer chasing a race
-wants to paste into a mail: hits / rounds, the time to the first hit, the
-parsed report, and the command line that reproduces it.
+round is counted on its own. Rounds can be spread over several guests (each
+its own QEMU) and bounded by a count or a time budget. The outcome is what
+a developer chasing a race wants to paste into a mail: hits / rounds with a
+95% interval, rounds and guest-seconds a hit, the time to the first hit,
+the parsed report, and the command line that reproduces it.
 """
 
 from __future__ import annotations
 
+import math
 import shlex
+import threading
 import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 
-from harness.guest import Result, Target
+from harness.errors import KhError
+from harness.guest import Guest, Result, Target
 from harness.observe import reports
 
 CLEAR_WARN_ONCE = "/sys/kernel/debug/clear_warn_once"
+Z95 = 1.959964          # two-sided 95% normal quantile
+KEEP_RESULTS = 1000     # rounds' Results kept for the caller (the first ones)
+
+
+def wilson(hits: int, n: int, z: float = Z95) -> tuple[float, float]:
+    """Wilson score interval of a hit rate: honest at 0/n and n/n, where
+    the normal approximation gives a zero-width interval."""
+    if n == 0:
+        return 0.0, 1.0
+    p = hits / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def zero_hit_bound(n: int, confidence: float = 0.95) -> float:
+    """The hit rate that n rounds without a hit rule out at this confidence
+    (one-sided, exact: (1 - p)^n = 1 - confidence; about 3/n)."""
+    return 1 - (1 - confidence) ** (1 / n) if n else 1.0
+
+
+def percent(x: float) -> str:
+    return f"{100 * x:.1f}%" if x < 0.1 else f"{100 * x:.0f}%"
 
 
 @dataclass
@@ -30,44 +62,234 @@ class Reproduction:
     first_hit_seconds: float | None = None
     first: reports.Report | None = None        # the first matching report
     others: list[reports.Report] = field(default_factory=list)  # reports that do not match
-    results: list[Result] = field(default_factory=list)          # each round's command
-    seconds: float = 0.0
+    results: list[Result] = field(default_factory=list)          # rounds' commands (the first)
+    seconds: float = 0.0          # wall time of the whole reproduction
+    guest_seconds: float = 0.0    # time guests spent in rounds, summed over guests
+    guests: int = 1
+    label: str = ""               # what set this run apart (e.g. "stress cpu,memory")
 
     @property
     def rate(self) -> float:
         return self.hits / self.rounds if self.rounds else 0.0
 
+    def interval(self) -> tuple[float, float]:
+        return wilson(self.hits, self.rounds)
+
+    def rate_text(self) -> str:
+        if not self.rounds:
+            return "no round ran"
+        if not self.hits:
+            return (f"0/{self.rounds}: hit rate below {percent(zero_hit_bound(self.rounds))} "
+                    f"at 95%")
+        lo, hi = self.interval()
+        return (f"{self.hits}/{self.rounds} rounds ({percent(self.rate)}, 95% interval "
+                f"{percent(lo)}-{percent(hi)})")
+
     def summary(self) -> str:
+        where = f" on {self.guests} guests" if self.guests > 1 else ""
+        tag = f" [{self.label}]" if self.label else ""
         if self.first is None:
-            return (f"'{self.signature}' not seen in {self.rounds} rounds "
-                    f"({self.seconds:.1f}s): {self.command}")
-        return (f"'{self.first.title}': {self.hits}/{self.rounds} rounds "
-                f"({self.rate:.0%}), first in round {self.first_hit_round} after "
-                f"{self.first_hit_seconds:.1f}s; reproduce with: {self.command}")
+            return (f"'{self.signature}' not seen{tag}: {self.rate_text()} "
+                    f"({self.seconds:.1f}s{where}): {self.command}")
+        per_hit = (f"{self.rounds / self.hits:.1f} rounds and "
+                   f"{self.guest_seconds / self.hits:.2f} guest-seconds a hit")
+        return (f"'{self.first.title}'{tag}: {self.rate_text()}, {per_hit}, first in round "
+                f"{self.first_hit_round} after {self.first_hit_seconds:.1f}s{where}; "
+                f"reproduce with: {self.command}")
+
+    def to_dict(self) -> dict:
+        lo, hi = self.interval()
+        return {"command": self.command, "signature": self.signature, "label": self.label,
+                "rounds": self.rounds, "hits": self.hits, "rate": self.rate,
+                "interval95": [lo, hi],
+                "upper_bound95": zero_hit_bound(self.rounds) if not self.hits else None,
+                "first_hit_round": self.first_hit_round,
+                "first_hit_seconds": self.first_hit_seconds,
+                "rounds_per_hit": self.rounds / self.hits if self.hits else None,
+                "guest_seconds_per_hit": self.guest_seconds / self.hits if self.hits else None,
+                "seconds": self.seconds, "guest_seconds": self.guest_seconds,
+                "guests": self.guests, "title": self.first.title if self.first else None,
+                "other_reports": [r.title for r in self.others]}
 
 
-def reproduce(guest: Target, cmd: str | list[str], signature: str, *, rounds: int,
-              until_hit: bool = False, timeout: float | None = None) -> Reproduction:
-    """Run cmd up to `rounds` times; a round hits when a report's title
-    contains `signature`. Reports that do not match are kept in `others`:
-    a race test must not hide a different bug behind the one it chases."""
-    text = cmd if isinstance(cmd, str) else shlex.join(cmd)
-    out = Reproduction(command=text, signature=signature)
-    t0 = time.monotonic()
+class Plan:
+    """The rounds still to give out, shared by the guests of one run."""
+
+    def __init__(self, rounds: int | None, budget: float | None, until_hit: bool):
+        self.left = rounds
+        self.budget = budget          # seconds of rounds, from the first round on
+        self.deadline: float | None = None
+        self.until_hit = until_hit
+        self.next_round = 0
+        self.stop = threading.Event()
+        self.t0 = time.monotonic()
+        self.first_round: float | None = None   # when rounds began (boots before it)
+        self._lock = threading.Lock()
+
+    def take(self) -> int | None:
+        """The number of the next round to run, or None: stop."""
+        with self._lock:
+            if self.stop.is_set():
+                return None
+            if self.budget and self.deadline is None:
+                self.deadline = time.monotonic() + self.budget
+            if self.deadline is not None and time.monotonic() >= self.deadline:
+                return None
+            if self.left is not None:
+                if self.left <= 0:
+                    return None
+                self.left -= 1
+            self.next_round += 1
+            if self.first_round is None:
+                self.first_round = time.monotonic()
+            return self.next_round
+
+    def hit(self) -> None:
+        if self.until_hit:
+            self.stop.set()
+
+
+def _rounds(guest: Target, cmd: str | list[str], signature: str, out: Reproduction,
+            plan: Plan, timeout: float | None) -> None:
     guest.dmesg_window()   # what came before is not a round's
-    for n in range(1, rounds + 1):
-        guest.run(["sh", "-c", f"echo 1 > {CLEAR_WARN_ONCE}"], check=True)
-        out.results.append(guest.run(cmd, check=True, timeout=timeout))
-        found = reports.parse(guest.dmesg_window())
+    while (n := plan.take()) is not None:
+        t = time.monotonic()
+        if isinstance(guest, Guest):       # re-arm, run, read: one exchange
+            res, log = guest.round(cmd, timeout=timeout)
+            res.check()
+        else:
+            guest.run(["sh", "-c", f"echo 1 > {CLEAR_WARN_ONCE}"], check=True)
+            res = guest.run(cmd, check=True, timeout=timeout)
+            log = guest.dmesg_window()
+        found = reports.parse(log)
+        out.guest_seconds += time.monotonic() - t
+        if len(out.results) < KEEP_RESULTS:
+            out.results.append(res)
         hit = [r for r in found if signature in r.title]
         out.others += [r for r in found if signature not in r.title]
-        out.rounds = n
+        out.rounds += 1
         if hit:
             out.hits += 1
             if out.first is None:
                 out.first, out.first_hit_round = hit[0], n
-                out.first_hit_seconds = time.monotonic() - t0
-            if until_hit:
-                break
-    out.seconds = time.monotonic() - t0
+                out.first_hit_seconds = time.monotonic() - (plan.first_round or plan.t0)
+            plan.hit()
+
+
+def _text(cmd: str | list[str]) -> str:
+    return cmd if isinstance(cmd, str) else shlex.join(cmd)
+
+
+def reproduce(guest: Target, cmd: str | list[str], signature: str, *, rounds: int | None,
+              until_hit: bool = False, timeout: float | None = None,
+              budget: float | None = None) -> Reproduction:
+    """Run cmd for `rounds` rounds and/or `budget` seconds in one guest; a
+    round hits when a report's title contains `signature`. Reports that do
+    not match are kept in `others`: a race test must not hide a different
+    bug behind the one it chases."""
+    out = Reproduction(command=_text(cmd), signature=signature)
+    plan = Plan(rounds, budget, until_hit)
+    _rounds(guest, cmd, signature, out, plan, timeout)
+    out.seconds = time.monotonic() - plan.t0
     return out
+
+
+Teardown = Callable[[], None]
+
+
+def reproduce_parallel(start: Callable[[int], Target], guests: int, cmd: str | list[str],
+                       signature: str, *, rounds: int | None, until_hit: bool = False,
+                       timeout: float | None = None, budget: float | None = None,
+                       setup: Callable[[Target], Teardown | None] | None = None
+                       ) -> Reproduction:
+    """The same over `guests` guests at once, started by start(i) and set up
+    by setup(guest) (which may return its teardown); rounds are handed out
+    one by one, so a fast guest runs more of them, and --until-hit stops
+    every guest at the first hit. Each guest is powered off by the thread
+    that started it (QEMU dies with the thread that spawned it)."""
+    plan = Plan(rounds, budget, until_hit)
+    parts = [Reproduction(command=_text(cmd), signature=signature) for _ in range(guests)]
+
+    def one(i: int) -> None:
+        if plan.stop.is_set():
+            return
+        guest = start(i)
+        teardown = None
+        try:
+            if setup is not None:
+                teardown = setup(guest)
+            _rounds(guest, cmd, signature, parts[i], plan, timeout)
+        except BaseException:
+            plan.stop.set()     # one guest's failure ends the run
+            raise
+        finally:
+            if teardown is not None and guest.alive():
+                teardown()
+            guest.poweroff()
+
+    with ThreadPoolExecutor(max_workers=guests) as pool:
+        futures = [pool.submit(one, i) for i in range(guests)]
+        errors = [f.exception() for f in futures]
+    for e in errors:
+        if e is not None:
+            raise e
+    out = merge(parts)
+    out.seconds = time.monotonic() - plan.t0
+    out.guests = guests
+    return out
+
+
+def merge(parts: list[Reproduction]) -> Reproduction:
+    """One reproduction from its guests' parts: the first hit is the one
+    that came first in time."""
+    out = Reproduction(command=parts[0].command, signature=parts[0].signature)
+    for p in parts:
+        out.rounds += p.rounds
+        out.hits += p.hits
+        out.guest_seconds += p.guest_seconds
+        out.others += p.others
+        out.results += p.results[:max(0, KEEP_RESULTS - len(out.results))]
+        if p.first is not None and (out.first_hit_seconds is None or
+                                    (p.first_hit_seconds or 0) < out.first_hit_seconds):
+            out.first, out.first_hit_round = p.first, p.first_hit_round
+            out.first_hit_seconds = p.first_hit_seconds
+    return out
+
+
+@dataclass
+class Inputs:
+    """What a reproduction brings into each guest before its rounds: files
+    (a compiled reproducer), out-of-tree modules to load, and the command
+    that runs the reproducer."""
+    files: list[tuple[Path, str, int]] = field(default_factory=list)  # local, guest, mode
+    modules: list[str] = field(default_factory=list)                  # guest paths
+    command: list[str] | None = None
+
+    def install(self, guest: Target) -> None:
+        for local, remote, mode in self.files:
+            guest.put(local, remote, mode)
+        for ko in self.modules:
+            res = guest.run(["insmod", ko])
+            if res.status != 0:
+                raise KhError(f"insmod {ko} failed in the guest: {res.stderr.strip()}")
+
+
+def start_stress(guest: Target, kinds: list[str]) -> Teardown | None:
+    """Background load for the rounds: a busy loop a vCPU (cpu); khhog
+    churning a quarter of memory and asking for compaction (memory). Returns
+    what stops it (a target outlives the run; a guest is powered off)."""
+    if not kinds:
+        return None
+    loads = []
+    if "cpu" in kinds:
+        cpus = int(guest.run("nproc", check=True).stdout.strip() or 1)
+        loads += ["while :; do :; done"] * cpus
+    if "memory" in kinds:
+        total_kb = int(guest.read("/proc/meminfo").split()[1])
+        loads.append(f"khhog {max(1, total_kb // 4096)}")
+    pids = [guest.run(f"({load}) >/dev/null 2>&1 </dev/null & echo $!",
+                      check=True).stdout.strip() for load in loads]
+
+    def stop() -> None:
+        guest.run(["kill", *pids])
+    return stop

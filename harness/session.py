@@ -17,18 +17,19 @@ from pathlib import Path
 from harness import arches, remote
 from harness.arches import Arch
 from harness.errors import KhError, UsageError
-from harness.guest import Guest, Target
+from harness.guest import Guest, GuestDied, Target
 from harness.kbuild import helpers, kmod
 from harness.kernel import Kernel
 from harness.kernels import resolve, running
 from harness.util import progress
 from harness.vm import initramfs
-from harness.vm.machine import Launcher, MachineSpec
+from harness.vm.machine import BootError, Launcher, MachineSpec
 from harness.vm.qemu import QemuLauncher
 from harness.vm.vng import VngLauncher
 
 BOOT_PATHS = ("initramfs", "vng")
 DEFAULT_MODULES = ("ringbuf", "daxlike", "mixedmap", "splat")
+SMP_BOOT_ATTEMPTS = 3
 
 
 @dataclass
@@ -41,6 +42,7 @@ class Prepared:
     outdir: Path
     spec: MachineSpec
     boots: int = 0
+    boot_retries: int = 0                      # boots that failed in the rig and were redone
     target: remote.Access | None = None        # a real machine, not a QEMU guest
     conn: remote.Connection | None = None      # the connection prepare() made to it
 
@@ -132,8 +134,26 @@ def start(prep: Prepared) -> Target:
             conn = remote.Connection.open(prep.target, wait=wait)
         return remote.attach(conn, prep.outdir / f"session-{prep.boots}", prep.kernel.release,
                              prep.modules, prep.helpers)
-    guest = Guest.boot(launcher(prep, prep.outdir / f"boot-{prep.boots}"),
-                       quiet=prep.boot == "initramfs")
+    # Several vCPUs under TCG: a boot can die in the kernel's text patching
+    # (x86_64 MTTCG, benchmarks/smp_boot.py). That is the rig, not the kernel:
+    # boot again, and count it.
+    attempts = SMP_BOOT_ATTEMPTS if prep.spec.cpus > 1 else 1
+    for attempt in range(1, attempts + 1):
+        workdir = prep.outdir / (f"boot-{prep.boots}" if attempt == 1 else
+                                 f"boot-{prep.boots}-retry-{attempt - 1}")
+        try:
+            return _boot(prep, workdir)
+        except (BootError, GuestDied) as e:
+            if attempt == attempts:
+                raise
+            prep.boot_retries += 1
+            progress(f"boot {prep.boots} with {prep.spec.cpus} vCPUs failed ({e}); booting "
+                     f"again ({attempt}/{attempts - 1}), {prep.boot_retries} retried so far")
+    raise AssertionError("unreachable")
+
+
+def _boot(prep: Prepared, workdir: Path) -> Guest:
+    guest = Guest.boot(launcher(prep, workdir), quiet=prep.boot == "initramfs")
     if prep.boot == "initramfs":
         setup = []  # the initramfs init loaded the kernel's own modules
         paths = {n: f"/lib/kh/{p.name}" for n, p in prep.modules.items()}

@@ -34,6 +34,7 @@ class Arch:
     busybox_package: str   # Debian package whose busybox goes into the initramfs
     boot_vmlinux: bool     # boot the uncompressed ELF inside the image (PVH)
     build_image: str       # the boot image a source build makes, relative to O=
+    tcg_smp_thread: str = "multi"  # TCG threading with several vCPUs (benchmarks/smp_boot.py)
 
     def __str__(self) -> str:
         return self.name
@@ -51,9 +52,14 @@ class Arch:
     def cpu(self, accel: str) -> str:
         return self.cpu_kvm if accel == "kvm" else self.cpu_tcg
 
-    def qemu_machine(self, accel: str, cpu: str | None = None) -> list[str]:
-        """-M, -cpu and -accel words; `cpu` overrides the TCG model."""
+    def qemu_machine(self, accel: str, cpu: str | None = None, *, cpus: int = 1,
+                     tcg_thread: str | None = None) -> list[str]:
+        """-M, -cpu and -accel words; `cpu` overrides the TCG model and
+        `tcg_thread` the arch's TCG threading for several vCPUs."""
         model = self.cpu("kvm") if accel == "kvm" else (cpu or self.cpu_tcg)
+        thread = tcg_thread or (self.tcg_smp_thread if cpus > 1 else None)
+        if accel == "tcg" and thread and thread != "multi":
+            accel = f"tcg,thread={thread}"
         return ["-M", self.machine, "-cpu", model, "-accel", accel]
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from harness.arches import Arch
 from harness.cache import cached
-from harness.errors import KhError
+from harness.errors import KhError, UsageError
 from harness.kbuild.kmod import compiler_lines
 from harness.resources import data
 from harness.util import cache_root, digest, run, step
@@ -42,3 +42,17 @@ def build(arch: Arch) -> list[Path]:
 
     out = cached(cache_root() / "helpers" / f"{arch.name}-{key}", make)
     return [out / s.stem for s in sources]
+
+
+def compile_reproducer(src: Path, arch: Arch, out: Path) -> Path:
+    """A user's C reproducer, static for the guest arch with the helpers'
+    compiler; a compile error is bad input, shown as the compiler printed it."""
+    cc = compiler(arch)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with step(f"compiling {src.name} for {arch}"):
+        proc = run([cc, "-static", "-pthread", "-O2", "-o", str(out), str(src)],
+                   what=f"compile of {src.name}", check=False, log=out.with_suffix(".log"))
+    if proc.returncode != 0:
+        raise UsageError(f"{src} does not compile for {arch} with {cc} (log: "
+                         f"{out.with_suffix('.log')})", detail=proc.stdout.strip())
+    return out

@@ -53,15 +53,17 @@ def compiler_lines(output: str) -> str:
 def build(kernel: Kernel, name: str, kmods: Path | None = None) -> Module:
     kmods = kmods or data("kmods")
     src = kmods / name
-    if not (src / "Kbuild").exists():
+    if not (src / "Kbuild").exists() and not (src / "Makefile").exists():
         raise KhError(f"no module '{name}' in {kmods}: available: {', '.join(available(kmods))}")
-    inputs = _sources(src) + _sources(kmods / "include")
+    shared = kmods / "include"      # our modules' compat header; a user's module has none
+    inputs = _sources(src) + (_sources(shared) if shared.is_dir() else [])
     key = digest(kernel.release, kernel.source,
                  *(f"{p.relative_to(kmods)}:{p.read_bytes().hex()}" for p in inputs))
 
     def make(top: Path) -> list[Path]:
         shutil.copytree(src, top / name)
-        shutil.copytree(kmods / "include", top / "include")
+        if shared.is_dir():
+            shutil.copytree(shared, top / "include")
         tc = toolchain.for_kernel(kernel)
         log = top / "build.log"
         with step(f"building module {name} for {kernel.release} with {tc.describe()}"):

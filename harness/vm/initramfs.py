@@ -120,7 +120,6 @@ def build(kernel: Kernel, extra_modules: list[Path], helpers: list[Path], dest: 
     c.chardev("dev/null", 1, 3)
     c.file("bin/busybox", busybox_for(kernel.arch).read_bytes(), 0o755)
     c.file("init", render_init(kernel.arch, mods).encode(), 0o755)
-    c.file("bin/kh-agent", (data("images") / "agent.sh").read_bytes(), 0o755)
     for m in mods:
         c.file(f"lib/kh/{m.file}", m.data)
     for p in extra_modules:  # ours: the session loads them, so tests see insmod fail

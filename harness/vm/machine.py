@@ -59,12 +59,13 @@ class MachineSpec:
     """What every launcher needs to know besides the kernel."""
     workdir: Path
     memory_mb: int = 1024
-    # One vCPU: under QEMU 7.2's TCG, x86 kernel text patching (static keys,
-    # int3) killed the other vCPU with "Oops: int3" in some boots at -smp 2.
+    # One vCPU unless asked: it boots fastest. Several under x86 MTTCG fail
+    # about one boot in 50 ("Oops: int3"); session.start boots those again.
     cpus: int = 1
     accel: str = "auto"          # auto, kvm, tcg
     boot_timeout: float = 120.0
     cpu: str | None = None       # overrides the arch's TCG cpu model
+    tcg_thread: str | None = None  # TCG's thread=single|multi; None: the arch's choice
 
 
 class Launcher:

@@ -25,7 +25,8 @@ class QemuLauncher(Launcher):
         image = self.kernel.vmlinux if (a.boot_vmlinux and self.kernel.vmlinux) \
             else self.kernel.image
         return [a.qemu_binary, "-nodefaults", "-no-user-config", "-display", "none",
-                "-no-reboot", *a.qemu_machine(accel, self.spec.cpu),
+                "-no-reboot", *a.qemu_machine(accel, self.spec.cpu, cpus=self.spec.cpus,
+                                                    tcg_thread=self.spec.tcg_thread),
                 "-m", str(self.spec.memory_mb), "-smp", str(self.spec.cpus),
                 "-kernel", str(image), "-initrd", str(self.initramfs),
                 "-append", " ".join([f"console={a.console}", *BASE_APPEND]),

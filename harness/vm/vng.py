@@ -1,7 +1,7 @@
 """virtme-ng with the host's root filesystem: the path users reach for by name.
 
 The guest sees the host root read-only over 9p, so our modules and helpers
-are used where they lie in the cache; the agent is images/agent.sh, run as
+are used where they lie in the cache; the agent is the khagent helper, run as
 vng's --exec command, on the same kind of virtio port as under raw QEMU.
 """
 
@@ -13,7 +13,6 @@ import sys
 from pathlib import Path
 
 from harness.kernel import Kernel
-from harness.resources import data
 from harness.vm.machine import Launcher, MachineSpec
 from harness.vm.qemu import BASE_APPEND
 
@@ -28,7 +27,7 @@ class VngLauncher(Launcher):
 
     def argv(self, accel: str, sock_dir: Path) -> list[str]:
         agent = (f"PATH={shlex.quote(str(self.helper_dir))}:$PATH "
-                 f"sh {shlex.quote(str(data('images') / 'agent.sh'))}")
+                 f"{shlex.quote(str(self.helper_dir / 'khagent'))}")
         append = [a for a in BASE_APPEND if not a.startswith("rdinit=")]
         argv = ["vng", "-r", str(self.kernel.image), "--verbose", "--force-9p",
                 "--cpus", str(self.spec.cpus), "--memory", f"{self.spec.memory_mb}M",

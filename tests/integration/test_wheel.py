@@ -31,7 +31,7 @@ def test_wheel_installs_and_runs_outside_the_clone(tmp_path, request):
     (wheel,) = (tmp_path / "dist").glob("kharness-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     for need in ("harness/_data/kmods/ringbuf/ringbuf.c", "harness/_data/kmods/include/kh_compat.h",
-                 "harness/_data/helpers/khmap.c", "harness/_data/images/agent.sh",
+                 "harness/_data/helpers/khmap.c", "harness/_data/helpers/khagent.c",
                  "harness/_data/kconfigs/base.config", "harness/_data/suite/conftest.py",
                  "harness/_data/suite/test_ringbuf.py", "harness/report/templates/matrix.html.j2",
                  "harness/py.typed"):

@@ -95,18 +95,19 @@ def race_expect(mode: str, kernel) -> dict:
 RACE_ROUNDS, RACE_ITERATIONS, RACE_WINDOW_US = 4, 5, 2000
 
 
-def race(dx, kernel, behaviour, *, rounds: int, iterations: int, window_us: int, what: str):
+def race(dx, kernel, behaviour, *, rounds: int, iterations: int, window_us: int, what: str,
+         until_hit: bool = False):
     """DX4's racer in rounds through the RP loop; the invariants every race
     run shares. Returns the expectation, the reproduction and the stats."""
     want = race_expect(dx.mode, kernel)
     before = dx.stats()
     cmd = ["khmap", "race", dx.dev, str(dx.nr_pages), str(iterations), str(window_us)]
     rep = repro.reproduce(dx.guest, cmd, want["signature"] or "WARNING in insert_",
-                          rounds=rounds)
+                          rounds=rounds, until_hit=until_hit)
     after = dx.assert_released()
     behaviour.note(what, rep.summary())
     assert not rep.others, "other kernel reports: " + "; ".join(r.title for r in rep.others)
-    assert dx.delta(before, after, "moves") == rounds * iterations
+    assert dx.delta(before, after, "moves") == rep.rounds * iterations
     # The module saw its own stale PTE in mkwrite: the window was entered, so
     # a kernel with the check had its chance to print it.
     assert dx.delta(before, after, "mkwrite_stale") > 0, "the writer never hit the window"
@@ -124,18 +125,23 @@ def test_DX4_block_move_races_the_mkwrite_path(dx, kernel, behaviour):
     behaviour.check("writer SIGBUS", want["writer SIGBUS"], sigbus > 0)
 
 
-NATURAL_ROUNDS, NATURAL_ITERATIONS = 10, 200
+# Where the kernel has the WARN, rounds until the first hit: 20-70% a round
+# on two vCPUs (README), so 40 rounds miss it about once in 10,000 runs.
+NATURAL_ROUNDS, NATURAL_MAX_ROUNDS, NATURAL_ITERATIONS = 10, 40, 200
 
 
-@pytest.mark.arch("arm64")
 @pytest.mark.guest(cpus=2)
 def test_DX4_natural_race_on_two_vcpus(dx, kernel, behaviour):
     """No window: the move's publish-then-zap races the writer only when
-    the two run at once. arm64 under TCG runs two vCPUs in parallel
-    (x86 two-vCPU guests are unreliable here, see README); one vCPU never
-    hit it in 10 rounds of 200 moves, two hit it in 18 of 20 (7.2)."""
-    want, rep = race(dx, kernel, behaviour, rounds=NATURAL_ROUNDS,
-                     iterations=NATURAL_ITERATIONS, window_us=0, what="DX4 natural race")
+    the two run at once, on two vCPUs that TCG runs in parallel (a boot
+    that dies in x86 text patching under MTTCG is booted again, see
+    session.start). One vCPU never hit it in 10 rounds of 200 moves; two
+    hit it in 18 of 20 on arm64 (7.2). The hit rate and its interval go
+    into the behaviour matrix."""
+    expected = bool(race_expect(dx.mode, kernel)["signature"])
+    want, rep = race(dx, kernel, behaviour, iterations=NATURAL_ITERATIONS, window_us=0,
+                     rounds=NATURAL_MAX_ROUNDS if expected else NATURAL_ROUNDS,
+                     until_hit=expected, what="DX4 natural race")
     behaviour.check("WARN_ON_ONCE seen", bool(want["signature"]), rep.hits > 0)
 
 

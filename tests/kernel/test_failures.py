@@ -87,7 +87,7 @@ def _run_and_stop(request, tmp_path: Path, sig: int) -> tuple[subprocess.Complet
     cli = subprocess.Popen(
         [sys.executable, "-m", "harness.cli", "run", f"--kernel={opt('--kernel')}",
          f"--arch={opt('--arch')},{other}", "-j", "1", f"--boot={opt('--boot')}",
-         f"--out={tmp_path}", "-k", "RB1 or RB2"],
+         f"--out={tmp_path}", "-k", "RB or DX"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 300
     # A test is under way once a guest has answered and its kernel log window opened.
@@ -95,7 +95,7 @@ def _run_and_stop(request, tmp_path: Path, sig: int) -> tuple[subprocess.Complet
         assert cli.poll() is None, cli.communicate()
         assert time.monotonic() < deadline, "no guest came up"
         time.sleep(0.2)
-    time.sleep(2)
+    time.sleep(1)
     cli.send_signal(sig)
     out, err = cli.communicate(timeout=120)
     return subprocess.CompletedProcess(cli.args, cli.returncode, out, err), tmp_path

@@ -8,6 +8,7 @@ come through the fault handler (vmf_insert_mixed()).
 
 from __future__ import annotations
 
+import pytest
 from conftest import device, need_bar
 
 from harness.observe.proc import parse_page_lines
@@ -72,7 +73,11 @@ def test_MX3_fork_copies_mixedmap_ptes(mx, behaviour):
 MX4_ROUNDS = 40
 
 
-def test_MX4_prepopulation_races_madv_dontneed(mx, behaviour):
+@pytest.mark.parametrize("cpus", [
+    1, pytest.param(2, marks=pytest.mark.guest(cpus=2), id="2cpus")])
+def test_MX4_prepopulation_races_madv_dontneed(mx, behaviour, cpus):
+    """On one vCPU the threads interleave at preemption points; on two they
+    run at once."""
     before = mx.stats()
     f = mx.khmap("mxrace", MX4_ROUNDS).fields()
     after = mx.assert_released()

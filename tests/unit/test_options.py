@@ -66,6 +66,14 @@ FOREIGN = next(a for a in ARCHES.values() if not a.native)
      "give at most one --kernel"),
     (["boot", "--put", "/nonexistent:/x"], "/nonexistent is not a readable file"),
     (["boot", "--put", "README.md"], "--put takes LOCAL:GUEST"),
+    (["repro", "--signature", "W"], "repro needs a command after -- or a reproducer"),
+    (["repro", "--signature", "W", "--for", "10x", "--", "true"], "--for takes a time"),
+    (["repro", "--signature", "W", "--for", "0", "--", "true"], "--for takes a time above 0"),
+    (["repro", "--signature", "W", "--stress", "io", "--", "true"], "--stress 'io' is unknown"),
+    (["repro", "--signature", "W", "--kmod", "/tmp", "--", "true"], "no Kbuild or Makefile"),
+    (["repro", "--signature", "W", "--c", "/nonexistent.c"], "--c /nonexistent.c: not a"),
+    (["repro", "--signature", "W", "--target", "ssh://b", "-j", "2", "--", "true"],
+     "a --target is one machine"),
 ])
 def test_bad_input_is_one_line_and_exit_2(args, words):
     res = kh(*args)
@@ -80,7 +88,7 @@ def test_defaults_resolve_to_objects():
     assert ns.arch == [host()] and ns.kernel == ["debian:6.12"] and ns.cpus == 1
     ns = options.resolve("repro", vars(cli.parser().parse_args(
         ["repro", "--signature", "W", "--", "sh", "-c", "echo a b > /x"])))
-    assert ns.timeout == 120.0 and ns.rounds == 100
+    assert ns.timeout == 120.0 and ns.rounds is None   # 100 rounds unless --for
     assert ns.command == ["sh", "-c", "echo a b > /x"]   # argv kept, not joined
 
 

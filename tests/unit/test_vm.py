@@ -91,7 +91,7 @@ def test_init_loads_kernel_modules_in_order():
     text = render_init(ARCHES["x86_64"], [GuestModule("virtio.ko", "", b""),
                                   GuestModule("brd.ko", "rd_nr=1", b"")])
     assert text.index("insmod /lib/kh/virtio.ko") < text.index("insmod /lib/kh/brd.ko rd_nr=1")
-    assert "sh /bin/kh-agent" in text
+    assert "/bin/khagent" in text
 
 
 @pytest.mark.parametrize("version,spec,ok", [
