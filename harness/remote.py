@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import NoReturn
 
 import paramiko
+from paramiko.ssh_exception import NoValidConnectionsError
 
 from harness.errors import KhError, UsageError
 from harness.guest import GuestCommandError, GuestDied, Result, _quote
@@ -139,6 +140,14 @@ class Connection:
         except KhError:
             client.close()
             raise
+        except NoValidConnectionsError:
+            client.close()
+            raise _Unreachable(f"cannot connect to {url}: connection refused (no sshd on port "
+                               f"{url.port}?)") from None
+        except TimeoutError:
+            client.close()
+            raise _Unreachable(f"cannot connect to {url}: no answer in "
+                               f"{CONNECT_TIMEOUT:g}s") from None
         except (OSError, paramiko.SSHException, EOFError) as e:
             client.close()
             raise _Unreachable(f"cannot connect to {url}: {e or type(e).__name__}") from None

@@ -173,3 +173,18 @@ def test_dead_target_is_lost_connection(sshd, tmp_path):
     assert [r.title for r in died.value.reports] == ["lost connection to test machine"]
     assert not t.alive()
     sshd.start()
+
+
+def test_full_disk_on_the_target_is_named(sshd, tmp_path):
+    assert sshd.guest is not None
+    sshd.guest.run("mkdir -p /mnt/small && mount -t tmpfs -o size=64k tmpfs /mnt/small",
+                   check=True)
+    _, t = target_of(sshd, tmp_path)
+    try:
+        with pytest.raises(GuestCommandError, match="could not put /mnt/small/blob") as e:
+            t.put(b"x" * 300_000, "/mnt/small/blob")
+        assert "No space left on device" in e.value.detail
+        assert t.run("ls /mnt/small").stdout == ""      # no half file left
+    finally:
+        t.close()
+        sshd.guest.run("umount /mnt/small")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -162,3 +163,15 @@ def test_target_options_reach_the_suites():
     argv = options.to_pytest_argv(ns)
     assert "--target=ssh://root@b:2200" in argv and "--reboot-wait=60.0" in argv
     assert not any(a.startswith(("--kernel", "--arch", "--identity")) for a in argv)
+
+
+def test_unreachable_target_is_one_line_and_exit_3(tmp_path):
+    with socket.socket() as s:       # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    res = kh("boot", "--target", f"ssh://root@127.0.0.1:{port}", "--exec", "true",
+             "--out", str(tmp_path))
+    assert res.returncode == 3, res.stderr
+    assert res.stderr.strip().splitlines() == [
+        f"kharness: error: cannot connect to ssh://root@127.0.0.1:{port}: connection "
+        f"refused (no sshd on port {port}?)"]
