@@ -167,11 +167,16 @@ class Connection:
         try:
             chan = self.client.get_transport().open_session(timeout=CONNECT_TIMEOUT)
             chan.exec_command(command)
+        except (AttributeError, OSError, paramiko.SSHException, EOFError) as e:
+            raise ConnectionError(str(e) or type(e).__name__) from None
+        try:
             if stdin:
                 chan.sendall(stdin)
             chan.shutdown_write()
-        except (AttributeError, OSError, paramiko.SSHException, EOFError) as e:
-            raise ConnectionError(str(e) or type(e).__name__) from None
+        except (OSError, paramiko.SSHException, EOFError) as e:
+            if not self.alive():
+                raise ConnectionError(str(e) or type(e).__name__) from None
+            # The command stopped reading (a full disk): its status says why.
         out, err = bytearray(), bytearray()
         deadline = time.monotonic() + timeout
         try:
@@ -309,8 +314,10 @@ class SshTarget:
         data = src if isinstance(src, bytes) else Path(src).read_bytes()
         dest = dest if dest.startswith("/") or not self.dir else f"{self.dir}/{dest}"
         q = shlex.quote(dest)
-        script = (f"mkdir -p \"$(dirname {q})\" && cat > {q}.kh-part && "
-                  f"chmod {mode:o} {q}.kh-part && mv {q}.kh-part {q}")
+        part = shlex.quote(dest + ".kh-part")
+        script = (f"mkdir -p \"$(dirname {q})\" || exit; if cat > {part} && "
+                  f"chmod {mode:o} {part} && mv {part} {q}; then exit 0; fi; "
+                  f"rm -f {part}; exit 1")
         try:
             status, _, err = self.conn.exec(script, timeout or self.default_timeout, data)
         except ConnectionError as e:
