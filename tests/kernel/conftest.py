@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -110,6 +111,13 @@ def option(request) -> Callable[[str], str]:
         value = getattr(settings, flag.lstrip("-").replace("-", "_"))
         return ",".join(map(str, value)) if isinstance(value, list) else str(value)
     return get
+
+
+def interruptible() -> None:
+    """Popen preexec_fn: SIGINT back to its default in the child. A shell
+    without job control starts `cmd &` with SIGINT ignored, and Python keeps
+    an inherited SIG_IGN: a Ctrl-C test would then test nothing."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def need_bar(d: Device, pages: int = 1) -> dict[str, int]:

@@ -14,7 +14,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
-from conftest import option
+from conftest import interruptible, option
 
 from harness import session
 from harness.arches import ARCHES
@@ -88,7 +88,7 @@ def _run_and_stop(request, tmp_path: Path, sig: int) -> tuple[subprocess.Complet
         [sys.executable, "-m", "harness.cli", "run", f"--kernel={opt('--kernel')}",
          f"--arch={opt('--arch')},{other}", "-j", "1", f"--boot={opt('--boot')}",
          f"--out={tmp_path}", "-k", "RB or DX"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=interruptible)
     deadline = time.monotonic() + 300
     # A test is under way once a guest has answered and its kernel log window opened.
     while not any(p.stat().st_size for p in tmp_path.rglob("dmesg.log")):

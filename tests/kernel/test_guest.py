@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import option
+from conftest import interruptible, option
 
 from harness.guest import GuestDied
 from harness.observe import reports
@@ -97,7 +97,8 @@ def test_no_qemu_outlives_the_harness(kernel, tmp_path, request, sig):
     cli = subprocess.Popen(
         [sys.executable, "-m", "harness.cli", "boot", f"--kernel={opt('--kernel')}",
          f"--arch={opt('--arch')}", f"--boot={opt('--boot')}", f"--out={tmp_path}",
-         "--exec", "sleep 600"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+         "--exec", "sleep 600"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        preexec_fn=interruptible)
     deadline = time.monotonic() + 180
     marker = None  # the guest's agent socket, named on QEMU's command line
     while marker is None or not _qemu_pids(marker) or not any(
