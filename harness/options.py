@@ -385,7 +385,8 @@ def to_pytest_argv(ns: argparse.Namespace, **override: Any) -> list[str]:
     for o in options_for(PYTEST):
         if "run" not in o.commands:
             continue
-        value = override[o.dest] if o.dest in override else getattr(ns, o.dest)
+        # Commands without guests of their own (nightly, validate) lack some.
+        value = override[o.dest] if o.dest in override else getattr(ns, o.dest, None)
         if value is None or value == []:
             continue
         if o.flag:

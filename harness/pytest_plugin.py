@@ -145,6 +145,17 @@ class GuestPool:
                              f"and were booted again; no test saw them")
 
 
+def resolved(config: pytest.Config):
+    """The suite's options as resolved (defaults filled in), as command-line
+    text: resolved(config)("--arch") is "x86_64" also when none was given."""
+    settings = config.stash[SETTINGS]
+
+    def get(flag: str) -> str:
+        value = getattr(settings, flag.lstrip("-").replace("-", "_"))
+        return ",".join(map(str, value)) if isinstance(value, list) else str(value)
+    return get
+
+
 @pytest.fixture(scope="session")
 def kh_pool(request):
     pool = GuestPool(request.config)

@@ -13,9 +13,11 @@ import re
 import subprocess
 import sys
 
+from harness.pytest_plugin import resolved
+
 
 def test_two_cold_runs_sharing_one_cache_both_succeed(tmp_path, request):
-    opt = request.config.getoption
+    opt = resolved(request.config)
     env = {**os.environ, "KHARNESS_CACHE": str(tmp_path / "cache")}
     runs = [subprocess.Popen(
         [sys.executable, "-m", "harness.cli", "boot", f"--kernel={opt('--kernel')}",

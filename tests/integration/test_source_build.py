@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pytest
 
+from harness.pytest_plugin import resolved
+
 REPO = Path(__file__).resolve().parents[2]
 DATA = REPO / "tests" / "data"
 SOURCE = "debian-source:7.2"
@@ -77,7 +79,7 @@ def daxlike_outcomes(spec: str, arch: str, junit: Path) -> dict[str, str]:
 
 @pytest.mark.slow
 def test_patched_mkwrite_path_fails_daxlike(request, tmp_path):
-    arch = request.config.getoption("--arch")
+    arch = resolved(request.config)("--arch")
     plain = daxlike_outcomes(build(arch), arch, tmp_path / "plain.xml")
     patched = daxlike_outcomes(build(arch, "--patches", str(BREAK_MKWRITE)), arch,
                                tmp_path / "patched.xml")
@@ -92,7 +94,7 @@ def test_patched_mkwrite_path_fails_daxlike(request, tmp_path):
 def test_validate_names_the_regression(request, tmp_path):
     """Base and patched in one command: the broken write-upgrade shows up as
     DX2[refcounted] failing with the kernel's own report, and nothing else."""
-    arch = request.config.getoption("--arch")
+    arch = resolved(request.config)("--arch")
     proc = kharness("validate", "--source", SOURCE, "--patches", str(BREAK_MKWRITE),
                     "--config", "base,debug-vm", "--arch", arch, "-k", "DX1 or DX2",
                     "--out", str(tmp_path), timeout=5400)
@@ -111,7 +113,7 @@ def test_validate_names_the_regression(request, tmp_path):
 
 @pytest.mark.slow
 def test_bisect_names_the_breaking_patch(request, tmp_path):
-    arch = request.config.getoption("--arch")
+    arch = resolved(request.config)("--arch")
     proc = kharness("bisect", "--source", SOURCE,
                     "--patches", str(DATA / "patches" / "bisect-3-7.2.mbox"),
                     "--config", "base,debug-vm", "--arch", arch,
@@ -126,7 +128,7 @@ def test_git_bisect_names_the_breaking_commit(request, tmp_path):
     """A git tree of the Debian 7.2 source with the 3-patch series as three
     commits: `kharness bisect --good --bad` drives `git bisect run` with
     `kharness bisect-step` and names the second commit."""
-    arch = request.config.getoption("--arch")
+    arch = resolved(request.config)("--arch")
     tree = Path(kharness("build", "--source", SOURCE, "--arch", arch, "--config",
                          "base,debug-vm", timeout=5400).stderr.split("build: ")[-1].strip())
     repo = tmp_path / "linux"

@@ -11,6 +11,8 @@ import xml.etree.ElementTree as ET
 import zipfile
 from pathlib import Path
 
+from harness.pytest_plugin import resolved
+
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -45,7 +47,7 @@ def test_wheel_installs_and_runs_outside_the_clone(tmp_path, request):
     kh = str(env_dir / "bin" / "kharness")
     work = tmp_path / "elsewhere"
     work.mkdir()
-    opt = request.config.getoption
+    opt = resolved(request.config)
     common = [f"--kernel={opt('--kernel')}", f"--arch={opt('--arch')}"]
 
     boot = subprocess.run([kh, "boot", *common, "--exec", "uname -r"], cwd=work,

@@ -11,7 +11,7 @@ import pytest
 
 from harness.guest import Guest, Result
 from harness.observe import proc
-from harness.pytest_plugin import SETTINGS
+from harness.pytest_plugin import resolved
 
 RINGBUF_MODES = ("pfnmap", "fault", "insert_pages")
 DAXLIKE_MODES = ("special", "refcounted")
@@ -103,14 +103,9 @@ def settled_nr_mapped(guest, expect: int | None = None) -> int:
 
 
 def option(request) -> Callable[[str], str]:
-    """The suite's options as resolved (defaults filled in), as command-line
-    text: option("--arch") is "x86_64" also when none was given."""
-    settings = request.config.stash[SETTINGS]
-
-    def get(flag: str) -> str:
-        value = getattr(settings, flag.lstrip("-").replace("-", "_"))
-        return ",".join(map(str, value)) if isinstance(value, list) else str(value)
-    return get
+    """The suite's options as resolved: option("--arch") is "x86_64" also
+    when none was given (pytest_plugin.resolved)."""
+    return resolved(request.config)
 
 
 def interruptible() -> None:
