@@ -175,3 +175,14 @@ def test_unreachable_target_is_one_line_and_exit_3(tmp_path):
     assert res.stderr.strip().splitlines() == [
         f"kharness: error: cannot connect to ssh://root@127.0.0.1:{port}: connection "
         f"refused (no sshd on port {port}?)"]
+
+
+@pytest.mark.parametrize("command", ["nightly", "validate"])
+def test_suite_argv_from_a_command_without_guest_options(command):
+    """nightly and validate run the suite without --target and friends of
+    their own: their pytest arguments must still come out."""
+    raw = {o.dest: o.default_for(command) for o in options.options_for(command)}
+    ns = options.resolve(command, {**raw, "source": "x", "patches": "x"})
+    argv = options.to_pytest_argv(ns, kernel=["debian:6.12"], arch=[host()], out=Path("o"))
+    assert "--kernel=debian:6.12" in argv and f"--arch={host()}" in argv
+    assert not any(a.startswith(("--target", "--identity")) for a in argv)
