@@ -149,7 +149,8 @@ def cmd_repro(args: argparse.Namespace) -> int:
     rounds = args.rounds if args.rounds is not None else (None if args.budget else 100)
     outdir = args.out / "repro"
     prep = session.prepare(spec, arch, boot=args.boot, outdir=outdir, accel=args.accel,
-                           cpus=args.cpus, offline=args.offline, target=session.access(args))
+                           cpus=args.cpus, offline=args.offline, target=session.access(args),
+                           guest=session.settings(args))
     extra = repro_inputs(args, prep, outdir)
     command = extra.command or args.command
     parallel = args.parallel or 1
@@ -239,7 +240,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     print(f"kharness bench: {spec} on {arch}, {args.rounds} boots a path")
     for boot in args.paths:
         prep = session.prepare(spec, arch, boot=boot, outdir=args.out / f"bench-{boot}",
-                               accel=args.accel, cpus=args.cpus, offline=args.offline)
+                               accel=args.accel, cpus=args.cpus, offline=args.offline,
+                               guest=session.settings(args))
         boots, trips = [], []
         for _ in range(args.rounds):
             t0 = time.monotonic()

@@ -185,6 +185,8 @@ class Option:
         return self.per_command.get(command, self.default)
 
 
+# What `run --suite` picks from the kernel suite folder (harness/workflows.py).
+SUITES = ("scenarios", "mm-selftests", "harness", "all")
 GUESTS = ("run", "boot", "repro", "bench", PYTEST)        # boot a --kernel
 BUILT = ("validate", "bisect", "bisect-step")           # boot kernels they build
 SOURCE = ("build", *BUILT)                              # build from --source
@@ -216,6 +218,24 @@ TABLE = (
            SETTINGS, "auto", _choice("--accel", ACCELS)),
     Option(("--cpus",), "guest vCPUs (default 1, see README)", SETTINGS, "1",
            _positive_int("--cpus")),
+    Option(("--selftests-source",), "where the upstream mm selftests come from: a kernel "
+           "tree, a .tar.* of one, or debian-source:<series> (default: the kernel's own "
+           "source)", ("run", PYTEST), None),
+    Option(("--suite",), f"suites run runs, comma-separated: {', '.join(SUITES)} "
+           "(default scenarios)", ("run",), "scenarios", _list("--suite", _choice("--suite",
+                                                                                 SUITES))),
+    Option(("--memory",), "guest memory in MiB (default 1024)", SETTINGS, None,
+           _positive_int("--memory")),
+    Option(("--append",), "added to the guest kernel's command line, e.g. "
+           "'proc_mem.force_override=always'", SETTINGS, None),
+    Option(("--numa",), "guest NUMA nodes (memory split evenly; default 1)", SETTINGS, None,
+           _positive_int("--numa")),
+    Option(("--swap",), "MiB of swap for the guest, on a virtio disk (default none)",
+           SETTINGS, None, _positive_int("--swap")),
+    Option(("--overcommit",), "guest vm.overcommit_memory: 0, 1 or 2", SETTINGS, None,
+           _choice("--overcommit", ("0", "1", "2"))),
+    Option(("--hugepages",), "guest vm.nr_hugepages", SETTINGS, None,
+           _positive_int("--hugepages")),
     Option(("--out",), "output directory for logs, JUnit and reports (default kharness-out)",
            SETTINGS, "kharness-out", _outdir),
     Option(("--offline",), "use only cached package lists", (*SETTINGS, "build"), False,

@@ -41,7 +41,8 @@ def pytest_configure(config: pytest.Config) -> None:
         "kernel(spec): run only where the kernel matches, e.g. '>=7.2' or '<6.12'",
         "arch(name): run only on this guest arch",
         "expect_report(title): the test expects a kernel report whose title contains this",
-        "guest(cpus=N): the test needs a guest of its own with these settings",
+        "guest(cpus=N, memory_mb=M, append=TEXT, numa=N, swap_mb=M, overcommit=N, "
+        "hugepages=N): the test needs a guest of its own with these settings",
         "qemu: the test needs a QEMU guest (its console, devices or death); skipped on "
         "an SSH --target",
         "slow: builds kernels from source; runs only with --slow",
@@ -96,7 +97,8 @@ class GuestPool:
                     spec, arch = session.wanted(s)
                     self.prep = session.prepare(
                         spec, arch, boot=s.boot, outdir=self.outdir, accel=s.accel,
-                        cpus=s.cpus, offline=s.offline, target=session.access(s))
+                        cpus=s.cpus, offline=s.offline, target=session.access(s),
+                        guest=session.settings(s))
             except KhError as e:
                 detail = f"\n{e.detail}" if e.detail else ""
                 pytest.exit(f"kharness: {e}{detail}", returncode=e.exit_code)
@@ -112,6 +114,10 @@ class GuestPool:
         if guest is None or not guest.alive():
             if guest is not None:
                 guest.close()
+            # One guest with special settings at a time besides the default
+            # one: memory for each of a suite's variants adds up.
+            for other in [k for k in self.guests if k and k != key]:
+                self.guests.pop(other).close()
             prep = self.variant(key)
             try:
                 with self._uncaptured():
@@ -318,3 +324,28 @@ def pytest_runtest_makereport(item, call):
             rep.sections.append(("kernel log window", window[-6000:] or "(empty)"))
         rep.sections.append(("kharness artifacts", str(art)))
     return rep
+
+
+def report_subtest(item: pytest.Item, name: str, outcome: str, *, reason: str = "",
+                   text: str = "", seconds: float = 0.0, xfail: bool = False,
+                   properties: list[tuple[str, object]] | None = None) -> None:
+    """A result of its own for one part of a test (an upstream selftest's
+    subtest), as pytest-subtests does: a report with the node id
+    <item's id without its closing bracket>/<name>], seen by the terminal,
+    JUnit and -rA like any test's."""
+    base = item.nodeid[:-1] if item.nodeid.endswith("]") else item.nodeid + "["
+    nodeid = f"{base}/{name}]"
+    path, line, _ = item.location
+    longrepr: object = None
+    if outcome == "skipped":
+        longrepr = (str(item.path), (line or 0) + 1, f"Skipped: {reason or 'no reason given'}")
+    elif outcome == "failed":
+        longrepr = f"{reason}\n{text}".strip()
+    rep = pytest.TestReport(nodeid, (path, line, f"{item.name}/{name}"), {item.name: 1},
+                            outcome, longrepr, "call",  # type: ignore[arg-type]
+                            sections=[("output", text)] if text and outcome != "failed" else [],
+                            duration=seconds, user_properties=properties or [])
+    if xfail:
+        rep.wasxfail = reason or "expected to fail"
+    item.ihook.pytest_runtest_logreport(report=rep)
+

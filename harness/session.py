@@ -65,10 +65,25 @@ def wanted(args: argparse.Namespace) -> tuple[str | None, Arch | None]:
     return (args.kernel[0] if args.kernel else None, args.arch[0] if args.arch else None)
 
 
+# MachineSpec fields set by command-line options of these names.
+SETTING_OPTIONS = {"memory": "memory_mb", "append": "append", "numa": "numa",
+                   "swap": "swap_mb", "overcommit": "overcommit", "hugepages": "hugepages"}
+
+
+def settings(args: argparse.Namespace) -> dict:
+    """The guest settings (--memory, --swap, ...) a command was given."""
+    out = {}
+    for option, field in SETTING_OPTIONS.items():
+        value = getattr(args, option, None)
+        if value is not None:
+            out[field] = int(value) if field != "append" else value
+    return out
+
+
 def prepare(kernel_spec: str | None, arch: Arch | None, *, boot: str, outdir: Path,
             modules: tuple[str, ...] = DEFAULT_MODULES, accel: str = "auto",
-            cpus: int = 1, memory_mb: int = 1024, offline: bool = False,
-            target: remote.Access | None = None) -> Prepared:
+            cpus: int = 1, offline: bool = False, target: remote.Access | None = None,
+            guest: dict | None = None) -> Prepared:
     """Kernel, modules and helpers, made once a run (the values were checked
     by harness/options.py). With a target, the kernel is the one it runs."""
     conn = None
@@ -91,7 +106,10 @@ def prepare(kernel_spec: str | None, arch: Arch | None, *, boot: str, outdir: Pa
         initramfs.busybox_for(kernel.arch)  # a download for a foreign arch: now, not mid-run
     outdir = outdir.resolve()
     outdir.mkdir(parents=True, exist_ok=True)
-    spec = MachineSpec(workdir=outdir, accel=accel, cpus=cpus, memory_mb=memory_mb)
+    spec = MachineSpec(workdir=outdir, accel=accel, cpus=cpus, **(guest or {}))
+    if spec.numa > 1 and boot == "vng":
+        raise UsageError("--numa needs --boot initramfs (the virtme-ng path does not "
+                         "pass NUMA nodes yet)")
     return Prepared(kernel, built, bins, boot, outdir, spec, target=target, conn=conn)
 
 
@@ -102,7 +120,8 @@ def booted(args: argparse.Namespace, spec: str | None, arch: Arch | None, outdir
     --accel, --cpus, --offline), powered off when the block ends; or the
     --target, set up and cleaned up again."""
     prep = prepare(spec, arch, boot=args.boot, outdir=outdir, accel=args.accel,
-                   cpus=cpus or args.cpus, offline=args.offline, target=access(args))
+                   cpus=cpus or args.cpus, offline=args.offline, target=access(args),
+                   guest=settings(args))
     guest = start(prep)
     try:
         yield prep, guest
@@ -169,6 +188,11 @@ def _boot(prep: Prepared, workdir: Path) -> Guest:
             if res.status != 0:
                 raise KhError(f"insmod {name} failed in the guest: {res.stderr.strip()} "
                               f"(console log: {guest.machine.console_log})")
+        for cmd in prep.spec.setup_commands():
+            res = guest.run(cmd)
+            if res.status != 0:
+                raise KhError(f"guest setting failed: {cmd}: {(res.stderr or res.stdout).strip()}"
+                              f" (console log: {guest.machine.console_log})")
         guest.dmesg_window()  # boot messages are not any test's business
     except BaseException:
         guest.poweroff(timeout=2)

@@ -100,10 +100,31 @@ def run_suites(args: argparse.Namespace, jobs: list[SuiteJob], parallel: int = 1
     return max((j.status or 0 for j in jobs), default=0)
 
 
+# The kernel suite folder's files by what they test: the kernel's behaviour
+# under our modules (scenarios), the kernel's own mm selftests, and
+# kharness's own end-to-end tests (harness: the rest).
+SCENARIOS = ("test_ringbuf.py", "test_perf_ringbuf.py", "test_daxlike.py", "test_mixedmap.py",
+             "test_pat.py")
+MM_SELFTESTS = ("test_upstream_mm.py",)
+
+
+def suite_paths(suites: list[str]) -> list[str]:
+    folder = data("suite")
+    if "all" in suites:
+        return [str(folder)]
+    named = {"scenarios": SCENARIOS, "mm-selftests": MM_SELFTESTS}
+    files = [f for s in suites for f in named.get(s, ())]
+    if "harness" in suites:
+        files += sorted(p.name for p in folder.glob("test_*.py")
+                        if p.name not in SCENARIOS + MM_SELFTESTS)
+    return [str(folder / f) for f in dict.fromkeys(files)]
+
+
 def _start_suite(args: argparse.Namespace, job: SuiteJob, quiet: bool) -> subprocess.Popen:
     job.out.mkdir(parents=True, exist_ok=True)
     job.junit.unlink(missing_ok=True)
-    argv = [sys.executable, "-m", "pytest", str(data("suite")), "-p", "no:cacheprovider", "-q",
+    argv = [sys.executable, "-m", "pytest", *suite_paths(getattr(args, "suite", None) or ["all"]),
+            "-p", "no:cacheprovider", "-q",
             "-rfE", f"--junitxml={job.junit}",
             *options.to_pytest_argv(args, kernel=job.spec and [job.spec],
                                     arch=job.arch and [job.arch], out=job.out,

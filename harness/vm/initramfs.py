@@ -26,8 +26,9 @@ from harness.vm.cpio import Cpio
 
 # Kernel modules the guest side needs where Debian builds them as modules:
 # the agent's virtio port and its PCI transport (both =m on 6.1), and a RAM
-# disk for O_DIRECT targets.
-KERNEL_MODULES = {"virtio_pci": "", "virtio_console": "", "brd": "rd_nr=1 rd_size=8192"}
+# disk for O_DIRECT targets, and the virtio disk a guest with swap gets.
+KERNEL_MODULES = {"virtio_pci": "", "virtio_console": "", "brd": "rd_nr=1 rd_size=8192",
+                  "virtio_blk": ""}
 
 
 @dataclass(frozen=True)

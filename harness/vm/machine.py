@@ -25,7 +25,7 @@ from pathlib import Path
 
 from harness.arches import Arch
 from harness.cache import write_atomic
-from harness.errors import KhError
+from harness.errors import KhError, UsageError
 from harness.kernel import Kernel
 from harness.util import cache_root, progress
 
@@ -54,6 +54,9 @@ class BootError(KhError):
     pass
 
 
+SWAP_DEVICE = "/dev/vda"   # the only virtio disk a guest gets
+
+
 @dataclass
 class MachineSpec:
     """What every launcher needs to know besides the kernel."""
@@ -66,6 +69,23 @@ class MachineSpec:
     boot_timeout: float = 120.0
     cpu: str | None = None       # overrides the arch's TCG cpu model
     tcg_thread: str | None = None  # TCG's thread=single|multi; None: the arch's choice
+    # What some tests need of the guest (upstream mm selftests above all):
+    append: str = ""             # added to the kernel command line
+    numa: int = 1                # NUMA nodes, memory split evenly, CPUs on node 0
+    swap_mb: int = 0             # a virtio disk of this size, used as swap
+    overcommit: int | None = None  # vm.overcommit_memory
+    hugepages: int = 0           # vm.nr_hugepages
+
+    def setup_commands(self) -> list[str]:
+        """Guest commands that give a booted guest these settings."""
+        cmds = []
+        if self.swap_mb:
+            cmds.append(f"mkswap {SWAP_DEVICE} >/dev/null && swapon {SWAP_DEVICE}")
+        if self.overcommit is not None:
+            cmds.append(f"echo {self.overcommit} > /proc/sys/vm/overcommit_memory")
+        if self.hugepages:
+            cmds.append(f"echo {self.hugepages} > /proc/sys/vm/nr_hugepages")
+        return cmds
 
 
 class Launcher:
@@ -100,7 +120,28 @@ class Launcher:
                 "-device", "virtserialport,bus=khser.0,chardev=khagent,name=kh.agent",
                 "-object", f"memory-backend-file,id=khshm,size={IVSHMEM_SIZE},"
                            f"mem-path={sock_dir / 'ivshmem'},share=on",
-                "-device", "ivshmem-plain,memdev=khshm"]
+                "-device", "ivshmem-plain,memdev=khshm",
+                *self.setting_devices(sock_dir)]
+
+    def setting_devices(self, sock_dir: Path) -> list[str]:
+        """The swap disk and NUMA nodes the spec asks for."""
+        spec, args = self.spec, []
+        if spec.swap_mb:
+            disk = self.workdir / "swap.img"
+            with open(disk, "wb") as fh:
+                fh.truncate(spec.swap_mb << 20)   # sparse: costs nothing until used
+            args += ["-drive", f"file={disk},if=none,id=khswap,format=raw,cache=unsafe",
+                     "-device", "virtio-blk-pci,drive=khswap"]
+        if spec.numa > 1:
+            if spec.memory_mb % spec.numa:
+                raise UsageError(f"memory {spec.memory_mb} MiB does not split into "
+                                 f"{spec.numa} equal NUMA nodes")
+            for node in range(spec.numa):
+                cpus = f",cpus=0-{spec.cpus - 1}" if node == 0 else ""
+                args += ["-object", f"memory-backend-ram,id=khnode{node},"
+                                    f"size={spec.memory_mb // spec.numa}M",
+                         "-numa", f"node,nodeid={node},memdev=khnode{node}{cpus}"]
+        return args
 
     def accels(self) -> list[str]:
         """The accelerators to try, in order."""

@@ -29,7 +29,8 @@ class QemuLauncher(Launcher):
                                                     tcg_thread=self.spec.tcg_thread),
                 "-m", str(self.spec.memory_mb), "-smp", str(self.spec.cpus),
                 "-kernel", str(image), "-initrd", str(self.initramfs),
-                "-append", " ".join([f"console={a.console}", *BASE_APPEND]),
+                "-append", " ".join([f"console={a.console}", *BASE_APPEND,
+                                      *self.spec.append.split()]),
                 "-chardev", f"file,id=khcon,path={self.console_log}",
                 "-serial", "chardev:khcon",
                 *self.devices(sock_dir)]

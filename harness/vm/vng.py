@@ -29,6 +29,7 @@ class VngLauncher(Launcher):
         agent = (f"PATH={shlex.quote(str(self.helper_dir))}:$PATH "
                  f"{shlex.quote(str(self.helper_dir / 'khagent'))}")
         append = [a for a in BASE_APPEND if not a.startswith("rdinit=")]
+        append += self.spec.append.split()
         argv = ["vng", "-r", str(self.kernel.image), "--verbose", "--force-9p",
                 "--cpus", str(self.spec.cpus), "--memory", f"{self.spec.memory_mb}M",
                 f"--qemu-opts={' '.join(self.devices(sock_dir))}",

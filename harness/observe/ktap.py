@@ -1,0 +1,191 @@
+"""KTAP (and the TAP 13 kselftest prints) from one test binary, parsed into
+results: a pure function over its output, silent, tolerant of what real
+selftests print.
+
+Handled because the mm selftests do it (outputs in tests/data/ktap/):
+  - no "TAP version" line (mremap_test): results still count;
+  - the subtest name only in the directive ("ok 3 # SKIP Basic COW ... with
+    swap", cow): the text is the name, the diagnostic before it the reason;
+  - the same name twice (mkdirty): the second is "name #2";
+  - a plan with fewer results (a crash mid-run): the missing ones are named
+    in problems;
+  - "1..0 # SKIP reason": the binary skipped as a whole;
+  - "Bail out!": a problem, results so far kept.
+Nested subtests (indented KTAP) are diagnostics here: kselftest binaries
+print one level.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+PASS, FAIL, SKIP, XFAIL, XPASS, ERROR = "pass", "fail", "skip", "xfail", "xpass", "error"
+
+VERSION = re.compile(r"^\s*(K?TAP) version (\d+)")
+PLAN = re.compile(r"^1\.\.(\d+)(?:\s*#\s*(\w+)\s*(.*))?$")
+RESULT = re.compile(r"^(ok|not ok)\s+(\d+)\b\s*(?:-\s*)?(.*)$")
+DIRECTIVE = re.compile(r"(?:^|\s)#\s*(SKIP|XFAIL|XPASS|TODO|error)\b:?\s*(.*)$", re.I)
+TOTALS = re.compile(r"^# Totals: (.*)$")
+BAIL = re.compile(r"^Bail out!\s*(.*)$")
+
+
+@dataclass
+class Case:
+    number: int
+    name: str
+    status: str                 # PASS, FAIL, SKIP, XFAIL, XPASS, ERROR
+    reason: str = ""            # the directive's text, or the diagnostic that explains it
+    output: list[str] = field(default_factory=list)   # diagnostics since the last result
+
+
+@dataclass
+class Run:
+    version: str = ""           # "TAP 13", "KTAP 1", or "" when none was printed
+    plan: int | None = None
+    skip_all: str | None = None  # "1..0 # SKIP reason"
+    cases: list[Case] = field(default_factory=list)
+    totals: dict[str, int] = field(default_factory=dict)
+    problems: list[str] = field(default_factory=list)
+    tail: list[str] = field(default_factory=list)     # lines after the last result
+
+    def counts(self) -> dict[str, int]:
+        out = {s: 0 for s in (PASS, FAIL, SKIP, XFAIL, XPASS, ERROR)}
+        for c in self.cases:
+            out[c.status] += 1
+        return out
+
+    @property
+    def complete(self) -> bool:
+        return self.plan is None or len(self.cases) >= self.plan
+
+
+def _status(ok: bool, directive: str | None) -> str:
+    d = (directive or "").upper()
+    if d == "SKIP":
+        return SKIP
+    if d in ("XFAIL", "TODO"):
+        return XFAIL if ok or d == "TODO" else FAIL
+    if d == "XPASS":
+        return XPASS
+    if d == "ERROR":
+        return ERROR
+    return PASS if ok else FAIL
+
+
+def _reason_from(diags: list[str]) -> str:
+    """The last diagnostic before a result, without its '# '."""
+    for line in reversed(diags):
+        text = line.lstrip("#").strip()
+        if text and not text.startswith("[RUN]") and not text.startswith("RUN "):
+            return text
+    return ""
+
+
+CONTEXT = re.compile(r"^#\s*\[(?:RUN|INFO)\]\s*(.+)$")
+
+
+def _unique_names(cases: list[Case]) -> None:
+    """A name printed more than once (mkdirty prints "SIGSEGV generated, page
+    not modified" for each of its cases) takes the [RUN]/[INFO] line that
+    came before it; what is still repeated gets #2, #3."""
+    count: dict[str, int] = {}
+    for c in cases:
+        count[c.name] = count.get(c.name, 0) + 1
+    for c in cases:
+        if count[c.name] > 1:
+            context = [m.group(1).strip() for ln in c.output if (m := CONTEXT.match(ln))]
+            if context and context[-1] != "detected THP size":
+                c.name = f"{context[-1]}: {c.name}"
+    seen: dict[str, int] = {}
+    for c in cases:
+        seen[c.name] = seen.get(c.name, 0) + 1
+        if seen[c.name] > 1:
+            c.name = f"{c.name} #{seen[c.name]}"
+
+
+def parse(text: str) -> Run:
+    run = Run()
+    diags: list[str] = []
+    for raw in text.splitlines():
+        line = raw.rstrip()
+        if m := VERSION.match(line):
+            run.version = run.version or f"{m.group(1)} {m.group(2)}"
+            continue
+        if m := PLAN.match(line):
+            run.plan = int(m.group(1))
+            if run.plan == 0 and (m.group(2) or "").upper() == "SKIP":
+                run.skip_all = m.group(3).strip() or "no reason given"
+            continue
+        if m := TOTALS.match(line):
+            run.totals = {k: int(v) for k, v in re.findall(r"(\w+):(\d+)", m.group(1))}
+            continue
+        if m := BAIL.match(line):
+            run.problems.append(f"Bail out! {m.group(1)}".strip())
+            continue
+        m = RESULT.match(line)
+        if not m:
+            diags.append(line)
+            continue
+        ok, number, rest = m.group(1) == "ok", int(m.group(2)), m.group(3).strip()
+        directive, dtext = None, ""
+        if d := DIRECTIVE.search(rest):
+            directive, dtext = d.group(1), d.group(2).strip()
+            rest = rest[:d.start()].strip()
+        status = _status(ok, directive)
+        name, reason = rest, dtext
+        if not name and dtext:
+            # cow: "ok 7 # SKIP <subtest name>", the reason printed before it;
+            # uffd-unit-tests: "ok 26 # SKIP <name> (<reason>)"
+            name, reason = dtext, _reason_from(diags)
+            if m := re.fullmatch(r"(.+?)\s+\(([^()]+)\)", dtext):
+                name, reason = m.group(1), m.group(2)
+        elif status in (SKIP, XFAIL, FAIL, ERROR) and not reason:
+            reason = _reason_from(diags)
+        run.cases.append(Case(number, name or f"test {number}", status, reason, diags))
+        diags = []
+    run.tail = diags
+    _unique_names(run.cases)
+    if run.totals:
+        said = {k: run.totals.get(k, 0) for k in (PASS, FAIL, SKIP, XFAIL, XPASS, ERROR)}
+        if said != run.counts():
+            run.problems.append(f"the Totals line ({m_totals(said)}) disagrees with the "
+                                f"results ({m_totals(run.counts())})")
+    if run.plan is not None and run.skip_all is None and len(run.cases) < run.plan:
+        run.problems.append(f"planned {run.plan} results, printed {len(run.cases)}: the "
+                            f"binary stopped before result {len(run.cases) + 1}")
+    return run
+
+
+def m_totals(counts: dict[str, int]) -> str:
+    return " ".join(f"{k}:{v}" for k, v in counts.items() if v)
+
+
+def listed(text: str) -> list[str]:
+    """The full test names (fixture[.variant].test) a kselftest_harness
+    binary's -l table gives: each fixture's tests run for each of its
+    variants (none: the test alone)."""
+    names: list[str] = []
+    fixture, variants, tests = "", list[str](), list[str]()
+
+    def flush() -> None:
+        for v in variants or [""]:
+            names.extend(f"{fixture}{'.' + v if v else ''}.{t}" for t in tests)
+
+    for line in text.splitlines():
+        if not line.strip() or line.startswith("# FIXTURE"):
+            continue
+        if line.startswith("-----"):
+            flush()
+            fixture, variants, tests = "", [], []
+            continue
+        cols = [(m.start(), m.group()) for m in re.finditer(r"\S+", line)]
+        if cols and cols[0][0] == 0:
+            fixture = cols.pop(0)[1]
+        # "%-20s %-25s %s": a variant starts before column 47 (later if the
+        # fixture's name overflowed its 20), a test after it.
+        test_col = 47 + max(0, len(fixture) - 20)
+        for start, word in cols:
+            (variants if start < test_col else tests).append(word)
+    flush()
+    return names

@@ -1,0 +1,272 @@
+"""The kernel's own mm selftests, run in a guest (or on a --target) with a
+kernel log window each, their KTAP turned into one result a subtest.
+
+CATALOGUE says what runs and what guest each needs; selftests_for() finds
+the source of the kernel under test and builds from it (kbuild/selftests);
+run() runs one catalogue entry and judges it the way kselftest's runner.sh
+does (exit 0 pass, 4 skip, anything else fail), plus what the kernel said.
+A kselftest_harness binary (FIXTURE/TEST) is listed with -l and each of its
+tests run alone with -r, so a kernel report lands on the subtest that made
+it; other binaries get one window for the whole run.
+"""
+
+from __future__ import annotations
+
+import re
+import signal
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from harness.errors import UsageError
+from harness.guest import Target
+from harness.kbuild import selftests as build
+from harness.kbuild import source
+from harness.kbuild.selftests import Selftests
+from harness.kernel import Kernel
+from harness.observe import ktap, reports
+from harness.observe.ktap import FAIL, PASS, SKIP
+from harness.util import progress
+
+GUEST_DIR = "kh-mm"     # under the guest's command directory
+KSFT_SKIP = 4
+
+
+@dataclass(frozen=True)
+class Selftest:
+    """One catalogue entry: a binary, its arguments, the guest it needs."""
+    binary: str
+    device: str = ""                    # run against this device (pfnmap's -- FILE)
+    guest: dict = field(default_factory=dict, hash=False)  # MachineSpec settings
+    config: tuple[str, ...] = ()        # kernel options without which it is a skip
+    why: str = ""                       # why it needs its guest settings
+
+    @property
+    def id(self) -> str:
+        return f"{self.binary}@{self.device.rsplit('/', 1)[-1]}" if self.device else self.binary
+
+    @property
+    def args(self) -> list[str]:
+        return ["--", self.device] if self.device else []
+
+
+# Swap for cow's swap-out cases (MADV_PAGEOUT must reach a swap device).
+SWAP = {"swap_mb": 256, "hugepages": 8}
+CATALOGUE = [
+    Selftest("pfnmap"),                                   # /dev/mem's first RAM page
+    Selftest("pfnmap", device="/dev/kh_ringbuf_pfnmap"),  # remap_pfn_range of pages
+    Selftest("pfnmap", device="/dev/kh_mixedmap_pfnmap"),  # remap_pfn_range of a PCI BAR
+    Selftest("madv_populate"),
+    Selftest("map_populate"),
+    Selftest("merge"),
+    Selftest("guard-regions"),
+    Selftest("mkdirty", guest={"append": "proc_mem.force_override=always"},
+             why="writes through /proc/self/mem, which Debian's 7.2 refuses by default"),
+    Selftest("mremap_test", guest={"overcommit": 1},
+             why="maps 2 GB regions in a guest of 1 GB"),
+    Selftest("gup_longterm"),
+    Selftest("gup_test", config=("CONFIG_GUP_TEST",)),
+    Selftest("cow", guest=SWAP, why="swaps pages out with MADV_PAGEOUT; hugetlb cases "
+             "need free huge pages"),
+    Selftest("pagemap_ioctl"),
+    Selftest("rmap", guest={"numa": 2, "memory_mb": 1024},
+             why="migrates folios between two NUMA nodes"),
+    Selftest("uffd-unit-tests"),
+]
+BINARIES = sorted({t.binary for t in CATALOGUE})
+
+
+def source_for(kernel: Kernel, override: str | None = None, *,
+               offline: bool = False) -> source.SourceTree:
+    """The selftests' source: the user's, or the kernel's own (Debian's
+    linux-source of the series, a build's patched tree)."""
+    if override:
+        return source.get(override, offline=offline)
+    kind, _, rest = kernel.spec.partition(":")
+    if kind == "build":
+        src = Path(kernel.extra.get("build", "")) / "src"
+        if not (src / "Makefile").exists():
+            raise UsageError(f"the source of {kernel.spec} is gone from {src}: give "
+                             f"--selftests-source")
+        return source.SourceTree(f"{kernel.spec} source", src, f"build {kernel.spec}")
+    if kind == "debian":
+        tree = source.get(f"debian-source:{rest}", offline=offline)
+        version = tree.identity.rsplit(" ", 1)[-1]
+        if f"={version}" not in kernel.source:
+            progress(f"warning: linux-source-{rest} is {version}; the kernel's packages are "
+                     f"{kernel.source.split(', ')[0]}: selftests may not match")
+        return tree
+    raise UsageError(f"no source known for {kernel.spec}: give --selftests-source")
+
+
+def selftests_for(kernel: Kernel, override: str | None = None, *,
+                  offline: bool = False) -> Selftests:
+    return build.build(source_for(kernel, override, offline=offline), kernel.arch, BINARIES)
+
+
+@dataclass
+class Subtest:
+    name: str
+    status: str                         # ktap's PASS, FAIL, SKIP, XFAIL, XPASS, ERROR
+    reason: str = ""
+    output: str = ""
+    reports: list[reports.Report] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+@dataclass
+class Outcome:
+    """One catalogue entry's run: runner.sh's verdict and the subtests."""
+    test: Selftest
+    verdict: str                        # PASS, FAIL or SKIP
+    why: str = ""
+    subtests: list[Subtest] = field(default_factory=list)
+    output: str = ""                    # what the binary printed (all runs)
+    reports: list[reports.Report] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def counts(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for s in self.subtests:
+            out[s.status] = out.get(s.status, 0) + 1
+        return out
+
+
+def install(target: Target, tests: Selftests, binary: str) -> str:
+    """The binary in the guest, put there once a guest; its guest path."""
+    dest = f"{GUEST_DIR}/{binary}"
+    have = target.__dict__.setdefault("_kh_mm_installed", set())
+    if dest not in have:
+        target.put(tests.path(binary), dest, 0o755)
+        have.add(dest)
+    return dest
+
+
+def _exit_text(status: int, seconds: float, timeout: int) -> str:
+    if status == 128 + signal.SIGKILL and seconds >= timeout - 1:
+        return f"timed out after {timeout}s (the suite's settings)"
+    if status > 128:
+        try:
+            name = signal.Signals(status - 128).name
+        except ValueError:
+            name = f"signal {status - 128}"
+        return f"killed by {name}"
+    return f"exit status {status}"
+
+
+def _one(target: Target, cmd: list[str], timeout: int) -> tuple[int, str, str, float]:
+    """Run under the guest's timeout; status, output, kernel log, seconds."""
+    target.dmesg_window()
+    res = target.run(["timeout", "-s", "KILL", str(timeout), *cmd], timeout=timeout + 60)
+    log = target.dmesg_window()
+    return res.status, res.stdout + res.stderr, log, res.seconds
+
+
+def run(target: Target, tests: Selftests, test: Selftest) -> Outcome:
+    path = install(target, tests, test.binary)
+    if test.binary in tests.harness:
+        return _run_harness(target, tests, test, path)
+    return _run_plain(target, tests, test, path)
+
+
+def _subtests(parsed: ktap.Run) -> list[Subtest]:
+    return [Subtest(c.name, c.status, c.reason, "\n".join(c.output)) for c in parsed.cases]
+
+
+def _run_plain(target: Target, tests: Selftests, test: Selftest, path: str) -> Outcome:
+    status, out, log, seconds = _one(target, [path, *test.args], tests.timeout)
+    parsed = ktap.parse(out)
+    found = reports.parse(log)
+    outcome = Outcome(test, PASS, subtests=_subtests(parsed), output=out, reports=found,
+                      seconds=seconds)
+    return judge(outcome, status, parsed, tests.timeout)
+
+
+def judge(o: Outcome, status: int, parsed: ktap.Run, timeout: int) -> Outcome:
+    """runner.sh's verdict on one binary run, then what the kernel said."""
+    failed = [s.name for s in o.subtests if s.status in (FAIL, ktap.ERROR)]
+    if status > 128 or (status == 128 + signal.SIGKILL):
+        o.verdict, o.why = FAIL, _exit_text(status, o.seconds, timeout)
+        if o.subtests:
+            o.why += f" after {len(o.subtests)} results (last: {o.subtests[-1].name})"
+    elif parsed.problems and not parsed.skip_all:
+        o.verdict, o.why = FAIL, "; ".join(parsed.problems)
+    elif parsed.skip_all is not None:
+        o.verdict, o.why = SKIP, parsed.skip_all
+    elif status == KSFT_SKIP and not failed:
+        o.verdict = SKIP
+        o.why = next((s.reason for s in o.subtests if s.status == SKIP and s.reason), "") \
+            or ktap._reason_from(parsed.tail) or "the binary skipped (exit 4)"
+    elif status != 0 or failed:
+        o.verdict = FAIL
+        o.why = f"{_exit_text(status, o.seconds, timeout)}; {len(failed)} failed" + \
+            (f": {', '.join(failed[:5])}" + (" ..." if len(failed) > 5 else "") if failed else "")
+    if o.reports:
+        o.verdict = FAIL
+        titles = "; ".join(r.title for r in o.reports)
+        o.why = f"kernel report: {titles}" + (f" ({o.why})" if o.why else "")
+    return o
+
+
+def _run_harness(target: Target, tests: Selftests, test: Selftest, path: str) -> Outcome:
+    """Each FIXTURE/TEST alone (-r), with its own kernel log window."""
+    listing = target.run([path, "-l"], timeout=60)
+    names = ktap.listed(listing.stderr or listing.stdout)
+    if not names:   # an old harness without -l: one run, one window
+        return _run_plain(target, tests, test, path)
+    outcome = Outcome(test, PASS)
+    statuses, texts, t0 = [], [], time.monotonic()
+    problems: list[str] = []
+    for name in names:
+        status, out, log, seconds = _one(target, [path, "-r", name, *test.args],
+                                         tests.timeout)
+        parsed = ktap.parse(out)
+        texts.append(out)
+        found = reports.parse(log)
+        if parsed.skip_all is not None:
+            sub = Subtest(name, SKIP, parsed.skip_all, out, found, seconds)
+        elif len(parsed.cases) == 1:
+            c = parsed.cases[0]
+            # The harness's assertion messages go to stderr, after the result.
+            reason = c.reason or "; ".join(
+                ln.lstrip("# ").strip() for ln in parsed.tail
+                if ln.strip() and not ln.startswith("# Totals"))[:300]
+            sub = Subtest(name, c.status, reason, "\n".join(c.output + parsed.tail), found,
+                          seconds)
+        else:
+            why = "; ".join(parsed.problems) or f"{len(parsed.cases)} results for one test"
+            sub = Subtest(name, FAIL, f"{_exit_text(status, seconds, tests.timeout)}: {why}",
+                          out, found, seconds)
+            problems.append(f"{name}: {sub.reason}")
+        if found:
+            sub.status = FAIL
+            sub.reason = "kernel report: " + "; ".join(r.title for r in found) + \
+                (f" (the test said {c.status})" if len(parsed.cases) == 1 else "")
+        outcome.subtests.append(sub)
+        outcome.reports += found
+        statuses.append(status)
+    outcome.output = "\n".join(texts)
+    outcome.seconds = time.monotonic() - t0
+    failed = [s.name for s in outcome.subtests if s.status in (FAIL, ktap.ERROR)]
+    if failed:
+        outcome.verdict = FAIL
+        outcome.why = f"{len(failed)} failed: {', '.join(failed[:5])}" + \
+            (" ..." if len(failed) > 5 else "")
+        if problems:
+            outcome.why += "; " + "; ".join(problems[:3])
+    elif all(s.status == SKIP for s in outcome.subtests):
+        outcome.verdict, outcome.why = SKIP, outcome.subtests[0].reason
+    return outcome
+
+
+def summary(o: Outcome) -> str:
+    c = o.counts()
+    parts = [f"{n} {k}" for k, n in sorted(c.items())]
+    return f"{o.test.id}: {o.verdict}" + (f" ({', '.join(parts)})" if parts else "") + \
+        f" in {o.seconds:.1f}s" + (f": {o.why}" if o.why else "")
+
+
+def subtest_id(o: Outcome, sub: Subtest) -> str:
+    """A pytest-safe id of a subtest: what it printed, tidied."""
+    text = re.sub(r"\s+", " ", sub.name).strip()
+    return f"{o.test.id}/{text}"

@@ -1,0 +1,79 @@
+"""The kernel's own mm selftests (tools/testing/selftests/mm), built from the
+source of the kernel under test and run in guests set up the way each needs
+(harness/upstream.py has the catalogue). One pytest result a binary, which
+is kselftest's runner.sh verdict plus any kernel report in its log windows,
+and one a subtest, named test_upstream_mm[<binary>/<subtest>].
+
+    pytest tests/kernel/test_upstream_mm.py --kernel debian:7.2 --arch arm64
+    kharness run --suite mm-selftests --kernel debian:7.2
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from harness import upstream
+from harness.errors import KhError
+from harness.observe import ktap
+from harness.pytest_plugin import SETTINGS, report_subtest
+
+
+def _param(t: upstream.Selftest):
+    return pytest.param(t, id=t.id, marks=[pytest.mark.guest(**t.guest)] if t.guest else [])
+
+
+@pytest.fixture(scope="session")
+def mm_selftests(kh_pool, request):
+    """The selftests of the kernel's source, built once a session."""
+    prep = kh_pool.prepared()
+    try:
+        with kh_pool._uncaptured():
+            s = request.config.stash[SETTINGS]
+            return upstream.selftests_for(prep.kernel, s.selftests_source, offline=s.offline)
+    except KhError as e:
+        pytest.exit(f"kharness: mm selftests: {e}", returncode=e.exit_code)
+
+
+SUBTEST_OUTCOME = {ktap.PASS: "passed", ktap.XPASS: "passed", ktap.SKIP: "skipped",
+                   ktap.XFAIL: "skipped", ktap.FAIL: "failed", ktap.ERROR: "failed"}
+
+
+@pytest.mark.parametrize("test", [_param(t) for t in upstream.CATALOGUE])
+def test_upstream_mm(test, kernel, mm_selftests, behaviour, kh_pool, request):
+    if test.binary not in mm_selftests.built:
+        pytest.skip(f"{test.binary}: {mm_selftests.missing.get(test.binary, 'not built')}")
+    for option in test.config:
+        if kernel.config_value(option) not in ("y", "m"):
+            pytest.skip(f"needs {option}, which {kernel.spec} ({kernel.release}) lacks: use a "
+                        f"build: kernel with the gup-test fragment")
+    guest = request.getfixturevalue("guest")
+    if test.device and guest.run(["test", "-c", test.device]).status != 0:
+        pytest.skip(f"{test.device} is absent (no ivshmem BAR on this machine)")
+    outcome = upstream.run(guest, mm_selftests, test)
+    logs = kh_pool.prepared().outdir / "upstream-mm"
+    logs.mkdir(exist_ok=True)
+    (logs / f"{test.id}.log").write_text(outcome.output)   # what it printed, all runs
+    behaviour.note(f"upstream {test.id}", {
+        "source": mm_selftests.source, "version": mm_selftests.version,
+        "verdict": outcome.verdict, "counts": outcome.counts(),
+        "seconds": round(outcome.seconds, 1)})
+    for sub in outcome.subtests:
+        text = sub.output + "".join(f"\n{r.title}\n" + "\n".join(r.lines[:40])
+                                    for r in sub.reports)
+        report_subtest(request.node, upstream.subtest_id(outcome, sub).split("/", 1)[1],
+                       SUBTEST_OUTCOME[sub.status], reason=sub.reason, text=text,
+                       seconds=sub.seconds, xfail=sub.status == ktap.XFAIL,
+                       properties=[("kh:source", json.dumps(mm_selftests.source))])
+    line = upstream.summary(outcome)
+    with open(logs / "summary.txt", "a") as fh:     # one line a binary, for people
+        fh.write(f"{line} [selftests from {mm_selftests.source}]\n")
+    print(line, f"(output: {logs / (test.id + '.log')})")
+    if outcome.verdict == ktap.SKIP:
+        pytest.skip(f"{test.id}: {outcome.why}")
+    if outcome.verdict == ktap.FAIL:
+        pytest.fail(f"{upstream.summary(outcome)}\n--- output (last 60 lines) ---\n"
+                    + "\n".join(outcome.output.splitlines()[-60:])
+                    + "".join(f"\n--- {r.title} ---\n" + "\n".join(r.lines[:60])
+                              for r in outcome.reports), pytrace=False)

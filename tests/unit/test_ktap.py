@@ -1,0 +1,107 @@
+"""KTAP from real selftest runs (tests/data/ktap/, captured in our guests)
+into results, and runner.sh's verdict on a binary."""
+
+from __future__ import annotations
+
+import signal
+from pathlib import Path
+
+import pytest
+
+from harness import upstream
+from harness.observe import ktap
+
+DATA = Path(__file__).parent.parent / "data" / "ktap"
+
+
+def parsed(name: str) -> ktap.Run:
+    return ktap.parse((DATA / name).read_text())
+
+
+def test_cow_names_live_in_the_skip_text_and_reasons_before_it():
+    run = parsed("cow-7.2-x86_64-no-gup-test.txt")
+    assert run.version == "TAP 13" and run.plan == 655 and run.complete and not run.problems
+    assert run.counts() == {"pass": 323, "fail": 0, "skip": 328, "xfail": 4, "xpass": 0,
+                            "error": 0}
+    skip = next(c for c in run.cases if c.status == ktap.SKIP)
+    assert skip.name.startswith("R/O-mapping a page with GUP") or "..." in skip.name
+    assert skip.reason == "gup_test not available"
+    assert len({c.name for c in run.cases}) == 655     # names are ids: no two alike
+
+
+def test_mremap_test_prints_no_version_line():
+    run = parsed("mremap_test-7.2-x86_64.txt")
+    assert run.version == "" and run.plan == 26 and run.complete
+    assert run.counts()["pass"] == 23 and run.counts()["xfail"] == 3
+    first = run.cases[0]
+    assert first.name == "mremap - Source and Destination Regions Overlapping"
+    assert first.status == ktap.XFAIL and first.reason == "mremap failed: Invalid argument"
+
+
+def test_mkdirty_repeated_names_take_their_info_line():
+    run = parsed("mkdirty-7.2-x86_64.txt")
+    names = [c.name for c in run.cases]
+    assert names[0] == "PTRACE write access: SIGSEGV generated, page not modified"
+    assert names[5] == "UFFDIO_COPY: SIGSEGV generated, page not modified"
+    assert len(set(names)) == 6
+
+
+def test_uffd_reason_in_parentheses():
+    run = parsed("uffd-unit-tests-7.2-x86_64.txt")
+    pin = next(c for c in run.cases if c.name == "wp-fork-pin on anon")
+    assert pin.status == ktap.SKIP
+    assert pin.reason == "Possibly CONFIG_GUP_TEST missing or unprivileged"
+    assert run.counts()["pass"] == 57 and not run.problems
+
+
+def test_harness_failure_reason_comes_after_the_result():
+    run = parsed("rmap-migrate.shm-no-dev-shm.txt")
+    assert [(c.name, c.status) for c in run.cases] == [("migrate.shm", ktap.FAIL)]
+    assert "# rmap.c:335:shm:Expected shm_fd (-1) != -1 (-1)" in run.tail
+
+
+@pytest.mark.parametrize("listing, count, first, last", [
+    ("guard-regions-7.2-l.txt", 3 * 30, "guard_regions.anon.basic", "guard_regions.file.smaps"),
+    ("merge-7.2-l.txt", 16 + 2 * 4, "merge.mprotect_unfaulted_left",
+     "merge_with_fork.unforked.mremap_faulted_to_unfaulted_prev_faulted_next"),
+])
+def test_harness_listing_gives_full_names(listing, count, first, last):
+    names = ktap.listed((DATA / listing).read_text())
+    assert len(names) == count == len(set(names))
+    assert names[0] == first and names[-1] == last
+    assert not any(n.startswith("global") for n in names)   # a fixture without tests
+
+
+def test_skip_all_and_bail_out_and_short_plan():
+    assert ktap.parse("TAP version 13\n1..0 # SKIP no /dev/userfaultfd\n").skip_all == \
+        "no /dev/userfaultfd"
+    run = ktap.parse("TAP version 13\n1..3\nok 1 a\nBail out! out of memory\n")
+    assert run.problems == ["Bail out! out of memory",
+                            "planned 3 results, printed 1: the binary stopped before result 2"]
+    run = ktap.parse("1..2\nok 1 a\nok 2 b\n# Totals: pass:1 fail:1 xfail:0 xpass:0 skip:0 "
+                     "error:0\n")
+    assert run.problems and "disagrees" in run.problems[0]
+
+
+def outcome(text: str, status: int, seconds: float = 1.0) -> upstream.Outcome:
+    run = ktap.parse(text)
+    o = upstream.Outcome(upstream.Selftest("x"), ktap.PASS, seconds=seconds,
+                         subtests=upstream._subtests(run), output=text)
+    return upstream.judge(o, status, run, timeout=900)
+
+
+def test_runner_verdicts():
+    cow = (DATA / "cow-7.2-x86_64-no-gup-test.txt").read_text()
+    assert outcome(cow, 0).verdict == ktap.PASS
+    assert outcome(cow, 1).verdict == ktap.FAIL          # exit 1 fails even if all said ok
+    gup = (DATA / "gup_test-debian-7.2.txt").read_text()
+    o = outcome(gup, 4)
+    # its name is its (misleading) skip text; the reason is the line before
+    assert (o.verdict, o.why) == (ktap.SKIP, "check if CONFIG_GUP_TEST is enabled in kernel "
+                                             "config")
+    # pfnmap on a device that raises SIGBUS dies before printing anything
+    o = outcome("", 128 + signal.SIGBUS)
+    assert (o.verdict, o.why) == (ktap.FAIL, "killed by SIGBUS")
+    o = outcome("TAP version 13\n1..5\nok 1 a\n", 128 + signal.SIGKILL, seconds=900.2)
+    assert o.verdict == ktap.FAIL and o.why.startswith("timed out after 900s")
+    assert o.why.endswith("after 1 results (last: a)")
