@@ -137,8 +137,9 @@ def parse(text: str) -> Run:
         if not name and dtext:
             # cow: "ok 7 # SKIP <subtest name>", the reason printed before it;
             # uffd-unit-tests: "ok 26 # SKIP <name> (<reason>)"
+            # when nothing was printed before it (cow's names end in "(16 kB)")
             name, reason = dtext, _reason_from(diags)
-            if m := re.fullmatch(r"(.+?)\s+\(([^()]+)\)", dtext):
+            if not reason and (m := re.fullmatch(r"(.+?)\s+\(([^()]+)\)", dtext)):
                 name, reason = m.group(1), m.group(2)
         elif status in (SKIP, XFAIL, FAIL, ERROR) and not reason:
             reason = _reason_from(diags)

@@ -26,6 +26,10 @@ def test_cow_names_live_in_the_skip_text_and_reasons_before_it():
     skip = next(c for c in run.cases if c.status == ktap.SKIP)
     assert skip.name.startswith("R/O-mapping a page with GUP") or "..." in skip.name
     assert skip.reason == "gup_test not available"
+    thp = next(c for c in run.cases if c.number == 321)
+    assert thp.name == ("R/O GUP pin on R/O-mapped shared page ... with PTE-mapped THP "
+                        "(16 kB)")
+    assert {c.reason for c in run.cases if c.status == ktap.SKIP} == {"gup_test not available"}
     assert len({c.name for c in run.cases}) == 655     # names are ids: no two alike
 
 

@@ -75,6 +75,10 @@ FOREIGN = next(a for a in ARCHES.values() if not a.native)
     (["repro", "--signature", "W", "--c", "/nonexistent.c"], "--c /nonexistent.c: not a"),
     (["repro", "--signature", "W", "--target", "ssh://b", "-j", "2", "--", "true"],
      "a --target is one machine"),
+    (["run", "--overcommit", "3"], "--overcommit '3' is unknown: use one of 0, 1, 2"),
+    (["run", "--numa", "0"], "--numa must be at least 1"),
+    (["run", "--suite", "scenarios,ltp"], "--suite 'ltp' is unknown"),
+    (["boot", "--swap", "lots"], "--swap takes a whole number"),
 ])
 def test_bad_input_is_one_line_and_exit_2(args, words):
     res = kh(*args)
@@ -186,3 +190,31 @@ def test_suite_argv_from_a_command_without_guest_options(command):
     argv = options.to_pytest_argv(ns, kernel=["debian:6.12"], arch=[host()], out=Path("o"))
     assert "--kernel=debian:6.12" in argv and f"--arch={host()}" in argv
     assert not any(a.startswith(("--target", "--identity")) for a in argv)
+
+
+def test_guest_settings_reach_the_suites_and_the_machine():
+    ns = options.resolve("run", vars(cli.parser().parse_args(
+        ["run", "--swap", "256", "--append", "proc_mem.force_override=always",
+         "--overcommit", "1", "--selftests-source", "debian-source:7.2"])))
+    argv = options.to_pytest_argv(ns)
+    assert "--swap=256" in argv and "--overcommit=1" in argv
+    assert "--append=proc_mem.force_override=always" in argv
+    assert "--selftests-source=debian-source:7.2" in argv
+    assert not any(a.startswith("--suite") for a in argv)   # run's own choice
+    from harness import session
+    assert session.settings(ns) == {"swap_mb": 256, "overcommit": 1,
+                                    "append": "proc_mem.force_override=always"}
+
+
+def test_suites_pick_files_of_the_kernel_suite():
+    from harness.resources import data
+    from harness.workflows import suite_paths
+    names = lambda suites: [Path(p).name for p in suite_paths(suites)]  # noqa: E731
+    assert names(["scenarios"]) == ["test_ringbuf.py", "test_perf_ringbuf.py",
+                                    "test_daxlike.py", "test_mixedmap.py", "test_pat.py"]
+    assert names(["mm-selftests"]) == ["test_upstream_mm.py"]
+    harness_files = names(["harness"])
+    assert "test_cli.py" in harness_files and "test_ringbuf.py" not in harness_files
+    assert suite_paths(["scenarios", "all"]) == [str(data("suite"))]
+    every = {p.name for p in data("suite").glob("test_*.py")}
+    assert set(names(["scenarios", "mm-selftests", "harness"])) == every

@@ -100,3 +100,27 @@ def test_init_loads_kernel_modules_in_order():
 ])
 def test_kernel_marker(version, spec, ok):
     assert _version_matches(version, spec) is ok
+
+
+def test_guest_settings_on_the_qemu_command_line(tmp_path):
+    """Swap disk, NUMA nodes and command-line additions; the rest are
+    commands run once the guest is up."""
+    work = tmp_path / "work"
+    work.mkdir()
+    spec = MachineSpec(workdir=work, memory_mb=2048, cpus=2, numa=2, swap_mb=64,
+                       append="proc_mem.force_override=always", overcommit=1, hugepages=8)
+    argv = QemuLauncher(fake_kernel(work, "x86_64"), work / "i.cpio", spec).argv("tcg", tmp_path)
+    line = " ".join(argv)
+    assert "proc_mem.force_override=always" in argv[argv.index("-append") + 1]
+    assert f"file={work / 'swap.img'},if=none,id=khswap" in line
+    assert (work / "swap.img").stat().st_size == 64 << 20
+    assert (work / "swap.img").stat().st_blocks == 0           # sparse
+    assert "memory-backend-ram,id=khnode0,size=1024M" in line
+    assert "node,nodeid=0,memdev=khnode0,cpus=0-1" in argv
+    assert "node,nodeid=1,memdev=khnode1" in argv
+    assert spec.setup_commands() == [
+        "mkswap /dev/vda >/dev/null && swapon /dev/vda",
+        "echo 1 > /proc/sys/vm/overcommit_memory", "echo 8 > /proc/sys/vm/nr_hugepages"]
+    odd = MachineSpec(workdir=work, memory_mb=1000, numa=3)
+    with pytest.raises(UsageError, match="does not split into 3 equal NUMA nodes"):
+        QemuLauncher(fake_kernel(work, "x86_64"), work / "i.cpio", odd).argv("tcg", tmp_path)
