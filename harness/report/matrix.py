@@ -40,6 +40,8 @@ class Matrix:
             name = case.get("name", "")
             if not name:
                 continue    # pytest's stub for the test Ctrl-C cut short: it did not run
+            if "/" in name.partition("[")[2]:
+                continue    # an upstream selftest's subtest: its binary has the row
             outcome = "passed"
             for tag in ("failure", "error", "skipped"):
                 if case.find(tag) is not None:

@@ -10,8 +10,6 @@ and one a subtest, named test_upstream_mm[<binary>/<subtest>].
 
 from __future__ import annotations
 
-import json
-
 import pytest
 
 from harness import upstream
@@ -33,7 +31,8 @@ def mm_selftests(kh_pool, request):
             s = request.config.stash[SETTINGS]
             return upstream.selftests_for(prep.kernel, s.selftests_source, offline=s.offline)
     except KhError as e:
-        pytest.exit(f"kharness: mm selftests: {e}", returncode=e.exit_code)
+        # Each test fails saying so; the rest of a suite run goes on.
+        return e
 
 
 SUBTEST_OUTCOME = {ktap.PASS: "passed", ktap.XPASS: "passed", ktap.SKIP: "skipped",
@@ -42,6 +41,9 @@ SUBTEST_OUTCOME = {ktap.PASS: "passed", ktap.XPASS: "passed", ktap.SKIP: "skippe
 
 @pytest.mark.parametrize("test", [_param(t) for t in upstream.CATALOGUE])
 def test_upstream_mm(test, kernel, mm_selftests, behaviour, kh_pool, request):
+    if isinstance(mm_selftests, KhError):
+        pytest.fail(f"the mm selftests of {kernel.spec} could not be built: {mm_selftests}",
+                    pytrace=False)
     if test.binary not in mm_selftests.built:
         pytest.skip(f"{test.binary}: {mm_selftests.missing.get(test.binary, 'not built')}")
     for option in test.config:
@@ -55,17 +57,16 @@ def test_upstream_mm(test, kernel, mm_selftests, behaviour, kh_pool, request):
     logs = kh_pool.prepared().outdir / "upstream-mm"
     logs.mkdir(exist_ok=True)
     (logs / f"{test.id}.log").write_text(outcome.output)   # what it printed, all runs
-    behaviour.note(f"upstream {test.id}", {
-        "source": mm_selftests.source, "version": mm_selftests.version,
-        "verdict": outcome.verdict, "counts": outcome.counts(),
-        "seconds": round(outcome.seconds, 1)})
+    counts = ", ".join(f"{n} {k}" for k, n in sorted(outcome.counts().items()))
+    behaviour.note("upstream", f"{outcome.verdict} ({counts}) {outcome.seconds:.0f}s, tests "
+                               f"from {mm_selftests.source}")
     for sub in outcome.subtests:
         text = sub.output + "".join(f"\n{r.title}\n" + "\n".join(r.lines[:40])
                                     for r in sub.reports)
-        report_subtest(request.node, upstream.subtest_id(outcome, sub).split("/", 1)[1],
+        report_subtest(request.node, upstream.subtest_name(sub),
                        SUBTEST_OUTCOME[sub.status], reason=sub.reason, text=text,
                        seconds=sub.seconds, xfail=sub.status == ktap.XFAIL,
-                       properties=[("kh:source", json.dumps(mm_selftests.source))])
+                       properties=[("kh-selftests", mm_selftests.source)])
     line = upstream.summary(outcome)
     with open(logs / "summary.txt", "a") as fh:     # one line a binary, for people
         fh.write(f"{line} [selftests from {mm_selftests.source}]\n")

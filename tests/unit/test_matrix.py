@@ -61,3 +61,14 @@ def test_interrupted_stub_is_no_row(tmp_path):
                  '<testcase time="0.382" /></testsuite></testsuites>')
     m = matrix.build([("k", j)])
     assert list(m.rows) == [("test_RB1_x[fault]", "test")]
+
+
+def test_upstream_subtests_are_no_rows(tmp_path):
+    """The matrix has a row per upstream binary, not per subtest (cow has 655)."""
+    j = tmp_path / "j.xml"
+    j.write_text('<testsuites><testsuite>'
+                 '<testcase name="test_upstream_mm[cow/Basic COW after fork() ... with base '
+                 'page]"/><testcase name="test_upstream_mm[cow]"/>'
+                 '</testsuite></testsuites>')
+    m = matrix.build([("k", j)])
+    assert list(m.rows) == [("test_upstream_mm[cow]", "test")]
