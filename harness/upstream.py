@@ -50,8 +50,9 @@ class Selftest:
         return ["--", self.device] if self.device else []
 
 
-# Swap for cow's swap-out cases (MADV_PAGEOUT must reach a swap device).
-SWAP = {"swap_mb": 256, "hugepages": 8}
+# Swap for cow's swap-out cases (MADV_PAGEOUT must reach a swap device),
+# free huge pages for cow's and uffd-unit-tests' hugetlb cases: one guest.
+SWAP = {"swap_mb": 256, "hugepages": 32}
 CATALOGUE = [
     Selftest("pfnmap"),                                   # /dev/mem's first RAM page
     Selftest("pfnmap", device="/dev/kh_ringbuf_pfnmap"),  # remap_pfn_range of pages
@@ -71,7 +72,7 @@ CATALOGUE = [
     Selftest("pagemap_ioctl"),
     Selftest("rmap", guest={"numa": 2, "memory_mb": 1024},
              why="migrates folios between two NUMA nodes"),
-    Selftest("uffd-unit-tests"),
+    Selftest("uffd-unit-tests", guest=SWAP, why="hugetlb cases need free huge pages"),
 ]
 BINARIES = sorted({t.binary for t in CATALOGUE})
 

@@ -74,11 +74,20 @@ def _status(ok: bool, directive: str | None) -> str:
 
 
 def _reason_from(diags: list[str]) -> str:
-    """The last diagnostic before a result, without its '# '."""
+    """The last diagnostic before a result, without its '# ', that is not a
+    progress line ([RUN], [INFO], the harness's RUN)."""
     for line in reversed(diags):
         text = line.lstrip("#").strip()
-        if text and not text.startswith("[RUN]") and not text.startswith("RUN "):
+        if text and not text.startswith(("[RUN]", "[INFO]", "RUN ")):
             return text
+    return ""
+
+
+def _started(diags: list[str]) -> str:
+    """What the last "# [RUN] <what>" line since the last result names."""
+    for line in reversed(diags):
+        if m := re.match(r"^#\s*\[RUN\]\s*(.+)$", line):
+            return m.group(1).strip()
     return ""
 
 
@@ -134,18 +143,26 @@ def parse(text: str) -> Run:
             rest = rest[:d.start()].strip()
         status = _status(ok, directive)
         name, reason = rest, dtext
-        if not name and dtext:
-            # cow: "ok 7 # SKIP <subtest name>", the reason printed before it;
-            # uffd-unit-tests: "ok 26 # SKIP <name> (<reason>)"
-            # when nothing was printed before it (cow's names end in "(16 kB)")
+        started = _started(diags)
+        if not name and dtext and started and started != dtext:
+            # 6.12's cow: "# [RUN] <name>", then "ok 54 # SKIP <reason>"
+            name, reason = started, dtext
+        elif not name and dtext:
+            # 7.2's cow: "ok 7 # SKIP <subtest name>", the reason printed
+            # before it; uffd-unit-tests: "ok 26 # SKIP <name> (<reason>)"
+            # when nothing was printed before it and the parentheses hold a
+            # phrase (cow's names end in "(16 kB)", pagemap_ioctl's in "(dirty)")
             name, reason = dtext, _reason_from(diags)
-            if not reason and (m := re.fullmatch(r"(.+?)\s+\(([^()]+)\)", dtext)):
+            m = re.fullmatch(r"(.+?)\s+\(([^()]+)\)", dtext)
+            if not reason and m and len(m.group(2).split()) >= 3:
                 name, reason = m.group(1), m.group(2)
         elif status in (SKIP, XFAIL, FAIL, ERROR) and not reason:
             reason = _reason_from(diags)
         run.cases.append(Case(number, name or f"test {number}", status, reason, diags))
         diags = []
     run.tail = diags
+    if not run.cases and run.plan is None:
+        _progress_lines(text, run)
     _unique_names(run.cases)
     if run.totals:
         said = {k: run.totals.get(k, 0) for k in (PASS, FAIL, SKIP, XFAIL, XPASS, ERROR)}
@@ -156,6 +173,22 @@ def parse(text: str) -> Run:
         run.problems.append(f"planned {run.plan} results, printed {len(run.cases)}: the "
                             f"binary stopped before result {len(run.cases) + 1}")
     return run
+
+
+PROGRESS = re.compile(r"^Testing (.+?)\.\.\. (done|skipped|failed)(?: \[reason: (.*)\])?$")
+
+
+def _progress_lines(text: str, run: Run) -> None:
+    """uffd-unit-tests before 6.13 prints no KTAP: "Testing <name>... done",
+    "... skipped [reason: R]", "... failed [reason: R]"; a line cut short by
+    a crash is not a result (the exit status tells)."""
+    status = {"done": PASS, "skipped": SKIP, "failed": FAIL}
+    for line in text.splitlines():
+        if m := PROGRESS.match(line.rstrip()):
+            run.cases.append(Case(len(run.cases) + 1, m.group(1), status[m.group(2)],
+                                  m.group(3) or ""))
+    if run.cases:
+        run.version = "uffd-unit-tests lines"
 
 
 def m_totals(counts: dict[str, int]) -> str:

@@ -33,6 +33,34 @@ def test_cow_names_live_in_the_skip_text_and_reasons_before_it():
     assert len({c.name for c in run.cases}) == 655     # names are ids: no two alike
 
 
+def test_cow_of_6_12_names_in_run_lines_reasons_in_the_skip():
+    run = parsed("cow-6.12-x86_64.txt")
+    assert run.plan == 670 and not run.problems
+    huge = next(c for c in run.cases if c.number == 54)
+    assert (huge.name, huge.status, huge.reason) == (
+        "Basic COW after fork() ... with hugetlb (1048576 kB)", ktap.SKIP,
+        "need more free huge pages")
+    leak = next(c for c in run.cases if c.number == 53)    # same text for every case
+    assert leak.name == ("Basic COW after fork() ... with hugetlb (2048 kB): No leak from "
+                         "parent into child")
+    assert len({c.name for c in run.cases}) == 670
+
+
+def test_uffd_unit_tests_of_6_12_print_no_ktap():
+    run = parsed("uffd-unit-tests-6.12-x86_64.txt")
+    assert run.version == "uffd-unit-tests lines" and not run.problems
+    assert run.counts()["pass"] == 36 and run.counts()["skip"] == 30
+    c = next(c for c in run.cases if c.name == "register-ioctls on hugetlb")
+    assert (c.status, c.reason) == (ktap.SKIP, "memory allocation failed")
+
+
+def test_parentheses_of_one_or_two_words_are_part_of_the_name():
+    run = parsed("pagemap_ioctl-6.12-x86_64.txt")
+    c = next(c for c in run.cases if c.number == 54)
+    assert c.name == "Hugetlb shmem testing: all new pages must not be written (dirty)"
+    assert c.status == ktap.SKIP
+
+
 def test_mremap_test_prints_no_version_line():
     run = parsed("mremap_test-7.2-x86_64.txt")
     assert run.version == "" and run.plan == 26 and run.complete
