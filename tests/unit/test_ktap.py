@@ -137,3 +137,23 @@ def test_runner_verdicts():
     o = outcome("TAP version 13\n1..5\nok 1 a\n", 128 + signal.SIGKILL, seconds=900.2)
     assert o.verdict == ktap.FAIL and o.why.startswith("timed out after 900s")
     assert o.why.endswith("after 1 results (last: a)")
+
+
+def test_shadow_tree_is_writable_and_probes_again(tmp_path):
+    """The selftests' Makefile writes beside its sources: it gets a copy of
+    the mm folder in a tree of symlinks, without probe results a hand-run
+    make left in the source (they once hid liburing from cow)."""
+    from harness.kbuild import selftests
+    top = tmp_path / "linux"
+    mm = top / selftests.SUBDIR
+    mm.mkdir(parents=True)
+    (mm / "cow.c").write_text("int main(void) { return 0; }\n")
+    (mm / "local_config.mk").write_text("IOURING_EXTRA_LIBS =\n")
+    (top / "tools" / "include").mkdir()
+    (top / "Makefile").write_text("")
+    shadow = selftests._shadow(top, tmp_path / "shadow")
+    copy = shadow / selftests.SUBDIR
+    assert (copy / "cow.c").read_text() == (mm / "cow.c").read_text()
+    assert not (copy / "cow.c").is_symlink() and not (copy / "local_config.mk").exists()
+    assert (shadow / "Makefile").is_symlink() and (shadow / "tools" / "include").is_symlink()
+    assert (mm / "local_config.mk").exists()       # the source is left as it was
