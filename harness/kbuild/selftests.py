@@ -35,7 +35,7 @@ from harness.kbuild.helpers import compiler
 from harness.kbuild.source import SourceTree, kernelversion
 from harness.util import cache_root, digest, progress, run, step
 
-RECIPE = "4"     # bump when how we build changes what comes out
+RECIPE = "6"     # bump when how we build changes what comes out
 SUBDIR = Path("tools/testing/selftests/mm")
 # Debian -dev packages whose static archives some tests link, from the
 # host's release (its glibc is the one the binaries are linked with).
@@ -99,7 +99,11 @@ def _build(tree: SourceTree, arch: Arch, names: list[str], cc: str, out: Path) -
         what=f"make headers_install of {tree.spec}", log=logs / "headers.log")
     shutil.rmtree(out / "hdr-obj")
     shadow = _shadow(tree.path, out / "tree")
-    libs, lib_flags = _libraries(arch, out / "libs")
+    # Headers through gcc's CPATH, which also reaches check_config.sh (before
+    # 6.13 it runs "$CC -c" without CFLAGS); archives through LDFLAGS (a cross
+    # gcc ignores LIBRARY_PATH).
+    libs, libdir = _libraries(arch, out / "libs")
+    lib_env = {"CPATH": str(out / "libs" / "usr" / "include")} if libs else {}
     timeout = _timeout(src / "settings")
     needs = {t: set(re.findall(r"-l(\w+)", v)) for t, v in NEEDS.findall(
         (src / "Makefile").read_text())}
@@ -107,7 +111,7 @@ def _build(tree: SourceTree, arch: Arch, names: list[str], cc: str, out: Path) -
     bindir.mkdir()
     make = ["make", "-C", str(shadow / SUBDIR), f"OUTPUT={bindir}", f"ARCH={arch.name}",
             f"CROSS_COMPILE={arch.cross_compile}", f"KHDR_INCLUDES=-isystem {hdr / 'include'}",
-            "LDFLAGS=-static", f"EXTRA_CFLAGS={' '.join(lib_flags)}"]
+            f"LDFLAGS=-static{f' -L{libdir}' if libs else ''}"]
     built, missing, harness = {}, {}, []
     for name in names:
         if not (src / f"{name}.c").exists():
@@ -116,7 +120,8 @@ def _build(tree: SourceTree, arch: Arch, names: list[str], cc: str, out: Path) -
         absent = sorted(lib for lib in needs.get(name, ()) if f"lib{lib}" in LIBRARIES
                         and f"lib{lib}" not in libs)
         log = logs / f"{name}.log"
-        proc = run([*make, str(bindir / name)], what=f"make {name}", log=log, check=False)
+        proc = run([*make, str(bindir / name)], what=f"make {name}", log=log, check=False,
+                   env={**os.environ, **lib_env})
         if proc.returncode != 0 or not (bindir / name).exists():
             why = f"does not build for {arch} (log: {log})"
             if absent:
@@ -154,9 +159,9 @@ def _shadow(top: Path, dest: Path) -> Path:
     return dest
 
 
-def _libraries(arch: Arch, root: Path) -> tuple[dict[str, str], list[str]]:
+def _libraries(arch: Arch, root: Path) -> tuple[dict[str, str], Path | None]:
     """Debian's static archives of LIBRARIES for arch under root: the
-    versions found, and the compiler flags that find them. Not reachable is
+    versions found, and the folder of the archives. Not reachable is
     not fatal: the tests that need them are not built, and say so."""
     lists = AptConfig("selftest-libs", (LIB_SUITE,), arch.deb_arch)
     try:
@@ -166,12 +171,12 @@ def _libraries(arch: Arch, root: Path) -> tuple[dict[str, str], list[str]]:
         apt.extract(debs, root)
     except KhError as e:
         progress(f"mm selftests: no optional libraries ({e}); tests needing them are skipped")
-        return {}, []
+        return {}, None
     triplet = (arch.cross_compile or f"{os.uname().machine}-linux-gnu-").rstrip("-")
     libdir = root / "usr" / "lib" / triplet
     found = {lib: stanzas[pkg]["Version"] for lib, pkg in LIBRARIES.items()
              if pkg in stanzas and (libdir / f"{lib}.a").exists()}
-    return found, [f"-I{root / 'usr' / 'include'}", f"-L{libdir}"]
+    return found, libdir
 
 
 def _timeout(settings: Path) -> int:
