@@ -15,6 +15,7 @@ import math
 import os
 import re
 import tempfile
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -85,8 +86,22 @@ def _list(name: str, one: Callable[[str], Any]) -> Callable[[str], list]:
 
 
 def _outdir(text: str) -> Path:
-    """A directory we can make and write; tried now, left as it was."""
+    """A directory we can make and write; tried now, left as it was. Several
+    commands may check one path at once (a CI engine's parallel shards in one
+    checkout): one that makes or removes it under another is tried again."""
     path = Path(text).expanduser()
+    for attempt in range(5):
+        try:
+            _try_outdir(text, path)
+            return path
+        except (FileExistsError, FileNotFoundError) as e:
+            why = e
+            time.sleep(0.05 * (attempt + 1))
+    raise UsageError(f"--out {text}: cannot write there ({why.strerror}): give a "
+                     f"writable directory")
+
+
+def _try_outdir(text: str, path: Path) -> None:
     made = []
     try:
         probe = path
@@ -100,6 +115,8 @@ def _outdir(text: str) -> Path:
             p.mkdir()
         with tempfile.TemporaryFile(dir=path):
             pass
+    except (FileExistsError, FileNotFoundError):
+        raise
     except OSError as e:
         raise UsageError(f"--out {text}: cannot write there ({e.strerror}): give a "
                          f"writable directory") from None
@@ -107,7 +124,6 @@ def _outdir(text: str) -> Path:
         for p in made:
             with contextlib.suppress(OSError):
                 p.rmdir()
-    return path
 
 
 def _shard(text: str) -> tuple[int, int]:

@@ -218,3 +218,14 @@ def test_suites_pick_files_of_the_kernel_suite():
     assert suite_paths(["scenarios", "all"]) == [str(data("suite"))]
     every = {p.name for p in data("suite").glob("test_*.py")}
     assert set(names(["scenarios", "mm-selftests", "harness"])) == every
+
+
+def test_out_checked_by_many_at_once(tmp_path):
+    """A CI engine's shards in one checkout check one --out at the same
+    moment (gitlab-ci-local's 14 shards once got 'File exists')."""
+    from concurrent.futures import ThreadPoolExecutor
+    where = str(tmp_path / "results" / "night")
+    for _ in range(5):
+        with ThreadPoolExecutor(16) as pool:
+            got = list(pool.map(lambda _: options._outdir(where), range(16)))
+        assert got == [Path(where)] * 16
