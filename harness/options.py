@@ -14,6 +14,7 @@ import contextlib
 import math
 import os
 import re
+import stat
 import tempfile
 import time
 from collections.abc import Callable
@@ -90,7 +91,7 @@ def _outdir(text: str) -> Path:
     commands may check one path at once (a CI engine's parallel shards in one
     checkout): one that makes or removes it under another is tried again."""
     path = Path(text).expanduser()
-    for attempt in range(5):
+    for attempt in range(10):
         try:
             _try_outdir(text, path)
             return path
@@ -108,7 +109,7 @@ def _try_outdir(text: str, path: Path) -> None:
         while not probe.exists():
             made.append(probe)
             probe = probe.parent
-        if not probe.is_dir():
+        if not stat.S_ISDIR(os.stat(probe).st_mode):   # one look: it may come and go
             raise UsageError(f"--out {text}: {probe} is a file, not a directory: give a "
                              f"directory")
         for p in reversed(made):

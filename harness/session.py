@@ -134,7 +134,8 @@ def launcher(prep: Prepared, workdir: Path) -> Launcher:
     spec = dataclasses.replace(prep.spec, workdir=workdir)
     if prep.boot == "initramfs":
         image = initramfs.build(prep.kernel, list(prep.modules.values()), prep.helpers,
-                                workdir / "initramfs.cpio")
+                                workdir / "initramfs.cpio",
+                                wanted=initramfs.wanted_modules(bool(spec.swap_mb)))
         return QemuLauncher(prep.kernel, image, spec)
     return VngLauncher(prep.kernel, prep.helpers[0].parent, spec)
 
@@ -178,7 +179,7 @@ def _boot(prep: Prepared, workdir: Path) -> Guest:
         paths = {n: f"/lib/kh/{p.name}" for n, p in prep.modules.items()}
     else:
         setup = [f"modprobe {name} {args}".strip()
-                 for name, args in initramfs.KERNEL_MODULES.items()]
+                 for name, args in initramfs.wanted_modules(bool(prep.spec.swap_mb)).items()]
         paths = {n: str(p) for n, p in prep.modules.items()}
     try:
         for cmd in setup:

@@ -26,9 +26,14 @@ from harness.vm.cpio import Cpio
 
 # Kernel modules the guest side needs where Debian builds them as modules:
 # the agent's virtio port and its PCI transport (both =m on 6.1), and a RAM
-# disk for O_DIRECT targets, and the virtio disk a guest with swap gets.
-KERNEL_MODULES = {"virtio_pci": "", "virtio_console": "", "brd": "rd_nr=1 rd_size=8192",
-                  "virtio_blk": ""}
+# disk for O_DIRECT targets. A guest with swap also needs the virtio disk.
+KERNEL_MODULES = {"virtio_pci": "", "virtio_console": "", "brd": "rd_nr=1 rd_size=8192"}
+SWAP_MODULES = {"virtio_blk": ""}
+NEEDED_FOR = {"virtio_blk": "CONFIG_VIRTIO_BLK, for a guest with swap (--swap, swap_mb)"}
+
+
+def wanted_modules(swap: bool) -> dict[str, str]:
+    return {**KERNEL_MODULES, **(SWAP_MODULES if swap else {})}
 
 
 @dataclass(frozen=True)
@@ -98,7 +103,8 @@ def kernel_modules(kernel: Kernel, wanted: dict[str, str] = KERNEL_MODULES) -> l
         if name in builtin:
             continue
         if name not in by_name:
-            raise KhError(f"kernel {kernel.release} has no module {name}, which the guest needs")
+            raise KhError(f"kernel {kernel.release} has no module {name}, which the guest needs"
+                          + (f": build it with {NEEDED_FOR[name]}" if name in NEEDED_FOR else ""))
         visit(by_name[name])
         args[by_name[name]] = arg
     return [GuestModule(Path(p).name.split(".ko")[0] + ".ko", args.get(p, ""),
@@ -111,8 +117,9 @@ def render_init(arch: Arch, modules: list[GuestModule]) -> str:
     return env.get_template("init.sh.j2").render(arch=arch.name, modules=modules)
 
 
-def build(kernel: Kernel, extra_modules: list[Path], helpers: list[Path], dest: Path) -> Path:
-    mods = kernel_modules(kernel)
+def build(kernel: Kernel, extra_modules: list[Path], helpers: list[Path], dest: Path, *,
+          wanted: dict[str, str] = KERNEL_MODULES) -> Path:
+    mods = kernel_modules(kernel, wanted)
     c = Cpio()
     for d in ("bin", "sbin", "usr", "usr/bin", "usr/sbin", "dev", "proc", "sys", "tmp",
               "lib", "lib/kh", "root", "etc", "mnt"):
