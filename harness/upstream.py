@@ -136,10 +136,8 @@ class Outcome:
 def install(target: Target, tests: Selftests, binary: str) -> str:
     """The binary in the guest, put there once a guest; its guest path."""
     dest = f"{GUEST_DIR}/{binary}"
-    have = target.__dict__.setdefault("_kh_mm_installed", set())
-    if dest not in have:
+    if target.run(["test", "-x", dest]).status != 0:
         target.put(tests.path(binary), dest, 0o755)
-        have.add(dest)
     return dest
 
 
@@ -174,8 +172,9 @@ def _subtests(parsed: ktap.Run) -> list[Subtest]:
     return [Subtest(c.name, c.status, c.reason, "\n".join(c.output)) for c in parsed.cases]
 
 
-def _run_plain(target: Target, tests: Selftests, test: Selftest, path: str) -> Outcome:
-    status, out, log, seconds = _one(target, [path, *test.args], tests.timeout)
+def _run_plain(target: Target, tests: Selftests, test: Selftest, path: str,
+               select: tuple[str, ...] | list[str] = ()) -> Outcome:
+    status, out, log, seconds = _one(target, [path, *select, *test.args], tests.timeout)
     parsed = ktap.parse(out)
     found = reports.parse(log)
     outcome = Outcome(test, PASS, subtests=_subtests(parsed), output=out, reports=found,
@@ -186,7 +185,7 @@ def _run_plain(target: Target, tests: Selftests, test: Selftest, path: str) -> O
 def judge(o: Outcome, status: int, parsed: ktap.Run, timeout: int) -> Outcome:
     """runner.sh's verdict on one binary run, then what the kernel said."""
     failed = [s.name for s in o.subtests if s.status in (FAIL, ktap.ERROR)]
-    if status > 128 or (status == 128 + signal.SIGKILL):
+    if status > 128:
         o.verdict, o.why = FAIL, _exit_text(status, o.seconds, timeout)
         if o.subtests:
             o.why += f" after {len(o.subtests)} results (last: {o.subtests[-1].name})"
@@ -210,44 +209,29 @@ def judge(o: Outcome, status: int, parsed: ktap.Run, timeout: int) -> Outcome:
 
 
 def _run_harness(target: Target, tests: Selftests, test: Selftest, path: str) -> Outcome:
-    """Each FIXTURE/TEST alone (-r), with its own kernel log window."""
+    """Each FIXTURE/TEST alone (-r), with its own kernel log window, judged
+    as a binary run of its own."""
     # With its arguments: pfnmap checks its file before it lists, and a
     # file it cannot map is "1..0 # SKIP" on stdout instead of the table.
     listing = target.run([path, "-l", *test.args], timeout=60)
     names = ktap.listed(listing.stderr) if "# FIXTURE" in listing.stderr else []
     if not names:   # skipped before listing, or a harness without -l: one run
         return _run_plain(target, tests, test, path)
-    outcome = Outcome(test, PASS)
-    statuses, texts, t0 = [], [], time.monotonic()
-    problems: list[str] = []
+    outcome, texts, t0 = Outcome(test, PASS), [], time.monotonic()
     for name in names:
-        status, out, log, seconds = _one(target, [path, "-r", name, *test.args],
-                                         tests.timeout)
-        parsed = ktap.parse(out)
-        texts.append(out)
-        found = reports.parse(log)
-        if parsed.skip_all is not None:
-            sub = Subtest(name, SKIP, parsed.skip_all, out, found, seconds)
-        elif len(parsed.cases) == 1:
-            c = parsed.cases[0]
+        one = _run_plain(target, tests, test, path, ["-r", name])
+        texts.append(one.output)
+        case = one.subtests[0] if len(one.subtests) == 1 else None
+        if case is not None and not one.reports and (one.verdict != FAIL or case.status == FAIL):
             # The harness's assertion messages go to stderr, after the result.
-            reason = c.reason or "; ".join(
-                ln.lstrip("# ").strip() for ln in parsed.tail
-                if ln.strip() and not ln.startswith("# Totals"))[:300]
-            sub = Subtest(name, c.status, reason, "\n".join(c.output + parsed.tail), found,
-                          seconds)
-        else:
-            why = "; ".join(parsed.problems) or f"{len(parsed.cases)} results for one test"
-            sub = Subtest(name, FAIL, f"{_exit_text(status, seconds, tests.timeout)}: {why}",
-                          out, found, seconds)
-            problems.append(f"{name}: {sub.reason}")
-        if found:
-            sub.status = FAIL
-            sub.reason = "kernel report: " + "; ".join(r.title for r in found) + \
-                (f" (the test said {c.status})" if len(parsed.cases) == 1 else "")
+            reason = case.reason or _stderr_reason(one.output)
+            sub = Subtest(name, case.status, reason, one.output, [], one.seconds)
+        else:   # no result, a crash, a kernel report: the run's verdict is the subtest's
+            said = f" (the test said {case.status})" if case is not None else ""
+            sub = Subtest(name, one.verdict, one.why + said, one.output, one.reports,
+                          one.seconds)
         outcome.subtests.append(sub)
-        outcome.reports += found
-        statuses.append(status)
+        outcome.reports += one.reports
     outcome.output = "\n".join(texts)
     outcome.seconds = time.monotonic() - t0
     failed = [s.name for s in outcome.subtests if s.status in (FAIL, ktap.ERROR)]
@@ -255,11 +239,16 @@ def _run_harness(target: Target, tests: Selftests, test: Selftest, path: str) ->
         outcome.verdict = FAIL
         outcome.why = f"{len(failed)} failed: {', '.join(failed[:5])}" + \
             (" ..." if len(failed) > 5 else "")
-        if problems:
-            outcome.why += "; " + "; ".join(problems[:3])
     elif all(s.status == SKIP for s in outcome.subtests):
         outcome.verdict, outcome.why = SKIP, outcome.subtests[0].reason
     return outcome
+
+
+def _stderr_reason(output: str) -> str:
+    """What a kselftest_harness test printed after its result (its
+    assertion messages go to stderr), for a failure's reason."""
+    after = output.split("# Totals:", 1)[1].splitlines()[1:] if "# Totals:" in output else []
+    return "; ".join(ln.lstrip("# ").strip() for ln in after if ln.strip())[:300]
 
 
 def summary(o: Outcome) -> str:

@@ -78,3 +78,15 @@ def test_upstream_mm(test, kernel, mm_selftests, behaviour, kh_pool, request):
                     + "\n".join(outcome.output.splitlines()[-60:])
                     + "".join(f"\n--- {r.title} ---\n" + "\n".join(r.lines[:60])
                               for r in outcome.reports), pytrace=False)
+
+
+@pytest.mark.qemu     # kh_mixedmap's BAR
+def test_upstream_runner_fails_a_selftest_that_dies(mm_selftests, guest):
+    """The runner can say no: pfnmap on a device whose second half has no
+    fault handler dies of SIGBUS before it prints a result."""
+    if isinstance(mm_selftests, KhError) or "pfnmap" not in mm_selftests.built:
+        pytest.skip("pfnmap is newer than this kernel's selftests")
+    half = upstream.Selftest("pfnmap", device="/dev/kh_mixedmap_pfnmap_half")
+    outcome = upstream.run(guest, mm_selftests, half)
+    assert outcome.verdict == ktap.FAIL, upstream.summary(outcome)
+    assert "SIGBUS" in outcome.why, upstream.summary(outcome)

@@ -157,3 +157,20 @@ def test_shadow_tree_is_writable_and_probes_again(tmp_path):
     assert not (copy / "cow.c").is_symlink() and not (copy / "local_config.mk").exists()
     assert (shadow / "Makefile").is_symlink() and (shadow / "tools" / "include").is_symlink()
     assert (mm / "local_config.mk").exists()       # the source is left as it was
+
+
+def test_harness_failure_reason_is_its_assertion_message():
+    text = (DATA / "rmap-migrate.shm-no-dev-shm.txt").read_text()
+    assert upstream._stderr_reason(text) == ("rmap.c:335:shm:Expected shm_fd (-1) != -1 (-1); "
+                                             "shm: Test terminated by assertion")
+
+
+def test_a_kernel_report_fails_a_binary_that_said_ok():
+    from harness.observe import reports
+    log = (DATA.parent / "reports" / "dx4-race-7.2.13+deb14-amd64.log").read_text()
+    text = (DATA / "mkdirty-7.2-x86_64.txt").read_text()
+    run = ktap.parse(text)
+    o = upstream.Outcome(upstream.Selftest("mkdirty"), ktap.PASS, output=text,
+                         subtests=upstream._subtests(run), reports=reports.parse(log))
+    o = upstream.judge(o, 0, run, timeout=900)
+    assert o.verdict == ktap.FAIL and o.why.startswith("kernel report: WARNING in ")
