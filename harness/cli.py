@@ -120,11 +120,17 @@ def _show(guest: Target, res: Result) -> bool:
 
 def cmd_boot(args: argparse.Namespace) -> int:
     spec, arch = session.wanted(args)
-    with session.booted(args, spec, arch, args.out / "boot") as (prep, guest):
+    here = os.getcwd()
+    with session.booted(args, spec, arch, args.out / "boot",
+                        rwdir=here if args.rw else "") as (prep, guest):
         for local, remote in args.put:
             guest.put(local, remote, local.stat().st_mode & 0o777)
+
+        def where(cmd: str) -> str:
+            # virtme-ng's guest sees the host's files: commands run where you are
+            return f"cd {shlex.quote(here)} && {cmd}" if prep.boot == "vng" else cmd
         if args.exec is not None:
-            res = guest.run(args.exec, timeout=args.timeout)
+            res = guest.run(where(args.exec), timeout=args.timeout)
             # A kernel report is the news, whatever the command's own status.
             return 1 if _show(guest, res) else res.status
         progress(f"{prep.kernel.release} ready; commands run in the guest "
@@ -136,7 +142,7 @@ def cmd_boot(args: argparse.Namespace) -> int:
                 print(file=sys.stderr)
                 return 0
             if line.strip():
-                res = guest.run(line, timeout=args.timeout)
+                res = guest.run(where(line), timeout=args.timeout)
                 _show(guest, res)
                 if res.status:
                     print(f"[exit {res.status}]", file=sys.stderr)

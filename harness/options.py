@@ -269,6 +269,8 @@ TABLE = (
     Option(("--bad",), "a git revision where it fails", ("bisect",)),
     Option(("--exec",), "run this one command in the guest and exit with its status",
            ("boot",), None, _nonempty("--exec")),
+    Option(("--rw",), "with --boot vng: your working directory (where commands run) is "
+           "writable in the guest; read-only otherwise", ("boot",), False, flag=True),
     Option(("--put",), "copy a file into the guest before anything runs: LOCAL:GUEST "
            "(mode kept; may be given again)", ("boot",), None, _put, many=True),
     Option(("--timeout",), "seconds a guest command may take", ("boot", "repro"), "600",
@@ -383,6 +385,9 @@ def _check_repro(ns: argparse.Namespace) -> None:
 
 
 def _check(command: str, ns: argparse.Namespace) -> None:
+    if getattr(ns, "rw", False) and ns.boot != "vng":
+        raise UsageError("--rw makes your working directory writable in a virtme-ng guest: "
+                         "give --boot vng too")
     target = getattr(ns, "target", None)
     for dest in SSH_ONLY:
         if getattr(ns, dest, None) and target is None:

@@ -115,13 +115,13 @@ def prepare(kernel_spec: str | None, arch: Arch | None, *, boot: str, outdir: Pa
 
 @contextmanager
 def booted(args: argparse.Namespace, spec: str | None, arch: Arch | None, outdir: Path,
-           cpus: int | None = None) -> Iterator[tuple[Prepared, Target]]:
+           cpus: int | None = None, rwdir: str = "") -> Iterator[tuple[Prepared, Target]]:
     """A guest of the kernel with the guest settings of args (--boot,
     --accel, --cpus, --offline), powered off when the block ends; or the
     --target, set up and cleaned up again."""
     prep = prepare(spec, arch, boot=args.boot, outdir=outdir, accel=args.accel,
                    cpus=cpus or args.cpus, offline=args.offline, target=access(args),
-                   guest=settings(args))
+                   guest={**settings(args), **({"rwdir": rwdir} if rwdir else {})})
     guest = start(prep)
     try:
         yield prep, guest

@@ -75,6 +75,7 @@ class MachineSpec:
     swap_mb: int = 0             # a virtio disk of this size, used as swap
     overcommit: int | None = None  # vm.overcommit_memory
     hugepages: int = 0           # vm.nr_hugepages
+    rwdir: str = ""              # virtme-ng: a host directory the guest may write
 
     def setup_commands(self) -> list[str]:
         """Guest commands that give a booted guest these settings."""

@@ -34,6 +34,8 @@ class VngLauncher(Launcher):
                 "--cpus", str(self.spec.cpus), "--memory", f"{self.spec.memory_mb}M",
                 f"--qemu-opts={' '.join(self.devices(sock_dir))}",
                 "--append", " ".join(append), "--exec", agent]
+        if self.spec.rwdir:
+            argv[3:3] = ["--rwdir", self.spec.rwdir]
         if accel == "tcg":
             argv.insert(3, "--disable-kvm")
         if not self.arch.native:

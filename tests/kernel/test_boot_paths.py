@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
+from conftest import option
 
 from harness import options, session
 from harness.errors import UsageError
@@ -34,3 +38,27 @@ def test_other_boot_path_serves_the_same_guest_api(kh_pool, tmp_path):
     finally:
         guest.poweroff()
     assert not guest.machine.alive()
+
+
+def _boot_vng(request, cwd, *extra: str):
+    opt = option(request)
+    return subprocess.run(
+        [sys.executable, "-m", "harness.cli", "boot", f"--kernel={opt('--kernel')}",
+         f"--arch={opt('--arch')}", "--boot=vng", f"--out={cwd / 'out'}", *extra],
+        cwd=cwd, capture_output=True, text=True, timeout=600)
+
+
+def test_vng_boot_runs_commands_in_your_directory(kh_pool, request, tmp_path):
+    """`kharness boot --boot vng` is why people use vng: the guest sees the
+    directory you are in, read-only unless you give --rw."""
+    if not kh_pool.prepared().kernel.arch.native:
+        pytest.skip("virtme-ng serves the host root: host arch only")
+    (tmp_path / "notes.txt").write_text("from the host\n")
+    res = _boot_vng(request, tmp_path, "--exec", "pwd; cat notes.txt; echo x > made.txt")
+    assert res.stdout.splitlines()[:2] == [str(tmp_path), "from the host"], res.stderr
+    # Refused, or kept in the guest (virtme-ng lays a tmpfs overlay on /tmp):
+    # either way the host's directory is left alone.
+    assert not (tmp_path / "made.txt").exists()
+    res = _boot_vng(request, tmp_path, "--rw", "--exec", "echo from the guest > made.txt")
+    assert res.returncode == 0, res.stderr
+    assert (tmp_path / "made.txt").read_text() == "from the guest\n"

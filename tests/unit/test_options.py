@@ -79,6 +79,7 @@ FOREIGN = next(a for a in ARCHES.values() if not a.native)
     (["run", "--numa", "0"], "--numa must be at least 1"),
     (["run", "--suite", "scenarios,ltp"], "--suite 'ltp' is unknown"),
     (["boot", "--swap", "lots"], "--swap takes a whole number"),
+    (["boot", "--rw"], "--rw makes your working directory writable in a virtme-ng guest"),
 ])
 def test_bad_input_is_one_line_and_exit_2(args, words):
     res = kh(*args)
