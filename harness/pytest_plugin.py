@@ -348,4 +348,7 @@ def report_subtest(item: pytest.Item, name: str, outcome: str, *, reason: str = 
     if xfail:
         rep.wasxfail = reason or "expected to fail"
     item.ihook.pytest_runtest_logreport(report=rep)
+    # The progress figure counts collected tests: a subtest is not one of them.
+    terminal = item.config.pluginmanager.get_plugin("terminalreporter")
+    getattr(terminal, "_progress_nodeids_reported", set()).discard(getattr(rep, "id", nodeid))
 
