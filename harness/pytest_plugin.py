@@ -84,7 +84,7 @@ class GuestPool:
             name = f"{s.kernel[0].replace(':', '-')}-{s.arch[0]}-{stamp}"
         self.outdir = s.out.resolve() / name
 
-    def _uncaptured(self):
+    def uncaptured(self):
         """Progress of downloads, builds and boots reaches the terminal, not a capture."""
         capman = self.config.pluginmanager.getplugin("capturemanager")
         return capman.global_and_fixture_disabled() if capman else contextlib.nullcontext()
@@ -93,7 +93,7 @@ class GuestPool:
         if self.prep is None:
             s = self.settings
             try:
-                with self._uncaptured():
+                with self.uncaptured():
                     spec, arch = session.wanted(s)
                     self.prep = session.prepare(
                         spec, arch, boot=s.boot, outdir=self.outdir, accel=s.accel,
@@ -120,7 +120,7 @@ class GuestPool:
                 self.guests.pop(other).close()
             prep = self.variant(key)
             try:
-                with self._uncaptured():
+                with self.uncaptured():
                     guest = self.guests[key] = session.start(prep)
             except KhError as e:
                 # A kernel that does not boot once will not boot for the next test.

@@ -27,7 +27,7 @@ def mm_selftests(kh_pool, request):
     """The selftests of the kernel's source, built once a session."""
     prep = kh_pool.prepared()
     try:
-        with kh_pool._uncaptured():
+        with kh_pool.uncaptured():
             s = request.config.stash[SETTINGS]
             return upstream.selftests_for(prep.kernel, s.selftests_source, offline=s.offline)
     except KhError as e:
