@@ -107,9 +107,6 @@ def prepare(kernel_spec: str | None, arch: Arch | None, *, boot: str, outdir: Pa
     outdir = outdir.resolve()
     outdir.mkdir(parents=True, exist_ok=True)
     spec = MachineSpec(workdir=outdir, accel=accel, cpus=cpus, **(guest or {}))
-    if spec.numa > 1 and boot == "vng":
-        raise UsageError("--numa needs --boot initramfs (the virtme-ng path does not "
-                         "pass NUMA nodes yet)")
     return Prepared(kernel, built, bins, boot, outdir, spec, target=target, conn=conn)
 
 
