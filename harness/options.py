@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from harness import arches, remote
+from harness.apt import SERIES
 from harness.arches import Arch
 from harness.errors import UsageError
 from harness.kernels import DEFAULT_SPEC, validate
@@ -167,6 +168,24 @@ def _duration(text: str) -> float:
     return float(m.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600}[m.group(2)]
 
 
+def _source_spec(name: str) -> Callable[[str], str]:
+    """A kernel source named before anything is downloaded: debian-source:
+    of a known series, or a tree or tarball that is there."""
+    def parse(text: str) -> str:
+        kind, _, series = text.partition(":")
+        if kind == "debian-source":
+            if series not in SERIES:
+                raise UsageError(f"{name} {text}: unknown Debian series; known: "
+                                 f"{', '.join(SERIES)}")
+            return text
+        path = Path(text).expanduser()
+        if path.is_dir() or (path.is_file() and ".tar" in path.name):
+            return str(path.resolve())
+        raise UsageError(f"{name} {text}: not a kernel tree, a .tar.* of one, or "
+                         f"debian-source:<series>")
+    return parse
+
+
 def _kmod_dir(text: str) -> Path:
     path = Path(text).expanduser()
     if not (path / "Kbuild").is_file() and not (path / "Makefile").is_file():
@@ -237,7 +256,7 @@ TABLE = (
            _positive_int("--cpus")),
     Option(("--selftests-source",), "where the upstream mm selftests come from: a kernel "
            "tree, a .tar.* of one, or debian-source:<series> (default: the kernel's own "
-           "source)", ("run", PYTEST), None),
+           "source)", ("run", PYTEST), None, _source_spec("--selftests-source")),
     Option(("--suite",), f"suites run runs, comma-separated: {', '.join(SUITES)} "
            "(default scenarios)", ("run",), "scenarios", _list("--suite", _choice("--suite",
                                                                                  SUITES))),

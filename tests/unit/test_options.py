@@ -80,6 +80,9 @@ FOREIGN = next(a for a in ARCHES.values() if not a.native)
     (["run", "--suite", "scenarios,ltp"], "--suite 'ltp' is unknown"),
     (["boot", "--swap", "lots"], "--swap takes a whole number"),
     (["boot", "--rw"], "--rw makes your working directory writable in a virtme-ng guest"),
+    (["run", "--selftests-source", "/nonexistent"], "--selftests-source /nonexistent: not a "
+     "kernel tree"),
+    (["run", "--selftests-source", "debian-source:5.4"], "unknown Debian series"),
 ])
 def test_bad_input_is_one_line_and_exit_2(args, words):
     res = kh(*args)
