@@ -223,6 +223,7 @@ class Option:
 
 # What `run --suite` picks from the kernel suite folder (harness/workflows.py).
 SUITES = ("scenarios", "mm-selftests", "harness", "all")
+VNG_ROOTS = ("auto", "host", "kh")
 GUESTS = ("run", "boot", "repro", "bench", PYTEST)        # boot a --kernel
 BUILT = ("validate", "bisect", "bisect-step")           # boot kernels they build
 SOURCE = ("build", *BUILT)                              # build from --source
@@ -250,6 +251,11 @@ TABLE = (
            None, _positive_seconds("--reboot-wait")),
     Option(("--boot",), f"boot path: {' or '.join(BOOT_PATHS)} (default initramfs)",
            SETTINGS, "initramfs", _choice("--boot", BOOT_PATHS)),
+    Option(("--vng-root",), "with --boot vng, the guest's root: host (the host's /, "
+           "your tools; host arch only; udev and systemd-tmpfiles run at each boot), kh "
+           "(a small root of the guest's arch with the kharness cache and your directory "
+           "mounted), auto (default: host for `boot` on the host arch, else kh)",
+           SETTINGS, "auto", _choice("--vng-root", VNG_ROOTS)),
     Option(("--accel",), "accelerator: auto (KVM if it boots, else TCG), kvm, tcg",
            SETTINGS, "auto", _choice("--accel", ACCELS)),
     Option(("--cpus",), "guest vCPUs (default 1, see README)", SETTINGS, "1",
@@ -407,6 +413,9 @@ def _check(command: str, ns: argparse.Namespace) -> None:
     if getattr(ns, "rw", False) and ns.boot != "vng":
         raise UsageError("--rw makes your working directory writable in a virtme-ng guest: "
                          "give --boot vng too")
+    if getattr(ns, "vng_root", "auto") != "auto" and ns.boot != "vng":
+        raise UsageError(f"--vng-root {ns.vng_root} is the root of a virtme-ng guest: "
+                         f"give --boot vng too")
     target = getattr(ns, "target", None)
     for dest in SSH_ONLY:
         if getattr(ns, dest, None) and target is None:
@@ -432,12 +441,12 @@ def _check(command: str, ns: argparse.Namespace) -> None:
         if guests and ns.cpus > arch.max_cpus:
             raise UsageError(f"--cpus {ns.cpus} is more than {arch}'s machine takes "
                              f"({arch.max_cpus})")
+        if guests and getattr(ns, "vng_root", "") == "host" and not arch.native:
+            raise UsageError(f"--vng-root host serves the host's root filesystem, which "
+                             f"cannot run an {arch} guest: use --vng-root kh (or auto)")
         if guests and ns.accel == "kvm" and not arch.native:
             raise UsageError(f"--accel kvm cannot run an {arch} guest on this "
                              f"{arches.host()} host: use --accel tcg or auto")
-        if guests and ns.boot == "vng" and not arch.native:
-            raise UsageError(f"--boot vng serves the host's root filesystem, which cannot "
-                             f"run an {arch} guest: use --boot initramfs")
 
 
 def to_pytest_argv(ns: argparse.Namespace, **override: Any) -> list[str]:

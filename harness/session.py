@@ -67,7 +67,8 @@ def wanted(args: argparse.Namespace) -> tuple[str | None, Arch | None]:
 
 # MachineSpec fields set by command-line options of these names.
 SETTING_OPTIONS = {"memory": "memory_mb", "append": "append", "numa": "numa",
-                   "swap": "swap_mb", "overcommit": "overcommit", "hugepages": "hugepages"}
+                   "swap": "swap_mb", "overcommit": "overcommit", "hugepages": "hugepages",
+                   "vng_root": "vng_root"}
 
 
 def settings(args: argparse.Namespace) -> dict:
@@ -76,7 +77,7 @@ def settings(args: argparse.Namespace) -> dict:
     for option, field in SETTING_OPTIONS.items():
         value = getattr(args, option, None)
         if value is not None:
-            out[field] = int(value) if field != "append" else value
+            out[field] = value if field in ("append", "vng_root") else int(value)
     return out
 
 

@@ -79,9 +79,12 @@ def _ko_bytes(path: Path) -> bytes:
     return raw
 
 
-def kernel_modules(kernel: Kernel, wanted: dict[str, str] = KERNEL_MODULES) -> list[GuestModule]:
-    """The wanted modules ({name: arguments}) that are not built in, with
-    what they depend on, in load order."""
+def module_closure(kernel: Kernel, wanted: list[str], optional: tuple[str, ...] = ()
+                   ) -> list[str]:
+    """The wanted modules that are not built in and what they depend on, in
+    load order, as paths under the kernel's modules directory. A wanted one
+    the kernel lacks is an error naming the option to build it with; an
+    optional one is left out."""
     moddir = kernel.modules_dir
     builtin = {Path(l).name.split(".ko")[0]
                for l in (moddir / "modules.builtin").read_text().split()}
@@ -98,17 +101,26 @@ def kernel_modules(kernel: Kernel, wanted: dict[str, str] = KERNEL_MODULES) -> l
         if path not in order:
             order.append(path)
 
-    args = {}
-    for name, arg in wanted.items():
-        if name in builtin:
+    for name in [*wanted, *optional]:
+        if name in builtin or (name in optional and name not in by_name):
             continue
         if name not in by_name:
             raise KhError(f"kernel {kernel.release} has no module {name}, which the guest needs"
                           + (f": build it with {NEEDED_FOR[name]}" if name in NEEDED_FOR else ""))
         visit(by_name[name])
-        args[by_name[name]] = arg
-    return [GuestModule(Path(p).name.split(".ko")[0] + ".ko", args.get(p, ""),
-                        _ko_bytes(moddir / p)) for p in order]
+    return order
+
+
+def module_name(path: str) -> str:
+    return Path(path).name.split(".ko")[0].replace("-", "_")
+
+
+def kernel_modules(kernel: Kernel, wanted: dict[str, str] = KERNEL_MODULES) -> list[GuestModule]:
+    """The wanted modules ({name: arguments}) that are not built in, with
+    what they depend on, in load order."""
+    return [GuestModule(Path(p).name.split(".ko")[0] + ".ko",
+                        wanted.get(module_name(p), ""), _ko_bytes(kernel.modules_dir / p))
+            for p in module_closure(kernel, list(wanted))]
 
 
 def render_init(arch: Arch, modules: list[GuestModule]) -> str:

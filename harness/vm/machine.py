@@ -76,6 +76,7 @@ class MachineSpec:
     overcommit: int | None = None  # vm.overcommit_memory
     hugepages: int = 0           # vm.nr_hugepages
     rwdir: str = ""              # virtme-ng: a host directory the guest may write
+    vng_root: str = "auto"       # virtme-ng's root: host (the host's /), kh (ours); auto: kh
 
     def setup_commands(self) -> list[str]:
         """Guest commands that give a booted guest these settings."""
@@ -323,6 +324,22 @@ def kvm_known() -> bool | None:
     except (OSError, ValueError, TypeError):
         return None
     return d["kvm"] if d.get("host") == os.uname().release else None
+
+
+def kvm_unusable(arch: Arch) -> str | None:
+    """Why guests of this arch cannot use KVM here, or None if they may
+    (untried: the next auto boot is the probe)."""
+    if not arch.native:
+        return f"an {arch} guest on this host runs under TCG only"
+    if not os.access("/dev/kvm", os.R_OK | os.W_OK):
+        return "/dev/kvm is absent or not accessible"
+    if kvm_known() is False:
+        try:
+            why = json.loads(_probe_file().read_text()).get("why", "")
+        except (OSError, ValueError):
+            why = ""
+        return f"KVM does not boot guests on this host (cached probe: {why})"
+    return None
 
 
 def remember_kvm(ok: bool, why: str) -> None:

@@ -1,45 +1,187 @@
-"""virtme-ng with the host's root filesystem: the path users reach for by name.
+"""virtme-ng: the path users reach for by name.
 
-The guest sees the host root read-only over 9p, so our modules and helpers
-are used where they lie in the cache; the agent is the khagent helper, run as
-vng's --exec command, on the same kind of virtio port as under raw QEMU.
+On the host's arch the guest root is the host's, read-only over 9p, so the
+user's tools and files are there. For another arch it is a small root of
+that arch (bash for virtme-init, busybox for the rest, from Debian's debs),
+with the kharness cache mounted at its host path, where modules and helpers
+lie. Either way the agent is the khagent helper, run as vng's --exec
+command, on the same kind of virtio port as under raw QEMU.
+
+What made virtme-ng slow under TCG was mostly not virtme-ng: udev's
+coldplug loading every driver of a Debian module tree for QEMU's devices
+(24 s of a 41 s boot on 6.12), and every guest command exec'ing the host's
+dynamic /bin/sh over 9p. So vng gets a kernel directory of its own whose
+module tree holds only what the guest uses, and the agent runs commands
+with a static busybox copied to tmpfs, as the helpers are.
 """
 
 from __future__ import annotations
 
 import os
 import shlex
+import shutil
+import subprocess
 import sys
 from pathlib import Path
 
+from harness import apt, arches
+from harness.apt import AptConfig
+from harness.cache import cached
+from harness.errors import UsageError
 from harness.kernel import Kernel
+from harness.util import cache_root, digest, run
+from harness.vm import initramfs
 from harness.vm.machine import Launcher, MachineSpec
 from harness.vm.qemu import BASE_APPEND
+
+RECIPE = "2"   # bump when the directories made here change
+
+# What virtme-ng itself needs of a kernel: its root and its ports.
+NEEDS = {"9p": "CONFIG_9P_FS", "9pnet_virtio": "CONFIG_NET_9P_VIRTIO",
+         "virtio_pci": "CONFIG_VIRTIO_PCI", "virtio_console": "CONFIG_VIRTIO_CONSOLE",
+         "overlay": "CONFIG_OVERLAY_FS"}
+# Debian packages of a foreign-arch root: virtme-init is a bash script; the
+# rest is busybox (the root's /bin/sh and every command it names).
+ROOT_PACKAGES = ("bash", "libc6", "libtinfo6")
+GUEST_BIN = "/run/kh"     # tmpfs in the guest: the agent's shell and helpers
+
+
+def check_config(kernel: Kernel) -> None:
+    """A clear error for a kernel without what virtme-ng needs."""
+    try:
+        text = kernel.config.read_text()
+    except OSError:
+        return  # nothing to read: vng will say what it lacks
+    have = {line.split("=")[0] for line in text.splitlines()
+            if line.endswith(("=y", "=m"))}
+    missing = [opt for opt in NEEDS.values() if opt not in have]
+    if missing:
+        raise UsageError(f"kernel {kernel.release} lacks what virtme-ng needs: "
+                      f"{', '.join(missing)}; add them to the build's kconfig "
+                      f"(kconfigs/base.config has them) or use --boot initramfs")
+
+
+def kernel_dir(kernel: Kernel, root: bool) -> Path:
+    """A directory with the kernel image (boot/) and a module tree that
+    holds only what the guest loads (lib/modules/<release>/), and for a
+    foreign arch the rest of a root of that arch. virtme-ng finds the
+    modules beside the image, so this directory is all it is given."""
+    check_config(kernel)
+    wanted = [*NEEDS, *initramfs.KERNEL_MODULES]
+    optional = ("virtio_mmio", *initramfs.SWAP_MODULES)
+    mods = initramfs.module_closure(kernel, wanted, optional)
+    key = digest(RECIPE, str(kernel.image.resolve()), kernel.source, *mods,
+                 "root" if root else "")
+    entry = cache_root() / "vng" / f"{kernel.arch.name}-{kernel.release}-{key}"
+
+    def make(entry: Path) -> list[Path]:
+        boot = entry / "boot"
+        boot.mkdir()
+        (boot / kernel.image.name).symlink_to(kernel.image.resolve())
+        moddir = entry / "lib" / "modules" / kernel.release
+        moddir.mkdir(parents=True)
+        for rel in mods:
+            (moddir / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(kernel.modules_dir / rel, moddir / rel)
+        for name in ("modules.builtin", "modules.builtin.modinfo", "modules.order"):
+            if (kernel.modules_dir / name).exists():
+                shutil.copy2(kernel.modules_dir / name, moddir / name)
+        run(["depmod", "-b", str(entry), kernel.release], what="depmod of the vng module tree")
+        if root:
+            _make_root(kernel, entry)
+        return [boot / kernel.image.name, moddir / "modules.dep"]
+
+    return cached(entry, make)
+
+
+def _make_root(kernel: Kernel, root: Path) -> None:
+    """bash, its libraries and busybox of the kernel's arch, unpacked from
+    Debian's debs; busybox's applets linked where nothing else lies."""
+    arch = kernel.arch
+    lists = AptConfig("vng-root", ("bookworm",), arch.deb_arch)
+    lists.update(offline=False)
+    debs = lists.download([*ROOT_PACKAGES, arch.busybox_package], root.parent /
+                          f"{root.name}.debs")
+    apt.extract(debs, root)
+    shutil.rmtree(root.parent / f"{root.name}.debs", ignore_errors=True)
+    applets = subprocess.run([str(initramfs.busybox_for(arches.host())), "--list-full"],
+                             capture_output=True, text=True, check=True).stdout.split()
+    for rel in applets:
+        link = root / rel
+        link.parent.mkdir(parents=True, exist_ok=True)
+        if not link.exists() and not link.is_symlink():
+            link.symlink_to("/bin/busybox")
+    # What virtme-init mounts over or binds onto: it must be there.
+    for d in ("dev", "proc", "sys", "run", "tmp", "root", "mnt", "home", "opt", "srv",
+              "var/log", "var/tmp", "etc/lvm"):
+        (root / d).mkdir(parents=True, exist_ok=True)
+    for f in ("fstab", "shadow", "sudoers", "hosts"):
+        (root / "etc" / f).touch()
+    (root / "etc" / "passwd").write_text("root:x:0:0:root:/root:/bin/sh\n")
+    (root / "etc" / "group").write_text("root:x:0:\n")
+
+
+def _mountpoint(root: Path, path: str) -> None:
+    """Where a host directory is mounted in a root of ours: it must exist,
+    since the guest sees the root read-only."""
+    (root / path.lstrip("/")).mkdir(parents=True, exist_ok=True)
 
 
 class VngLauncher(Launcher):
     name = "virtme-ng"
 
-    def __init__(self, kernel: Kernel, helper_dir: Path, spec: MachineSpec):
+    def __init__(self, kernel: Kernel, helper_dir: Path, spec: MachineSpec, *,
+                 tree: Path | None = None, busybox: Path | None = None):
+        """tree and busybox: made or found unless given (the golden test)."""
         super().__init__(kernel, spec)
         self.helper_dir = helper_dir
         self.launcher_log = self.console_log  # vng --verbose prints the console
+        self.own_root = spec.vng_root != "host"
+        self.dir = tree or kernel_dir(kernel, self.own_root)
+        self.busybox = busybox or initramfs.busybox_for(self.arch)
+
+    def agent_command(self) -> str:
+        """The guest's first command: the static busybox and our helpers to
+        tmpfs, then the agent, which runs each command with that busybox."""
+        q = shlex.quote
+        busybox = self.busybox
+        path = f"{GUEST_BIN}:$PATH"
+        setup = [f"mkdir -p {GUEST_BIN}/bin", f"cp {q(str(busybox))} {GUEST_BIN}/busybox",
+                 f"ln -s busybox {GUEST_BIN}/sh",
+                 f"cp {q(str(self.helper_dir))}/* {GUEST_BIN}/"]
+        if self.own_root:
+            # Our root's commands are busybox's: its applets from tmpfs too.
+            setup.append(f"{GUEST_BIN}/busybox --install -s {GUEST_BIN}/bin")
+            path = f"{GUEST_BIN}:{GUEST_BIN}/bin:$PATH"
+        return " && ".join([*setup, f"PATH={path} KH_SHELL={GUEST_BIN}/sh "
+                                    f"exec {GUEST_BIN}/khagent"])
 
     def argv(self, accel: str, sock_dir: Path) -> list[str]:
-        agent = (f"PATH={shlex.quote(str(self.helper_dir))}:$PATH "
-                 f"{shlex.quote(str(self.helper_dir / 'khagent'))}")
         append = [a for a in BASE_APPEND if not a.startswith("rdinit=")]
         append += self.spec.append.split()
-        argv = ["vng", "-r", str(self.kernel.image), "--verbose", "--force-9p",
+        image = self.dir / "boot" / self.kernel.image.name
+        argv = ["vng", "-r", str(image), "--verbose", "--force-9p",
                 "--cpus", str(self.spec.cpus), "--memory", f"{self.spec.memory_mb}M",
                 f"--qemu-opts={' '.join(self.devices(sock_dir))}",
-                "--append", " ".join(append), "--exec", agent]
-        if self.spec.rwdir:
-            argv[3:3] = ["--rwdir", self.spec.rwdir]
+                "--append", " ".join(append)]
         if accel == "tcg":
-            argv.insert(3, "--disable-kvm")
+            argv.append("--disable-kvm")
         if not self.arch.native:
-            argv[3:3] = ["--arch", self.arch.name]
+            argv += ["--arch", self.arch.name]
+        if self.own_root:
+            # Our root of the guest's arch; the cache (helpers, modules,
+            # busybox) and the user's directories mounted at their host paths.
+            argv += ["--root", str(self.dir), "--cwd", str(self.dir)]   # the guest sees it as /
+            for path in (str(cache_root()), os.getcwd()):
+                _mountpoint(self.dir, path)
+            argv += [f"--rodir={cache_root()}={cache_root()}"]
+            if not self.spec.rwdir:
+                argv += [f"--rodir={os.getcwd()}={os.getcwd()}"]
+        if self.spec.rwdir:
+            if self.own_root:
+                _mountpoint(self.dir, self.spec.rwdir)
+            argv += [f"--rwdir={self.spec.rwdir}={self.spec.rwdir}"]
+        argv += ["--exec", self.agent_command()]
         # vng starts QEMU as a grandchild: the reaper takes it down with us.
         return [sys.executable, "-m", "harness.vm.reaper", str(os.getpid()), "--", *argv]
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 import sys
 
@@ -15,17 +16,21 @@ from harness.errors import UsageError
 pytestmark = pytest.mark.qemu
 
 
-def test_other_boot_path_serves_the_same_guest_api(kh_pool, tmp_path):
+@pytest.mark.parametrize("vng_root", ["kh", "host"])
+def test_other_boot_path_serves_the_same_guest_api(kh_pool, tmp_path, vng_root):
+    """The path the session does not run on boots and answers the same way:
+    virtme-ng with our root (every arch) and with the host's (its arch)."""
     prep = kh_pool.prepared()
-    if not prep.kernel.arch.native:
-        # virtme-ng serves the host root, which cannot run a foreign-arch guest.
+    if vng_root == "host" and not prep.kernel.arch.native:
+        # The host's root cannot run another arch's guest: refused, in one line.
         with pytest.raises(UsageError, match=f"cannot run an {prep.kernel.arch} guest"):
             options.resolve("boot", {"kernel": prep.kernel.spec, "arch": prep.kernel.arch.name,
-                                     "boot": "vng", "accel": "auto", "cpus": "1"})
+                                     "boot": "vng", "vng_root": "host", "accel": "auto",
+                                     "cpus": "1"})
         return
     other = "vng" if prep.boot == "initramfs" else "initramfs"
-    alt = session.Prepared(prep.kernel, prep.modules, prep.helpers, other, tmp_path,
-                           prep.spec)
+    spec = dataclasses.replace(prep.spec, vng_root=vng_root)
+    alt = session.Prepared(prep.kernel, prep.modules, prep.helpers, other, tmp_path, spec)
     guest = session.start(alt)
     try:
         assert guest.release == prep.kernel.release
@@ -35,6 +40,18 @@ def test_other_boot_path_serves_the_same_guest_api(kh_pool, tmp_path):
         assert "pf" in fields["vmflags"].split(",")
         bad = guest.run("exit 7")
         assert bad.status == 7
+        if other == "vng":
+            # Only the modules the guest loads are in its tree (udev's coldplug
+            # has nothing else to load), and the kernel's own come from it.
+            mods = guest.run(f"find /lib/modules/{guest.release}/ -name '*.ko*'",
+                             check=True).stdout.split()
+            names = {m.rsplit("/", 1)[1].split(".ko")[0] for m in mods}
+            assert "9p" in names or not mods, names
+            assert len(names) < 40, names
+            loaded = guest.run("cat /proc/modules", check=True).stdout
+            assert all(line.split()[0].startswith("kh_") or line.split()[0].replace(
+                "_", "-") in {n.replace("_", "-") for n in names}
+                for line in loaded.splitlines()), loaded
     finally:
         guest.poweroff()
     assert not guest.machine.alive()
@@ -48,21 +65,19 @@ def _boot_vng(request, cwd, *extra: str):
         cwd=cwd, capture_output=True, text=True, timeout=600)
 
 
-def test_vng_boot_runs_commands_in_your_directory(kh_pool, request, tmp_path):
+@pytest.mark.parametrize("vng_root", ["auto", "kh"])
+def test_vng_boot_runs_commands_in_your_directory(kh_pool, request, tmp_path, vng_root):
     """`kharness boot --boot vng` is why people use vng: the guest sees the
-    directory you are in, read-only unless you give --rw."""
-    if not kh_pool.prepared().kernel.arch.native:
-        # virtme-ng serves the host root: another arch's guest is refused, in one line
-        res = _boot_vng(request, tmp_path, "--exec", "pwd")
-        assert res.returncode == 2 and "cannot run an" in res.stderr, res.stderr
-        assert len(res.stderr.strip().splitlines()) == 1, res.stderr
-        return
+    directory you are in, read-only unless you give --rw; with the host's
+    root (auto, on the host arch) and with ours (any arch)."""
+    root = ["--vng-root", vng_root]
     (tmp_path / "notes.txt").write_text("from the host\n")
-    res = _boot_vng(request, tmp_path, "--exec", "pwd; cat notes.txt; echo x > made.txt")
+    res = _boot_vng(request, tmp_path, *root, "--exec", "pwd; cat notes.txt; echo x > made.txt")
     assert res.stdout.splitlines()[:2] == [str(tmp_path), "from the host"], res.stderr
     # Refused, or kept in the guest (virtme-ng lays a tmpfs overlay on /tmp):
     # either way the host's directory is left alone.
     assert not (tmp_path / "made.txt").exists()
-    res = _boot_vng(request, tmp_path, "--rw", "--exec", "echo from the guest > made.txt")
+    res = _boot_vng(request, tmp_path, *root, "--rw", "--exec",
+                    "echo from the guest > made.txt")
     assert res.returncode == 0, res.stderr
     assert (tmp_path / "made.txt").read_text() == "from the guest\n"

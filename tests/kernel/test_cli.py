@@ -23,7 +23,8 @@ def kh(*args, env=None):
 @pytest.mark.parametrize("args,words", [
     (["run", "--kernel", "debian:5.10"], "unknown Debian kernel series '5.10'"),
     (["run", "--kernel", "fedora:40"], "unknown kernel spec 'fedora:40'"),
-    (["boot", "--boot", "vng", "--arch", "arm64"], "cannot run an arm64 guest"),
+    (["boot", "--boot", "vng", "--vng-root", "host", "--arch", "arm64"],
+     "cannot run an arm64 guest"),
 ])
 def test_bad_input_is_one_line_and_exit_2(args, words):
     res = kh(*args)

@@ -39,7 +39,11 @@ FOREIGN = next(a for a in ARCHES.values() if not a.native)
     (["boot", "--boot", "uefi"], "--boot 'uefi' is unknown: use one of initramfs, vng"),
     (["boot", "--accel", "hvf"], "--accel 'hvf' is unknown"),
     (["boot", "--accel", "kvm", "--arch", FOREIGN.name], "--accel kvm cannot run an"),
-    (["boot", "--boot", "vng", "--arch", FOREIGN.name], "cannot run an"),
+    (["boot", "--boot", "vng", "--vng-root", "host", "--arch", FOREIGN.name],
+     "--vng-root host serves the host's root filesystem, which cannot run an"),
+    (["run", "--vng-root", "kh"], "--vng-root kh is the root of a virtme-ng guest: give "
+     "--boot vng too"),
+    (["run", "--boot", "vng", "--vng-root", "guest"], "--vng-root 'guest' is unknown"),
     (["run", "--cpus", str(FOREIGN.max_cpus + 1), "--arch", FOREIGN.name],
      f"more than {FOREIGN}'s machine takes"),
     (["repro", "--rounds", "0", "--signature", "x", "--", "true"],
@@ -106,7 +110,7 @@ def test_run_forwards_the_shared_options_to_pytest():
         ["run", "--kernel", "debian:6.1,debian:7.2", "--cpus", "2", "--offline"])))
     argv = options.to_pytest_argv(ns, kernel="debian:7.2", arch=ARCHES["arm64"], out="o")
     assert argv == ["--kernel=debian:7.2", "--arch=arm64", "--boot=initramfs",
-                    "--accel=auto", "--cpus=2", "--out=o", "--offline"]
+                    "--vng-root=auto", "--accel=auto", "--cpus=2", "--out=o", "--offline"]
 
 
 def test_every_pytest_option_is_in_the_table(pytestconfig):
@@ -206,7 +210,7 @@ def test_guest_settings_reach_the_suites_and_the_machine():
     assert "--selftests-source=debian-source:7.2" in argv
     assert not any(a.startswith("--suite") for a in argv)   # run's own choice
     from harness import session
-    assert session.settings(ns) == {"swap_mb": 256, "overcommit": 1,
+    assert session.settings(ns) == {"swap_mb": 256, "overcommit": 1, "vng_root": "auto",
                                     "append": "proc_mem.force_override=always"}
 
 

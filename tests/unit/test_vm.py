@@ -15,7 +15,7 @@ from harness.vm.cpio import Cpio
 from harness.vm.initramfs import GuestModule, render_init
 from harness.vm.machine import MachineSpec
 from harness.vm.qemu import QemuLauncher
-from harness.vm.vng import VngLauncher
+from harness.vm.vng import VngLauncher, check_config
 
 GOLDENS = Path(__file__).parents[1] / "data" / "cmdlines"
 UPDATE = os.environ.get("KH_UPDATE_GOLDENS") == "1"   # regenerate, then review the diff
@@ -30,7 +30,8 @@ def fake_kernel(work: Path, arch: str) -> Kernel:
 
 def normalised(argv: list[str], work: Path, sock: Path) -> str:
     """One word a line, with the paths that change from run to run named."""
-    subs = [(str(sock), "$SOCK"), (str(work), "$WORK"), (str(data("images")), "$IMAGES"),
+    subs = [(str(sock), "$SOCK"), (str(work), "$WORK"), (str(work.parent), "$CWD"),
+            (str(data("images")), "$IMAGES"),
             (sys.executable, "$PYTHON")]
     lines = []
     for word in argv:
@@ -40,17 +41,22 @@ def normalised(argv: list[str], work: Path, sock: Path) -> str:
     return "\n".join(lines) + "\n"
 
 
-@pytest.mark.parametrize("boot", ["initramfs", "vng"])
+# The host's root serves only the host's arch (options refuse the rest).
+@pytest.mark.parametrize("arch,boot", [(a, b) for a in ("x86_64", "arm64")
+                                       for b in ("initramfs", "vng", "vng-host")
+                                       if b != "vng-host" or a == "x86_64"])
 @pytest.mark.parametrize("accel", ["tcg", "kvm"])
-@pytest.mark.parametrize("arch", ["x86_64", "arm64"])
-def test_command_line_golden(tmp_path, arch, accel, boot):
+def test_command_line_golden(tmp_path, monkeypatch, arch, accel, boot):
     """The whole QEMU or virtme-ng command line, compared word for word
     (KH_UPDATE_GOLDENS=1 rewrites tests/data/cmdlines/ for review)."""
     work, sock = tmp_path / "work", tmp_path / "sock"
+    monkeypatch.setenv("KHARNESS_CACHE", str(work / "cache"))
+    monkeypatch.chdir(tmp_path)
     k = fake_kernel(work, arch)
-    spec = MachineSpec(workdir=work)
+    spec = MachineSpec(workdir=work, vng_root="host" if boot == "vng-host" else "auto")
     launcher = (QemuLauncher(k, work / "initramfs.cpio", spec) if boot == "initramfs"
-                else VngLauncher(k, work / "helpers", spec))
+                else VngLauncher(k, work / "helpers", spec, tree=work / "vng",
+                                 busybox=work / "busybox"))
     got = normalised(launcher.argv(accel, sock), work, sock)
     golden = GOLDENS / f"{arch}-{accel}-{boot}.txt"
     if UPDATE:
@@ -124,3 +130,15 @@ def test_guest_settings_on_the_qemu_command_line(tmp_path):
     odd = MachineSpec(workdir=work, memory_mb=1000, numa=3)
     with pytest.raises(UsageError, match="does not split into 3 equal NUMA nodes"):
         QemuLauncher(fake_kernel(work, "x86_64"), work / "i.cpio", odd).argv("tcg", tmp_path)
+
+
+def test_vng_names_the_options_a_kernel_lacks(tmp_path):
+    """A build: kernel without what virtme-ng needs: one error naming them all."""
+    k = fake_kernel(tmp_path, "x86_64")
+    k.config.write_text("CONFIG_9P_FS=y\nCONFIG_NET_9P_VIRTIO=m\nCONFIG_VIRTIO_PCI=y\n"
+                        "# CONFIG_OVERLAY_FS is not set\n")
+    with pytest.raises(UsageError, match=r"lacks what virtme-ng needs: CONFIG_VIRTIO_CONSOLE, "
+                                      r"CONFIG_OVERLAY_FS; add them"):
+        check_config(k)
+    k.config.write_text(k.config.read_text() + "CONFIG_VIRTIO_CONSOLE=y\nCONFIG_OVERLAY_FS=m\n")
+    check_config(k)
