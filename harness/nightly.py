@@ -22,7 +22,7 @@ from harness.errors import KhError, UsageError
 from harness.kbuild import kernel as kbuild
 from harness.util import progress
 
-JOB_KEYS = {"name", "kernels", "source", "config", "arches", "cpus", "k", "repro"}
+JOB_KEYS = {"name", "kernels", "source", "config", "arches", "cpus", "k", "boot", "repro"}
 REPRO_KEYS = {"signature", "rounds", "command"}
 
 
@@ -36,11 +36,12 @@ class Job:
     cpus: int | None = None
     k: str | None = None
     repro: dict = field(default_factory=dict, hash=False, compare=False)
+    boot: str | None = None        # --boot, when the job has its own
 
     def to_dict(self) -> dict:
         return {"id": self.id, "arch": self.arch.name, "kernel": self.kernel,
                 "source": self.source, "config": list(self.config), "cpus": self.cpus,
-                "k": self.k, "repro": self.repro}
+                "k": self.k, "boot": self.boot, "repro": self.repro}
 
 
 def _line_of(text: str, needle: str) -> int:
@@ -92,6 +93,10 @@ def load(path: Path) -> list[Job]:
         cpus = spec.get("cpus")
         if cpus is not None and (not isinstance(cpus, int) or cpus < 1):
             raise bad(f"job {name}: cpus must be a whole number of at least 1", "cpus")
+        boot = spec.get("boot")
+        if boot is not None and boot not in session.BOOT_PATHS:
+            raise bad(f"job {name}: boot must be one of {', '.join(session.BOOT_PATHS)}",
+                      "boot")
         rep = spec.get("repro", {})
         if rep and (set(rep) != REPRO_KEYS or not isinstance(rep.get("rounds"), int)):
             raise bad(f"job {name}: repro needs exactly {', '.join(sorted(REPRO_KEYS))} "
@@ -101,7 +106,8 @@ def load(path: Path) -> list[Job]:
                 what = kernel.replace(":", "-") if kernel else \
                     spec["source"].replace(":", "-").rsplit("/", 1)[-1]
                 jobs.append(Job(f"{name}-{what}-{arch}", arch, kernel, spec.get("source", ""),
-                                tuple(spec.get("config", ["base"])), cpus, spec.get("k"), rep))
+                                tuple(spec.get("config", ["base"])), cpus, spec.get("k"), rep,
+                                boot))
     ids = [j.id for j in jobs]
     twice = sorted({i for i in ids if ids.count(i) > 1})
     if twice:
@@ -171,8 +177,8 @@ def run(args: argparse.Namespace) -> int:
             raise KhError(f"{job.id}: {e}", detail=e.detail) from None
         if job.kernel:
             kernels.resolve(job.kernel, job.arch, offline=args.offline)
-    suites = [workflows.SuiteJob(specs[j.id], j.arch, args.out / j.id, k=j.k, cpus=j.cpus)
-              for j in jobs if not j.repro]
+    suites = [workflows.SuiteJob(specs[j.id], j.arch, args.out / j.id, k=j.k, cpus=j.cpus,
+                                 boot=j.boot) for j in jobs if not j.repro]
     worst = 0
     try:
         worst = workflows.run_suites(args, suites, args.parallel or workflows.default_parallel())

@@ -45,6 +45,7 @@ class SuiteJob:
     target: SshUrl | None = None
     k: str | None = None       # -k, when the job has its own
     cpus: int | None = None    # --cpus, when the job has its own
+    boot: str | None = None    # --boot, when the job has its own
     status: int | None = None  # ours, once it ended
 
     @property
@@ -128,7 +129,8 @@ def _start_suite(args: argparse.Namespace, job: SuiteJob, quiet: bool) -> subpro
             "-rfE", f"--junitxml={job.junit}",
             *options.to_pytest_argv(args, kernel=job.spec and [job.spec],
                                     arch=job.arch and [job.arch], out=job.out,
-                                    **({"cpus": job.cpus} if job.cpus else {}))]
+                                    **({"cpus": job.cpus} if job.cpus else {}),
+                                    **({"boot": job.boot} if job.boot else {}))]
     k = job.k or getattr(args, "k", None)
     if k:
         argv += ["-k", k]

@@ -102,3 +102,14 @@ def test_kcidb_carries_report_titles_as_issues(tmp_path):
     assert [i["report_subject"] for i in data["issues"]] == [title]
     assert data["incidents"][0]["test_id"] == data["tests"][0]["id"]
     assert data["tests"][0]["status"] == "FAIL"
+
+
+def test_a_job_may_take_its_own_boot_path(tmp_path):
+    m = tmp_path / "m.toml"
+    m.write_text('[[job]]\nname = "v"\nkernels = ["debian:6.12"]\narches = ["x86_64"]\n'
+                 'boot = "vng"\n')
+    (job,) = nightly.load(m)
+    assert job.boot == "vng" and job.to_dict()["boot"] == "vng"
+    m.write_text('[[job]]\nname = "v"\nkernels = ["debian:6.12"]\nboot = "pxe"\n')
+    with pytest.raises(UsageError, match="job v: boot must be one of initramfs, vng"):
+        nightly.load(m)
