@@ -283,8 +283,8 @@ static void rearm_warn_once(void)
 
 /*
  * /bin/sh, or $KH_SHELL: under virtme-ng /bin/sh is the host's dynamic
- * shell read over 9p at every exec, ten times the cost of a static busybox
- * copied to tmpfs.
+ * shell, read over 9p at every exec (113 ms a command on debian:6.12 under
+ * TCG, against 14 ms with a static busybox copied to tmpfs).
  */
 static const char *shell = "/bin/sh";
 
@@ -393,8 +393,14 @@ int main(void)
 	char path[300], ready[300];
 	struct utsname u;
 	char *line;
-	int tries;
+	int tries, fd;
 
+	/*
+	 * Whatever started us may have left descriptors open (virtme-ng's
+	 * script runner does): commands must not inherit them.
+	 */
+	for (fd = 3; fd < 1024; fd++)
+		close(fd);
 	if (getenv("KH_SHELL"))
 		shell = getenv("KH_SHELL");
 	/* The port shows up asynchronously where virtio_console is a module. */

@@ -67,7 +67,7 @@ def busybox_for(arch: Arch) -> Path:
     return cached(cache_root() / "busybox" / arch.deb_arch, make) / "root" / "bin" / "busybox"
 
 
-def _ko_bytes(path: Path) -> bytes:
+def ko_bytes(path: Path) -> bytes:
     raw = path.read_bytes()
     if path.suffix == ".xz":
         return lzma.decompress(raw)
@@ -119,7 +119,7 @@ def kernel_modules(kernel: Kernel, wanted: dict[str, str] = KERNEL_MODULES) -> l
     """The wanted modules ({name: arguments}) that are not built in, with
     what they depend on, in load order."""
     return [GuestModule(Path(p).name.split(".ko")[0] + ".ko",
-                        wanted.get(module_name(p), ""), _ko_bytes(kernel.modules_dir / p))
+                        wanted.get(module_name(p), ""), ko_bytes(kernel.modules_dir / p))
             for p in module_closure(kernel, list(wanted))]
 
 

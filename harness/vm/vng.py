@@ -34,7 +34,7 @@ from harness.vm import initramfs
 from harness.vm.machine import Launcher, MachineSpec
 from harness.vm.qemu import BASE_APPEND
 
-RECIPE = "2"   # bump when the directories made here change
+RECIPE = "3"   # bump when the directories made here change
 
 # What virtme-ng itself needs of a kernel: its root and its ports.
 NEEDS = {"9p": "CONFIG_9P_FS", "9pnet_virtio": "CONFIG_NET_9P_VIRTIO",
@@ -81,8 +81,11 @@ def kernel_dir(kernel: Kernel, root: bool) -> Path:
         moddir = entry / "lib" / "modules" / kernel.release
         moddir.mkdir(parents=True)
         for rel in mods:
-            (moddir / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(kernel.modules_dir / rel, moddir / rel)
+            # Uncompressed: an xz module costs the guest a decompression under TCG.
+            ko = moddir / rel.removesuffix(Path(rel).suffix) if not rel.endswith(".ko") \
+                else moddir / rel
+            ko.parent.mkdir(parents=True, exist_ok=True)
+            ko.write_bytes(initramfs.ko_bytes(kernel.modules_dir / rel))
         for name in ("modules.builtin", "modules.builtin.modinfo", "modules.order"):
             if (kernel.modules_dir / name).exists():
                 shutil.copy2(kernel.modules_dir / name, moddir / name)
@@ -139,20 +142,28 @@ class VngLauncher(Launcher):
         self.own_root = spec.vng_root != "host"
         self.dir = tree or kernel_dir(kernel, self.own_root)
         self.busybox = busybox or initramfs.busybox_for(self.arch)
+        self.helpers = sorted(p.name for p in helper_dir.glob("kh*")
+                              if p.is_file() and os.access(p, os.X_OK))
 
     def agent_command(self) -> str:
-        """The guest's first command: the static busybox and our helpers to
-        tmpfs, then the agent, which runs each command with that busybox."""
+        """The guest's first command: the static busybox and the agent to
+        tmpfs, the agent started, which runs each command with that busybox.
+        The other helpers follow in the background (each copied whole, then
+        renamed); until one lands, PATH finds it where it lies."""
         q = shlex.quote
-        busybox = self.busybox
-        path = f"{GUEST_BIN}:$PATH"
-        setup = [f"mkdir -p {GUEST_BIN}/bin", f"cp {q(str(busybox))} {GUEST_BIN}/busybox",
-                 f"ln -s busybox {GUEST_BIN}/sh",
-                 f"cp {q(str(self.helper_dir))}/* {GUEST_BIN}/"]
+        hdir = q(str(self.helper_dir))
+        path = f"{GUEST_BIN}:{hdir}:$PATH"
+        setup = [f"mkdir -p {GUEST_BIN}/bin", f"cp {q(str(self.busybox))} {GUEST_BIN}/busybox",
+                 f"ln -s busybox {GUEST_BIN}/sh", f"cp {hdir}/khagent {GUEST_BIN}/"]
         if self.own_root:
             # Our root's commands are busybox's: its applets from tmpfs too.
             setup.append(f"{GUEST_BIN}/busybox --install -s {GUEST_BIN}/bin")
-            path = f"{GUEST_BIN}:{GUEST_BIN}/bin:$PATH"
+            path = f"{GUEST_BIN}:{GUEST_BIN}/bin:{hdir}:$PATH"
+        copies = "; ".join(f"cp {hdir}/{name} {GUEST_BIN}/.{name} && "
+                           f"mv {GUEST_BIN}/.{name} {GUEST_BIN}/{name}"
+                           for name in self.helpers if name != "khagent")
+        if copies:   # inside braces, `&` puts only the copies in the background
+            setup.append(f"{{ {{ {copies}; }} </dev/null >/dev/null 2>&1 & }}")
         return " && ".join([*setup, f"PATH={path} KH_SHELL={GUEST_BIN}/sh "
                                     f"exec {GUEST_BIN}/khagent"])
 

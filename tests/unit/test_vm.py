@@ -53,6 +53,10 @@ def test_command_line_golden(tmp_path, monkeypatch, arch, accel, boot):
     monkeypatch.setenv("KHARNESS_CACHE", str(work / "cache"))
     monkeypatch.chdir(tmp_path)
     k = fake_kernel(work, arch)
+    (work / "helpers").mkdir(parents=True)
+    for name in ("khagent", "khmap"):
+        (work / "helpers" / name).touch(mode=0o755)
+    (work / "helpers" / "khmap.log").touch()
     spec = MachineSpec(workdir=work, vng_root="host" if boot == "vng-host" else "auto")
     launcher = (QemuLauncher(k, work / "initramfs.cpio", spec) if boot == "initramfs"
                 else VngLauncher(k, work / "helpers", spec, tree=work / "vng",
