@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import NoReturn
 
-from harness import arches, nightly, options, repro, session, workflows
+from harness import arches, mutants, nightly, options, repro, session, workflows
 from harness.arches import Arch
 from harness.errors import KhError, UsageError
 from harness.guest import Guest, Result, Target
@@ -68,6 +68,10 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 def cmd_validate(args: argparse.Namespace) -> int:
     return workflows.validate(args)
+
+
+def cmd_mutants(args: argparse.Namespace) -> int:
+    return mutants.run(args)
 
 
 def cmd_bisect(args: argparse.Namespace) -> int:
@@ -357,6 +361,8 @@ COMMANDS = {
                            "test fails or a report shows"),
     "bisect-step": (cmd_bisect_step, "one step for 'git bisect run': build the tree as it "
                                      "is, run -k; exit 0 good, 1 bad, 125 skip"),
+    "mutants": (cmd_mutants, "build the kernel with each mutant patch (tests/data/mutants), "
+                             "run the suite on each, print which tests caught which"),
     "nightly": (cmd_nightly, "run the nightly matrix file (ci/nightly.toml): all its jobs "
                              "here, one with --job, or --list them for a CI engine"),
     "report": (cmd_report, "merge: combine job outputs into one JUnit, matrix and summary; "

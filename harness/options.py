@@ -225,7 +225,7 @@ class Option:
 SUITES = ("scenarios", "mm-selftests", "harness", "all")
 VNG_ROOTS = ("auto", "host", "kh")
 GUESTS = ("run", "boot", "repro", "bench", PYTEST)        # boot a --kernel
-BUILT = ("validate", "bisect", "bisect-step")           # boot kernels they build
+BUILT = ("validate", "bisect", "bisect-step", "mutants")  # boot kernels they build
 SOURCE = ("build", *BUILT)                              # build from --source
 SETTINGS = (*GUESTS, *BUILT, "nightly")                 # take the guest settings
 
@@ -283,7 +283,7 @@ TABLE = (
     Option(("--offline",), "use only cached package lists", (*SETTINGS, "build"), False,
            flag=True),
     Option(("-k",), "pytest -k expression selecting tests, e.g. RB2",
-           ("run", "validate", "bisect", "bisect-step")),
+           ("run", "validate", "bisect", "bisect-step", "mutants")),
     Option(("-j", "--parallel"), "kernel x arch jobs (run, nightly) or guests (repro) side "
            "by side, each a guest of its own (default: run and nightly, what this machine "
            "can hold, a core and 2 GiB a guest; repro, 1)",
@@ -322,12 +322,18 @@ TABLE = (
            ",".join(BOOT_PATHS), _list("--paths", _choice("--paths", BOOT_PATHS))),
     Option(("--commands",), "guest commands timed per boot", ("bench",), "20",
            _positive_int("--commands")),
-    Option(("--source",), "debian-source:<series>, a kernel tree, or a .tar.* of one",
-           SOURCE),
+    Option(("--source",), "debian-source:<series>, a kernel tree, or a .tar.* of one "
+           "(mutants: default debian-source:7.2, the tree they are written against)",
+           SOURCE, None, per_command={"mutants": "debian-source:7.2"}),
     Option(("--patches",), "an mbox, a directory of format-patch files, or a quilt series "
-           "file", SOURCE),
+           "file (mutants: applied under every mutant and the clean tree)", SOURCE),
+    Option(("--mutants",), "the folder of mutant patches (default tests/data/mutants of "
+           "this checkout)", ("mutants",), None, _path),
+    Option(("--only",), "only these mutants (names of their .patch files, comma-separated)",
+           ("mutants",), None, _list("--only", str)),
     Option(("--config",), "comma-separated kconfig fragments: names in kconfigs/ or paths "
-           "(default base)", SOURCE, "base", _list("--config", str)),
+           "(default base; mutants: base,debug-vm)", SOURCE, "base", _list("--config", str),
+           per_command={"mutants": "base,debug-vm"}),
     Option(("--strict-config",), "fail if a requested option does not survive olddefconfig",
            SOURCE, False, flag=True),
     Option(("-j", "--jobs"), "make jobs (default: the number of CPUs)", SOURCE, None,
@@ -347,7 +353,8 @@ TABLE = (
            "minutes)", (PYTEST,), False, flag=True),
 )
 
-REQUIRED = {("repro", "signature"), *((c, "source") for c in SOURCE), ("validate", "patches"),
+REQUIRED = {("repro", "signature"), *((c, "source") for c in SOURCE if c != "mutants"),
+            ("validate", "patches"),
             ("bisect", "source")}
 
 

@@ -20,7 +20,8 @@
  *   split         munmap/mremap part of the mapping, then check it is intact
  *   gup PGDIR     process_vm_readv, O_DIRECT read from /dev/ram0 and vmsplice
  *                 on the mapping, with refcounts while the pipe holds a page
- *   fork [PGDIR]  parent writes a token, child reads it and every page
+ *   fork [PGDIR]  parent writes a token; the child counts the pages present
+ *                 (pagemap) before it touches any, then reads it and every page
  *   share [PGDIR] two processes map the device independently; the second
  *                 sees what the first wrote
  *   rw [PGDIR]    read page 0, then write it: the PFN before and after
@@ -509,8 +510,18 @@ static int op_fork(const char *dev, long n, const char *pgdir)
 	pid = fork();
 	if (pid == 0) {
 		char got = 0;
-		const char *r = touch(p + 16, 0, 0, &got);
+		long i, present = 0;
+		const char *r;
 
+		/*
+		 * Before the child touches anything: the PTEs fork copied. Only
+		 * this tells "fork copied the PTE" from "the child faulted it in".
+		 */
+		for (i = 0; i < n; i++)
+			present += pagemap_pfn(p + i * page_size) >= 0;
+		printf("op=child_before present=%ld page0=%s\n", present,
+		       pagemap_pfn(p) >= 0 ? "yes" : "no");
+		r = touch(p + 16, 0, 0, &got);
 		printf("op=child_read access=%s token=%d intact=%s\n", r, got,
 		       intact(p, n) ? "yes" : "no");
 		report_pages(pgdir, "child");

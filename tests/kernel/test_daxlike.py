@@ -155,6 +155,10 @@ def test_DX5_fork_shared_mapping(dx, behaviour):
     # VM_MIXEDMAP PTEs are copied at fork: the child maps the same block.
     want = 2 if dx.mode == "refcounted" else 0
     behaviour.check("block 0 mapcount with the child", want, child.kpagecount)
+    # The mapcount alone cannot tell a copied PTE from a child's own fault:
+    # pagemap in the child before it touches block 0 can.
+    behaviour.check("block 0 present in the child before it touches it", "yes",
+                    f["child_before"]["page0"])
     assert parent.kpagecount == want // 2
 
 

@@ -57,11 +57,30 @@ def test_MX2_struct_pages_and_pageless_pfns_side_by_side(mx, behaviour):
 
 
 def test_MX3_fork_copies_mixedmap_ptes(mx, behaviour):
+    """The mapcount after the child's read cannot tell "fork copied the
+    PTE" from "the child faulted it in" (the fault handler would insert the
+    same page): pagemap in the child, before it touches anything, and the
+    module's fault count can (caught rb5-fork-skips-mixedmap, which a
+    mapcount-only check missed)."""
+    before = mx.stats()
     res = mx.khmap("fork", mx.debugfs)
-    mx.assert_released()
+    after = mx.assert_released()
     f = res.by_op()
     assert f["child_read"]["token"] == str(0x42) and f["child_exit"]["status"] == "0"
     assert f["child_read"]["intact"] == "yes"
+    behaviour.check("page 0 present in the child before it touches it", "yes",
+                    f["child_before"]["page0"])
+    # What the parent had mapped is what the child has: the prepopulated
+    # modes map every module page in mmap; fault mode only the page written.
+    mapped_by_parent = 1 if mx.mode == "fault" else mx.nr_pages
+    behaviour.check("pages present in the child before it touches any", mapped_by_parent,
+                    int(f["child_before"]["present"]))
+    # The child then reads every page: copied PTEs take no fault, the BAR's
+    # pages (never touched by the parent) and fault mode's others do.
+    bar_pages = mx.map_pages - mx.nr_pages
+    behaviour.check("faults taken by parent and child",
+                    mx.nr_pages + bar_pages if mx.mode == "fault" else bar_pages,
+                    mx.delta(before, after, "faults"))
     child = parse_page_lines(res.records(), "child")[0]
     parent = parse_page_lines(res.records(), "parent_only")[0]
     # VM_MIXEDMAP PTEs are copied at fork: page 0 is mapped by both.

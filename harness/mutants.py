@@ -1,0 +1,177 @@
+"""Mutant kernels: does each scenario fail on a kernel that breaks what it claims?
+
+A mutant is one small patch against the kernel source, written as a
+plausible but wrong upstream change would be (tests/data/mutants/). Its
+header names the scenarios that must catch it and how:
+
+    Mutant-Targets: RB5, MX3
+    Mutant-Expect: MX3 fails: page 0 is not present in the child ...
+
+Targets are scenario ids (RB1..RB7, DX1..DX6, MX1..MX5, PAT1, PAT2) or
+invariants (refcount, mapcount, RSS, PAT memtype, write-notify). The
+runner builds the clean tree and each mutant (ccache makes a one-file
+change about a minute), runs the suite on each and prints a table: the
+tests that failed, the kernel reports seen, and whether the mutant was
+caught by a test of a scenario it targets. The clean kernel must show no
+failure; a mutant only invariants target is caught by any failure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from harness.errors import KhError, UsageError
+from harness.kbuild import kernel as kbuild
+from harness.kbuild import patches
+from harness.report import compare
+from harness.util import progress, write_out
+
+SCENARIO = re.compile(r"(RB|DX|MX|PAT)\d+")
+INVARIANTS = ("refcount", "mapcount", "RSS", "PAT memtype", "write-notify")
+DEFAULT_DIR = Path(__file__).resolve().parents[1] / "tests" / "data" / "mutants"
+
+
+@dataclass(frozen=True)
+class Mutant:
+    name: str
+    path: Path
+    subject: str
+    targets: tuple[str, ...]
+    expect: str
+
+    @property
+    def scenarios(self) -> list[str]:
+        return [t for t in self.targets if SCENARIO.fullmatch(t)]
+
+
+def _header(text: str, key: str) -> str:
+    m = re.search(rf"^{key}:[ \t]*(.+)$", text, re.M)
+    return m.group(1).strip() if m else ""
+
+
+def load(folder: Path, only: list[str] | None = None) -> list[Mutant]:
+    """The mutants of a folder (*.patch, in name order), or the named ones."""
+    files = sorted(folder.glob("*.patch")) if folder.is_dir() else []
+    if not files:
+        raise UsageError(f"no mutant *.patch files in {folder}: give --mutants DIR")
+    out = []
+    for f in files:
+        text = f.read_text(errors="replace")
+        targets = tuple(t.strip() for t in _header(text, "Mutant-Targets").split(",")
+                        if t.strip())
+        bad = [t for t in targets if not SCENARIO.fullmatch(t) and t not in INVARIANTS]
+        if not targets or bad:
+            raise UsageError(f"{f}: 'Mutant-Targets:' must list scenario ids or invariants "
+                             f"({', '.join(INVARIANTS)}); "
+                             + (f"'{bad[0]}' is neither" if bad else "it is missing"))
+        out.append(Mutant(f.stem, f, _header(text, "Subject").removeprefix("[PATCH] "),
+                          targets, _header(text, "Mutant-Expect")))
+    if only:
+        names = {m.name for m in out}
+        unknown = [n for n in only if n not in names]
+        if unknown:
+            raise UsageError(f"no mutant named {unknown[0]} in {folder} (see the *.patch names)")
+        out = [m for m in out if m.name in only]
+    return out
+
+
+@dataclass
+class Row:
+    name: str
+    targets: list[str]
+    verdict: str                  # passed/FAILED (clean); caught/elsewhere/missed; not run
+    failed: list[str] = field(default_factory=list)
+    reports: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+    note: str = ""
+    kernel: str = ""              # the build: spec it ran on
+
+    @property
+    def good(self) -> bool:
+        return self.verdict in ("passed", "caught")
+
+
+def verdict(m: Mutant, failed: list[str]) -> str:
+    """caught: a test of a targeted scenario failed (any failure, for a
+    mutant only invariants target); elsewhere: other tests failed only."""
+    if not failed:
+        return "missed"
+    if not m.scenarios:
+        return "caught"
+    hit = any(re.search(rf"\btest_{s}_", name) for s in m.scenarios for name in failed)
+    return "caught" if hit else "elsewhere"
+
+
+def outcome(junit: Path) -> tuple[list[str], list[str]]:
+    """The failed tests of a run and the kernel report titles it saw."""
+    run = compare.load_junit(junit)
+    failed = [n for n, c in run.cases.items() if c.outcome in ("failed", "error")]
+    reports = sorted({r for c in run.cases.values() for r in c.reports})
+    return failed, reports
+
+
+def table(rows: list[Row]) -> str:
+    lines = [f"{'mutant':38s} {'targets':18s} {'verdict':9s} {'min':>4s}  failed tests; "
+             f"kernel reports"]
+    for r in rows:
+        failed = ", ".join(r.failed[:4]) + (f" (+{len(r.failed) - 4})" if len(r.failed) > 4
+                                            else "")
+        what = "; ".join(x for x in (failed or "-", " | ".join(r.reports), r.note) if x)
+        lines.append(f"{r.name:38s} {','.join(r.targets)[:18]:18s} {r.verdict:9s} "
+                     f"{r.seconds / 60:4.1f}  {what}")
+    muts = [r for r in rows if r.name != "clean"]
+    caught = sum(r.verdict == "caught" for r in muts)
+    lines.append(f"caught by their target: {caught}/{len(muts)}; clean kernel: "
+                 f"{next((r.verdict for r in rows if r.name == 'clean'), 'not run')}")
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace) -> int:
+    # Imported here: workflows imports the rest of kharness.
+    from harness import workflows
+    arch = args.arch[0]
+    muts = load(Path(args.mutants) if args.mutants else DEFAULT_DIR, args.only)
+    base = patches.load(args.patches) if args.patches else []
+    args.suite = getattr(args, "suite", None) or ["scenarios"]
+    out = args.out / f"mutants-{arch}"
+    rows: list[Row] = []
+    t_all = time.monotonic()
+    for i, m in enumerate([None, *muts]):
+        name = m.name if m else "clean"
+        targets = list(m.targets) if m else []
+        progress(f"mutant {i}/{len(muts)}: {name}" + (f" ({m.subject})" if m else ""))
+        t0 = time.monotonic()
+        series = base + (patches.load(str(m.path)) if m else [])
+        try:
+            spec = kbuild.build(workflows.build_request(args, arch, series)).spec
+        except (patches.PatchError, UsageError) as e:
+            raise UsageError(f"{name}: {e}") from None
+        except KhError as e:
+            if m is None:
+                raise KhError(f"the clean tree does not build: {e}", detail=e.detail) from None
+            rows.append(Row(name, targets, "not run", seconds=time.monotonic() - t0,
+                            note=f"build failed: {e}"))
+            continue
+        status, junit = workflows.run_suite(args, spec, arch, out / name)
+        if status not in (0, 1) or not junit.exists():
+            if m is None:
+                raise KhError(f"the suite could not run on the clean kernel {spec}: "
+                              f"see {out / name}")
+            rows.append(Row(name, targets, "not run", seconds=time.monotonic() - t0,
+                            note=f"the suite could not run ({spec}): see {out / name}"))
+            continue
+        failed, reports = outcome(junit)
+        v = ("passed" if not failed else "FAILED") if m is None else verdict(m, failed)
+        rows.append(Row(name, targets, v, failed, reports, time.monotonic() - t0,
+                        kernel=spec))
+        write_out(out / "mutants.json", json.dumps([asdict(r) for r in rows], indent=1))
+    text = table(rows) + f"\nwall time: {(time.monotonic() - t_all) / 60:.1f} min"
+    write_out(out / "mutants.txt", text + "\n")
+    print(text)
+    progress(f"table: {out / 'mutants.txt'}; per kernel: {out}/<mutant>/")
+    return 0 if all(r.good for r in rows) else 1

@@ -1,0 +1,55 @@
+"""The mutant runner's pure parts: headers, verdicts, the table."""
+
+from __future__ import annotations
+
+import pytest
+
+from harness import mutants
+from harness.errors import UsageError
+from harness.kbuild import patches
+
+
+def test_every_mutant_names_its_targets_and_applies_as_a_patch():
+    found = mutants.load(mutants.DEFAULT_DIR)
+    assert len(found) >= 14
+    for m in found:
+        assert m.targets and m.expect and m.subject, m.name
+        (p,) = patches.load(str(m.path))
+        # In the kernel's own code, never in our modules.
+        files = [line.split()[2][2:] for line in p.diff.splitlines()
+                 if line.startswith("diff --git")]
+        assert files and all(f.startswith(("mm/", "kernel/events/", "arch/x86/mm/pat/",
+                                           "include/linux/mm.h")) for f in files), m.name
+
+
+def test_every_invariant_has_a_mutant():
+    targets = {t for m in mutants.load(mutants.DEFAULT_DIR) for t in m.targets}
+    assert set(mutants.INVARIANTS) <= targets
+
+
+def test_a_bad_header_is_one_line_naming_the_file(tmp_path):
+    (tmp_path / "x.patch").write_text("Subject: [PATCH] x\n\nMutant-Targets: RB9x\n---\n")
+    with pytest.raises(UsageError, match=r"x.patch: 'Mutant-Targets:' must list .* 'RB9x'"):
+        mutants.load(tmp_path)
+    with pytest.raises(UsageError, match="no mutant named y"):
+        (tmp_path / "x.patch").write_text("Mutant-Targets: RB1\n")
+        mutants.load(tmp_path, ["y"])
+
+
+def test_verdict_wants_a_test_of_a_targeted_scenario():
+    m = mutants.Mutant("m", mutants.DEFAULT_DIR, "s", ("RB5", "MX3"), "e")
+    assert mutants.verdict(m, []) == "missed"
+    assert mutants.verdict(m, ["test_RB1_read_every_page[pfnmap]"]) == "elsewhere"
+    assert mutants.verdict(m, ["test_MX3_fork_copies_mixedmap_ptes[prepop]"]) == "caught"
+    assert mutants.verdict(m, ["test_MX33_x"]) == "elsewhere"
+    inv = mutants.Mutant("i", mutants.DEFAULT_DIR, "s", ("RSS",), "e")
+    assert mutants.verdict(inv, ["test_DX1_read_fault_every_page[refcounted]"]) == "caught"
+
+
+def test_table_counts_mutants_caught_by_their_target():
+    rows = [mutants.Row("clean", [], "passed"),
+            mutants.Row("a", ["RB2"], "caught", ["test_RB2_x[pfnmap]"], ["WARNING in y"], 90),
+            mutants.Row("b", ["MX3"], "missed", seconds=60)]
+    text = mutants.table(rows)
+    assert "caught by their target: 1/2; clean kernel: passed" in text
+    assert "WARNING in y" in text and "test_RB2_x[pfnmap]" in text
