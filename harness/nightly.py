@@ -16,13 +16,14 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from harness import arches, kernels, repro, session, workflows
+from harness import arches, kernels, mutants, repro, session, workflows
 from harness.arches import Arch
 from harness.errors import KhError, UsageError
 from harness.kbuild import kernel as kbuild
 from harness.util import progress
 
-JOB_KEYS = {"name", "kernels", "source", "config", "arches", "cpus", "k", "boot", "repro"}
+JOB_KEYS = {"name", "kernels", "source", "config", "arches", "cpus", "k", "boot", "repro",
+            "mutants", "optional"}
 REPRO_KEYS = {"signature", "rounds", "command"}
 
 
@@ -37,11 +38,14 @@ class Job:
     k: str | None = None
     repro: dict = field(default_factory=dict, hash=False, compare=False)
     boot: str | None = None        # --boot, when the job has its own
+    mutants: str = ""              # a folder of mutant patches: a mutants run instead
+    optional: bool = False         # run only when --job names it; not in --list
 
     def to_dict(self) -> dict:
         return {"id": self.id, "arch": self.arch.name, "kernel": self.kernel,
                 "source": self.source, "config": list(self.config), "cpus": self.cpus,
-                "k": self.k, "boot": self.boot, "repro": self.repro}
+                "k": self.k, "boot": self.boot, "repro": self.repro, "mutants": self.mutants,
+                "optional": self.optional}
 
 
 def _line_of(text: str, needle: str) -> int:
@@ -93,6 +97,15 @@ def load(path: Path) -> list[Job]:
         cpus = spec.get("cpus")
         if cpus is not None and (not isinstance(cpus, int) or cpus < 1):
             raise bad(f"job {name}: cpus must be a whole number of at least 1", "cpus")
+        optional = spec.get("optional", False)
+        if not isinstance(optional, bool):
+            raise bad(f"job {name}: optional must be true or false", "optional")
+        folder = spec.get("mutants", "")
+        if folder:
+            if not spec.get("source"):
+                raise bad(f"job {name}: mutants need the source they patch (source = ...)",
+                          "mutants")
+            folder = str((path.parent / folder).resolve())
         boot = spec.get("boot")
         if boot is not None and boot not in session.BOOT_PATHS:
             raise bad(f"job {name}: boot must be one of {', '.join(session.BOOT_PATHS)}",
@@ -107,7 +120,7 @@ def load(path: Path) -> list[Job]:
                     spec["source"].replace(":", "-").rsplit("/", 1)[-1]
                 jobs.append(Job(f"{name}-{what}-{arch}", arch, kernel, spec.get("source", ""),
                                 tuple(spec.get("config", ["base"])), cpus, spec.get("k"), rep,
-                                boot))
+                                boot, folder, optional))
     ids = [j.id for j in jobs]
     twice = sorted({i for i in ids if ids.count(i) > 1})
     if twice:
@@ -147,8 +160,18 @@ def run_repro(job: Job, spec: str, args: argparse.Namespace, out: Path) -> int:
     return 0 if rep.hits else 1
 
 
+def run_mutants(job: Job, args: argparse.Namespace, out: Path) -> int:
+    """A mutants job: the clean tree and each mutant, built and run."""
+    ns = argparse.Namespace(**{**vars(args), "arch": [job.arch], "source": job.source,
+                               "config": list(job.config), "mutants": job.mutants,
+                               "only": None, "patches": None, "k": job.k, "out": out})
+    return mutants.run(ns)
+
+
 def run(args: argparse.Namespace) -> int:
     jobs = load(Path(args.matrix))
+    named = set(args.job.split(",")) if args.job else set()
+    jobs = [j for j in jobs if not j.optional or j.id in named]
     if args.list:
         if args.json:
             print(json.dumps({"include": [{"job": j.id} for j in jobs]}))
@@ -170,7 +193,7 @@ def run(args: argparse.Namespace) -> int:
     # Kernels first (downloads, source builds: one at a time, they share CPUs
     # and caches), then the suites side by side, then the races.
     specs = {}
-    for job in jobs:
+    for job in (j for j in jobs if not j.mutants):
         try:
             specs[job.id] = kernel_of(job, args)
         except KhError as e:
@@ -178,12 +201,14 @@ def run(args: argparse.Namespace) -> int:
         if job.kernel:
             kernels.resolve(job.kernel, job.arch, offline=args.offline)
     suites = [workflows.SuiteJob(specs[j.id], j.arch, args.out / j.id, k=j.k, cpus=j.cpus,
-                                 boot=j.boot) for j in jobs if not j.repro]
+                                 boot=j.boot) for j in jobs if not j.repro and not j.mutants]
     worst = 0
     try:
         worst = workflows.run_suites(args, suites, args.parallel or workflows.default_parallel())
         for job in (j for j in jobs if j.repro):
             worst = max(worst, run_repro(job, specs[job.id], args, args.out / job.id))
+        for job in (j for j in jobs if j.mutants):
+            worst = max(worst, run_mutants(job, args, args.out / job.id))
     finally:
         progress(f"{len(jobs)} nightly jobs in {time.monotonic() - t0:.0f}s; results: "
                  f"{args.out} (kharness report merge {args.out})")

@@ -113,3 +113,19 @@ def test_a_job_may_take_its_own_boot_path(tmp_path):
     m.write_text('[[job]]\nname = "v"\nkernels = ["debian:6.12"]\nboot = "pxe"\n')
     with pytest.raises(UsageError, match="job v: boot must be one of initramfs, vng"):
         nightly.load(m)
+
+
+def test_an_optional_mutants_job_runs_only_when_named(tmp_path):
+    m = tmp_path / "m.toml"
+    m.write_text('[[job]]\nname = "s"\nkernels = ["debian:6.12"]\narches = ["x86_64"]\n\n'
+                 '[[job]]\nname = "mut"\nsource = "debian-source:7.2"\nmutants = "muts"\n'
+                 'arches = ["x86_64"]\noptional = true\n')
+    jobs = nightly.load(m)
+    (mut,) = [j for j in jobs if j.mutants]
+    assert mut.optional and mut.mutants == str(tmp_path / "muts")
+    listed = subprocess.run([sys.executable, "-m", "harness.cli", "nightly", str(m), "--list"],
+                            capture_output=True, text=True)
+    assert listed.stdout.split() == ["s-debian-6.12-x86_64"], listed.stderr
+    m.write_text('[[job]]\nname = "mut"\nkernels = ["debian:7.2"]\nmutants = "muts"\n')
+    with pytest.raises(UsageError, match="job mut: mutants need the source they patch"):
+        nightly.load(m)
