@@ -146,3 +146,19 @@ def test_vng_names_the_options_a_kernel_lacks(tmp_path):
         check_config(k)
     k.config.write_text(k.config.read_text() + "CONFIG_VIRTIO_CONSOLE=y\nCONFIG_OVERLAY_FS=m\n")
     check_config(k)
+
+
+def test_kvm_unusable_says_why(monkeypatch, tmp_path):
+    """bench measures KVM only where it may run guests, and says why not."""
+    from harness.vm import machine
+    other = next(a for a in ARCHES.values() if a is not arches.host())
+    assert "runs under TCG only" in machine.kvm_unusable(other)
+    monkeypatch.setattr(machine.os, "access", lambda path, mode: False)
+    assert machine.kvm_unusable(arches.host()) == "/dev/kvm is absent or not accessible"
+    monkeypatch.setattr(machine.os, "access", lambda path, mode: True)
+    monkeypatch.setenv("KHARNESS_CACHE", str(tmp_path))
+    machine.remember_kvm(False, "QEMU printed nothing in 8 s")
+    assert machine.kvm_unusable(arches.host()) == \
+        "KVM does not boot guests on this host (cached probe: QEMU printed nothing in 8 s)"
+    machine.remember_kvm(True, "booted")
+    assert machine.kvm_unusable(arches.host()) is None
