@@ -81,13 +81,18 @@ def test_accel_kvm_that_cannot_boot_names_qemus_error(kh_pool, tmp_path, monkeyp
 def _run_and_stop(request, tmp_path: Path, sig: int) -> tuple[subprocess.CompletedProcess,
                                                                 Path]:
     """`kharness run` over two jobs (the kernel on both arches, one at a
-    time), stopped by sig during the first."""
+    time; a build: kernel, which is one arch's, then debian:6.12), stopped
+    by sig during the first."""
     opt = option(request)
-    other = next(a for a in ARCHES if a != opt("--arch"))
+    kernel, arch = opt("--kernel"), opt("--arch")
+    if kernel.startswith("build:"):
+        jobs = [f"--kernel={kernel},debian:6.12", f"--arch={arch}"]
+    else:
+        other = next(a for a in ARCHES if a != arch)
+        jobs = [f"--kernel={kernel}", f"--arch={arch},{other}"]
     cli = subprocess.Popen(
-        [sys.executable, "-m", "harness.cli", "run", f"--kernel={opt('--kernel')}",
-         f"--arch={opt('--arch')},{other}", "-j", "1", f"--boot={opt('--boot')}",
-         f"--out={tmp_path}", "-k", "RB or DX"],
+        [sys.executable, "-m", "harness.cli", "run", *jobs, "-j", "1",
+         f"--boot={opt('--boot')}", f"--out={tmp_path}", "-k", "RB or DX"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=interruptible)
     deadline = time.monotonic() + 300
     # A test is under way once a guest has answered and its kernel log window opened.
