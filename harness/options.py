@@ -420,9 +420,10 @@ def _check(command: str, ns: argparse.Namespace) -> None:
     if getattr(ns, "rw", False) and ns.boot != "vng":
         raise UsageError("--rw makes your working directory writable in a virtme-ng guest: "
                          "give --boot vng too")
-    if getattr(ns, "vng_root", "auto") != "auto" and ns.boot != "vng":
+    vng = getattr(ns, "boot", None) == "vng" or "vng" in (getattr(ns, "paths", None) or [])
+    if getattr(ns, "vng_root", "auto") != "auto" and not vng:
         raise UsageError(f"--vng-root {ns.vng_root} is the root of a virtme-ng guest: "
-                         f"give --boot vng too")
+                         f"give --boot vng too (bench: --paths with vng)")
     target = getattr(ns, "target", None)
     for dest in SSH_ONLY:
         if getattr(ns, dest, None) and target is None:

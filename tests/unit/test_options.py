@@ -44,6 +44,7 @@ FOREIGN = next(a for a in ARCHES.values() if not a.native)
     (["run", "--vng-root", "kh"], "--vng-root kh is the root of a virtme-ng guest: give "
      "--boot vng too"),
     (["run", "--boot", "vng", "--vng-root", "guest"], "--vng-root 'guest' is unknown"),
+    (["bench", "--paths", "initramfs", "--vng-root", "host"], "(bench: --paths with vng)"),
     (["run", "--cpus", str(FOREIGN.max_cpus + 1), "--arch", FOREIGN.name],
      f"more than {FOREIGN}'s machine takes"),
     (["repro", "--rounds", "0", "--signature", "x", "--", "true"],
