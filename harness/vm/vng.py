@@ -46,6 +46,10 @@ ROOT_PACKAGES = ("bash", "libc6", "libtinfo6")
 GUEST_BIN = "/run/kh"     # tmpfs in the guest: the agent's shell and helpers
 
 
+# virtme-ng's arm64 machine puts its 9p and console devices on virtio-mmio.
+ARCH_NEEDS = {"arm64": {"virtio_mmio": "CONFIG_VIRTIO_MMIO"}}
+
+
 def check_config(kernel: Kernel) -> None:
     """A clear error for a kernel without what virtme-ng needs."""
     try:
@@ -54,11 +58,12 @@ def check_config(kernel: Kernel) -> None:
         return  # nothing to read: vng will say what it lacks
     have = {line.split("=")[0] for line in text.splitlines()
             if line.endswith(("=y", "=m"))}
-    missing = [opt for opt in NEEDS.values() if opt not in have]
+    needs = {**NEEDS, **ARCH_NEEDS.get(kernel.arch.name, {})}
+    missing = [opt for opt in needs.values() if opt not in have]
     if missing:
         raise UsageError(f"kernel {kernel.release} lacks what virtme-ng needs: "
                       f"{', '.join(missing)}; add them to the build's kconfig "
-                      f"(kconfigs/base.config has them) or use --boot initramfs")
+                      f"(kconfigs/base*.config have them) or use --boot initramfs")
 
 
 def kernel_dir(kernel: Kernel, root: bool) -> Path:
@@ -67,7 +72,7 @@ def kernel_dir(kernel: Kernel, root: bool) -> Path:
     foreign arch the rest of a root of that arch. virtme-ng finds the
     modules beside the image, so this directory is all it is given."""
     check_config(kernel)
-    wanted = [*NEEDS, *initramfs.KERNEL_MODULES]
+    wanted = [*NEEDS, *ARCH_NEEDS.get(kernel.arch.name, {}), *initramfs.KERNEL_MODULES]
     optional = ("virtio_mmio", *initramfs.SWAP_MODULES)
     mods = initramfs.module_closure(kernel, wanted, optional)
     key = digest(RECIPE, str(kernel.image.resolve()), kernel.source, *mods,

@@ -162,3 +162,12 @@ def test_kvm_unusable_says_why(monkeypatch, tmp_path):
         "KVM does not boot guests on this host (cached probe: QEMU printed nothing in 8 s)"
     machine.remember_kvm(True, "booted")
     assert machine.kvm_unusable(arches.host()) is None
+
+
+def test_vng_on_arm64_needs_virtio_mmio(tmp_path):
+    k = fake_kernel(tmp_path, "arm64")
+    k.config.write_text("CONFIG_9P_FS=y\nCONFIG_NET_9P_VIRTIO=y\nCONFIG_VIRTIO_PCI=y\n"
+                        "CONFIG_VIRTIO_CONSOLE=y\nCONFIG_OVERLAY_FS=y\n")
+    with pytest.raises(UsageError, match="lacks what virtme-ng needs: CONFIG_VIRTIO_MMIO;"):
+        check_config(k)
+    check_config(fake_kernel(tmp_path, "x86_64"))   # the same options do on x86_64
