@@ -130,7 +130,8 @@ def test_guest_settings_on_the_qemu_command_line(tmp_path):
     assert "node,nodeid=1,memdev=khnode1" in argv
     assert spec.setup_commands() == [
         "mkswap /dev/vda >/dev/null && swapon /dev/vda",
-        "echo 1 > /proc/sys/vm/overcommit_memory", "echo 8 > /proc/sys/vm/nr_hugepages"]
+        "echo 1 > /proc/sys/vm/overcommit_memory",
+        "if [ -e /proc/sys/vm/nr_hugepages ]; then echo 8 > /proc/sys/vm/nr_hugepages; fi"]
     odd = MachineSpec(workdir=work, memory_mb=1000, numa=3)
     with pytest.raises(UsageError, match="does not split into 3 equal NUMA nodes"):
         QemuLauncher(fake_kernel(work, "x86_64"), work / "i.cpio", odd).argv("tcg", tmp_path)
