@@ -15,7 +15,8 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def test_gitlab_runs_one_shard_per_matrix_job():
-    jobs = nightly.load(REPO / "ci" / "nightly.toml")
+    # Optional jobs (the mutants) are not sharded: they run when --job names them.
+    jobs = [j for j in nightly.load(REPO / "ci" / "nightly.toml") if not j.optional]
     text = (REPO / ".gitlab-ci.yml").read_text()
     (parallel,) = re.findall(r"^\s+parallel: (\d+)$", text, re.M)
     assert int(parallel) == len(jobs), \
