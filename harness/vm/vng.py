@@ -1,11 +1,12 @@
 """virtme-ng: the path users reach for by name.
 
-On the host's arch the guest root is the host's, read-only over 9p, so the
-user's tools and files are there. For another arch it is a small root of
-that arch (bash for virtme-init, busybox for the rest, from Debian's debs),
-with the kharness cache mounted at its host path, where modules and helpers
-lie. Either way the agent is the khagent helper, run as vng's --exec
-command, on the same kind of virtio port as under raw QEMU.
+The guest's root (--vng-root) is the host's, read-only over 9p, so the
+user's tools and files are there (host arch only), or ours: a small root of
+the guest's arch (bash for virtme-init, busybox for the rest, from Debian's
+debs) with the kharness cache, where modules and helpers lie, and the
+user's directory mounted at their host paths. Either way the agent is the
+khagent helper, run as vng's --exec command, on the same kind of virtio
+port as under raw QEMU.
 
 What made virtme-ng slow under TCG was mostly not virtme-ng: udev's
 coldplug loading every driver of a Debian module tree for QEMU's devices
@@ -40,8 +41,9 @@ RECIPE = "3"   # bump when the directories made here change
 NEEDS = {"9p": "CONFIG_9P_FS", "9pnet_virtio": "CONFIG_NET_9P_VIRTIO",
          "virtio_pci": "CONFIG_VIRTIO_PCI", "virtio_console": "CONFIG_VIRTIO_CONSOLE",
          "overlay": "CONFIG_OVERLAY_FS"}
-# Debian packages of a foreign-arch root: virtme-init is a bash script; the
-# rest is busybox (the root's /bin/sh and every command it names).
+# Debian packages of our root (the kh root): virtme-init, which virtme-ng
+# runs for a foreign arch, is a bash script; the rest is busybox (the root's
+# /bin/sh and every command it names).
 ROOT_PACKAGES = ("bash", "libc6", "libtinfo6")
 GUEST_BIN = "/run/kh"     # tmpfs in the guest: the agent's shell and helpers
 
@@ -62,15 +64,16 @@ def check_config(kernel: Kernel) -> None:
     missing = [opt for opt in needs.values() if opt not in have]
     if missing:
         raise UsageError(f"kernel {kernel.release} lacks what virtme-ng needs: "
-                      f"{', '.join(missing)}; add them to the build's kconfig "
-                      f"(kconfigs/base*.config have them) or use --boot initramfs")
+                         f"{', '.join(missing)}; add them to the build's kconfig "
+                         f"(kconfigs/base*.config have them) or use --boot initramfs")
 
 
 def kernel_dir(kernel: Kernel, root: bool) -> Path:
     """A directory with the kernel image (boot/) and a module tree that
-    holds only what the guest loads (lib/modules/<release>/), and for a
-    foreign arch the rest of a root of that arch. virtme-ng finds the
-    modules beside the image, so this directory is all it is given."""
+    holds only what the guest loads (lib/modules/<release>/), and with
+    root, the rest of a root of the kernel's arch (the kh root). virtme-ng
+    finds the modules beside the image, so this directory is all it is
+    given."""
     check_config(kernel)
     wanted = [*NEEDS, *ARCH_NEEDS.get(kernel.arch.name, {}), *initramfs.KERNEL_MODULES]
     optional = ("virtio_mmio", *initramfs.SWAP_MODULES)
