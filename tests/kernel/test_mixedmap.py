@@ -89,22 +89,28 @@ def test_MX3_fork_copies_mixedmap_ptes(mx, behaviour):
     assert (parent.mapcount, parent.refcount) == (1, 2)
 
 
-MX4_ROUNDS = 40
+MX4_ROUNDS, MX4_BATCHES = 40, 3
 
 
 @pytest.mark.parametrize("cpus", [
     1, pytest.param(2, marks=pytest.mark.guest(cpus=2), id="2cpus")])
 def test_MX4_prepopulation_races_madv_dontneed(mx, behaviour, cpus):
     """On one vCPU the threads interleave at preemption points; on two they
-    run at once."""
+    run at once. On one vCPU the zapper can miss every live mapping of a
+    batch (seen once in a fresh-clone run): up to MX4_BATCHES batches, until
+    it has hit one."""
     before = mx.stats()
-    f = mx.khmap("mxrace", MX4_ROUNDS).fields()
+    zapped = batches = 0
+    while not zapped and batches < MX4_BATCHES:
+        f = mx.khmap("mxrace", MX4_ROUNDS).fields()
+        batches += 1
+        assert int(f["failed_writes"]) == 0
+        zapped = int(f["zapped"])
     after = mx.assert_released()
-    assert int(f["failed_writes"]) == 0
-    assert mx.delta(before, after, "mmaps") == MX4_ROUNDS
+    assert mx.delta(before, after, "mmaps") == MX4_ROUNDS * batches
     # The other thread did zap live mappings, so the refaults raced the
     # prepopulation; no report in the window and the counts are back.
-    assert int(f["zapped"]) > 0, "MADV_DONTNEED never hit a live mapping"
+    assert zapped > 0, f"MADV_DONTNEED never hit a live mapping in {batches} batches"
 
 
 def test_MX5_insert_pages_batch_matches_the_loop(guest, behaviour):
