@@ -31,6 +31,7 @@ from harness.util import cache_root, progress
 
 KVM_DEADLINE = 8.0          # first kernel console bytes under KVM, or it hangs
 ACCEL_PROBE_MAX_AGE = 24 * 3600
+KVM_PROBE_SAYS_NO = "KVM does not boot guests on this host"
 SOCK_PREFIX = "kh-"         # temporary directories of agent sockets: kh-<random>
 IVSHMEM_SIZE = "1M"         # a power of two: the BAR is that size
 
@@ -153,10 +154,10 @@ class Launcher:
         want = self.spec.accel
         if want in ("kvm", "tcg"):
             return [want]
-        if not self.arch.native or not os.access("/dev/kvm", os.R_OK | os.W_OK):
-            return ["tcg"]
-        if kvm_known() is False:
-            progress("KVM: known not to boot guests on this host (cached probe); using TCG")
+        why = kvm_unusable(self.arch)
+        if why is not None:
+            if why.startswith(KVM_PROBE_SAYS_NO):
+                progress("KVM: known not to boot guests on this host (cached probe); using TCG")
             return ["tcg"]
         return ["kvm", "tcg"]
 
@@ -341,7 +342,7 @@ def kvm_unusable(arch: Arch) -> str | None:
             why = json.loads(_probe_file().read_text()).get("why", "")
         except (OSError, ValueError):
             why = ""
-        return f"KVM does not boot guests on this host (cached probe: {why})"
+        return f"{KVM_PROBE_SAYS_NO} (cached probe: {why})"
     return None
 
 
