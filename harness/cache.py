@@ -19,11 +19,11 @@ from __future__ import annotations
 import fcntl
 import json
 import os
-import shutil
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from harness import mounts
 from harness.util import progress
 
 MARKER = ".kh-done"
@@ -50,7 +50,7 @@ def write_atomic(path: Path, data: str | bytes) -> None:
     """Readers see the old file or the whole new one, never a part."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path)     # a directory where our file belongs: not ours to keep
+        mounts.remove_tree(path)    # a directory where our file belongs: not ours to keep
     try:
         with open(tmp, "wb") as fh:
             fh.write(data.encode() if isinstance(data, str) else data)
@@ -100,6 +100,12 @@ def cached(entry: Path, make: Callable[[Path], Iterable[Path | str]], *,
     processes asking for one entry: one makes it, the other waits and finds it.
     """
     with locked(lock_path(entry)):
+        # Mounts an interrupted run of an older kharness (or a hand-run
+        # chroot) left: never build on them, never delete through them.
+        left = mounts.release(entry) if entry.exists() else []
+        if left:
+            progress(f"cache entry {entry}: unmounted {len(left)} leftover mount(s) "
+                     f"({', '.join(str(m) for m in left[:4])})")
         why = damage(entry)
         if why is None and check is not None:
             try:
@@ -119,7 +125,5 @@ def cached(entry: Path, make: Callable[[Path], Iterable[Path | str]], *,
 
 
 def remove(path: Path) -> None:
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path)
-    else:
-        path.unlink(missing_ok=True)
+    """A cache entry, gone: never through a mount point (harness.mounts)."""
+    mounts.remove_tree(path)

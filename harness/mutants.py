@@ -137,6 +137,13 @@ def run(args: argparse.Namespace) -> int:
     arch = args.arch[0]
     muts = load(Path(args.mutants) if args.mutants else DEFAULT_DIR, args.only)
     base = patches.load(args.patches) if args.patches else []
+    # Every mutant is a patch that applies, before the first (long) build.
+    series_of = {m.name: base + patches.load(str(m.path)) for m in muts}
+    for name, series in series_of.items():
+        try:
+            workflows.build_request(args, arch, series)
+        except UsageError as e:
+            raise UsageError(f"{name}: {e}") from None
     args.suite = getattr(args, "suite", None) or ["scenarios"]
     out = args.out / f"mutants-{arch}"
     rows: list[Row] = []
@@ -146,10 +153,10 @@ def run(args: argparse.Namespace) -> int:
         targets = list(m.targets) if m else []
         progress(f"mutant {i}/{len(muts)}: {name}" + (f" ({m.subject})" if m else ""))
         t0 = time.monotonic()
-        series = base + (patches.load(str(m.path)) if m else [])
+        series = series_of[m.name] if m else base
         try:
             spec = kbuild.build(workflows.build_request(args, arch, series)).spec
-        except (patches.PatchError, UsageError) as e:
+        except UsageError as e:
             raise UsageError(f"{name}: {e}") from None
         except KhError as e:
             if m is None:

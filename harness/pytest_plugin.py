@@ -11,15 +11,17 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import errno
 import json
 import re
 import shutil
+import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from harness import options, session
+from harness import options, session, spawn
 from harness.errors import KhError, UsageError
 from harness.guest import GuestDied, Target
 from harness.observe import reports
@@ -33,6 +35,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    spawn.listen_to_sigint()
     try:
         config.stash[SETTINGS] = options.from_pytest(config)
     except UsageError as e:
@@ -50,10 +53,24 @@ def pytest_configure(config: pytest.Config) -> None:
         config.addinivalue_line("markers", line)
 
 
-@pytest.hookimpl(trylast=True)
-def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    if exitstatus == pytest.ExitCode.INTERRUPTED:
-        session.exitstatus = 130   # Ctrl-C means 130 everywhere in kharness
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int):
+    """Ctrl-C is 130, as everywhere in kharness. A full disk ends the
+    session with exit 3 and one line, also when it is the JUnit file that
+    cannot be written (pytest's own writer runs inside this wrapper)."""
+    try:
+        yield
+    except OSError as e:
+        if (why := _cannot_write(e)) is None:
+            raise
+        _stop_for_disk(session, why)
+        xml = session.config.option.xmlpath
+        if xml:
+            Path(xml).unlink(missing_ok=True)   # half a JUnit file is worse than none
+    if DISK_FULL in session.config.stash:
+        session.exitstatus = 3
+    elif exitstatus == pytest.ExitCode.INTERRUPTED:
+        session.exitstatus = 130
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -304,9 +321,45 @@ def _check_window(item, failure) -> str | None:
     return None
 
 
+# Errors that mean the output cannot be written: the machine's trouble
+# (exit 3), not the kernel's, and no test after it could keep its logs.
+CANNOT_WRITE = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG)
+DISK_FULL = pytest.StashKey[str]()
+
+
+def _cannot_write(exc: BaseException | None) -> str | None:
+    if isinstance(exc, OSError) and exc.errno in CANNOT_WRITE:
+        return f"cannot write {exc.filename or 'the output'}: {exc.strerror}"
+    return None
+
+
+def _stop_for_disk(session: pytest.Session, why: str) -> None:
+    if DISK_FULL not in session.config.stash:
+        session.config.stash[DISK_FULL] = why
+        print(f"kharness: error: {why}; what was written so far stays", file=sys.stderr,
+              flush=True)
+    session.shouldstop = why
+
+
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item, call):
     rep = yield
+    why = _cannot_write(call.excinfo.value if call.excinfo else None)
+    if why:     # one line, not a traceback, and no test after it
+        rep.longrepr = why
+        _stop_for_disk(item.session, why)
+        return rep
+    try:
+        _keep_artifacts(item, call, rep)
+    except OSError as e:
+        if (why := _cannot_write(e)) is None:
+            raise
+        _stop_for_disk(item.session, why)
+    return rep
+
+
+def _keep_artifacts(item, call, rep) -> None:
+    """A failed test's kernel log window and console beside its logs."""
     window = getattr(item, "_kh_window", None)
     if rep.when == "call" and rep.failed and window is not None:
         g: Target = item._kh_guest
@@ -323,7 +376,6 @@ def pytest_runtest_makereport(item, call):
         else:
             rep.sections.append(("kernel log window", window[-6000:] or "(empty)"))
         rep.sections.append(("kharness artifacts", str(art)))
-    return rep
 
 
 def report_subtest(item: pytest.Item, name: str, outcome: str, *, reason: str = "",

@@ -10,6 +10,7 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
+from harness import spawn
 from harness.errors import KhError
 
 
@@ -36,10 +37,12 @@ def step(what: str):
 
 def run(cmd: list[str], *, what: str, cwd: Path | None = None, env: dict | None = None,
         log: Path | None = None, check: bool = True) -> subprocess.CompletedProcess:
-    """Run a command, keep its output, and on failure raise with its last lines."""
+    """Run a command, keep its output, and on failure raise with its last
+    lines. Interrupted, we stop it (and what it started) before going on:
+    no dpkg-deb or tar left writing into a cache entry."""
     try:
-        proc = subprocess.run(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE,
-                              stderr=subprocess.STDOUT, text=True, errors="replace")
+        proc = spawn.run(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE,
+                         stderr=subprocess.STDOUT, text=True, errors="replace")
     except FileNotFoundError:
         raise KhError(f"{cmd[0]} not found, needed for {what}: run ci/setup.sh") from None
     if log is not None:

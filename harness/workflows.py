@@ -15,12 +15,13 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from harness import options, repro, session
+from harness import options, repro, session, spawn
 from harness.arches import Arch
 from harness.errors import KhError, UsageError
 from harness.kbuild import kconfig, patches, source
@@ -30,11 +31,11 @@ from harness.remote import SshUrl
 from harness.report import compare
 from harness.resources import data
 from harness.util import cache_root, digest, progress
-from harness.vm.machine import die_with_parent
 
 # pytest's exit statuses -> ours (0 passed, 1 failed, 2 bad input, 3 infrastructure)
 PYTEST_STATUS = {0: 0, 1: 1, 2: 2, 3: 3, 4: 2, 130: 130}
 NO_TESTS = 5
+STOP_GRACE = 15.0       # seconds a suite gets to stop and write its JUnit
 
 
 @dataclass
@@ -88,11 +89,16 @@ def run_suites(args: argparse.Namespace, jobs: list[SuiteJob], parallel: int = 1
                     _finish_suite(args, job, status, quiet)
             time.sleep(0.2)
     except KeyboardInterrupt:
-        # pytest stops at Ctrl-C and writes the JUnit of what finished.
+        # pytest stops at SIGINT and writes the JUnit of what finished; a
+        # suite that has not stopped after STOP_GRACE is killed, QEMUs and all.
         for child in running:
-            child.send_signal(signal.SIGINT)
+            spawn.signal_group(child, signal.SIGINT)
         for child, job in running.items():
-            child.wait()
+            try:
+                child.wait(timeout=STOP_GRACE)
+            except subprocess.TimeoutExpired:
+                progress(f"{job.label}: still running {STOP_GRACE:.0f}s after SIGINT: killed")
+            spawn.stop(child, signal.SIGKILL, grace=0)
             progress(f"{job.label}: stopped; JUnit of what finished: {job.junit}")
         raise
     interrupted = [j for j in jobs if j.status == 130]
@@ -138,12 +144,14 @@ def _start_suite(args: argparse.Namespace, job: SuiteJob, quiet: bool) -> subpro
     progress(f"{job.label}: running the kernel suite ({'ssh' if job.target else args.boot})"
              + (f"; its output: {log}" if quiet else f"; logs: {job.out}"))
     # Its own session, so a terminal's Ctrl-C reaches it once, from us; and it
-    # dies with us if we are killed (its QEMUs die with it).
+    # dies with us if we are killed (its QEMUs die with it). SIGINT is how
+    # we ask it to stop: it must not inherit that signal ignored (a script's
+    # `kharness run &`), see pytest_plugin.
+    env = {**os.environ, spawn.CHILD: "1"}
     if not quiet:
-        return subprocess.Popen(argv, start_new_session=True, preexec_fn=die_with_parent)
+        return spawn.spawn(argv, env=env)
     with open(log, "wb") as sink:
-        return subprocess.Popen(argv, start_new_session=True, preexec_fn=die_with_parent,
-                                stdout=sink, stderr=subprocess.STDOUT)
+        return spawn.spawn(argv, env=env, stdout=sink, stderr=subprocess.STDOUT)
 
 
 def _finish_suite(args: argparse.Namespace, job: SuiteJob, status: int, quiet: bool) -> None:
@@ -157,7 +165,8 @@ def _finish_suite(args: argparse.Namespace, job: SuiteJob, status: int, quiet: b
         counts = {o: sum(c.outcome == o for c in cases) for o in ("passed", "failed", "error",
                                                                  "skipped")}
         summary = " (" + ", ".join(f"{n} {o}" for o, n in counts.items() if n) + ")"
-    progress(f"{job.label}: {word}{summary}; JUnit: {job.junit}")
+    where = f"JUnit: {job.junit}" if job.junit.exists() else f"no JUnit; logs: {job.out}"
+    progress(f"{job.label}: {word}{summary}; {where}")
 
 
 def run_suite(args: argparse.Namespace, spec: str, arch: Arch, out: Path) -> tuple[int, Path]:
@@ -170,9 +179,14 @@ def build_request(args: argparse.Namespace, arch: Arch,
                   series: list[patches.Patch] | None = None) -> kbuild.BuildRequest:
     """What a kernel build needs, from the source-build options (--source,
     --config, --patches, --strict-config, --jobs, --no-ccache, --offline);
-    the ones a caller does not have take their defaults."""
+    the ones a caller does not have take their defaults. A series that does
+    not apply to the source is bad input, found here before any build."""
+    tree = source.get(args.source, offline=getattr(args, "offline", False))
+    if series:
+        with tempfile.TemporaryDirectory(prefix="kh-patches-") as scratch:
+            patches.check_applies(tree.path, series, Path(scratch))
     return kbuild.BuildRequest(
-        source=source.get(args.source, offline=getattr(args, "offline", False)), arch=arch,
+        source=tree, arch=arch,
         fragments=kconfig.resolve_fragments(list(args.config), arch),
         patches=series or [], patches_spec=getattr(args, "patches", None) or "",
         strict_config=getattr(args, "strict_config", False),
@@ -199,6 +213,8 @@ class Validation:
 
 def validate(args: argparse.Namespace) -> int:
     series = patches.load(args.patches)
+    for arch in args.arch:
+        build_request(args, arch, series)   # it applies, before the base is built
     results = []
     for arch in args.arch:
         if args.against:
@@ -214,8 +230,8 @@ def validate(args: argparse.Namespace) -> int:
         try:
             patched: str | None = kbuild.build(build_request(args, arch, series)).spec
             error = ""
-        except (patches.PatchError, UsageError):
-            raise
+        except UsageError:
+            raise       # a series that does not apply included
         except KhError as e:
             patched, error = None, str(e)
         v = Validation(arch, base, patched, error)
@@ -383,12 +399,14 @@ def bisect(args: argparse.Namespace) -> int:
                          "guest command to run in rounds)")
     series = patches.load(args.patches)
     arch = args.arch[0]
-    build_request(args, arch)   # the source and fragments exist, before any step
+    build_request(args, arch, series)   # the source and fragments exist, the series applies
     t0 = time.monotonic()
 
     def step(k: int) -> tuple[str, str]:
         try:
             kernel = kbuild.build(build_request(args, arch, series[:k]))
+        except UsageError:
+            raise
         except KhError as e:
             return SKIP, f"does not build: {str(e)[:150]}"
         return step_on_kernel(args, kernel, args.out / f"step-{k}")

@@ -26,6 +26,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from harness import mounts, spawn
 from harness.arches import Arch
 from harness.cache import cached, damage
 from harness.errors import KhError
@@ -92,32 +93,44 @@ def ccache_env() -> dict[str, str]:
 
 def make_with_progress(args: list[str], log: Path, what: str, env: dict) -> None:
     """make, its output to log, one progress line every PROGRESS_EVERY seconds."""
-    t0 = last = time.monotonic()
-    compiled = 0
+    t0 = time.monotonic()
     progress(f"{what} (log: {log})")
     with open(log, "a") as fh:
         fh.write(f"$ {shlex.join(args)}\n")
-        proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                text=True, errors="replace", env=env)
-        tail: list[str] = []
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            fh.write(line)
-            tail = (tail + [line.rstrip()])[-40:]
-            if line.lstrip().startswith(("CC ", "AS ", "LD ")):
-                compiled += 1
-            now = time.monotonic()
-            if now - last >= PROGRESS_EVERY:
-                where = line.split()[-1] if line.split() else ""
-                if where.startswith("/"):
-                    where = os.path.relpath(where, log.parent / "obj")
-                progress(f"{what}: {compiled} objects, {now - t0:.0f}s (at {where[:60]})")
-                last = now
-        rc = proc.wait()
+        proc = spawn.spawn(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                           text=True, errors="replace", env=env)
+        try:
+            rc, tail, compiled = _follow(proc, fh, what, log, t0)
+        except BaseException:
+            spawn.stop(proc)
+            raise
     if rc != 0:
+
         raise KhError(f"{what} failed (exit {rc}); build log: {log}",
                       detail=compiler_lines("\n".join(tail)))
     progress(f"{what}: done in {time.monotonic() - t0:.0f}s, {compiled} objects")
+
+
+def _follow(proc: subprocess.Popen, fh, what: str, log: Path,
+            t0: float) -> tuple[int, list[str], int]:
+    """make's output into the log, a progress line now and then: (exit
+    status, its last lines, objects compiled)."""
+    last, compiled = t0, 0
+    tail: list[str] = []
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        fh.write(line)
+        tail = (tail + [line.rstrip()])[-40:]
+        if line.lstrip().startswith(("CC ", "AS ", "LD ")):
+            compiled += 1
+        now = time.monotonic()
+        if now - last >= PROGRESS_EVERY:
+            where = line.split()[-1] if line.split() else ""
+            if where.startswith("/"):
+                where = os.path.relpath(where, log.parent / "obj")
+            progress(f"{what}: {compiled} objects, {now - t0:.0f}s (at {where[:60]})")
+            last = now
+    return proc.wait(), tail, compiled
 
 
 def build(req: BuildRequest) -> Kernel:
@@ -143,7 +156,7 @@ def _build(req: BuildRequest, out: Path, key: str, cross: str, cc_version: str,
            start: str) -> list[Path]:
     env = ccache_env()
     if (out / "src").exists():
-        shutil.rmtree(out / "src")   # an earlier attempt's tree: patch again from scratch
+        mounts.remove_tree(out / "src")   # an earlier attempt's tree: patch again from scratch
     (out / "obj").mkdir(exist_ok=True)
     patchlib.copy_tree(req.source.path, out / "src")
     if req.patches:
@@ -151,7 +164,7 @@ def _build(req: BuildRequest, out: Path, key: str, cross: str, cc_version: str,
         try:
             patchlib.apply(out / "src", req.patches, out / "patches.log")
         except patchlib.PatchError:
-            shutil.rmtree(out / "src")
+            mounts.remove_tree(out / "src")
             raise
 
     make = make_args(req, out, cross)

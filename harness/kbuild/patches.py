@@ -16,7 +16,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness.errors import KhError, UsageError
+from harness.errors import UsageError
 from harness.util import run
 
 _SUBJECT_TAG = re.compile(r"^\s*(?:\[[^\]]*\]\s*)+")
@@ -64,11 +64,38 @@ def from_mbox(path: Path) -> list[Patch]:
     return out
 
 
+def read_text(path: Path) -> str:
+    """A patch file's text; one that is not text, or empty, is bad input."""
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise UsageError(f"cannot read the patch {path}: {e.strerror}") from None
+    if not data.strip():
+        raise UsageError(f"{path} is empty: a patch series needs patches (git format-patch "
+                         f"files, an mbox or a quilt series)")
+    if b"\0" in data[:65536]:
+        raise UsageError(f"{path} is a binary file, not a patch: give git format-patch "
+                         f"files, an mbox or a quilt series")
+    return data.decode(errors="replace")
+
+
 def from_file(path: Path) -> Patch:
-    text = path.read_text(errors="replace")
+    """One patch file; it must hold a diff."""
+    text = read_text(path)
     m = re.search(r"^Subject: (.*(?:\n[ \t].*)*)", text, re.M)
     subject = subject_of(m.group(1)) if m else path.name
+    if not _has_diff(text):
+        raise UsageError(f"{path} holds no diff ('diff --git' or '--- a/FILE' lines): "
+                         f"it is not a patch")
     return Patch(subject, str(path), text)
+
+
+def _is_cover(path: Path) -> bool:
+    """git format-patch --cover-letter's 0000 file: prose, no diff."""
+    if path.name.startswith("0000-cover-letter"):
+        return True
+    m = re.search(r"^Subject: (.*)", read_text(path), re.M)
+    return bool(m and _COVER.search(m.group(1)))
 
 
 def from_quilt(series: Path) -> list[Patch]:
@@ -91,23 +118,24 @@ def load(spec: str) -> list[Patch]:
         if (path / "series").exists():
             return from_quilt(path / "series")
         files = sorted(path.glob("*.patch")) or sorted(path.glob("*.diff"))
+        files = [f for f in files if f.is_file() and not _is_cover(f)]
         if not files:
             raise UsageError(f"no *.patch files or quilt 'series' in {path}")
-        return [p for p in map(from_file, files) if _has_diff(p.diff)]
+        return [from_file(f) for f in files]
     if not path.is_file():
         raise UsageError(f"patch series '{spec}' not found: give an mbox, a directory of "
                          f"format-patch files or a quilt series file")
     if path.name == "series":
         return from_quilt(path)
-    head = path.read_text(errors="replace")[:5]
+    head = read_text(path)[:5]
     patches = from_mbox(path) if head.startswith("From ") else [from_file(path)]
     if not patches:
         raise UsageError(f"no patch with a diff in {spec}")
     return patches
 
 
-class PatchError(KhError):
-    pass
+class PatchError(UsageError):
+    """A patch that does not apply: the user's series, so bad input (exit 2)."""
 
 
 def failed_hunks(output: str) -> str:
@@ -125,8 +153,9 @@ def failed_hunks(output: str) -> str:
     return "; ".join(out[:4]) or (output.strip().splitlines() or ["no output"])[-1]
 
 
-def apply(tree: Path, patches: list[Patch], log: Path) -> None:
-    """Apply each patch to tree (a copy of the user's), or raise naming it."""
+def apply(tree: Path, patches: list[Patch], log: Path, onto: str = "") -> None:
+    """Apply each patch to tree (a copy of the user's), or raise naming it
+    (and onto, the tree the user named, if given)."""
     with open(log, "w") as fh:
         for i, p in enumerate(patches, 1):
             for dry in (True, False):
@@ -136,9 +165,36 @@ def apply(tree: Path, patches: list[Patch], log: Path) -> None:
                 fh.write(f"$ {' '.join(args)} < {p.source}\n{proc.stdout}{proc.stderr}")
                 if proc.returncode != 0:
                     raise PatchError(
-                        f"patch {i}/{len(patches)} '{p.subject}' ({p.source}) does not apply: "
-                        f"{failed_hunks(proc.stdout + proc.stderr)}; the tree was not changed "
-                        f"(log: {log})")
+                        f"patch {i}/{len(patches)} '{p.subject}' ({p.source}) does not apply"
+                        f"{' to ' + onto if onto else ''}: "
+                        f"{failed_hunks(proc.stdout + proc.stderr)}"
+                        + ("" if onto else f"; the tree was not changed (log: {log})"))
+
+
+_FILE = re.compile(r"^(?:--- |\+\+\+ )(?:\"?[^/\s]+/)(\S+)|^diff --git a/(\S+) b/(\S+)", re.M)
+
+
+def touched(series: list[Patch]) -> set[str]:
+    """The files (relative to the tree, as patch -p1 reads them) a series names."""
+    out: set[str] = set()
+    for p in series:
+        for m in _FILE.finditer(p.diff):
+            out.update(g for g in m.groups() if g and g != "null")
+    return out
+
+
+def check_applies(tree: Path, series: list[Patch], scratch: Path) -> None:
+    """Each patch applies, in order, or PatchError names the patch and the
+    hunk: tried on a copy of only the files the series touches (seconds,
+    not a copy of the tree), before any build starts."""
+    shadow = scratch / "tree"
+    shadow.mkdir(parents=True)
+    for rel in touched(series):
+        src = tree / rel
+        if src.is_file() and tree.resolve() in src.resolve().parents:
+            (shadow / rel).parent.mkdir(parents=True, exist_ok=True)
+            (shadow / rel).write_bytes(src.read_bytes())
+    apply(shadow, series, scratch / "patches.log", onto=str(tree))
 
 
 def copy_tree(src: Path, dest: Path) -> None:

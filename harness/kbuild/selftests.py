@@ -26,7 +26,7 @@ import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from harness import apt
+from harness import apt, mounts
 from harness.apt import AptConfig
 from harness.arches import Arch
 from harness.cache import cached
@@ -97,7 +97,7 @@ def _build(tree: SourceTree, arch: Arch, names: list[str], cc: str, out: Path) -
     run(["make", "-C", str(tree.path), f"O={out / 'hdr-obj'}", f"ARCH={arch.kernel_arch}",
          f"INSTALL_HDR_PATH={hdr}", "headers_install"],
         what=f"make headers_install of {tree.spec}", log=logs / "headers.log")
-    shutil.rmtree(out / "hdr-obj")
+    mounts.remove_tree(out / "hdr-obj")
     shadow = _shadow(tree.path, out / "tree")
     # Headers through gcc's CPATH, which also reaches check_config.sh (before
     # 6.13 it runs "$CC -c" without CFLAGS); archives through LDFLAGS (a cross
@@ -131,7 +131,7 @@ def _build(tree: SourceTree, arch: Arch, names: list[str], cc: str, out: Path) -
         built[name] = name
         if "kselftest_harness.h" in (src / f"{name}.c").read_text(errors="replace"):
             harness.append(name)
-    shutil.rmtree(out / "tree")
+    mounts.remove_tree(out / "tree")
     if not built:
         raise KhError(f"no mm selftest built from {tree.spec} for {arch} (logs: {logs})",
                       detail="\n".join(f"{n}: {w}" for n, w in missing.items()))

@@ -26,6 +26,9 @@ from harness.errors import KhError
 from harness.kernel import Kernel
 from harness.util import cache_root, run, step
 
+# A command run with this in front mounts only in a namespace of its own.
+PRIVATE_MOUNTS = ["unshare", "--mount", "--propagation", "private"]
+
 
 @dataclass(frozen=True)
 class Toolchain:
@@ -45,7 +48,7 @@ class Toolchain:
         script = " && ".join(mounts) + f" && exec chroot {shlex.quote(str(self.root))} " + \
             " ".join(shlex.quote(c) for c in cmd)
         # A private mount namespace: the binds vanish with the build.
-        return ["unshare", "--mount", "--propagation", "private", "sh", "-c", script]
+        return [*PRIVATE_MOUNTS, "sh", "-c", script]
 
     def describe(self) -> str:
         where = f"root {self.root}" if self.root else "host"
@@ -99,7 +102,10 @@ def ensure_root(suite: str, major: int, cross_arch: Arch | None) -> Path:
 
     def make(root: Path) -> list[Path]:
         with step(f"making a {suite} toolchain root with {', '.join(pkgs)} (once)"):
-            run(["mmdebstrap", "--variant=minbase",
+            # mmdebstrap mounts /proc, /sys, /dev/pts and /dev/shm in the root
+            # while it works: in a private mount namespace those vanish with
+            # it, however it ends (a Ctrl-C once left them in the cache).
+            run([*PRIVATE_MOUNTS, "mmdebstrap", "--variant=minbase",
                  "--aptopt=Acquire::Check-Valid-Until \"false\"",
                  f"--include={','.join(pkgs)}", suite, str(root), MIRROR],
                 what=f"mmdebstrap of a {suite} toolchain root",

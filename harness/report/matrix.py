@@ -15,6 +15,8 @@ from pathlib import Path
 
 import jinja2
 
+from harness.util import progress
+
 TEMPLATES = Path(__file__).parent / "templates"
 
 
@@ -96,6 +98,12 @@ def _short(v) -> str:
 def build(runs: list[tuple[str, Path]]) -> Matrix:
     m = Matrix()
     for label, junit in runs:
-        if junit.exists():
+        if not junit.exists():
+            continue
+        try:
             m.add_run(label, junit)
+        except (OSError, ET.ParseError) as e:
+            # A run that could not write it whole (a full disk) said so already.
+            m.columns.remove(label)
+            progress(f"{label}: {junit} is unreadable ({e}); left out of the matrix")
     return m

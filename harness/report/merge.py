@@ -14,6 +14,7 @@ from pathlib import Path
 
 from harness.errors import UsageError
 from harness.report import compare, matrix
+from harness.util import write_out
 
 
 @dataclass
@@ -55,10 +56,10 @@ def merge(dirs: list[str], out: Path) -> str:
             for case in suite.iter("testcase"):
                 case.set("classname", f"{job.label}.{case.get('classname', '')}".rstrip("."))
             root.append(suite)
-    ET.ElementTree(root).write(out / "junit.xml", encoding="utf-8", xml_declaration=True)
+    write_out(out / "junit.xml", ET.tostring(root, encoding="utf-8", xml_declaration=True))
     m = matrix.build([(j.label, j.junit) for j in jobs])
-    (out / "matrix.html").write_text(m.html())
-    (out / "matrix.txt").write_text(m.text() + "\n")
+    write_out(out / "matrix.html", m.html())
+    write_out(out / "matrix.txt", m.text() + "\n")
     lines = [f"{len(jobs)} jobs"]
     totals = {"passed": 0, "failed": 0, "error": 0, "skipped": 0}
     for job in jobs:
@@ -70,7 +71,7 @@ def merge(dirs: list[str], out: Path) -> str:
                      ", ".join(f"{n} {o}" for o, n in counts.items() if n))
     lines.append("in all: " + ", ".join(f"{n} {o}" for o, n in totals.items() if n))
     summary = "\n".join(lines)
-    (out / "summary.txt").write_text(summary + "\n")
+    write_out(out / "summary.txt", summary + "\n")
     return summary
 
 
@@ -142,5 +143,5 @@ def kcidb(dirs: list[str], origin: str) -> dict:
 def write_kcidb(dirs: list[str], origin: str, out: Path) -> Path:
     data = kcidb(dirs, origin)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(data, indent=1) + "\n")
+    write_out(out, json.dumps(data, indent=1) + "\n")
     return out

@@ -4,14 +4,14 @@ A Launcher knows how to start one kind of guest (raw QEMU with our
 initramfs, virtme-ng with the host root): its command line for an
 accelerator. Launcher.start() picks the accelerator, spawns, and returns a
 running Machine: the process, its console log and the connected agent
-socket. No QEMU outlives us: PR_SET_PDEATHSIG for a killed harness, a
-process group killed on close for everything else, Ctrl-C included.
+socket. No QEMU outlives us: harness.spawn's parent-death signal for a
+killed harness, a process group killed on close for everything else,
+Ctrl-C included.
 """
 
 from __future__ import annotations
 
 import atexit
-import ctypes
 import json
 import os
 import shutil
@@ -23,6 +23,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from harness import spawn
 from harness.arches import Arch
 from harness.cache import write_atomic
 from harness.errors import KhError, UsageError
@@ -36,11 +37,6 @@ SOCK_PREFIX = "kh-"         # temporary directories of agent sockets: kh-<random
 IVSHMEM_SIZE = "1M"         # a power of two: the BAR is that size
 
 _live: set[Machine] = set()
-
-
-def die_with_parent() -> None:
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
 def kill_all() -> None:
@@ -197,10 +193,8 @@ class Launcher:
             raise KhError(f"{exe} not found: run ci/setup.sh "
                           f"(it installs {self.install_hint()})")
         with open(self.launcher_log, "wb") as out:
-            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out,
-                                    stderr=subprocess.STDOUT, env=env,
-                                    preexec_fn=die_with_parent,
-                                    start_new_session=True, cwd=self.workdir)
+            proc = spawn.spawn(argv, stdin=subprocess.DEVNULL, stdout=out,
+                               stderr=subprocess.STDOUT, env=env, cwd=self.workdir)
         return Machine(self, accel, proc, sock_dir)
 
 

@@ -78,8 +78,13 @@ def test_accel_kvm_that_cannot_boot_names_qemus_error(kh_pool, tmp_path, monkeyp
     assert not (tmp_path / "cache" / "accel-probe.json").exists()   # asked, not probed
 
 
-def _run_and_stop(request, tmp_path: Path, sig: int) -> tuple[subprocess.CompletedProcess,
-                                                                Path]:
+def started_from_a_script() -> None:
+    """As `kharness run &` in a shell script: SIGINT ignored, inherited."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _run_and_stop(request, tmp_path: Path, sig: int,
+                  preexec=interruptible) -> tuple[subprocess.CompletedProcess, Path]:
     """`kharness run` over two jobs (the kernel on both arches, one at a
     time; a build: kernel, which is one arch's, then debian:6.12), stopped
     by sig during the first."""
@@ -93,7 +98,7 @@ def _run_and_stop(request, tmp_path: Path, sig: int) -> tuple[subprocess.Complet
     cli = subprocess.Popen(
         [sys.executable, "-m", "harness.cli", "run", *jobs, "-j", "1",
          f"--boot={opt('--boot')}", f"--out={tmp_path}", "-k", "RB or DX"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=interruptible)
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=preexec)
     deadline = time.monotonic() + 300
     # A test is under way once a guest has answered and its kernel log window opened.
     while not any(p.stat().st_size for p in tmp_path.rglob("dmesg.log")):
@@ -125,6 +130,60 @@ def test_stopping_a_run_writes_what_finished_and_stops_every_kernel(request, tmp
     # The matrix shows only tests that ran (and finished), each with its row.
     assert all(any(r.startswith(n.removeprefix("test_")) for n in ran) for r in rows), rows
     assert "FAILED" not in res.stderr
+
+
+def qemus_of(folder: Path) -> list[str]:
+    """QEMU processes whose command line names folder."""
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        if "qemu-system" in cmd and str(folder) in cmd:
+            found.append(f"{pid}: {cmd[:100]}")
+    return found
+
+
+def test_sigterm_stops_a_run_started_with_sigint_ignored(request, tmp_path):
+    """A script's `kharness run &` starts it with SIGINT ignored, and its
+    suites with it: SIGTERM still stops the run within the grace period
+    (the suite's pytest takes SIGINT again, or is killed), exit 143, no
+    second job, no QEMU left."""
+    t0 = time.monotonic()
+    res, out = _run_and_stop(request, tmp_path, signal.SIGTERM, started_from_a_script)
+    assert res.returncode == 143, res.stderr[-3000:]
+    assert "kharness: terminated" in res.stderr.splitlines()[-1]
+    assert time.monotonic() - t0 < 300
+    assert len([p for p in out.iterdir() if p.is_dir()]) == 1   # the second job never began
+    assert qemus_of(tmp_path) == []
+
+
+@pytest.mark.parametrize("size", ["2m", "4k"], ids=["initramfs-cannot-be-written",
+                                                    "nothing-can-be-written"])
+def test_full_disk_under_run_out_is_one_line_and_exit_3(request, tmp_path, size):
+    """`run --out` on a disk that fills: exit 3 (infrastructure, not failing
+    tests), one error line naming the file, no traceback, no empty JUnit."""
+    small = tmp_path / "small"
+    small.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "kh-full", str(small)],
+                   check=True)
+    try:
+        if size == "4k":
+            (small / "filler").write_bytes(b"x" * 4096)
+        opt = option(request)
+        res = subprocess.run(
+            [sys.executable, "-m", "harness.cli", "run", f"--kernel={opt('--kernel')}",
+             f"--arch={opt('--arch')}", "--out", str(small / "out"), "-k", "RB1"],
+            capture_output=True, text=True, timeout=600)
+        junits = {j: j.stat().st_size for j in small.rglob("junit.xml")}
+    finally:
+        subprocess.run(["umount", str(small)], check=True)
+    errors = [ln for ln in res.stderr.splitlines() if ln.startswith("kharness: error:")]
+    assert res.returncode == 3, res.stderr[-2000:]
+    assert len(errors) == 1 and "No space left on device" in errors[0], res.stderr[-2000:]
+    assert str(small) in errors[0] and "Traceback" not in res.stderr + res.stdout
+    assert all(junits.values()), junits     # none left empty
 
 
 def test_boot_exec_prints_a_report_it_caused(request, tmp_path):

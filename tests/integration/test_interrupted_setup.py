@@ -1,0 +1,93 @@
+"""Ctrl-C while a first run makes its toolchain root leaves no mount behind.
+
+mmdebstrap mounts /proc, /sys, /dev/pts and a bind of the host's /dev/shm
+inside the root it makes; a first run given up during it (35-46 s on a new
+machine) once left them in the cache, every later run failed, and the
+clean-up's delete walked into them. Here the default kernel's first run is
+interrupted as a terminal does (SIGINT to its process group) at several
+moments of the root's making; each time nothing is mounted under the cache
+and nothing of ours runs on, and then a run succeeds.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from harness import arches, mounts
+from harness.kbuild import toolchain
+from harness.kernels import resolve
+from harness.pytest_plugin import resolved
+
+MAKING = "toolchain root with"
+
+
+def boot(cache: Path, out: Path, opt) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "harness.cli", "boot", f"--kernel={opt('--kernel')}",
+         f"--arch={opt('--arch')}", f"--out={out}", "--exec", "uname -r"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "KHARNESS_CACHE": str(cache)}, start_new_session=True)
+
+
+def ours_running(cache: Path) -> list[str]:
+    """Processes whose command line names the cache: mmdebstrap, apt, dpkg."""
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        if str(cache) in cmd:
+            found.append(f"{pid}: {cmd[:120]}")
+    return found
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="toolchain roots are made as root")
+def test_ctrl_c_while_the_toolchain_root_is_made(tmp_path, request):
+    opt = resolved(request.config)
+    kernel = resolve(opt("--kernel"), arches.get(opt("--arch")))
+    if toolchain.for_kernel(kernel).root is None:
+        pytest.skip(f"{kernel.release} builds its modules on the host: no root is made")
+    cache = tmp_path / "cache"
+    for n, after in enumerate((1.0, 8.0, 20.0)):
+        run = boot(cache, tmp_path / f"out{n}", opt)
+        seen = threading.Event()
+        err: list[str] = []
+
+        def read(run: subprocess.Popen = run, seen: threading.Event = seen,
+                 err: list[str] = err) -> None:
+            assert run.stderr is not None
+            for line in run.stderr:
+                err.append(line)
+                if MAKING in line:
+                    seen.set()
+
+        reader = threading.Thread(target=read, daemon=True)
+        reader.start()
+        deadline = time.monotonic() + 900
+        while not seen.wait(1):
+            assert run.poll() is None and time.monotonic() < deadline, \
+                f"the root was never made: {''.join(err)[-2000:]}"
+        time.sleep(after)
+        os.killpg(run.pid, signal.SIGINT)
+        assert run.wait(60) == 130, "".join(err)[-2000:]
+        reader.join(10)
+        assert "Traceback" not in "".join(err)
+        assert mounts.under(cache) == [], f"mounted after Ctrl-C {after}s into mmdebstrap"
+        deadline = time.monotonic() + 10
+        while ours_running(cache) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert ours_running(cache) == []
+    run = boot(cache, tmp_path / "out-last", opt)
+    out, errs = run.communicate(timeout=1500)
+    assert run.returncode == 0, errs[-3000:]
+    assert out.strip() == kernel.release
+    assert mounts.under(cache) == []
