@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import NoReturn
 
-from harness import arches, mutants, nightly, options, repro, session, workflows
+from harness import arches, claims, mutants, nightly, options, repro, session, workflows
 from harness.arches import Arch
 from harness.errors import KhError, UsageError
 from harness.guest import Guest, Result, Target
@@ -405,6 +405,12 @@ def parser() -> Parser:
     return ap
 
 
+# Commands whose files lie at the top of --out (a matrix, a report): one at
+# a time there. The others claim the folders they write (boot/, repro/, a
+# nightly job's), so shards of one night share an --out.
+WRITES_ALL_OF_OUT = ("run", "validate", "bisect", "mutants")
+
+
 def _terminate(signum: int, frame: object) -> None:
     raise Terminated
 
@@ -414,6 +420,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args = parser().parse_args(argv)
         args = options.resolve(args.cmd, vars(args))
+        if args.cmd in WRITES_ALL_OF_OUT:
+            claims.claim(args.out)
         return args.func(args)
     except KhError as e:
         print(f"kharness: error: {e}", file=sys.stderr)

@@ -17,8 +17,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from harness import arches, kernels, mutants, repro, session, workflows
+from harness.apt import SERIES
 from harness.arches import Arch
 from harness.errors import KhError, UsageError
+from harness.kbuild import kconfig
 from harness.kbuild import kernel as kbuild
 from harness.util import progress
 
@@ -48,85 +50,221 @@ class Job:
                 "optional": self.optional}
 
 
-def _line_of(text: str, needle: str) -> int:
-    """The line of the file where a value stands, for the error message."""
-    for n, line in enumerate(text.splitlines(), 1):
-        if needle in line:
-            return n
-    return 0
+TOP_KEYS = {"arches", "job"}
 
 
-def load(path: Path) -> list[Job]:
-    """The jobs of a matrix file; any mistake is one UsageError naming the line."""
-    try:
-        text = path.read_text()
-    except OSError as e:
-        raise UsageError(f"cannot read the matrix {path}: {e.strerror}") from None
-    try:
-        doc = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as e:
-        raise UsageError(f"{path}: {e}") from None
+class Reader:
+    """A matrix file's text and the line where each thing stands, so every
+    mistake is one UsageError with the file's real line number."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        try:
+            data = path.read_bytes()
+        except OSError as e:
+            raise UsageError(f"cannot read the matrix {path}: {e.strerror}") from None
+        try:
+            self.text = data.decode()
+        except UnicodeDecodeError:
+            raise UsageError(f"{path} is not a text file: the nightly matrix is TOML "
+                             f"(see ci/nightly.toml)") from None
+        self.lines = self.text.splitlines()
+        self.jobs_at = [n for n, line in enumerate(self.lines, 1)
+                        if re.match(r"\s*\[\[\s*job\s*\]\]", line)]
+
+    def line_of(self, needle: str, job: int | None = None) -> int:
+        """The first line at or after job number `job`'s header holding needle
+        as a key (`needle =`) or else anywhere; the header's line if none."""
+        first = self.jobs_at[job] if job is not None and job < len(self.jobs_at) else 1
+        last = (self.jobs_at[job + 1] - 1 if job is not None and job + 1 < len(self.jobs_at)
+                else len(self.lines))
+        window = list(enumerate(self.lines[first - 1:last], first))
+        for n, line in window:
+            if re.match(rf"\s*{re.escape(needle)}\s*=", line):
+                return n
+        return next((n for n, line in window if needle in line), first)
+
+    def bad(self, what: str, needle: str, job: int | None = None) -> UsageError:
+        return UsageError(f"{self.path}:{self.line_of(needle, job)}: {what}")
+
+
+def _strings(value: object) -> bool:
+    return isinstance(value, list) and all(isinstance(v, str) and v for v in value)
+
+
+def _arches(value: object, r: Reader, where: str, job: int | None) -> list[Arch]:
+    key = "arches"
+    if not _strings(value) or not value:
+        raise r.bad(f"{where}arches must be a list of arch names, e.g. [\"x86_64\", "
+                    f"\"arm64\"], not {value!r}", key, job)
+    out = []
+    assert isinstance(value, list)
+    for a in value:
+        try:
+            out.append(arches.get(a))
+        except UsageError as e:
+            raise r.bad(f"{where}{e}", f'"{a}"', job) from None
+    return out
+
+
+def _source_ok(spec: str) -> str | None:
+    """Why a source spec cannot be used, or None (nothing is downloaded)."""
+    if spec.startswith("debian-source:"):
+        series = spec.partition(":")[2]
+        if series not in SERIES:
+            return f"unknown Debian series '{series}' (known: {', '.join(SERIES)})"
+        return None
+    p = Path(spec).expanduser()
+    if p.is_dir() or (p.is_file() and ".tar" in p.name):
+        return None
+    return f"source {spec!r} is not a kernel tree, a .tar.* of one, or debian-source:<series>"
+
+
+def _check_job(spec: dict, n: int, r: Reader, default_arches: list[Arch]) -> list[Job]:
+    """One [[job]] table, checked key by key, as the jobs it expands to."""
+    name = spec.get("name")
+    if not isinstance(name, str) or not re.fullmatch(r"[\w.-]+", name):
+        raise r.bad(f"a job needs a name of letters, digits, '.', '_' or '-', not {name!r}",
+                    "name", n)
 
     def bad(what: str, needle: str) -> UsageError:
-        return UsageError(f"{path}:{_line_of(text, needle)}: {what}")
+        return r.bad(f"job {name}: {what}", needle, n)
 
-    default_arches = doc.get("arches", [arches.host().name])
-    jobs: list[Job] = []
-    for spec in doc.get("job", []):
-        name = spec.get("name")
-        if not isinstance(name, str) or not re.fullmatch(r"[\w.-]+", name):
-            raise bad(f"a job needs a name of letters, digits, '.', '_' or '-', not {name!r}",
-                      "[[job]]")
-        unknown = set(spec) - JOB_KEYS
-        if unknown:
-            raise bad(f"job {name}: unknown key(s) {', '.join(sorted(unknown))}: use "
-                      f"{', '.join(sorted(JOB_KEYS))}", sorted(unknown)[0])
-        if bool(spec.get("kernels")) == bool(spec.get("source")):
-            raise bad(f"job {name}: give either kernels = [...] or source = ...", name)
-        job_arches = []
-        for a in spec.get("arches", default_arches):
-            try:
-                job_arches.append(arches.get(a))
-            except UsageError as e:
-                raise bad(f"job {name}: {e}", f'"{a}"') from None
-        for k in spec.get("kernels", []):
+    unknown = set(spec) - JOB_KEYS
+    if unknown:
+        raise bad(f"unknown key(s) {', '.join(sorted(unknown))}: use "
+                  f"{', '.join(sorted(JOB_KEYS))}", sorted(unknown)[0])
+    kernel_specs, source = spec.get("kernels"), spec.get("source")
+    if (kernel_specs is None) == (source is None):
+        raise bad("give either kernels = [...] or source = ...", "name")
+    if kernel_specs is not None:
+        if not _strings(kernel_specs) or not kernel_specs:
+            raise bad(f"kernels must be a list of kernel specs, e.g. [\"debian:6.12\"], "
+                      f"not {kernel_specs!r}", "kernels")
+        for k in kernel_specs:
             try:
                 kernels.validate(k)
             except UsageError as e:
-                raise bad(f"job {name}: {e}", f'"{k}"') from None
-        cpus = spec.get("cpus")
-        if cpus is not None and (not isinstance(cpus, int) or cpus < 1):
-            raise bad(f"job {name}: cpus must be a whole number of at least 1", "cpus")
-        optional = spec.get("optional", False)
-        if not isinstance(optional, bool):
-            raise bad(f"job {name}: optional must be true or false", "optional")
-        folder = spec.get("mutants", "")
-        if folder:
-            if not spec.get("source"):
-                raise bad(f"job {name}: mutants need the source they patch (source = ...)",
-                          "mutants")
-            folder = str((path.parent / folder).resolve())
-        boot = spec.get("boot")
-        if boot is not None and boot not in session.BOOT_PATHS:
-            raise bad(f"job {name}: boot must be one of {', '.join(session.BOOT_PATHS)}",
-                      "boot")
-        rep = spec.get("repro", {})
-        if rep and (set(rep) != REPRO_KEYS or not isinstance(rep.get("rounds"), int)):
-            raise bad(f"job {name}: repro needs exactly {', '.join(sorted(REPRO_KEYS))} "
-                      f"(rounds a number)", "repro")
+                raise bad(str(e), f'"{k}"') from None
+    config = spec.get("config", ["base"])
+    if source is not None:
+        if not isinstance(source, str) or not source:
+            raise bad(f"source must be a kernel tree, a .tar.* or debian-source:<series>, "
+                      f"not {source!r}", "source")
+        if (why := _source_ok(source)) is not None:
+            raise bad(why, "source")
+        if not _strings(config) or not config:
+            raise bad(f"config must be a list of kconfig fragments, e.g. [\"base\"], "
+                      f"not {config!r}", "config")
+    elif "config" in spec:
+        raise bad("config goes with source = ... (a kernel built here)", "config")
+    job_arches = _arches(spec.get("arches", [a.name for a in default_arches]), r,
+                         f"job {name}: ", n)
+    if source is not None:
         for arch in job_arches:
-            for kernel in spec.get("kernels", []) or [""]:
-                what = kernel.replace(":", "-") if kernel else \
-                    spec["source"].replace(":", "-").rsplit("/", 1)[-1]
-                jobs.append(Job(f"{name}-{what}-{arch}", arch, kernel, spec.get("source", ""),
-                                tuple(spec.get("config", ["base"])), cpus, spec.get("k"), rep,
-                                boot, folder, optional))
+            try:
+                kconfig.resolve_fragments(list(config), arch)
+            except UsageError as e:
+                raise bad(str(e), "config") from None
+    cpus = spec.get("cpus")
+    if cpus is not None and (isinstance(cpus, bool) or not isinstance(cpus, int) or cpus < 1):
+        raise bad(f"cpus must be a whole number of at least 1, not {cpus!r}", "cpus")
+    k = spec.get("k")
+    if k is not None and (not isinstance(k, str) or not k.strip()):
+        raise bad(f"k must be a pytest -k expression, not {k!r}", "k")
+    optional = spec.get("optional", False)
+    if not isinstance(optional, bool):
+        raise bad("optional must be true or false", "optional")
+    boot = spec.get("boot")
+    if boot is not None and boot not in session.BOOT_PATHS:
+        raise bad(f"boot must be one of {', '.join(session.BOOT_PATHS)}, not {boot!r}", "boot")
+    folder = _mutants_of(spec, r.path, bad)
+    rep = _repro_of(spec.get("repro", {}), bad)
+    jobs = []
+    for arch in job_arches:
+        for kernel in kernel_specs or [""]:
+            what = kernel.replace(":", "-") if kernel else \
+                str(source).replace(":", "-").rsplit("/", 1)[-1]
+            jobs.append(Job(f"{name}-{what}-{arch}", arch, kernel, source or "",
+                            tuple(config) if source else ("base",), cpus, k, rep, boot,
+                            folder, optional))
+    return jobs
+
+
+def _mutants_of(spec: dict, path: Path, bad) -> str:
+    folder = spec.get("mutants", "")
+    if not folder:
+        return ""
+    if not isinstance(folder, str):
+        raise bad(f"mutants must be a folder of mutant patches, not {folder!r}", "mutants")
+    if not spec.get("source"):
+        raise bad("mutants need the source they patch (source = ...)", "mutants")
+    resolved = (path.parent / folder).resolve()
+    if not any(resolved.glob("*.patch")):
+        raise bad(f"mutants: no *.patch files in {resolved}", "mutants")
+    return str(resolved)
+
+
+def _repro_of(rep: object, bad) -> dict:
+    if rep == {}:
+        return {}
+    if not isinstance(rep, dict) or set(rep) != REPRO_KEYS:
+        raise bad(f"repro needs exactly {', '.join(sorted(REPRO_KEYS))}", "repro")
+    if not isinstance(rep["signature"], str) or not rep["signature"].strip():
+        raise bad("repro's signature must be the text of the kernel report to wait for, "
+                  "not empty", "repro")
+    rounds = rep["rounds"]
+    if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 1:
+        raise bad(f"repro's rounds must be a whole number of at least 1, not {rounds!r}",
+                  "repro")
+    if not isinstance(rep["command"], str) or not rep["command"].strip():
+        raise bad("repro's command must be the guest command to run, not empty", "repro")
+    return rep
+
+
+def load(path: Path) -> list[Job]:
+    """The jobs of a matrix file, checked whole before any job runs: any
+    mistake is one UsageError naming the file's line."""
+    r = Reader(path)
+    try:
+        doc = tomllib.loads(r.text)
+    except tomllib.TOMLDecodeError as e:
+        raise UsageError(f"{path}: {e}") from None
+    unknown = set(doc) - TOP_KEYS
+    if unknown:
+        first = sorted(unknown)[0]
+        raise r.bad(f"unknown key(s) {', '.join(sorted(unknown))}: the matrix has "
+                    f"arches = [...] and [[job]] tables", first)
+    default_arches = _arches(doc.get("arches", [arches.host().name]), r, "", None)
+    specs = doc.get("job", [])
+    if not isinstance(specs, list) or not all(isinstance(j, dict) for j in specs):
+        raise r.bad("job must be [[job]] tables", "job")
+    if not specs:
+        raise UsageError(f"{path}: no [[job]] in the matrix")
+    jobs = [j for n, spec in enumerate(specs) for j in _check_job(spec, n, r, default_arches)]
     ids = [j.id for j in jobs]
     twice = sorted({i for i in ids if ids.count(i) > 1})
     if twice:
-        raise bad(f"job ids twice: {', '.join(twice)}: give the jobs other names", twice[0])
-    if not jobs:
-        raise UsageError(f"{path}: no [[job]] in the matrix")
+        raise r.bad(f"job ids twice: {', '.join(twice)}: give the jobs other names",
+                    twice[0].split("-")[0])
+    return jobs
+
+
+def select(jobs: list[Job], names: str | None, shard: tuple[int, int] | None,
+           matrix: str) -> list[Job]:
+    """The jobs this invocation runs or lists: --job names them (optional
+    ones only so), --shard I/N takes every N-th from the I-th."""
+    named = names.split(",") if names else []
+    unknown = [n for n in named if n not in {j.id for j in jobs}]
+    if unknown:
+        raise UsageError(f"no job {unknown[0]!r} in {matrix}: see --list")
+    if named:
+        jobs = [j for j in jobs if j.id in named]
+    else:
+        jobs = [j for j in jobs if not j.optional]
+    if shard:
+        i, n = shard
+        jobs = jobs[i - 1::n]
     return jobs
 
 
@@ -169,26 +307,17 @@ def run_mutants(job: Job, args: argparse.Namespace, out: Path) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    jobs = load(Path(args.matrix))
-    named = set(args.job.split(",")) if args.job else set()
-    jobs = [j for j in jobs if not j.optional or j.id in named]
+    jobs = select(load(Path(args.matrix)), args.job, args.shard, args.matrix)
     if args.list:
         if args.json:
             print(json.dumps({"include": [{"job": j.id} for j in jobs]}))
         else:
             print("\n".join(j.id for j in jobs))
         return 0
-    if args.job:
-        wanted = [j for j in jobs if j.id in args.job.split(",")]
-        if len(wanted) != len(set(args.job.split(","))):
-            raise UsageError(f"no job {args.job!r} in {args.matrix}: see --list")
-        jobs = wanted
-    if args.shard:
+    if not jobs:
         i, n = args.shard
-        jobs = jobs[i - 1::n]
-        if not jobs:
-            progress(f"shard {i}/{n}: the matrix has no job for it")
-            return 0
+        progress(f"shard {i}/{n}: the matrix has no job for it")
+        return 0
     t0 = time.monotonic()
     # Kernels first (downloads, source builds: one at a time, they share CPUs
     # and caches), then the suites side by side, then the races.

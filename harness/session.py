@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness import arches, remote
+from harness import arches, claims, remote
 from harness.arches import Arch
 from harness.errors import KhError, UsageError
 from harness.guest import Guest, GuestDied, Target
@@ -86,7 +86,10 @@ def prepare(kernel_spec: str | None, arch: Arch | None, *, boot: str, outdir: Pa
             cpus: int = 1, offline: bool = False, target: remote.Access | None = None,
             guest: dict | None = None) -> Prepared:
     """Kernel, modules and helpers, made once a run (the values were checked
-    by harness/options.py). With a target, the kernel is the one it runs."""
+    by harness/options.py). With a target, the kernel is the one it runs.
+    outdir is this run's alone (harness.claims) before anything is made."""
+    outdir = outdir.resolve()
+    claims.claim(outdir)
     conn = None
     if target is not None:
         conn = remote.Connection.open(target)
@@ -105,8 +108,6 @@ def prepare(kernel_spec: str | None, arch: Arch | None, *, boot: str, outdir: Pa
     bins = helpers.build(kernel.arch)
     if boot == "initramfs":
         initramfs.busybox_for(kernel.arch)  # a download for a foreign arch: now, not mid-run
-    outdir = outdir.resolve()
-    outdir.mkdir(parents=True, exist_ok=True)
     spec = MachineSpec(workdir=outdir, accel=accel, cpus=cpus, **(guest or {}))
     return Prepared(kernel, built, bins, boot, outdir, spec, target=target, conn=conn)
 

@@ -21,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from harness import options, repro, session, spawn
+from harness import claims, options, repro, session, spawn
 from harness.arches import Arch
 from harness.errors import KhError, UsageError
 from harness.kbuild import kconfig, patches, source
@@ -128,7 +128,7 @@ def suite_paths(suites: list[str]) -> list[str]:
 
 
 def _start_suite(args: argparse.Namespace, job: SuiteJob, quiet: bool) -> subprocess.Popen:
-    job.out.mkdir(parents=True, exist_ok=True)
+    claims.claim(job.out)   # its pytest inherits the claim
     job.junit.unlink(missing_ok=True)
     argv = [sys.executable, "-m", "pytest", *suite_paths(getattr(args, "suite", None) or ["all"]),
             "-p", "no:cacheprovider", "-q",

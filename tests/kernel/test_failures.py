@@ -186,6 +186,32 @@ def test_full_disk_under_run_out_is_one_line_and_exit_3(request, tmp_path, size)
     assert all(junits.values()), junits     # none left empty
 
 
+def test_two_boots_with_one_out_do_not_share_a_folder(request, tmp_path):
+    """The second `kharness boot` with the same --out stops in one line while
+    the first runs; the first's console log and dmesg are its own."""
+    opt = option(request)
+    argv = [sys.executable, "-m", "harness.cli", "boot", f"--kernel={opt('--kernel')}",
+            f"--arch={opt('--arch')}", f"--boot={opt('--boot')}", f"--out={tmp_path}"]
+    first = subprocess.Popen([*argv, "--exec", "sleep 5; uname -r"], stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+    lock = tmp_path / "boot" / ".kh-lock"
+    deadline = time.monotonic() + 300
+    while not (lock.exists() and lock.read_text()):
+        assert first.poll() is None and time.monotonic() < deadline, first.communicate()
+        time.sleep(0.1)
+    second = subprocess.run([*argv, "--exec", "true"], capture_output=True, text=True,
+                            timeout=120)
+    out, err = first.communicate(timeout=600)
+    assert first.returncode == 0, err[-2000:]
+    assert second.returncode == 2, second.stderr
+    assert second.stderr.strip().splitlines() == [
+        f"kharness: error: {tmp_path / 'boot'} is being written by {lock.read_text().strip()}"
+        f": wait for it to end, or give this run another --out"]
+    assert sorted(p.name for p in (tmp_path / "boot").glob("boot-*")) == ["boot-1"]
+    assert (tmp_path / "boot" / "boot-1" / "console.log").read_text().count(
+        "Linux version") == 1
+
+
 def test_boot_exec_prints_a_report_it_caused(request, tmp_path):
     opt = option(request)
     res = subprocess.run(

@@ -47,6 +47,73 @@ def test_bad_matrix_is_one_line_with_its_line_number(tmp_path, body, words):
     assert words in str(e.value) and "\n" not in str(e.value)
 
 
+JOB = '[[job]]\nname = "a"\n'
+
+
+@pytest.mark.parametrize("body,words", [
+    ('arches = ["x86_64"]\nnightly = true\n' + JOB + 'kernels = ["debian:7.2"]\n',
+     ":2: unknown key(s) nightly: the matrix has arches = [...] and [[job]] tables"),
+    ('arches = []\n' + JOB + 'kernels = ["debian:7.2"]\n',
+     ":1: arches must be a list of arch names"),
+    ('arches = "x86_64"\n' + JOB + 'kernels = ["debian:7.2"]\n',
+     ":1: arches must be a list of arch names"),
+    (JOB + 'kernels = "debian:6.12"\n',
+     ":3: job a: kernels must be a list of kernel specs, e.g. [\"debian:6.12\"], not "
+     "'debian:6.12'"),
+    (JOB + 'kernels = []\n', ":3: job a: kernels must be a list"),
+    (JOB + 'kernels = ["debian:7.2"]\nrepro = {signature = "", rounds = 5, command = "x"}\n',
+     ":4: job a: repro's signature must be the text of the kernel report"),
+    (JOB + 'kernels = ["debian:7.2"]\nrepro = {signature = "W", rounds = -1, command = "x"}\n',
+     ":4: job a: repro's rounds must be a whole number of at least 1, not -1"),
+    (JOB + 'kernels = ["debian:7.2"]\nrepro = {signature = "W", rounds = 3, command = " "}\n',
+     ":4: job a: repro's command must be the guest command"),
+    (JOB + 'source = "/nonexistent"\n',
+     ":3: job a: source '/nonexistent' is not a kernel tree"),
+    (JOB + 'source = "debian-source:5.4"\n', ":3: job a: unknown Debian series '5.4'"),
+    (JOB + 'source = "debian-source:7.2"\nconfig = ["nosuchfrag"]\n',
+     ":4: job a: kconfig fragment 'nosuchfrag' not found"),
+    (JOB + 'source = "debian-source:7.2"\nconfig = "base"\n',
+     ":4: job a: config must be a list of kconfig fragments"),
+    (JOB + 'kernels = ["debian:7.2"]\nconfig = ["base"]\n',
+     ":4: job a: config goes with source"),
+    (JOB + 'kernels = ["debian:7.2"]\ncpus = true\n', ":4: job a: cpus must be a whole"),
+    (JOB + 'kernels = ["debian:7.2"]\nk = ""\n', ":4: job a: k must be a pytest -k"),
+    (JOB + 'kernels = ["debian:7.2"]\n\n[[job]]\nname = "b"\nkernels = ["debian:6.1"]\n'
+     'cpus = 0\n', ":8: job b: cpus"),
+    ('job = 3\n', ":1: job must be [[job]] tables"),
+])
+def test_the_matrix_is_checked_whole(tmp_path, body, words):
+    path = tmp_path / "nightly.toml"
+    path.write_text(body)
+    with pytest.raises(UsageError) as e:
+        nightly.load(path)
+    assert f"{path}{words}" in str(e.value) and "\n" not in str(e.value)
+
+
+def test_a_binary_matrix_is_one_line(tmp_path):
+    path = tmp_path / "nightly.toml"
+    path.write_bytes(b"\x7fELF\xff\xfe\x00\x01")
+    with pytest.raises(UsageError, match="is not a text file: the nightly matrix is TOML"):
+        nightly.load(path)
+
+
+def nightly_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "harness.cli", "nightly", *args],
+                          capture_output=True, text=True, timeout=60)
+
+
+def test_list_honours_job_and_shard():
+    matrix = str(REPO / "ci" / "nightly.toml")
+    every = nightly_cli(matrix, "--list").stdout.split()
+    assert len(every) > 3
+    res = nightly_cli(matrix, "--list", "--job", "nosuchjob")
+    assert res.returncode == 2 and res.stdout == ""
+    assert res.stderr.strip() == (f"kharness: error: no job 'nosuchjob' in {matrix}: "
+                                  f"see --list")
+    assert nightly_cli(matrix, "--list", "--shard", "2/3").stdout.split() == every[1::3]
+    assert nightly_cli(matrix, "--list", "--job", every[4]).stdout.split() == [every[4]]
+
+
 def test_nightly_refuses_a_bad_matrix_before_any_job(tmp_path):
     path = tmp_path / "nightly.toml"
     path.write_text('[[job]]\nname = "a"\nkernels = ["debian:6.12", "fedora:40"]\n')
@@ -120,6 +187,8 @@ def test_an_optional_mutants_job_runs_only_when_named(tmp_path):
     m.write_text('[[job]]\nname = "s"\nkernels = ["debian:6.12"]\narches = ["x86_64"]\n\n'
                  '[[job]]\nname = "mut"\nsource = "debian-source:7.2"\nmutants = "muts"\n'
                  'arches = ["x86_64"]\noptional = true\n')
+    (tmp_path / "muts").mkdir()
+    (tmp_path / "muts" / "one.patch").write_text("Subject: x\n")
     jobs = nightly.load(m)
     (mut,) = [j for j in jobs if j.mutants]
     assert mut.optional and mut.mutants == str(tmp_path / "muts")
