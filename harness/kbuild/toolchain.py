@@ -26,8 +26,13 @@ from harness.errors import KhError
 from harness.kernel import Kernel
 from harness.util import cache_root, run, step
 
-# A command run with this in front mounts only in a namespace of its own.
-PRIVATE_MOUNTS = ["unshare", "--mount", "--propagation", "private"]
+# A command run with this in front mounts only in a mount namespace of its
+# own, and is PID 1 of a PID namespace that --kill-child ends with unshare
+# (which dies with us, harness.spawn): when it goes, the kernel kills all it
+# started (apt, dpkg, the compilers) and its mounts go with the namespace,
+# however kharness ended.
+PRIVATE_MOUNTS = ["unshare", "--mount", "--propagation", "private", "--pid", "--fork",
+                  "--kill-child", "--mount-proc"]
 
 
 @dataclass(frozen=True)
