@@ -316,26 +316,35 @@ def _bench_target(args: argparse.Namespace, spec: str | None, arch: Arch | None)
 
 
 def cmd_parse(args: argparse.Namespace) -> int:
-    """Kernel reports in console logs (or stdin), titled as syzkaller does."""
+    """Kernel reports in console logs (or stdin), titled as syzkaller does;
+    each log read as a stream, so its size does not matter."""
+    for name in args.logs:      # every path first: none half-done for a typo
+        if name != "-" and not os.access(name, os.R_OK):
+            why = "no such file" if not os.path.exists(name) else "not readable"
+            raise UsageError(f"cannot read {name}: {why}")
+        if name != "-" and os.path.isdir(name):
+            raise UsageError(f"cannot read {name}: it is a directory; give log files")
     total = 0
     for name in args.logs:
-        try:
-            text = sys.stdin.read() if name == "-" else Path(name).read_text(errors="replace")
-        except OSError as e:
-            raise UsageError(f"cannot read {name}: {e.strerror}") from None
-        found = reports.parse(text)
-        total += len(found)
-        for r in found:
-            if args.json:
-                print(json.dumps({"log": name, **r.to_dict()}))
-                continue
-            print(f"{name}:{r.start + 1}: {r.title}")
-            print(f"  kind: {r.kind.value}; corrupted: "
-                  f"{'yes: ' + r.reason if r.corrupted else 'no'}")
-            print("\n".join(f"  | {line}" for line in r.lines))
+        with (open(sys.stdin.fileno(), "rb", closefd=False) if name == "-"
+              else open(name, "rb")) as stream:
+            found = 0
+            for r in reports.parse_stream(reports.lines_of(stream)):
+                found += 1
+                _print_report(name, r, args.json)
+        total += found
         if not found and not args.json:
             print(f"{name}: no kernel report")
     return 1 if total else 0
+
+
+def _print_report(name: str, r: reports.Report, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps({"log": name, **r.to_dict()}))
+        return
+    print(f"{name}:{r.start + 1}: {r.title}")
+    print(f"  kind: {r.kind.value}; corrupted: {'yes: ' + r.reason if r.corrupted else 'no'}")
+    print("\n".join(f"  | {line}" for line in r.lines))
 
 
 class Parser(argparse.ArgumentParser):
@@ -360,7 +369,8 @@ COMMANDS = {
     "bisect": (cmd_bisect, "find the patch of a series (or the git commit) after which a "
                            "test fails or a report shows"),
     "bisect-step": (cmd_bisect_step, "one step for 'git bisect run': build the tree as it "
-                                     "is, run -k; exit 0 good, 1 bad, 125 skip"),
+                                     "is, run -k; exit 0 good, 1 bad, 125 skip, 128 bad input "
+                                     "(git bisect stops)"),
     "mutants": (cmd_mutants, "build the kernel with each mutant patch (tests/data/mutants), "
                              "run the suite on each, print which tests caught which"),
     "nightly": (cmd_nightly, "run the nightly matrix file (ci/nightly.toml): all its jobs "
@@ -405,6 +415,10 @@ def parser() -> Parser:
     return ap
 
 
+# `git bisect run` skips a commit on 125 and marks it bad on 1-127: bad
+# input to bisect-step must stop the bisection instead (128 and above).
+BISECT_ABORT = 128
+
 # Commands whose files lie at the top of --out (a matrix, a report): one at
 # a time there. The others claim the folders they write (boot/, repro/, a
 # nightly job's), so shards of one night share an --out.
@@ -427,6 +441,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"kharness: error: {e}", file=sys.stderr)
         if e.detail:
             print(e.detail, file=sys.stderr)
+        if e.exit_code == 2 and (argv if argv is not None else sys.argv[1:])[:1] == \
+                ["bisect-step"]:
+            return BISECT_ABORT
         return e.exit_code
     except BrokenPipeError:
         # The reader went away (| head): what it wanted, it has.

@@ -161,6 +161,20 @@ def _path(text: str) -> Path:
     return Path(text).expanduser()
 
 
+def _known_hosts(text: str) -> Path:
+    """A known_hosts file: it may not exist yet (--accept-new-host-key makes
+    it), but it cannot be a directory, and its folder must exist."""
+    path = Path(text).expanduser()
+    if path.is_dir():
+        raise UsageError(f"--known-hosts {text}: is a directory; give a known_hosts file "
+                         f"(e.g. {path / 'known_hosts'})")
+    if not path.parent.is_dir():
+        raise UsageError(f"--known-hosts {text}: {path.parent} is not a directory")
+    if path.exists() and not os.access(path, os.R_OK):
+        raise UsageError(f"--known-hosts {text}: not a readable file")
+    return path
+
+
 def _duration(text: str) -> float:
     m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smh]?)\s*", text)
     if not m or float(m.group(1)) <= 0:
@@ -242,7 +256,7 @@ TABLE = (
     Option(("--identity",), "SSH private key for --target (default: ssh-agent and "
            "~/.ssh/id_*)", GUESTS, None, _readable("--identity")),
     Option(("--known-hosts",), "known_hosts file checked (and, with --accept-new-host-key, "
-           "added to) besides ~/.ssh/known_hosts", GUESTS, None, _path),
+           "added to) besides ~/.ssh/known_hosts", GUESTS, None, _known_hosts),
     Option(("--accept-new-host-key",), "trust the key of a --target seen for the first time "
            "and record it (OpenSSH's accept-new); a changed key is still refused", GUESTS,
            False, flag=True),

@@ -18,6 +18,7 @@ import shutil
 import sys
 import time
 from pathlib import Path
+from typing import NoReturn
 
 import pytest
 
@@ -39,7 +40,7 @@ def pytest_configure(config: pytest.Config) -> None:
     try:
         config.stash[SETTINGS] = options.from_pytest(config)
     except UsageError as e:
-        pytest.exit(f"kharness: error: {e}", returncode=e.exit_code)
+        stop_session(config, str(e), e)
     for line in (
         "kernel(spec): run only where the kernel matches, e.g. '>=7.2' or '<6.12'",
         "arch(name): run only on this guest arch",
@@ -85,6 +86,23 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(qemu)
 
 
+def uncaptured(config: pytest.Config):
+    """Lines for the terminal itself, not a test's capture."""
+    capman = config.pluginmanager.getplugin("capturemanager")
+    return capman.global_and_fixture_disabled() if capman else contextlib.nullcontext()
+
+
+def stop_session(config: pytest.Config, message: str, error: KhError) -> NoReturn:
+    """The session ends with the error's exit status and its one line on
+    stderr, as kharness says it everywhere (pytest's own banner for an exit
+    goes to stdout); the detail lines (a console tail) follow it."""
+    with uncaptured(config):
+        print(f"kharness: error: {message}", file=sys.stderr, flush=True)
+        if error.detail:
+            print(error.detail, file=sys.stderr, flush=True)
+    pytest.exit(f"kharness: {message}", returncode=error.exit_code)
+
+
 class GuestPool:
     """The session's guests, one a set of settings; a dead one is replaced on demand."""
 
@@ -103,8 +121,7 @@ class GuestPool:
 
     def uncaptured(self):
         """Progress of downloads, builds and boots reaches the terminal, not a capture."""
-        capman = self.config.pluginmanager.getplugin("capturemanager")
-        return capman.global_and_fixture_disabled() if capman else contextlib.nullcontext()
+        return uncaptured(self.config)
 
     def prepared(self) -> session.Prepared:
         if self.prep is None:
@@ -117,8 +134,7 @@ class GuestPool:
                         cpus=s.cpus, offline=s.offline, target=session.access(s),
                         guest=session.settings(s))
             except KhError as e:
-                detail = f"\n{e.detail}" if e.detail else ""
-                pytest.exit(f"kharness: {e}{detail}", returncode=e.exit_code)
+                stop_session(self.config, str(e), e)
         return self.prep
 
     def get(self, **settings) -> Target:
@@ -141,9 +157,7 @@ class GuestPool:
                     guest = self.guests[key] = session.start(prep)
             except KhError as e:
                 # A kernel that does not boot once will not boot for the next test.
-                detail = f"\n{e.detail}" if e.detail else ""
-                pytest.exit(f"kharness: the guest did not boot: {e}{detail}",
-                            returncode=e.exit_code)
+                stop_session(self.config, f"the guest did not boot: {e}", e)
         return guest
 
     def variant(self, key: tuple) -> session.Prepared:
@@ -336,8 +350,9 @@ def _cannot_write(exc: BaseException | None) -> str | None:
 def _stop_for_disk(session: pytest.Session, why: str) -> None:
     if DISK_FULL not in session.config.stash:
         session.config.stash[DISK_FULL] = why
-        print(f"kharness: error: {why}; what was written so far stays", file=sys.stderr,
-              flush=True)
+        with uncaptured(session.config):
+            print(f"kharness: error: {why}; what was written so far stays", file=sys.stderr,
+                  flush=True)
     session.shouldstop = why
 
 

@@ -478,6 +478,8 @@ def bisect_step(args: argparse.Namespace) -> int:
     try:
         kernel = kbuild.build(build_request(args, arch))
         verdict, evidence = step_on_kernel(args, kernel, args.out / f"step-{kernel.release}")
+    except UsageError:
+        raise       # bad input: git bisect must stop (cli maps it to 128), not skip
     except KhError as e:
         verdict, evidence = SKIP, str(e)[:200]
     progress(f"bisect step: {verdict}: {evidence}")

@@ -20,10 +20,12 @@ function, linear in the input.
 
 from __future__ import annotations
 
+import codecs
 import enum
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from typing import BinaryIO
 
 
 class Kind(enum.Enum):
@@ -649,6 +651,60 @@ def parse(text: str) -> list[Report]:
         report, next_at = _report_at(raw, i, line, context, oops)
         found.append(report)
     return found
+
+
+WINDOW_LINES = 20000     # a stream is parsed this many lines at a time
+MAX_LINE = 64 * 1024     # a longer "line" (no newline in sight: /dev/zero) is cut
+
+
+def lines_of(stream: BinaryIO, chunk: int = 1 << 20) -> Iterator[str]:
+    """The lines of a byte stream, read a chunk at a time (memory does not
+    grow with the stream, and a Ctrl-C is answered between reads); a line
+    longer than MAX_LINE is cut there and its rest dropped."""
+    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+    part, dropping = "", False
+    while data := stream.read1(chunk) if hasattr(stream, "read1") else stream.read(chunk):
+        pieces = (part + decoder.decode(data)).split("\n")
+        part = pieces.pop()
+        for line in pieces:
+            if not dropping:
+                yield line[:MAX_LINE]
+            dropping = False
+        if len(part) > MAX_LINE:
+            if not dropping:
+                yield part[:MAX_LINE]
+            part, dropping = "", True
+    part += decoder.decode(b"", final=True)
+    if part and not dropping:
+        yield part[:MAX_LINE]
+
+
+def parse_stream(lines: Iterable[str], window: int = WINDOW_LINES) -> Iterator[Report]:
+    """parse() over a stream of lines of any length, WINDOW_LINES at a time:
+    reports as they are found, line numbers those of the whole stream.
+    A report is at most MAX_REPORT_LINES long, so a window parsed with that
+    much of what follows finds every report that starts in it."""
+    buf: list[str] = []
+    base = 0
+    for line in lines:
+        buf.append(line)
+        if len(buf) >= window + MAX_REPORT_LINES:
+            cut = window
+            for r in parse("\n".join(buf)):
+                if r.start >= window:
+                    break
+                cut = max(cut, r.end)
+                yield _moved(r, base)
+            del buf[:cut]
+            base += cut
+    for r in parse("\n".join(buf)):
+        yield _moved(r, base)
+
+
+def _moved(r: Report, by: int) -> Report:
+    r.start += by
+    r.end += by
+    return r
 
 
 def _report_at(raw: list[str], i: int, header: str, context: str,

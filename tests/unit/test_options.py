@@ -88,6 +88,10 @@ FOREIGN = next(a for a in ARCHES.values() if not a.native)
     (["run", "--selftests-source", "/nonexistent"], "--selftests-source /nonexistent: not a "
      "kernel tree"),
     (["run", "--selftests-source", "debian-source:5.4"], "unknown Debian series"),
+    (["boot", "--target", "ssh://b", "--known-hosts", "/tmp"],
+     "--known-hosts /tmp: is a directory; give a known_hosts file (e.g. /tmp/known_hosts)"),
+    (["boot", "--target", "ssh://b", "--known-hosts", "/nonexistent/dir/kh"],
+     "--known-hosts /nonexistent/dir/kh: /nonexistent/dir is not a directory"),
 ])
 def test_bad_input_is_one_line_and_exit_2(args, words):
     res = kh(*args)
@@ -188,6 +192,23 @@ def test_unreachable_target_is_one_line_and_exit_3(tmp_path):
     assert res.stderr.strip().splitlines() == [
         f"kharness: error: cannot connect to ssh://root@127.0.0.1:{port}: connection "
         f"refused (no sshd on port {port}?)"]
+
+
+def test_unreachable_target_under_run_is_one_line_on_stderr(tmp_path):
+    """The suite's pytest says it on stderr, not only in pytest's banner."""
+    res = kh("run", "--target", "ssh://root@127.0.0.1:1", "--out", str(tmp_path))
+    assert res.returncode == 3, res.stderr
+    errors = [ln for ln in res.stderr.splitlines() if ln.startswith("kharness: error:")]
+    assert errors == ["kharness: error: cannot connect to ssh://root@127.0.0.1:1: connection "
+                      "refused (no sshd on port 1?)"]
+
+
+def test_bad_input_to_bisect_step_stops_git_bisect(tmp_path):
+    """125 would make `git bisect run` skip every commit: 128 stops it."""
+    res = kh("bisect-step", "--source", str(tmp_path / "nonexistent"), "-k", "DX2")
+    assert res.returncode == 128, res.stderr
+    assert res.stderr.strip().startswith("kharness: error: unknown kernel source")
+    assert kh("bisect-step", "--cpus", "0").returncode == 128
 
 
 @pytest.mark.parametrize("command", ["nightly", "validate"])

@@ -15,9 +15,12 @@ KH_UPDATE_GOLDENS=1 rewrites the header blocks from the parser, for review.
 
 from __future__ import annotations
 
+import io
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -132,3 +135,60 @@ def test_parse_command(tmp_path):
     clean = subprocess.run([sys.executable, "-m", "harness.cli", "parse", "-"], input="hello\n",
                            capture_output=True, text=True, timeout=60)
     assert clean.returncode == 0 and "no kernel report" in clean.stdout
+
+
+@pytest.mark.parametrize("window", [1, 7, 250, reports.WINDOW_LINES])
+def test_a_stream_parsed_in_windows_finds_what_the_whole_text_does(window):
+    """Every golden, read 777 bytes at a time and parsed `window` lines at a
+    time: the same reports, with the same line numbers."""
+    for path in sorted(DATA.glob("*.log")) + sorted(DATA.glob("*.console")):
+        data = path.read_bytes()
+        whole = [(r.title, r.start, r.end) for r in reports.parse(data.decode(errors="replace"))]
+        streamed = [(r.title, r.start, r.end) for r in reports.parse_stream(
+            reports.lines_of(io.BytesIO(data), chunk=777), window=window)]
+        assert streamed == whole, path.name
+
+
+def test_lines_of_cuts_a_line_without_end():
+    lines = list(reports.lines_of(io.BytesIO(b"a\n" + b"\0" * (3 * reports.MAX_LINE) + b"\nb"),
+                                  chunk=4096))
+    assert lines == ["a", "\0" * reports.MAX_LINE, "b"]
+
+
+def kh_parse(*args: str, **kw) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "harness.cli", "parse", *args],
+                          capture_output=True, text=True, timeout=60, **kw)
+
+
+def test_parse_checks_every_path_before_printing(tmp_path):
+    log = tmp_path / "a.log"
+    log.write_text((DATA / "general-protection-fault.log").read_text())
+    res = kh_parse(str(log), "/nonexistent.log", str(log))
+    assert res.returncode == 2 and res.stdout == ""
+    assert res.stderr.strip() == "kharness: error: cannot read /nonexistent.log: no such file"
+    res = kh_parse(str(tmp_path))
+    assert res.returncode == 2 and "it is a directory" in res.stderr
+
+
+def _rss_mb(pid: int) -> float:
+    for line in open(f"/proc/{pid}/status"):
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+@pytest.mark.parametrize("how", ["path", "stdin"])
+def test_parse_of_an_endless_stream_stays_small_and_stops_on_ctrl_c(how):
+    """/dev/zero: no newline ever. Memory does not grow with what was read,
+    and SIGINT ends it with 130 (stdin too)."""
+    argv = [sys.executable, "-m", "harness.cli", "parse", "/dev/zero" if how == "path" else "-"]
+    with open("/dev/zero", "rb") as zero:
+        p = subprocess.Popen(argv, stdin=zero if how == "stdin" else subprocess.DEVNULL,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+        time.sleep(3)          # some GB of zeros
+        rss = _rss_mb(p.pid)
+        p.send_signal(signal.SIGINT)
+        out, err = p.communicate(timeout=30)
+    assert rss < 200, f"{rss:.0f} MB after 3 s of /dev/zero"
+    assert p.returncode == 130 and err.strip().splitlines()[-1] == "kharness: interrupted"
