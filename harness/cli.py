@@ -187,16 +187,11 @@ def cmd_repro(args: argparse.Namespace) -> int:
         rep.label = f"stress {','.join(stress)}" if stress else ("no stress" if args.stress
                                                                    else "")
         runs.append(rep)
-    where = ["--target", str(args.target)] if args.target else []
-    how = [*(["--for", f"{args.budget:g}s"] if args.budget else []),
-           *(["--rounds", str(rounds)] if rounds else []),
-           *(["-j", str(parallel)] if parallel > 1 else []),
-           *(["--c", str(args.c)] if args.c else []),
-           *(["--kmod", str(args.kmod)] if args.kmod else []),
-           *(["--stress", ",".join(args.stress)] if args.stress else [])]
-    rerun = shlex.join(["kharness", "repro", *where, "--kernel", prep.kernel.spec, "--arch",
-                        str(prep.kernel.arch), *how, "--signature", args.signature,
-                        "--", *args.command])
+    # Everything the user gave, the kernel as resolved (a debian:<series>
+    # moves on; its spec here is the one that ran).
+    rerun = options.rerun("repro", args, args.command,
+                          kernel=None if args.target else [prep.kernel.spec],
+                          arch=None if args.target else [prep.kernel.arch])
     first = next((r.first for r in runs if r.first), None)
     text = "\n".join(r.summary() for r in runs) + (f"\n\n{first.text}" if first else "")
     write_out(outdir / "repro.txt",

@@ -14,6 +14,7 @@ import contextlib
 import math
 import os
 import re
+import shlex
 import stat
 import tempfile
 import time
@@ -226,6 +227,11 @@ class Option:
     flag: bool = False                 # store_true
     many: bool = False                 # may be given more than once: a list
     per_command: dict[str, Any] = field(default_factory=dict)  # other defaults
+
+    @property
+    def spelling(self) -> str:
+        """How a command line we write gives it: the first long flag."""
+        return next((f for f in self.flags if f.startswith("--")), self.flags[0])
 
     @property
     def dest(self) -> str:
@@ -471,20 +477,59 @@ def _check(command: str, ns: argparse.Namespace) -> None:
                              f"{arches.host()} host: use --accel tcg or auto")
 
 
+def text_of(value: Any) -> str:
+    """A parsed value as the text that parses to it again."""
+    if isinstance(value, list):
+        return ",".join(map(text_of, value))
+    if isinstance(value, tuple) and len(value) == 2 and isinstance(value[0], int):
+        return f"{value[0]}/{value[1]}"        # --shard I/N
+    if isinstance(value, tuple):
+        return f"{value[0]}:{value[1]}"        # --put LOCAL:GUEST
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
+
+
+def to_argv(command: str, values: Any, *, always: tuple[str, ...] = (),
+            only: tuple[str, ...] | None = None, **override: Any) -> list[str]:
+    """The command line (without the command's name) that gives `command`
+    these option values: the one way a command is spelt back, for every
+    "rerun with" line, a suite's pytest, bisect-step and nightly's jobs.
+    values is a resolved Namespace (or any object with the options as
+    attributes; ones it lacks are left out); override replaces some. An
+    option at its default is left out unless named in always; only, if
+    given, limits the options to those dests."""
+    out: list[str] = []
+    for o in options_for(command):
+        if only is not None and o.dest not in only:
+            continue
+        value = override[o.dest] if o.dest in override else getattr(values, o.dest, None)
+        if value is None or value == [] or value is False:
+            continue
+        flag = o.spelling
+        if o.flag:
+            out.append(flag)
+        elif o.many:
+            out += [f"{flag}={text_of(v)}" for v in value]
+        elif o.dest in always or text_of(value) != text_of(o.default_for(command)):
+            out.append(f"{flag}={text_of(value)}")
+    return out
+
+
+def rerun(command: str, values: Any, positional: list[str] | None = None,
+          **override: Any) -> str:
+    """The "rerun with" line: the command as given, kernel and arch spelt
+    out even where they were defaults, so it reproduces the run exactly."""
+    tail = ["--", *positional] if positional else []
+    return shlex.join(["kharness", command, *to_argv(command, values,
+                                                     always=("kernel", "arch", "signature"),
+                                                     **override), *tail])
+
+
+# What a suite's pytest is given of `run`'s options: the ones both take.
+SUITE_OPTIONS = tuple(o.dest for o in options_for(PYTEST) if "run" in o.commands)
+
+
 def to_pytest_argv(ns: argparse.Namespace, **override: Any) -> list[str]:
     """The options `run` shares with the suites, as pytest arguments."""
-    out = []
-    for o in options_for(PYTEST):
-        if "run" not in o.commands:
-            continue
-        # Commands without guests of their own (nightly, validate) lack some.
-        value = override[o.dest] if o.dest in override else getattr(ns, o.dest, None)
-        if value is None or value == []:
-            continue
-        if o.flag:
-            out += [o.flags[-1]] if value else []
-            continue
-        if isinstance(value, list):
-            value = ",".join(map(str, value))
-        out.append(f"{o.flags[-1]}={value}")
-    return out
+    return to_argv(PYTEST, ns, always=("kernel", "arch"), only=SUITE_OPTIONS, **override)

@@ -438,14 +438,10 @@ def bisect_git(args: argparse.Namespace) -> int:
     tree = Path(args.source)
     if not (tree / ".git").exists():
         raise UsageError(f"--good/--bad bisect a git tree: {args.source} has no .git")
-    step = [sys.executable, "-m", "harness.cli", "bisect-step", "--source", str(tree.resolve()),
-            "--arch", str(args.arch[0]), "--config", ",".join(args.config),
-            "--out", str(args.out.resolve()), "--boot", args.boot, "--cpus", str(args.cpus)]
-    for flag, value in (("-k", args.k), ("--signature", args.signature)):
-        if value:
-            step += [flag, value]
-    if args.signature:
-        step += ["--rounds", str(args.rounds)]
+    # bisect's own options, spelt for bisect-step (the tree as it is checked out)
+    step = [sys.executable, "-m", "harness.cli", "bisect-step", *options.to_argv(
+        "bisect-step", args, always=("arch",), source=str(tree.resolve()),
+        out=args.out.resolve())]
 
     def git(*a: str) -> subprocess.CompletedProcess:
         return subprocess.run(["git", "-C", str(tree), *a], text=True, capture_output=True)
