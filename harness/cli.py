@@ -7,24 +7,20 @@ import json
 import os
 import shlex
 import signal
-import statistics
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import NoReturn
 
-from harness import arches, claims, mutants, nightly, options, repro, session, workflows
-from harness.arches import Arch
+from harness import arches, bench, claims, mutants, nightly, options, repro, session, workflows
 from harness.errors import KhError, UsageError
-from harness.guest import Guest, Result, Target
-from harness.kbuild import helpers, kmod, patches
+from harness.guest import Result, Target
 from harness.kbuild import kernel as kbuild
+from harness.kbuild import patches
 from harness.kernels import resolve
 from harness.observe import reports
 from harness.report import compare, matrix, merge
 from harness.util import progress, write_out
-from harness.vm import machine
 from harness.vm.machine import kill_all
 
 
@@ -39,16 +35,16 @@ def cmd_run(args: argparse.Namespace) -> int:
     for arch in args.arch:
         for spec in args.kernel:
             resolve(spec, arch, offline=args.offline)
+    req = options.suite_request(args)
     if args.target is not None:     # one job: what the machine runs
-        spec, arch = session.wanted(args)
-        jobs = [workflows.SuiteJob(spec, arch, args.out / f"ssh-{args.target.host}",
-                                   target=args.target)]
+        jobs = [workflows.SuiteJob(req.guest.kernel, req.guest.arch,
+                                   args.out / f"ssh-{args.target.host}", target=args.target)]
     else:
         jobs = [workflows.SuiteJob(spec, arch, args.out / f"{spec.replace(':', '-')}-{arch}")
                 for arch in args.arch for spec in args.kernel]
     t0 = time.monotonic()
     try:
-        return workflows.run_suites(args, jobs, args.parallel or workflows.default_parallel())
+        return workflows.run_suites(req, jobs, args.parallel or workflows.default_parallel())
     finally:
         # What finished, also after Ctrl-C; a job that never started has no JUnit.
         _matrix(args.out, [(j.label, j.junit) for j in jobs])
@@ -124,12 +120,13 @@ def _show(guest: Target, res: Result) -> bool:
 
 
 def cmd_boot(args: argparse.Namespace) -> int:
-    spec, arch = session.wanted(args)
+    req = options.guest_request(args)
     here = os.getcwd()
-    if args.vng_root == "auto" and (arch or arches.host()).native:
-        args.vng_root = "host"   # your tools, as vng itself gives them
-    with session.booted(args, spec, arch, args.out / "boot",
-                        rwdir=here if args.rw else "") as (prep, guest):
+    if req.vng_root == "auto" and (req.arch or arches.host()).native:
+        req = req.replace(vng_root="host")   # your tools, as vng itself gives them
+    if args.rw:
+        req = req.replace(rwdir=here)
+    with session.booted(req, args.out / "boot") as (prep, guest):
         for local, remote in args.put:
             guest.put(local, remote, local.stat().st_mode & 0o777)
 
@@ -158,76 +155,7 @@ def cmd_boot(args: argparse.Namespace) -> int:
 def cmd_repro(args: argparse.Namespace) -> int:
     """RP: run a command (or a C reproducer) in rounds until the signature
     shows; its hit rate with an interval, on one guest or -j of them."""
-    spec, arch = session.wanted(args)
-    rounds = args.rounds if args.rounds is not None else (None if args.budget else 100)
-    outdir = args.out / "repro"
-    prep = session.prepare(spec, arch, boot=args.boot, outdir=outdir, accel=args.accel,
-                           cpus=args.cpus, offline=args.offline, target=session.access(args),
-                           guest=session.settings(args))
-    extra = repro_inputs(args, prep, outdir)
-    command = extra.command or args.command
-    parallel = args.parallel or 1
-    lock = threading.Lock()
-
-    def start(_: int) -> Target:
-        with lock:
-            return session.start(prep)
-
-    runs = []
-    phases: list[list[str]] = [[], args.stress] if args.stress else [[]]
-    for stress in phases:
-        def setup(guest: Target, stress: list[str] = stress) -> repro.Teardown | None:
-            extra.install(guest)
-            return repro.start_stress(guest, stress)
-        if args.stress:
-            progress(f"rounds {'with stress ' + ','.join(stress) if stress else 'without stress'}")
-        rep = repro.reproduce_parallel(start, parallel, command, args.signature, rounds=rounds,
-                                       until_hit=args.until_hit, timeout=args.timeout,
-                                       budget=args.budget, setup=setup)
-        rep.label = f"stress {','.join(stress)}" if stress else ("no stress" if args.stress
-                                                                   else "")
-        runs.append(rep)
-    # Everything the user gave, the kernel as resolved (a debian:<series>
-    # moves on; its spec here is the one that ran).
-    rerun = options.rerun("repro", args, args.command,
-                          kernel=None if args.target else [prep.kernel.spec],
-                          arch=None if args.target else [prep.kernel.arch])
-    first = next((r.first for r in runs if r.first), None)
-    text = "\n".join(r.summary() for r in runs) + (f"\n\n{first.text}" if first else "")
-    write_out(outdir / "repro.txt",
-              f"kernel: {prep.kernel.release} ({prep.kernel.arch}, {prep.where})\n"
-              f"{text}\n\nrerun: {rerun}\n")
-    write_out(outdir / "repro.json", json.dumps(
-        {"kernel": prep.kernel.release, "arch": str(prep.kernel.arch), "where": prep.where,
-         "cpus": args.cpus, "boot_retries": prep.boot_retries, "rerun": rerun,
-         "runs": [r.to_dict() for r in runs]}, indent=2))
-    if prep.boot_retries:
-        progress(f"{prep.boot_retries} boots failed in the rig and were booted again")
-    print(text)
-    for r in runs:
-        for other in r.others:
-            progress(f"other kernel report during the rounds: {other.title}")
-    progress(f"rerun with: {rerun}")
-    progress(f"reproduction written to {outdir}/repro.txt and repro.json; guest logs under "
-             f"{outdir}")
-    return 0 if any(r.hits for r in runs) else 1
-
-
-def repro_inputs(args: argparse.Namespace, prep: session.Prepared, outdir: Path) -> repro.Inputs:
-    """--c and --kmod, built on this host for the guest's kernel and arch."""
-    extra = repro.Inputs()
-    if args.c is not None:
-        binary = helpers.compile_reproducer(args.c, prep.kernel.arch, outdir / args.c.stem)
-        extra.files.append((binary, f"kh-repro/{binary.name}", 0o755))
-        extra.command = [f"kh-repro/{binary.name}", *args.command]
-    if args.kmod is not None:
-        try:
-            mod = kmod.build(prep.kernel, args.kmod.name, args.kmod.parent)
-        except KhError as e:     # the user's module: not building is bad input
-            raise UsageError(str(e), detail=e.detail) from None
-        extra.files.append((mod.path, f"kh-repro/{mod.path.name}", 0o644))
-        extra.modules.append(f"kh-repro/{mod.path.name}")
-    return extra
+    return repro.run(options.repro_request(args), args.out / "repro")
 
 
 def cmd_build(args: argparse.Namespace) -> int:
@@ -243,71 +171,8 @@ def cmd_build(args: argparse.Namespace) -> int:
 def cmd_bench(args: argparse.Namespace) -> int:
     """Boot time on each path and command round trip, under each accelerator
     this host has, as figures, never asserted."""
-    spec, arch = session.wanted(args)
-    if args.target is not None:
-        return _bench_target(args, spec, arch)
-    assert arch is not None
-    accels = [args.accel] if args.accel != "auto" else ["kvm", "tcg"]
-    if args.accel == "auto" and (why := machine.kvm_unusable(arch)) is not None:
-        accels.remove("kvm")
-        print(f"kharness bench: KVM not measured: {why}")
-    print(f"kharness bench: {spec} on {arch}, {args.rounds} boots a path")
-    for accel in accels:
-        figures: dict[str, tuple[float, float]] = {}
-        for boot in args.paths:
-            measured = _bench_path(args, spec, arch, boot, accel)
-            if measured is None:
-                break   # KVM fell back to TCG: said so, and TCG comes next
-            figures[boot] = measured
-        base = figures.get("initramfs")
-        for boot, (b, t) in figures.items():
-            if base and boot != "initramfs":
-                print(f"  {boot}/initramfs under {accel}: boot {b / base[0]:.1f}x, "
-                      f"round trip {t / base[1]:.1f}x")
-    return 0
-
-
-def _bench_path(args: argparse.Namespace, spec: str | None, arch: Arch, boot: str,
-                accel: str) -> tuple[float, float] | None:
-    """Median boot to first command and command round trip of one path."""
-    guest_settings = session.settings(args)
-    prep = session.prepare(spec, arch, boot=boot, outdir=args.out / f"bench-{boot}-{accel}",
-                           accel=accel, cpus=args.cpus, offline=args.offline,
-                           guest=guest_settings)
-    boots, trips = [], []
-    for _ in range(args.rounds):
-        t0 = time.monotonic()
-        guest = session.start(prep)
-        boots.append(time.monotonic() - t0)
-        assert isinstance(guest, Guest)   # no --target here
-        used = guest.machine.accel
-        for _ in range(args.commands):
-            trips.append(guest.run("true").seconds)
-        guest.poweroff()
-        if used != accel:
-            print(f"  {accel}: the guest fell back to {used}; not measured")
-            return None
-    root = prep.spec.vng_root if prep.spec.vng_root != "auto" else "kh"
-    label = f"vng ({root} root)" if boot == "vng" else boot
-    print(f"  {label:16s} {accel}: boot to first command: median "
-          f"{statistics.median(boots):.2f}s (min {min(boots):.2f}, max {max(boots):.2f}); "
-          f"command round trip: median {statistics.median(trips) * 1000:.0f} ms over "
-          f"{len(trips)}")
-    return statistics.median(boots), statistics.median(trips)
-
-
-def _bench_target(args: argparse.Namespace, spec: str | None, arch: Arch | None) -> int:
-    """A real machine is not booted: the round trip of a command is its figure."""
-    with session.booted(args, spec, arch, args.out / "bench-ssh") as (prep, target):
-        trips = [target.run("true").seconds for _ in range(args.commands * args.rounds)]
-        t0 = time.monotonic()
-        target.dmesg_window()
-        window = time.monotonic() - t0
-    print(f"kharness bench: {prep.where}, {prep.kernel.release}\n"
-          f"  command round trip: median {statistics.median(trips) * 1000:.1f} ms "
-          f"(min {min(trips) * 1000:.1f}, max {max(trips) * 1000:.1f}) over {len(trips)}; "
-          f"kernel log window {window * 1000:.0f} ms")
-    return 0
+    return bench.run(options.guest_request(args), args.out, paths=args.paths,
+                     rounds=args.rounds, commands=args.commands)
 
 
 def cmd_parse(args: argparse.Namespace) -> int:

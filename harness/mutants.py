@@ -25,6 +25,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from harness import options
 from harness.errors import KhError, UsageError
 from harness.kbuild import kernel as kbuild
 from harness.kbuild import patches
@@ -144,7 +145,8 @@ def run(args: argparse.Namespace) -> int:
             workflows.build_request(args, arch, series)
         except UsageError as e:
             raise UsageError(f"{name}: {e}") from None
-    args.suite = getattr(args, "suite", None) or ["scenarios"]
+    # a mutant is judged by the scenarios (the upstream selftests: see README)
+    req = options.suite_request(args, suite=["scenarios"])
     out = args.out / f"mutants-{arch}"
     rows: list[Row] = []
     t_all = time.monotonic()
@@ -164,7 +166,7 @@ def run(args: argparse.Namespace) -> int:
             rows.append(Row(name, targets, "not run", seconds=time.monotonic() - t0,
                             note=f"build failed: {e}"))
             continue
-        status, junit = workflows.run_suite(args, spec, arch, out / name)
+        status, junit = workflows.run_suite(req, spec, arch, out / name)
         if status not in (0, 1) or not junit.exists():
             if m is None:
                 raise KhError(f"the suite could not run on the clean kernel {spec}: "

@@ -16,12 +16,13 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from harness import arches, kernels, mutants, repro, session, workflows
+from harness import arches, kernels, mutants, options, repro, session, workflows
 from harness.apt import SERIES
 from harness.arches import Arch
 from harness.errors import KhError, UsageError
 from harness.kbuild import kconfig
 from harness.kbuild import kernel as kbuild
+from harness.requests import GuestRequest
 from harness.util import progress
 
 JOB_KEYS = {"name", "kernels", "source", "config", "arches", "cpus", "k", "boot", "repro",
@@ -276,10 +277,10 @@ def kernel_of(job: Job, args: argparse.Namespace) -> str:
     return kbuild.build(workflows.build_request(build, job.arch)).spec
 
 
-def run_repro(job: Job, spec: str, args: argparse.Namespace, out: Path) -> int:
+def run_repro(job: Job, req: GuestRequest, out: Path) -> int:
     """A race job: rounds of its command in one boot; JUnit with the hit rate."""
     t0 = time.monotonic()
-    with session.booted(args, spec, job.arch, out, cpus=job.cpus) as (_, guest):
+    with session.booted(req, out) as (_, guest):
         rep = repro.reproduce(guest, shlex.split(job.repro["command"]),
                               job.repro["signature"], rounds=job.repro["rounds"])
     suite = ET.Element("testsuite", name=job.id, tests="1")
@@ -333,9 +334,13 @@ def run(args: argparse.Namespace) -> int:
                                  boot=j.boot) for j in jobs if not j.repro and not j.mutants]
     worst = 0
     try:
-        worst = workflows.run_suites(args, suites, args.parallel or workflows.default_parallel())
+        req = options.suite_request(args)
+        worst = workflows.run_suites(req, suites, args.parallel or workflows.default_parallel())
         for job in (j for j in jobs if j.repro):
-            worst = max(worst, run_repro(job, specs[job.id], args, args.out / job.id))
+            race = req.guest.replace(kernel=specs[job.id], arch=job.arch,
+                                     cpus=job.cpus or req.guest.cpus,
+                                     boot=job.boot or req.guest.boot)
+            worst = max(worst, run_repro(job, race, args.out / job.id))
         for job in (j for j in jobs if j.mutants):
             worst = max(worst, run_mutants(job, args, args.out / job.id))
     finally:

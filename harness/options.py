@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import math
 import os
 import re
@@ -28,6 +29,7 @@ from harness.apt import SERIES
 from harness.arches import Arch
 from harness.errors import UsageError
 from harness.kernels import DEFAULT_SPEC, validate
+from harness.requests import GuestRequest, ReproRequest, SuiteRequest
 from harness.session import BOOT_PATHS
 
 ACCELS = ("auto", "kvm", "tcg")
@@ -477,6 +479,35 @@ def _check(command: str, ns: argparse.Namespace) -> None:
                              f"{arches.host()} host: use --accel tcg or auto")
 
 
+def guest_request(ns: Any, **override: Any) -> GuestRequest:
+    """The GuestRequest of a resolved command (its one --kernel and --arch,
+    None where the --target decides); override changes fields."""
+    kernel = getattr(ns, "kernel", None)
+    arch = getattr(ns, "arch", None)
+    values = {f.name: getattr(ns, f.name) for f in dataclasses.fields(GuestRequest)
+              if hasattr(ns, f.name) and f.name not in ("kernel", "arch")}
+    values = {k: v for k, v in values.items() if v is not None}
+    return GuestRequest(kernel=kernel[0] if kernel else None, arch=arch[0] if arch else None,
+                        **{**values, **override})
+
+
+def suite_request(ns: Any, **override: Any) -> SuiteRequest:
+    """The SuiteRequest of a resolved command: its guest options and the
+    suite's selection (commands without a --suite run `all` of it, except
+    mutants: its kernels are judged by the scenarios)."""
+    return SuiteRequest(guest_request(ns), suite=getattr(ns, "suite", None) or ["all"],
+                        k=getattr(ns, "k", None), parallel=getattr(ns, "parallel", None),
+                        selftests_source=getattr(ns, "selftests_source", None),
+                        **override)
+
+
+def repro_request(ns: Any) -> ReproRequest:
+    return ReproRequest(guest_request(ns), signature=ns.signature, command=list(ns.command),
+                        rounds=ns.rounds, budget=ns.budget, parallel=ns.parallel, c=ns.c,
+                        kmod=ns.kmod, stress=ns.stress, until_hit=ns.until_hit,
+                        timeout=ns.timeout)
+
+
 def text_of(value: Any) -> str:
     """A parsed value as the text that parses to it again."""
     if isinstance(value, list):
@@ -490,20 +521,29 @@ def text_of(value: Any) -> str:
     return str(value)
 
 
+def _value(values: Any, dest: str) -> Any:
+    """An option's value in a Namespace or a request (or the guest request
+    inside it); None if it has none."""
+    for source in (values, getattr(values, "guest", None)):
+        if source is not None and hasattr(source, dest):
+            return getattr(source, dest)
+    return None
+
+
 def to_argv(command: str, values: Any, *, always: tuple[str, ...] = (),
             only: tuple[str, ...] | None = None, **override: Any) -> list[str]:
     """The command line (without the command's name) that gives `command`
     these option values: the one way a command is spelt back, for every
     "rerun with" line, a suite's pytest, bisect-step and nightly's jobs.
-    values is a resolved Namespace (or any object with the options as
-    attributes; ones it lacks are left out); override replaces some. An
+    values is a resolved Namespace or a request (its fields, then its
+    guest's; an option neither has is left out); override replaces some. An
     option at its default is left out unless named in always; only, if
     given, limits the options to those dests."""
     out: list[str] = []
     for o in options_for(command):
         if only is not None and o.dest not in only:
             continue
-        value = override[o.dest] if o.dest in override else getattr(values, o.dest, None)
+        value = override[o.dest] if o.dest in override else _value(values, o.dest)
         if value is None or value == [] or value is False:
             continue
         flag = o.spelling
@@ -530,6 +570,6 @@ def rerun(command: str, values: Any, positional: list[str] | None = None,
 SUITE_OPTIONS = tuple(o.dest for o in options_for(PYTEST) if "run" in o.commands)
 
 
-def to_pytest_argv(ns: argparse.Namespace, **override: Any) -> list[str]:
+def to_pytest_argv(ns: Any, **override: Any) -> list[str]:
     """The options `run` shares with the suites, as pytest arguments."""
     return to_argv(PYTEST, ns, always=("kernel", "arch"), only=SUITE_OPTIONS, **override)

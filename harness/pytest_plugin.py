@@ -128,11 +128,7 @@ class GuestPool:
             s = self.settings
             try:
                 with self.uncaptured():
-                    spec, arch = session.wanted(s)
-                    self.prep = session.prepare(
-                        spec, arch, boot=s.boot, outdir=self.outdir, accel=s.accel,
-                        cpus=s.cpus, offline=s.offline, target=session.access(s),
-                        guest=session.settings(s))
+                    self.prep = session.prepare(options.guest_request(s), self.outdir)
             except KhError as e:
                 stop_session(self.config, str(e), e)
         return self.prep

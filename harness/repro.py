@@ -12,6 +12,7 @@ the parsed report, and the command line that reproduces it.
 
 from __future__ import annotations
 
+import json
 import math
 import shlex
 import threading
@@ -21,9 +22,13 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from harness.errors import KhError
+from harness import options, session
+from harness.errors import KhError, UsageError
 from harness.guest import Guest, Result, Target
+from harness.kbuild import helpers, kmod
 from harness.observe import reports
+from harness.requests import ReproRequest
+from harness.util import progress, write_out
 
 CLEAR_WARN_ONCE = "/sys/kernel/debug/clear_warn_once"
 Z95 = 1.959964          # two-sided 95% normal quantile
@@ -293,3 +298,82 @@ def start_stress(guest: Target, kinds: list[str]) -> Teardown | None:
     def stop() -> None:
         guest.run(["kill", *pids])
     return stop
+
+
+# -- the repro command --------------------------------------------------------------
+
+
+def run(req: ReproRequest, outdir: Path) -> int:
+    """`kharness repro`: rounds on one guest or -j of them (with --stress, a
+    second set under load), the hit rates, the first report, and the line
+    that reruns it all. Exit 0 if the signature showed."""
+    prep = session.prepare(req.guest, outdir)
+    extra = inputs(req, prep, outdir)
+    command = extra.command or req.command
+    rounds = req.rounds if req.rounds is not None else (None if req.budget else 100)
+    lock = threading.Lock()
+
+    def start(_: int) -> Target:
+        with lock:
+            return session.start(prep)
+
+    runs = []
+    for stress in ([[], req.stress] if req.stress else [[]]):
+        def setup(guest: Target, stress: list[str] = stress) -> Teardown | None:
+            extra.install(guest)
+            return start_stress(guest, stress)
+        if req.stress:
+            progress(f"rounds {'with stress ' + ','.join(stress) if stress else 'without stress'}")
+        rep = reproduce_parallel(start, req.parallel or 1, command, req.signature,
+                                 rounds=rounds, until_hit=req.until_hit, timeout=req.timeout,
+                                 budget=req.budget, setup=setup)
+        rep.label = f"stress {','.join(stress)}" if stress else ("no stress" if req.stress
+                                                                   else "")
+        runs.append(rep)
+    # Everything the user gave, the kernel as resolved (a debian:<series>
+    # moves on; its spec here is the one that ran).
+    target = req.guest.target is not None
+    rerun = options.rerun("repro", req, req.command,
+                          kernel=None if target else [prep.kernel.spec],
+                          arch=None if target else [prep.kernel.arch])
+    _write(req, prep, runs, rerun, outdir)
+    return 0 if any(r.hits for r in runs) else 1
+
+
+def _write(req: ReproRequest, prep: session.Prepared, runs: list[Reproduction], rerun: str,
+           outdir: Path) -> None:
+    first = next((r.first for r in runs if r.first), None)
+    text = "\n".join(r.summary() for r in runs) + (f"\n\n{first.text}" if first else "")
+    write_out(outdir / "repro.txt",
+              f"kernel: {prep.kernel.release} ({prep.kernel.arch}, {prep.where})\n"
+              f"{text}\n\nrerun: {rerun}\n")
+    write_out(outdir / "repro.json", json.dumps(
+        {"kernel": prep.kernel.release, "arch": str(prep.kernel.arch), "where": prep.where,
+         "cpus": req.guest.cpus, "boot_retries": prep.boot_retries, "rerun": rerun,
+         "runs": [r.to_dict() for r in runs]}, indent=2))
+    if prep.boot_retries:
+        progress(f"{prep.boot_retries} boots failed in the rig and were booted again")
+    print(text)
+    for r in runs:
+        for other in r.others:
+            progress(f"other kernel report during the rounds: {other.title}")
+    progress(f"rerun with: {rerun}")
+    progress(f"reproduction written to {outdir}/repro.txt and repro.json; guest logs under "
+             f"{outdir}")
+
+
+def inputs(req: ReproRequest, prep: session.Prepared, outdir: Path) -> Inputs:
+    """--c and --kmod, built on this host for the guest's kernel and arch."""
+    extra = Inputs()
+    if req.c is not None:
+        binary = helpers.compile_reproducer(req.c, prep.kernel.arch, outdir / req.c.stem)
+        extra.files.append((binary, f"kh-repro/{binary.name}", 0o755))
+        extra.command = [f"kh-repro/{binary.name}", *req.command]
+    if req.kmod is not None:
+        try:
+            mod = kmod.build(prep.kernel, req.kmod.name, req.kmod.parent)
+        except KhError as e:     # the user's module: not building is bad input
+            raise UsageError(str(e), detail=e.detail) from None
+        extra.files.append((mod.path, f"kh-repro/{mod.path.name}", 0o644))
+        extra.modules.append(f"kh-repro/{mod.path.name}")
+    return extra

@@ -7,7 +7,6 @@ through here.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -15,12 +14,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from harness import arches, claims, remote
-from harness.arches import Arch
 from harness.errors import KhError, UsageError
 from harness.guest import Guest, GuestDied, Target
 from harness.kbuild import helpers, kmod
 from harness.kernel import Kernel
 from harness.kernels import resolve, running
+from harness.requests import GuestRequest
 from harness.util import progress
 from harness.vm import initramfs
 from harness.vm.machine import BootError, Launcher, MachineSpec
@@ -51,76 +50,42 @@ class Prepared:
         return str(self.target.url) if self.target else f"{self.kernel.arch} guest"
 
 
-def access(args: argparse.Namespace) -> remote.Access | None:
-    """The --target settings of a command, if it has a target."""
-    if getattr(args, "target", None) is None:
-        return None
-    return remote.Access(args.target, args.identity, args.known_hosts,
-                         args.accept_new_host_key, args.reboot_wait)
-
-
-def wanted(args: argparse.Namespace) -> tuple[str | None, Arch | None]:
-    """The one --kernel and --arch of a command that boots one kernel (None:
-    what the --target runs)."""
-    return (args.kernel[0] if args.kernel else None, args.arch[0] if args.arch else None)
-
-
-# MachineSpec fields set by command-line options of these names.
-SETTING_OPTIONS = {"memory": "memory_mb", "append": "append", "numa": "numa",
-                   "swap": "swap_mb", "overcommit": "overcommit", "hugepages": "hugepages",
-                   "vng_root": "vng_root"}
-
-
-def settings(args: argparse.Namespace) -> dict:
-    """The guest settings (--memory, --swap, ...) a command was given."""
-    out = {}
-    for option, field in SETTING_OPTIONS.items():
-        value = getattr(args, option, None)
-        if value is not None:
-            out[field] = value if field in ("append", "vng_root") else int(value)
-    return out
-
-
-def prepare(kernel_spec: str | None, arch: Arch | None, *, boot: str, outdir: Path,
-            modules: tuple[str, ...] = DEFAULT_MODULES, accel: str = "auto",
-            cpus: int = 1, offline: bool = False, target: remote.Access | None = None,
-            guest: dict | None = None) -> Prepared:
+def prepare(req: GuestRequest, outdir: Path,
+            modules: tuple[str, ...] = DEFAULT_MODULES) -> Prepared:
     """Kernel, modules and helpers, made once a run (the values were checked
     by harness/options.py). With a target, the kernel is the one it runs.
     outdir is this run's alone (harness.claims) before anything is made."""
     outdir = outdir.resolve()
     claims.claim(outdir)
     conn = None
+    target = req.access
+    boot = req.boot
     if target is not None:
         conn = remote.Connection.open(target)
         release, machine = remote.uname(conn)
         tarch = arches.get(machine)
-        if arch is not None and arch != tarch:
+        if req.arch is not None and req.arch != tarch:
             conn.close()
-            raise UsageError(f"--arch {arch}: {target.url} is {tarch}")
-        kernel = running.find(release, tarch, kernel_spec, where=str(target.url),
-                              offline=offline)
+            raise UsageError(f"--arch {req.arch}: {target.url} is {tarch}")
+        kernel = running.find(release, tarch, req.kernel, where=str(target.url),
+                              offline=req.offline)
         boot = "ssh"
     else:
-        assert kernel_spec is not None and arch is not None   # filled in by options
-        kernel = resolve(kernel_spec, arch, offline=offline)
+        assert req.kernel is not None and req.arch is not None   # filled in by options
+        kernel = resolve(req.kernel, req.arch, offline=req.offline)
     built = {m.name: m.path for m in (kmod.build(kernel, name) for name in modules)}
     bins = helpers.build(kernel.arch)
     if boot == "initramfs":
         initramfs.busybox_for(kernel.arch)  # a download for a foreign arch: now, not mid-run
-    spec = MachineSpec(workdir=outdir, accel=accel, cpus=cpus, **(guest or {}))
+    spec = MachineSpec(workdir=outdir, accel=req.accel, cpus=req.cpus, **req.machine())
     return Prepared(kernel, built, bins, boot, outdir, spec, target=target, conn=conn)
 
 
 @contextmanager
-def booted(args: argparse.Namespace, spec: str | None, arch: Arch | None, outdir: Path,
-           cpus: int | None = None, rwdir: str = "") -> Iterator[tuple[Prepared, Target]]:
-    """A guest of the kernel with the guest settings of args (--boot,
-    --accel, --cpus, --offline), powered off when the block ends; or the
+def booted(req: GuestRequest, outdir: Path) -> Iterator[tuple[Prepared, Target]]:
+    """A guest of the request, powered off when the block ends; or its
     --target, set up and cleaned up again."""
-    prep = prepare(spec, arch, boot=args.boot, outdir=outdir, accel=args.accel,
-                   cpus=cpus or args.cpus, offline=args.offline, target=access(args),
-                   guest={**settings(args), **({"rwdir": rwdir} if rwdir else {})})
+    prep = prepare(req, outdir)
     guest = start(prep)
     try:
         yield prep, guest

@@ -29,6 +29,7 @@ from harness.kbuild import kernel as kbuild
 from harness.kernel import Kernel
 from harness.remote import SshUrl
 from harness.report import compare
+from harness.requests import SuiteRequest
 from harness.resources import data
 from harness.util import cache_root, digest, progress
 
@@ -69,7 +70,7 @@ def default_parallel() -> int:
     return max(1, min(os.cpu_count() or 1, int(mem_gib // 2)))
 
 
-def run_suites(args: argparse.Namespace, jobs: list[SuiteJob], parallel: int = 1) -> int:
+def run_suites(req: SuiteRequest, jobs: list[SuiteJob], parallel: int = 1) -> int:
     """The kernel suite on each job, `parallel` pytest processes at a time.
     One job at a time talks to the terminal; side by side, each writes its
     pytest.log and the terminal gets a line when a job starts and ends.
@@ -81,12 +82,12 @@ def run_suites(args: argparse.Namespace, jobs: list[SuiteJob], parallel: int = 1
         while pending or running:
             while pending and len(running) < parallel:
                 job = pending.pop(0)
-                running[_start_suite(args, job, quiet)] = job
+                running[_start_suite(req, job, quiet)] = job
             for child, job in list(running.items()):
                 status = child.poll()
                 if status is not None:
                     del running[child]
-                    _finish_suite(args, job, status, quiet)
+                    _finish_suite(req, job, status, quiet)
             time.sleep(0.2)
     except KeyboardInterrupt:
         # pytest stops at SIGINT and writes the JUnit of what finished; a
@@ -127,21 +128,22 @@ def suite_paths(suites: list[str]) -> list[str]:
     return [str(folder / f) for f in dict.fromkeys(files)]
 
 
-def _start_suite(args: argparse.Namespace, job: SuiteJob, quiet: bool) -> subprocess.Popen:
+def _start_suite(req: SuiteRequest, job: SuiteJob, quiet: bool) -> subprocess.Popen:
     claims.claim(job.out)   # its pytest inherits the claim
     job.junit.unlink(missing_ok=True)
-    argv = [sys.executable, "-m", "pytest", *suite_paths(getattr(args, "suite", None) or ["all"]),
+    argv = [sys.executable, "-m", "pytest", *suite_paths(req.suite),
             "-p", "no:cacheprovider", "-q",
             "-rfE", f"--junitxml={job.junit}",
-            *options.to_pytest_argv(args, kernel=job.spec and [job.spec],
-                                    arch=job.arch and [job.arch], out=job.out,
+            *options.to_pytest_argv(req.guest, kernel=job.spec, arch=job.arch, out=job.out,
+                                    selftests_source=req.selftests_source,
                                     **({"cpus": job.cpus} if job.cpus else {}),
                                     **({"boot": job.boot} if job.boot else {}))]
-    k = job.k or getattr(args, "k", None)
+    k = job.k or req.k
     if k:
         argv += ["-k", k]
     log = job.out / "pytest.log"
-    progress(f"{job.label}: running the kernel suite ({'ssh' if job.target else args.boot})"
+    progress(f"{job.label}: running the kernel suite "
+             f"({'ssh' if job.target else job.boot or req.guest.boot})"
              + (f"; its output: {log}" if quiet else f"; logs: {job.out}"))
     # Its own session, so a terminal's Ctrl-C reaches it once, from us; and it
     # dies with us if we are killed (its QEMUs die with it). SIGINT is how
@@ -154,9 +156,9 @@ def _start_suite(args: argparse.Namespace, job: SuiteJob, quiet: bool) -> subpro
         return spawn.spawn(argv, env=env, stdout=sink, stderr=subprocess.STDOUT)
 
 
-def _finish_suite(args: argparse.Namespace, job: SuiteJob, status: int, quiet: bool) -> None:
+def _finish_suite(req: SuiteRequest, job: SuiteJob, status: int, quiet: bool) -> None:
     if status == NO_TESTS:
-        raise UsageError(f"no test of the suite matches -k {job.k or getattr(args, 'k', None)!r}")
+        raise UsageError(f"no test of the suite matches -k {job.k or req.k!r}")
     job.status = PYTEST_STATUS.get(status, 3)
     word = {0: "passed", 1: "FAILED", 130: "interrupted"}.get(job.status, "ERROR")
     summary = ""
@@ -169,10 +171,10 @@ def _finish_suite(args: argparse.Namespace, job: SuiteJob, status: int, quiet: b
     progress(f"{job.label}: {word}{summary}; {where}")
 
 
-def run_suite(args: argparse.Namespace, spec: str, arch: Arch, out: Path) -> tuple[int, Path]:
+def run_suite(req: SuiteRequest, spec: str, arch: Arch, out: Path) -> tuple[int, Path]:
     """The kernel suite on one kernel and arch: (our exit status, JUnit path)."""
     job = SuiteJob(spec, arch, out)
-    return run_suites(args, [job]), job.junit
+    return run_suites(req, [job]), job.junit
 
 
 def build_request(args: argparse.Namespace, arch: Arch,
@@ -215,6 +217,7 @@ def validate(args: argparse.Namespace) -> int:
     series = patches.load(args.patches)
     for arch in args.arch:
         build_request(args, arch, series)   # it applies, before the base is built
+    req = options.suite_request(args)
     results = []
     for arch in args.arch:
         if args.against:
@@ -235,12 +238,12 @@ def validate(args: argparse.Namespace) -> int:
         except KhError as e:
             patched, error = None, str(e)
         v = Validation(arch, base, patched, error)
-        status, junit_a = base_results(args, base, arch, args.out / f"base-{arch}")
+        status, junit_a = base_results(req, base, arch, args.out / f"base-{arch}")
         if status not in (0, 1):
             raise KhError(f"the suite could not run on the base kernel {base} ({arch}): "
                           f"see {args.out / f'base-{arch}'}")
         if patched is not None:
-            _, junit_b = run_suite(args, patched, arch, args.out / f"patched-{arch}")
+            _, junit_b = run_suite(req, patched, arch, args.out / f"patched-{arch}")
             v.diff = compare.compare(compare.load_junit(junit_a, f"base {base}"),
                                      compare.load_junit(junit_b, f"patched {patched}"))
         results.append(v)
@@ -261,11 +264,14 @@ def _suite_digest() -> str:
     return digest(*(f"{p.name}:{p.read_bytes().hex()}" for p in files))
 
 
-def base_results(args: argparse.Namespace, spec: str, arch: Arch, out: Path) -> tuple[int, Path]:
+def base_results(req: SuiteRequest, spec: str, arch: Arch, out: Path) -> tuple[int, Path]:
     """The base kernel's run, reused when the same kernel, suite, selection
     and guest settings ran it before and every test passed (a base run that
     failed is run again: it may have been the machine)."""
-    key = digest(spec, arch.name, args.k or "", args.boot, str(args.cpus), _suite_digest())
+    settings = options.to_pytest_argv(req.guest, kernel=spec, arch=arch, out=None,
+                                      selftests_source=req.selftests_source)
+    key = digest(spec, arch.name, req.k or "", ",".join(req.suite), *settings,
+                 _suite_digest())
     kept = cache_root() / "runs" / f"{arch.name}-{key}" / "junit.xml"
     junit = out / "junit.xml"
     if kept.exists():
@@ -274,7 +280,7 @@ def base_results(args: argparse.Namespace, spec: str, arch: Arch, out: Path) -> 
         progress(f"{spec} {arch}: base results reused from {kept.parent} (same kernel, suite "
                  f"and selection; all passed)")
         return 0, junit
-    status, junit = run_suite(args, spec, arch, out)
+    status, junit = run_suite(req, spec, arch, out)
     if status == 0 and spec.startswith("build:"):
         kept.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(junit, kept)
@@ -374,17 +380,21 @@ def _verdict_of(junit: Path, status: int, signature: str | None) -> tuple[str, s
     return GOOD, f"{len(run.cases)} test(s) passed"
 
 
-def step_on_kernel(args: argparse.Namespace, kernel: Kernel, out: Path) -> tuple[str, str]:
-    """One bisection step on a built kernel: the selected tests, or the race."""
-    if args.signature:
-        with session.booted(args, kernel.spec, kernel.arch, out) as (_, guest):
-            rep = repro.reproduce(guest, shlex.split(args.k), args.signature,
-                                  rounds=args.rounds, until_hit=True)
+def step_on_kernel(req: SuiteRequest, kernel: Kernel, out: Path, signature: str | None,
+                   rounds: int) -> tuple[str, str]:
+    """One bisection step on a built kernel: the selected tests, or (with a
+    signature) the race, -k being its guest command."""
+    if signature:
+        assert req.k is not None
+        with session.booted(req.guest.replace(kernel=kernel.spec, arch=kernel.arch),
+                            out) as (_, guest):
+            rep = repro.reproduce(guest, shlex.split(req.k), signature, rounds=rounds,
+                                  until_hit=True)
         if rep.hits:
-            return BAD, f"{rep.first.title if rep.first else args.signature} in round " \
+            return BAD, f"{rep.first.title if rep.first else signature} in round " \
                         f"{rep.first_hit_round} of {rep.rounds}"
         return GOOD, f"not seen in {rep.rounds} rounds (a race: good is probabilistic)"
-    status, junit = run_suite(args, kernel.spec, kernel.arch, out)
+    status, junit = run_suite(req, kernel.spec, kernel.arch, out)
     return _verdict_of(junit, status, None)
 
 
@@ -409,7 +419,8 @@ def bisect(args: argparse.Namespace) -> int:
             raise
         except KhError as e:
             return SKIP, f"does not build: {str(e)[:150]}"
-        return step_on_kernel(args, kernel, args.out / f"step-{k}")
+        return step_on_kernel(options.suite_request(args), kernel, args.out / f"step-{k}",
+                              args.signature, args.rounds)
 
     result = bisect_series(len(series), step)
     lines = [f"kharness bisect: {len(series)} patches, -k {args.k!r}"
@@ -473,7 +484,9 @@ def bisect_step(args: argparse.Namespace) -> int:
     arch = args.arch[0]
     try:
         kernel = kbuild.build(build_request(args, arch))
-        verdict, evidence = step_on_kernel(args, kernel, args.out / f"step-{kernel.release}")
+        verdict, evidence = step_on_kernel(options.suite_request(args), kernel,
+                                           args.out / f"step-{kernel.release}",
+                                           args.signature, args.rounds)
     except UsageError:
         raise       # bad input: git bisect must stop (cli maps it to 128), not skip
     except KhError as e:

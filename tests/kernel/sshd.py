@@ -24,6 +24,7 @@ from pathlib import Path
 from harness import arches, session
 from harness.guest import Guest
 from harness.kernel import Kernel
+from harness.requests import GuestRequest
 from harness.vm import initramfs
 from harness.vm.qemu import QemuLauncher
 
@@ -170,7 +171,7 @@ def main() -> None:
     ap.add_argument("--out", default="kharness-out/sshd")
     a = ap.parse_args()
     out = Path(a.out).resolve()
-    prep = session.prepare(a.kernel, arches.host(), boot="initramfs", outdir=out)
+    prep = session.prepare(GuestRequest(a.kernel, arches.host()), out)
     port = a.port or free_port()
     keys = Keys.make(out / "keys")
     sshd = SshdGuest(prep, keys, port, out).start()

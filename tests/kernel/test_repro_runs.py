@@ -39,7 +39,9 @@ def test_c_reproducer_on_two_guests(request, tmp_path):
     assert run["interval95"][0] > 0.5 and run["interval95"][1] == 1.0
     assert run["rounds_per_hit"] == 1.0 and run["guest_seconds_per_hit"] > 0
     assert "6/6 rounds (100%, 95% interval 61%-100%)" in proc.stdout
-    assert "--c " in rep["rerun"] and "-j 2" in rep["rerun"]
+    assert f"--c={DATA / 'repro-splat.c'}" in rep["rerun"] and "--parallel=2" in rep["rerun"]
+    assert "--rounds=6" in rep["rerun"] and "'--signature=WARNING in kh_splat_warn'" in \
+        rep["rerun"]
     assert qemus_of(tmp_path) == ""
 
 

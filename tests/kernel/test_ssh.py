@@ -16,6 +16,7 @@ from sshd import Keys, SshdGuest, free_port, have_dropbear
 from harness import remote, session
 from harness.errors import KhError
 from harness.guest import GuestCommandError, GuestDied
+from harness.requests import GuestRequest
 from harness.resources import data
 
 KH = [sys.executable, "-m", "harness.cli"]
@@ -45,7 +46,10 @@ def access(sshd: SshdGuest, known: Path | None = None, **kw) -> remote.Access:
 
 
 def target_of(sshd: SshdGuest, out: Path, **kw) -> tuple[session.Prepared, remote.SshTarget]:
-    prep = session.prepare(None, None, boot="initramfs", outdir=out, target=access(sshd, **kw))
+    a = access(sshd, **kw)
+    prep = session.prepare(GuestRequest(None, None, target=a.url, identity=a.identity,
+                                        known_hosts=a.known_hosts, accept_new_host_key=a.accept_new,
+                                        reboot_wait=a.reboot_wait), out)
     t = session.start(prep)
     assert isinstance(t, remote.SshTarget)
     return prep, t

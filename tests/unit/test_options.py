@@ -231,9 +231,9 @@ def test_guest_settings_reach_the_suites_and_the_machine():
     assert "--append=proc_mem.force_override=always" in argv
     assert "--selftests-source=debian-source:7.2" in argv
     assert not any(a.startswith("--suite") for a in argv)   # run's own choice
-    from harness import session
-    assert session.settings(ns) == {"swap_mb": 256, "overcommit": 1, "vng_root": "auto",
-                                    "append": "proc_mem.force_override=always"}
+    assert options.guest_request(ns).machine() == {
+        "swap_mb": 256, "overcommit": 1, "vng_root": "auto",
+        "append": "proc_mem.force_override=always"}
 
 
 def test_suites_pick_files_of_the_kernel_suite():

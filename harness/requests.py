@@ -1,0 +1,100 @@
+"""Typed requests: what a stage is asked to do, built once from the option
+table (harness/options.py) by the command line or the pytest plugin, the
+only two places that see argparse or pytest's config.
+
+Fields carry the option table's names (a request's `swap` is `--swap`), so
+options.to_argv() spells any request back as the command line that makes
+it: every "rerun with" line, a suite's pytest, bisect-step and nightly's
+jobs. kunit_tool's KunitBuildRequest/KunitExecRequest are the model; a
+kernel build's is kbuild.kernel.BuildRequest.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from harness.arches import Arch
+from harness.remote import Access, SshUrl
+
+# MachineSpec fields set by options of these names.
+MACHINE_FIELDS = {"memory": "memory_mb", "append": "append", "numa": "numa",
+                  "swap": "swap_mb", "overcommit": "overcommit", "hugepages": "hugepages",
+                  "vng_root": "vng_root"}
+
+
+@dataclass(frozen=True)
+class GuestRequest:
+    """A guest of one kernel and arch (or the --target machine): how it
+    boots and the settings of its machine."""
+    kernel: str | None                 # a --kernel spec; None: what the target runs
+    arch: Arch | None                  # None: the target's
+    boot: str = "initramfs"
+    vng_root: str = "auto"
+    accel: str = "auto"
+    cpus: int = 1
+    memory: int | None = None
+    append: str | None = None
+    numa: int | None = None
+    swap: int | None = None
+    overcommit: int | None = None
+    hugepages: int | None = None
+    offline: bool = False
+    target: SshUrl | None = None
+    identity: Path | None = None
+    known_hosts: Path | None = None
+    accept_new_host_key: bool = False
+    reboot_wait: float | None = None
+    rwdir: str = ""                    # boot --rw: the directory the guest may write
+
+    def replace(self, **changes: Any) -> GuestRequest:
+        return dataclasses.replace(self, **changes)
+
+    @property
+    def access(self) -> Access | None:
+        """How to reach the --target, if there is one."""
+        if self.target is None:
+            return None
+        return Access(self.target, self.identity, self.known_hosts, self.accept_new_host_key,
+                      self.reboot_wait)
+
+    def machine(self) -> dict[str, Any]:
+        """The MachineSpec fields these settings set (the rest keep theirs)."""
+        out: dict[str, Any] = {}
+        for option, name in MACHINE_FIELDS.items():
+            value = getattr(self, option)
+            if value is not None:
+                out[name] = value if name in ("append", "vng_root") else int(value)
+        if self.rwdir:
+            out["rwdir"] = self.rwdir
+        return out
+
+
+@dataclass(frozen=True)
+class SuiteRequest:
+    """The kernel suites on some kernels x arches: each job a pytest of its
+    own, given the guest's options."""
+    guest: GuestRequest                # kernel and arch are each job's
+    suite: list[str] = field(default_factory=lambda: ["scenarios"])
+    k: str | None = None
+    parallel: int | None = None
+    selftests_source: str | None = None
+
+
+@dataclass(frozen=True)
+class ReproRequest:
+    """A command (or a C reproducer) in rounds until a kernel report whose
+    title holds the signature shows: on one guest or -j of them."""
+    guest: GuestRequest
+    signature: str
+    command: list[str]
+    rounds: int | None = None          # None: 100, or as many as --for allows
+    budget: float | None = None        # --for, seconds
+    parallel: int | None = None
+    c: Path | None = None
+    kmod: Path | None = None
+    stress: list[str] | None = None
+    until_hit: bool = False
+    timeout: float = 120.0
