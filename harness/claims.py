@@ -17,14 +17,13 @@ import fcntl
 import os
 import time
 from pathlib import Path
-from typing import IO
 
 from harness.errors import UsageError
 
 CLAIMED = "KHARNESS_CLAIMED"    # folders held by us or the kharness that started us
 LOCK = ".kh-lock"
 
-_held: list[IO[str]] = []       # open while we live: the flock goes with the process
+_held: list[int] = []           # open while we live: the flock goes with the process
 
 
 def held() -> list[Path]:
@@ -37,18 +36,20 @@ def claim(folder: Path) -> None:
     if any(p == folder or p in folder.parents for p in held()):
         return
     folder.mkdir(parents=True, exist_ok=True)
-    fh = open(folder / LOCK, "a+")      # kept open: it is the claim
+    fd = os.open(folder / LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
     try:
-        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
-        fh.seek(0)
-        who = fh.read().strip() or "another kharness"
-        fh.close()
+        who = os.pread(fd, 200, 0).decode(errors="replace").strip() or "another kharness"
+        os.close(fd)
         raise UsageError(f"{folder} is being written by {who}: wait for it to end, or give "
                          f"this run another --out") from None
-    fh.seek(0)
-    fh.truncate()
-    fh.write(f"kharness pid {os.getpid()} (since {time.strftime('%H:%M:%S')})\n")
-    fh.flush()
-    _held.append(fh)
+    os.ftruncate(fd, 0)
+    try:
+        os.pwrite(fd, f"kharness pid {os.getpid()} (since {time.strftime('%H:%M:%S')})\n"
+                  .encode(), 0)
+    except OSError as e:        # a full disk: name the file
+        os.close(fd)
+        raise OSError(e.errno, e.strerror, str(folder / LOCK)) from None
+    _held.append(fd)
     os.environ[CLAIMED] = os.pathsep.join(map(str, [*held(), folder]))
