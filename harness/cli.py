@@ -12,7 +12,19 @@ import time
 from pathlib import Path
 from typing import NoReturn
 
-from harness import arches, bench, claims, mutants, nightly, options, repro, session, workflows
+from harness import (
+    arches,
+    bench,
+    bisect,
+    claims,
+    mutants,
+    nightly,
+    options,
+    repro,
+    session,
+    suites,
+    validate,
+)
 from harness.errors import KhError, UsageError
 from harness.guest import Result, Target
 from harness.kbuild import kernel as kbuild
@@ -37,14 +49,14 @@ def cmd_run(args: argparse.Namespace) -> int:
             resolve(spec, arch, offline=args.offline)
     req = options.suite_request(args)
     if args.target is not None:     # one job: what the machine runs
-        jobs = [workflows.SuiteJob(req.guest.kernel, req.guest.arch,
+        jobs = [suites.SuiteJob(req.guest.kernel, req.guest.arch,
                                    args.out / f"ssh-{args.target.host}", target=args.target)]
     else:
-        jobs = [workflows.SuiteJob(spec, arch, args.out / f"{spec.replace(':', '-')}-{arch}")
+        jobs = [suites.SuiteJob(spec, arch, args.out / f"{spec.replace(':', '-')}-{arch}")
                 for arch in args.arch for spec in args.kernel]
     t0 = time.monotonic()
     try:
-        return workflows.run_suites(req, jobs, args.parallel or workflows.default_parallel())
+        return suites.run_suites(req, jobs, args.parallel or suites.default_parallel())
     finally:
         # What finished, also after Ctrl-C; a job that never started has no JUnit.
         _matrix(args.out, [(j.label, j.junit) for j in jobs])
@@ -63,23 +75,24 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    return workflows.validate(args)
+    return validate.validate(options.source_request(args), options.suite_request(args),
+                             args.arch, args.out, against=args.against)
 
 
 def cmd_mutants(args: argparse.Namespace) -> int:
-    return mutants.run(args)
+    return mutants.run(options.mutants_request(args), args.out)
 
 
 def cmd_bisect(args: argparse.Namespace) -> int:
-    return workflows.bisect(args)
+    return bisect.bisect(options.bisect_request(args), args.out)
 
 
 def cmd_bisect_step(args: argparse.Namespace) -> int:
-    return workflows.bisect_step(args)
+    return bisect.bisect_step(options.bisect_request(args), args.out)
 
 
 def cmd_nightly(args: argparse.Namespace) -> int:
-    return nightly.run(args)
+    return nightly.run(options.nightly_request(args), args.out)
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -161,7 +174,7 @@ def cmd_repro(args: argparse.Namespace) -> int:
 def cmd_build(args: argparse.Namespace) -> int:
     """A kernel from source, patches and kconfig fragments; prints its spec."""
     series = patches.load(args.patches) if args.patches else None
-    k = kbuild.build(workflows.build_request(args, args.arch[0], series))
+    k = kbuild.build(kbuild.request(options.source_request(args), args.arch[0], series))
     print(f"build:{k.spec.partition(':')[2]}")
     progress(f"{k.release} ({k.arch}): run the suites with "
              f"'kharness run --kernel {k.spec} --arch {k.arch}'; build: {k.extra['build']}")

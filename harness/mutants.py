@@ -18,23 +18,23 @@ failure; a mutant only invariants target is caught by any failure.
 
 from __future__ import annotations
 
-import argparse
 import json
 import re
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from harness import options
 from harness.errors import KhError, UsageError
 from harness.kbuild import kernel as kbuild
 from harness.kbuild import patches
 from harness.report import compare
+from harness.requests import MutantsRequest
+from harness.resources import data
+from harness.suites import run_suite
 from harness.util import progress, write_out
 
 SCENARIO = re.compile(r"(RB|DX|MX|PAT)\d+")
 INVARIANTS = ("refcount", "mapcount", "RSS", "PAT memtype", "write-notify")
-DEFAULT_DIR = Path(__file__).resolve().parents[1] / "tests" / "data" / "mutants"
 
 
 @dataclass(frozen=True)
@@ -132,22 +132,19 @@ def table(rows: list[Row]) -> str:
     return "\n".join(lines)
 
 
-def run(args: argparse.Namespace) -> int:
-    # Imported here: workflows imports the rest of kharness.
-    from harness import workflows
-    arch = args.arch[0]
-    muts = load(Path(args.mutants) if args.mutants else DEFAULT_DIR, args.only)
-    base = patches.load(args.patches) if args.patches else []
+def run(req: MutantsRequest, out: Path) -> int:
+    """Exit 0 only if the clean kernel passed and every mutant was caught."""
+    arch = req.arch
+    muts = load(req.mutants or data("mutants"), req.only)
+    base = patches.load(req.build.patches) if req.build.patches else []
     # Every mutant is a patch that applies, before the first (long) build.
     series_of = {m.name: base + patches.load(str(m.path)) for m in muts}
     for name, series in series_of.items():
         try:
-            workflows.build_request(args, arch, series)
+            kbuild.request(req.build, arch, series)
         except UsageError as e:
             raise UsageError(f"{name}: {e}") from None
-    # a mutant is judged by the scenarios (the upstream selftests: see README)
-    req = options.suite_request(args, suite=["scenarios"])
-    out = args.out / f"mutants-{arch}"
+    out = out / f"mutants-{arch}"
     rows: list[Row] = []
     t_all = time.monotonic()
     for i, m in enumerate([None, *muts]):
@@ -157,7 +154,7 @@ def run(args: argparse.Namespace) -> int:
         t0 = time.monotonic()
         series = series_of[m.name] if m else base
         try:
-            spec = kbuild.build(workflows.build_request(args, arch, series)).spec
+            spec = kbuild.build(kbuild.request(req.build, arch, series)).spec
         except UsageError as e:
             raise UsageError(f"{name}: {e}") from None
         except KhError as e:
@@ -166,7 +163,7 @@ def run(args: argparse.Namespace) -> int:
             rows.append(Row(name, targets, "not run", seconds=time.monotonic() - t0,
                             note=f"build failed: {e}"))
             continue
-        status, junit = workflows.run_suite(req, spec, arch, out / name)
+        status, junit = run_suite(req.suite, spec, arch, out / name)
         if status not in (0, 1) or not junit.exists():
             if m is None:
                 raise KhError(f"the suite could not run on the clean kernel {spec}: "

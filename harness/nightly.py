@@ -6,7 +6,7 @@ gives the job ids a pipeline fans out over; each CI job then runs
 
 from __future__ import annotations
 
-import argparse
+import dataclasses
 import json
 import re
 import shlex
@@ -16,13 +16,19 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from harness import arches, kernels, mutants, options, repro, session, workflows
+from harness import arches, kernels, mutants, repro, session, suites
 from harness.apt import SERIES
 from harness.arches import Arch
 from harness.errors import KhError, UsageError
 from harness.kbuild import kconfig
 from harness.kbuild import kernel as kbuild
-from harness.requests import GuestRequest
+from harness.requests import (
+    GuestRequest,
+    MutantsRequest,
+    NightlyRequest,
+    SourceRequest,
+    SuiteRequest,
+)
 from harness.util import progress
 
 JOB_KEYS = {"name", "kernels", "source", "config", "arches", "cpus", "k", "boot", "repro",
@@ -269,12 +275,12 @@ def select(jobs: list[Job], names: str | None, shard: tuple[int, int] | None,
     return jobs
 
 
-def kernel_of(job: Job, args: argparse.Namespace) -> str:
+def kernel_of(job: Job, offline: bool) -> str:
     """The --kernel spec a job runs on: as given, or built now."""
     if job.kernel:
         return job.kernel
-    build = argparse.Namespace(source=job.source, config=job.config, offline=args.offline)
-    return kbuild.build(workflows.build_request(build, job.arch)).spec
+    build = SourceRequest(job.source, config=list(job.config), offline=offline)
+    return kbuild.build(kbuild.request(build, job.arch)).spec
 
 
 def run_repro(job: Job, req: GuestRequest, out: Path) -> int:
@@ -299,51 +305,54 @@ def run_repro(job: Job, req: GuestRequest, out: Path) -> int:
     return 0 if rep.hits else 1
 
 
-def run_mutants(job: Job, args: argparse.Namespace, out: Path) -> int:
+def run_mutants(job: Job, suite: SuiteRequest, out: Path) -> int:
     """A mutants job: the clean tree and each mutant, built and run."""
-    ns = argparse.Namespace(**{**vars(args), "arch": [job.arch], "source": job.source,
-                               "config": list(job.config), "mutants": job.mutants,
-                               "only": None, "patches": None, "k": job.k, "out": out})
-    return mutants.run(ns)
+    build = SourceRequest(job.source, config=list(job.config), offline=suite.guest.offline)
+    return mutants.run(MutantsRequest(build, dataclasses.replace(suite, suite=["scenarios"],
+                                                                 k=job.k),
+                                      job.arch, mutants=Path(job.mutants)), out)
 
 
-def run(args: argparse.Namespace) -> int:
-    jobs = select(load(Path(args.matrix)), args.job, args.shard, args.matrix)
-    if args.list:
-        if args.json:
+def run(req: NightlyRequest, out: Path) -> int:
+    jobs = select(load(Path(req.matrix)), req.job, req.shard, req.matrix)
+    if req.list:
+        if req.json:
             print(json.dumps({"include": [{"job": j.id} for j in jobs]}))
         else:
             print("\n".join(j.id for j in jobs))
         return 0
     if not jobs:
-        i, n = args.shard
+        assert req.shard is not None
+        i, n = req.shard
         progress(f"shard {i}/{n}: the matrix has no job for it")
         return 0
     t0 = time.monotonic()
+    offline = req.suite.guest.offline
     # Kernels first (downloads, source builds: one at a time, they share CPUs
     # and caches), then the suites side by side, then the races.
     specs = {}
     for job in (j for j in jobs if not j.mutants):
         try:
-            specs[job.id] = kernel_of(job, args)
+            specs[job.id] = kernel_of(job, offline)
         except KhError as e:
             raise KhError(f"{job.id}: {e}", detail=e.detail) from None
         if job.kernel:
-            kernels.resolve(job.kernel, job.arch, offline=args.offline)
-    suites = [workflows.SuiteJob(specs[j.id], j.arch, args.out / j.id, k=j.k, cpus=j.cpus,
-                                 boot=j.boot) for j in jobs if not j.repro and not j.mutants]
+            kernels.resolve(job.kernel, job.arch, offline=offline)
+    jobs_of_suites = [suites.SuiteJob(specs[j.id], j.arch, out / j.id, k=j.k, cpus=j.cpus,
+                                      boot=j.boot)
+                      for j in jobs if not j.repro and not j.mutants]
     worst = 0
+    guest = req.suite.guest
     try:
-        req = options.suite_request(args)
-        worst = workflows.run_suites(req, suites, args.parallel or workflows.default_parallel())
+        worst = suites.run_suites(req.suite, jobs_of_suites,
+                                  req.suite.parallel or suites.default_parallel())
         for job in (j for j in jobs if j.repro):
-            race = req.guest.replace(kernel=specs[job.id], arch=job.arch,
-                                     cpus=job.cpus or req.guest.cpus,
-                                     boot=job.boot or req.guest.boot)
-            worst = max(worst, run_repro(job, race, args.out / job.id))
+            race = guest.replace(kernel=specs[job.id], arch=job.arch,
+                                 cpus=job.cpus or guest.cpus, boot=job.boot or guest.boot)
+            worst = max(worst, run_repro(job, race, out / job.id))
         for job in (j for j in jobs if j.mutants):
-            worst = max(worst, run_mutants(job, args, args.out / job.id))
+            worst = max(worst, run_mutants(job, req.suite, out / job.id))
     finally:
         progress(f"{len(jobs)} nightly jobs in {time.monotonic() - t0:.0f}s; results: "
-                 f"{args.out} (kharness report merge {args.out})")
+                 f"{out} (kharness report merge {out})")
     return worst

@@ -29,7 +29,15 @@ from harness.apt import SERIES
 from harness.arches import Arch
 from harness.errors import UsageError
 from harness.kernels import DEFAULT_SPEC, validate
-from harness.requests import GuestRequest, ReproRequest, SuiteRequest
+from harness.requests import (
+    BisectRequest,
+    GuestRequest,
+    MutantsRequest,
+    NightlyRequest,
+    ReproRequest,
+    SourceRequest,
+    SuiteRequest,
+)
 from harness.session import BOOT_PATHS
 
 ACCELS = ("auto", "kvm", "tcg")
@@ -243,7 +251,7 @@ class Option:
         return self.per_command.get(command, self.default)
 
 
-# What `run --suite` picks from the kernel suite folder (harness/workflows.py).
+# What `run --suite` picks from the kernel suite folder (harness/suites.py).
 SUITES = ("scenarios", "mm-selftests", "harness", "all")
 VNG_ROOTS = ("auto", "host", "kh")
 GUESTS = ("run", "boot", "repro", "bench", PYTEST)        # boot a --kernel
@@ -495,10 +503,34 @@ def suite_request(ns: Any, **override: Any) -> SuiteRequest:
     """The SuiteRequest of a resolved command: its guest options and the
     suite's selection (commands without a --suite run `all` of it, except
     mutants: its kernels are judged by the scenarios)."""
-    return SuiteRequest(guest_request(ns), suite=getattr(ns, "suite", None) or ["all"],
-                        k=getattr(ns, "k", None), parallel=getattr(ns, "parallel", None),
-                        selftests_source=getattr(ns, "selftests_source", None),
-                        **override)
+    values = {"suite": getattr(ns, "suite", None) or ["all"], "k": getattr(ns, "k", None),
+              "parallel": getattr(ns, "parallel", None),
+              "selftests_source": getattr(ns, "selftests_source", None)}
+    return SuiteRequest(guest_request(ns), **{**values, **override})
+
+
+def source_request(ns: Any, **override: Any) -> SourceRequest:
+    """The build options of a command (--source, --config, --patches, ...);
+    the ones it lacks take their defaults."""
+    values = {f.name: getattr(ns, f.name) for f in dataclasses.fields(SourceRequest)
+              if getattr(ns, f.name, None) is not None}
+    return SourceRequest(**{**values, **override})
+
+
+def bisect_request(ns: Any) -> BisectRequest:
+    return BisectRequest(source_request(ns), suite_request(ns), ns.arch[0],
+                         good=getattr(ns, "good", None), bad=getattr(ns, "bad", None),
+                         signature=ns.signature, rounds=ns.rounds)
+
+
+def mutants_request(ns: Any) -> MutantsRequest:
+    return MutantsRequest(source_request(ns), suite_request(ns, suite=["scenarios"]),
+                          ns.arch[0], mutants=ns.mutants, only=ns.only)
+
+
+def nightly_request(ns: Any) -> NightlyRequest:
+    return NightlyRequest(ns.matrix, suite_request(ns), job=ns.job, shard=ns.shard,
+                          list=ns.list, json=ns.json)
 
 
 def repro_request(ns: Any) -> ReproRequest:
@@ -522,11 +554,17 @@ def text_of(value: Any) -> str:
 
 
 def _value(values: Any, dest: str) -> Any:
-    """An option's value in a Namespace or a request (or the guest request
-    inside it); None if it has none."""
-    for source in (values, getattr(values, "guest", None)):
-        if source is not None and hasattr(source, dest):
-            return getattr(source, dest)
+    """An option's value in a Namespace or a request, or in a request inside
+    it (a SuiteRequest's guest, a BisectRequest's build); None if none has it."""
+    if hasattr(values, dest):
+        return getattr(values, dest)
+    if dataclasses.is_dataclass(values):
+        for f in dataclasses.fields(values):
+            inner = getattr(values, f.name)
+            if dataclasses.is_dataclass(inner) and not isinstance(inner, type):
+                found = _value(inner, dest)
+                if found is not None:
+                    return found
     return None
 
 

@@ -98,3 +98,49 @@ class ReproRequest:
     stress: list[str] | None = None
     until_hit: bool = False
     timeout: float = 120.0
+
+
+@dataclass(frozen=True)
+class SourceRequest:
+    """A kernel to build from source: the tree, its kconfig fragments and
+    a patch series (loaded and checked by the stage that builds)."""
+    source: str
+    config: list[str] = field(default_factory=lambda: ["base"])
+    patches: str | None = None
+    strict_config: bool = False
+    jobs: int | None = None            # make -j; None: the CPUs
+    no_ccache: bool = False
+    offline: bool = False
+
+
+@dataclass(frozen=True)
+class BisectRequest:
+    """The patch (or git commit) after which -k fails or --signature shows."""
+    build: SourceRequest
+    suite: SuiteRequest
+    arch: Arch
+    good: str | None = None
+    bad: str | None = None
+    signature: str | None = None
+    rounds: int = 20
+
+
+@dataclass(frozen=True)
+class MutantsRequest:
+    """The clean tree and each mutant patch, built and run through the scenarios."""
+    build: SourceRequest
+    suite: SuiteRequest
+    arch: Arch
+    mutants: Path | None = None        # None: the mutants shipped with kharness
+    only: list[str] | None = None
+
+
+@dataclass(frozen=True)
+class NightlyRequest:
+    """The nightly matrix file: its jobs here, one --job, a --shard, or --list."""
+    matrix: str
+    suite: SuiteRequest
+    job: str | None = None
+    shard: tuple[int, int] | None = None
+    list: bool = False
+    json: bool = False

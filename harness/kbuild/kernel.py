@@ -22,6 +22,7 @@ import os
 import shlex
 import shutil
 import subprocess
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,9 +33,11 @@ from harness.cache import cached, damage
 from harness.errors import KhError
 from harness.kbuild import kconfig
 from harness.kbuild import patches as patchlib
+from harness.kbuild import source as sourcelib
 from harness.kbuild.kmod import compiler_lines
 from harness.kbuild.source import SourceTree, kernelversion
 from harness.kernel import Kernel
+from harness.requests import SourceRequest
 from harness.util import cache_root, digest, progress, run
 
 PROGRESS_EVERY = 20.0   # seconds between progress lines during make
@@ -131,6 +134,23 @@ def _follow(proc: subprocess.Popen, fh, what: str, log: Path,
             progress(f"{what}: {compiled} objects, {now - t0:.0f}s (at {where[:60]})")
             last = now
     return proc.wait(), tail, compiled
+
+
+def request(src: SourceRequest, arch: Arch,
+            series: list[patchlib.Patch] | None = None) -> BuildRequest:
+    """What a kernel build needs, from the source-build options (--source,
+    --config, --patches, --strict-config, --jobs, --no-ccache, --offline). A
+    series that does not apply to the source is bad input, found here
+    before any build."""
+    tree = sourcelib.get(src.source, offline=src.offline)
+    if series:
+        with tempfile.TemporaryDirectory(prefix="kh-patches-") as scratch:
+            patchlib.check_applies(tree.path, series, Path(scratch))
+    return BuildRequest(
+        source=tree, arch=arch, fragments=kconfig.resolve_fragments(list(src.config), arch),
+        patches=series or [], patches_spec=src.patches or "",
+        strict_config=src.strict_config, jobs=src.jobs or os.cpu_count() or 1,
+        ccache=not src.no_ccache)
 
 
 def build(req: BuildRequest) -> Kernel:

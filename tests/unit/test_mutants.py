@@ -7,10 +7,11 @@ import pytest
 from harness import mutants
 from harness.errors import UsageError
 from harness.kbuild import patches
+from harness.resources import data
 
 
 def test_every_mutant_names_its_targets_and_applies_as_a_patch():
-    found = mutants.load(mutants.DEFAULT_DIR)
+    found = mutants.load(data("mutants"))
     assert len(found) >= 19
     for m in found:
         assert m.targets and m.expect and m.subject, m.name
@@ -27,7 +28,7 @@ CATALOGUE = ([f"RB{i}" for i in range(1, 8)] + [f"DX{i}" for i in range(1, 7)]
 
 
 def test_every_scenario_and_invariant_is_targeted_by_a_mutant():
-    targets = {t for m in mutants.load(mutants.DEFAULT_DIR) for t in m.targets}
+    targets = {t for m in mutants.load(data("mutants")) for t in m.targets}
     assert set(CATALOGUE) - targets == set()
     assert set(mutants.INVARIANTS) - targets == set()
 
@@ -42,12 +43,12 @@ def test_a_bad_header_is_one_line_naming_the_file(tmp_path):
 
 
 def test_verdict_wants_a_test_of_a_targeted_scenario():
-    m = mutants.Mutant("m", mutants.DEFAULT_DIR, "s", ("RB5", "MX3"), "e")
+    m = mutants.Mutant("m", data("mutants"), "s", ("RB5", "MX3"), "e")
     assert mutants.verdict(m, []) == "missed"
     assert mutants.verdict(m, ["test_RB1_read_every_page[pfnmap]"]) == "elsewhere"
     assert mutants.verdict(m, ["test_MX3_fork_copies_mixedmap_ptes[prepop]"]) == "caught"
     assert mutants.verdict(m, ["test_MX33_x"]) == "elsewhere"
-    inv = mutants.Mutant("i", mutants.DEFAULT_DIR, "s", ("RSS",), "e")
+    inv = mutants.Mutant("i", data("mutants"), "s", ("RSS",), "e")
     assert mutants.verdict(inv, ["test_DX1_read_fault_every_page[refcounted]"]) == "caught"
 
 

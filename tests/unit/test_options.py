@@ -238,7 +238,7 @@ def test_guest_settings_reach_the_suites_and_the_machine():
 
 def test_suites_pick_files_of_the_kernel_suite():
     from harness.resources import data
-    from harness.workflows import suite_paths
+    from harness.suites import suite_paths
     names = lambda suites: [Path(p).name for p in suite_paths(suites)]  # noqa: E731
     assert names(["scenarios"]) == ["test_ringbuf.py", "test_perf_ringbuf.py",
                                     "test_daxlike.py", "test_mixedmap.py", "test_pat.py"]

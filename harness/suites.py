@@ -1,0 +1,166 @@
+"""The kernel suites on kernels x arches: each job a pytest process of its
+own (one crash cannot poison the next, jobs can go side by side), its
+JUnit and logs in the job's folder. Suites are the kernel suite folder's
+subfolders, found by looking (suite_paths)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from harness import claims, options, spawn
+from harness.arches import Arch
+from harness.errors import UsageError
+from harness.remote import SshUrl
+from harness.report import compare
+from harness.requests import SuiteRequest
+from harness.resources import data
+from harness.util import progress
+
+# pytest's exit statuses -> ours (0 passed, 1 failed, 2 bad input, 3 infrastructure)
+PYTEST_STATUS = {0: 0, 1: 1, 2: 2, 3: 3, 4: 2, 130: 130}
+NO_TESTS = 5
+STOP_GRACE = 15.0       # seconds a suite gets to stop and write its JUnit
+
+
+@dataclass
+class SuiteJob:
+    spec: str | None           # --kernel (None: what the target runs)
+    arch: Arch | None
+    out: Path
+    target: SshUrl | None = None
+    k: str | None = None       # -k, when the job has its own
+    cpus: int | None = None    # --cpus, when the job has its own
+    boot: str | None = None    # --boot, when the job has its own
+    status: int | None = None  # ours, once it ended
+
+    @property
+    def junit(self) -> Path:
+        return self.out / "junit.xml"
+
+    @property
+    def label(self) -> str:
+        if self.target is not None:
+            return " ".join(str(w) for w in (self.target, self.spec, self.arch) if w)
+        return f"{self.spec} {self.arch}"
+
+
+def default_parallel() -> int:
+    """Guests this machine can run side by side: a core and ~2 GiB each."""
+    try:
+        mem_gib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    except (ValueError, OSError):
+        mem_gib = 2.0
+    return max(1, min(os.cpu_count() or 1, int(mem_gib // 2)))
+
+
+def run_suites(req: SuiteRequest, jobs: list[SuiteJob], parallel: int = 1) -> int:
+    """The kernel suite on each job, `parallel` pytest processes at a time.
+    One job at a time talks to the terminal; side by side, each writes its
+    pytest.log and the terminal gets a line when a job starts and ends.
+    Returns the worst status."""
+    pending = list(jobs)
+    running: dict[subprocess.Popen, SuiteJob] = {}
+    quiet = parallel > 1 and len(jobs) > 1
+    try:
+        while pending or running:
+            while pending and len(running) < parallel:
+                job = pending.pop(0)
+                running[_start_suite(req, job, quiet)] = job
+            for child, job in list(running.items()):
+                status = child.poll()
+                if status is not None:
+                    del running[child]
+                    _finish_suite(req, job, status, quiet)
+            time.sleep(0.2)
+    except KeyboardInterrupt:
+        # pytest stops at SIGINT and writes the JUnit of what finished; a
+        # suite that has not stopped after STOP_GRACE is killed, QEMUs and all.
+        for child in running:
+            spawn.signal_group(child, signal.SIGINT)
+        for child, job in running.items():
+            try:
+                child.wait(timeout=STOP_GRACE)
+            except subprocess.TimeoutExpired:
+                progress(f"{job.label}: still running {STOP_GRACE:.0f}s after SIGINT: killed")
+            spawn.stop(child, signal.SIGKILL, grace=0)
+            progress(f"{job.label}: stopped; JUnit of what finished: {job.junit}")
+        raise
+    interrupted = [j for j in jobs if j.status == 130]
+    if interrupted:     # stopped from outside us
+        raise KeyboardInterrupt
+    return max((j.status or 0 for j in jobs), default=0)
+
+
+# The kernel suite folder's files by what they test: the kernel's behaviour
+# under our modules (scenarios), the kernel's own mm selftests, and
+# kharness's own end-to-end tests (harness: the rest).
+SCENARIOS = ("test_ringbuf.py", "test_perf_ringbuf.py", "test_daxlike.py", "test_mixedmap.py",
+             "test_pat.py")
+MM_SELFTESTS = ("test_upstream_mm.py",)
+
+
+def suite_paths(suites: list[str]) -> list[str]:
+    folder = data("suite")
+    if "all" in suites:
+        return [str(folder)]
+    named = {"scenarios": SCENARIOS, "mm-selftests": MM_SELFTESTS}
+    files = [f for s in suites for f in named.get(s, ())]
+    if "harness" in suites:
+        files += sorted(p.name for p in folder.glob("test_*.py")
+                        if p.name not in SCENARIOS + MM_SELFTESTS)
+    return [str(folder / f) for f in dict.fromkeys(files)]
+
+
+def _start_suite(req: SuiteRequest, job: SuiteJob, quiet: bool) -> subprocess.Popen:
+    claims.claim(job.out)   # its pytest inherits the claim
+    job.junit.unlink(missing_ok=True)
+    argv = [sys.executable, "-m", "pytest", *suite_paths(req.suite),
+            "-p", "no:cacheprovider", "-q",
+            "-rfE", f"--junitxml={job.junit}",
+            *options.to_pytest_argv(req.guest, kernel=job.spec, arch=job.arch, out=job.out,
+                                    selftests_source=req.selftests_source,
+                                    **({"cpus": job.cpus} if job.cpus else {}),
+                                    **({"boot": job.boot} if job.boot else {}))]
+    k = job.k or req.k
+    if k:
+        argv += ["-k", k]
+    log = job.out / "pytest.log"
+    progress(f"{job.label}: running the kernel suite "
+             f"({'ssh' if job.target else job.boot or req.guest.boot})"
+             + (f"; its output: {log}" if quiet else f"; logs: {job.out}"))
+    # Its own session, so a terminal's Ctrl-C reaches it once, from us; and it
+    # dies with us if we are killed (its QEMUs die with it). SIGINT is how
+    # we ask it to stop: it must not inherit that signal ignored (a script's
+    # `kharness run &`), see pytest_plugin.
+    env = {**os.environ, spawn.CHILD: "1"}
+    if not quiet:
+        return spawn.spawn(argv, env=env)
+    with open(log, "wb") as sink:
+        return spawn.spawn(argv, env=env, stdout=sink, stderr=subprocess.STDOUT)
+
+
+def _finish_suite(req: SuiteRequest, job: SuiteJob, status: int, quiet: bool) -> None:
+    if status == NO_TESTS:
+        raise UsageError(f"no test of the suite matches -k {job.k or req.k!r}")
+    job.status = PYTEST_STATUS.get(status, 3)
+    word = {0: "passed", 1: "FAILED", 130: "interrupted"}.get(job.status, "ERROR")
+    summary = ""
+    if quiet and job.junit.exists():
+        cases = compare.load_junit(job.junit).cases.values()
+        counts = {o: sum(c.outcome == o for c in cases) for o in ("passed", "failed", "error",
+                                                                 "skipped")}
+        summary = " (" + ", ".join(f"{n} {o}" for o, n in counts.items() if n) + ")"
+    where = f"JUnit: {job.junit}" if job.junit.exists() else f"no JUnit; logs: {job.out}"
+    progress(f"{job.label}: {word}{summary}; {where}")
+
+
+def run_suite(req: SuiteRequest, spec: str, arch: Arch, out: Path) -> tuple[int, Path]:
+    """The kernel suite on one kernel and arch: (our exit status, JUnit path)."""
+    job = SuiteJob(spec, arch, out)
+    return run_suites(req, [job]), job.junit
