@@ -14,7 +14,7 @@ from pathlib import Path
 
 from harness import arches, repro, session
 
-# The mode whose mkwrite insert WARNs on each kernel (tests/kernel/test_daxlike.py).
+# The mode whose mkwrite insert WARNs on each kernel (tests/kernel/scenarios/test_daxlike.py).
 SIGNATURES = {(6, 1): ("special", "WARNING in insert_pfn"),
               (7, 2): ("refcounted", "WARNING in insert_page_into_pte_locked"),
               (7, 3): ("refcounted", "WARNING in insert_page_into_pte_locked")}

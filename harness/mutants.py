@@ -29,11 +29,10 @@ from harness.kbuild import kernel as kbuild
 from harness.kbuild import patches
 from harness.report import compare
 from harness.requests import MutantsRequest
-from harness.resources import data
+from harness.resources import data, scenario_ids
 from harness.suites import run_suite
 from harness.util import progress, write_out
 
-SCENARIO = re.compile(r"(RB|DX|MX|PAT)\d+")
 INVARIANTS = ("refcount", "mapcount", "RSS", "PAT memtype", "write-notify")
 
 
@@ -47,7 +46,7 @@ class Mutant:
 
     @property
     def scenarios(self) -> list[str]:
-        return [t for t in self.targets if SCENARIO.fullmatch(t)]
+        return [t for t in self.targets if t not in INVARIANTS]
 
 
 def _header(text: str, key: str) -> str:
@@ -65,10 +64,11 @@ def load(folder: Path, only: list[str] | None = None) -> list[Mutant]:
         text = f.read_text(errors="replace")
         targets = tuple(t.strip() for t in _header(text, "Mutant-Targets").split(",")
                         if t.strip())
-        bad = [t for t in targets if not SCENARIO.fullmatch(t) and t not in INVARIANTS]
+        known = scenario_ids()
+        bad = [t for t in targets if t not in known and t not in INVARIANTS]
         if not targets or bad:
-            raise UsageError(f"{f}: 'Mutant-Targets:' must list scenario ids or invariants "
-                             f"({', '.join(INVARIANTS)}); "
+            raise UsageError(f"{f}: 'Mutant-Targets:' must list scenario ids of the suite "
+                             f"(RB1, DX4, ...) or invariants ({', '.join(INVARIANTS)}); "
                              + (f"'{bad[0]}' is neither" if bad else "it is missing"))
         out.append(Mutant(f.stem, f, _header(text, "Subject").removeprefix("[PATCH] "),
                           targets, _header(text, "Mutant-Expect")))

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness import arches, remote
+from harness import arches, remote, resources
 from harness.apt import SERIES
 from harness.arches import Arch
 from harness.errors import UsageError
@@ -251,8 +251,8 @@ class Option:
         return self.per_command.get(command, self.default)
 
 
-# What `run --suite` picks from the kernel suite folder (harness/suites.py).
-SUITES = ("scenarios", "mm-selftests", "harness", "all")
+# What `run --suite` picks: a folder of the kernel suite (tests/kernel/<suite>/)
+SUITES = (*resources.suites(), "all")
 VNG_ROOTS = ("auto", "host", "kh")
 GUESTS = ("run", "boot", "repro", "bench", PYTEST)        # boot a --kernel
 BUILT = ("validate", "bisect", "bisect-step", "mutants")  # boot kernels they build

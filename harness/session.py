@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness import arches, claims, remote
+from harness import arches, claims, remote, resources
 from harness.errors import KhError, UsageError
 from harness.guest import Guest, GuestDied, Target
 from harness.kbuild import helpers, kmod
@@ -27,7 +27,6 @@ from harness.vm.qemu import QemuLauncher
 from harness.vm.vng import VngLauncher
 
 BOOT_PATHS = ("initramfs", "vng")
-DEFAULT_MODULES = ("ringbuf", "daxlike", "mixedmap", "splat")
 SMP_BOOT_ATTEMPTS = 3
 
 
@@ -51,9 +50,10 @@ class Prepared:
 
 
 def prepare(req: GuestRequest, outdir: Path,
-            modules: tuple[str, ...] = DEFAULT_MODULES) -> Prepared:
+            modules: tuple[str, ...] | None = None) -> Prepared:
     """Kernel, modules and helpers, made once a run (the values were checked
-    by harness/options.py). With a target, the kernel is the one it runs.
+    by harness/options.py): every module of kmods/ unless told which. With a
+    target, the kernel is the one it runs.
     outdir is this run's alone (harness.claims) before anything is made."""
     outdir = outdir.resolve()
     claims.claim(outdir)
@@ -73,7 +73,8 @@ def prepare(req: GuestRequest, outdir: Path,
     else:
         assert req.kernel is not None and req.arch is not None   # filled in by options
         kernel = resolve(req.kernel, req.arch, offline=req.offline)
-    built = {m.name: m.path for m in (kmod.build(kernel, name) for name in modules)}
+    built = {m.name: m.path for m in (kmod.build(kernel, name)
+                                      for name in modules or resources.modules())}
     bins = helpers.build(kernel.arch)
     if boot == "initramfs":
         initramfs.busybox_for(kernel.arch)  # a download for a foreign arch: now, not mid-run

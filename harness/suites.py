@@ -97,31 +97,21 @@ def run_suites(req: SuiteRequest, jobs: list[SuiteJob], parallel: int = 1) -> in
     return max((j.status or 0 for j in jobs), default=0)
 
 
-# The kernel suite folder's files by what they test: the kernel's behaviour
-# under our modules (scenarios), the kernel's own mm selftests, and
-# kharness's own end-to-end tests (harness: the rest).
-SCENARIOS = ("test_ringbuf.py", "test_perf_ringbuf.py", "test_daxlike.py", "test_mixedmap.py",
-             "test_pat.py")
-MM_SELFTESTS = ("test_upstream_mm.py",)
-
-
 def suite_paths(suites: list[str]) -> list[str]:
+    """The folders pytest is given for these suites ('all': every one)."""
     folder = data("suite")
     if "all" in suites:
         return [str(folder)]
-    named = {"scenarios": SCENARIOS, "mm-selftests": MM_SELFTESTS}
-    files = [f for s in suites for f in named.get(s, ())]
-    if "harness" in suites:
-        files += sorted(p.name for p in folder.glob("test_*.py")
-                        if p.name not in SCENARIOS + MM_SELFTESTS)
-    return [str(folder / f) for f in dict.fromkeys(files)]
+    return [str(folder / s) for s in dict.fromkeys(suites)]
 
 
 def _start_suite(req: SuiteRequest, job: SuiteJob, quiet: bool) -> subprocess.Popen:
     claims.claim(job.out)   # its pytest inherits the claim
     job.junit.unlink(missing_ok=True)
+    # The suite folder is the root (its conftest.py serves every suite, also
+    # from a wheel, where no ini file says where the root is).
     argv = [sys.executable, "-m", "pytest", *suite_paths(req.suite),
-            "-p", "no:cacheprovider", "-q",
+            f"--rootdir={data('suite')}", "-p", "no:cacheprovider", "-q",
             "-rfE", f"--junitxml={job.junit}",
             *options.to_pytest_argv(req.guest, kernel=job.spec, arch=job.arch, out=job.out,
                                     selftests_source=req.selftests_source,

@@ -1,7 +1,7 @@
 /*
  * A selftest that dies the way pfnmap does on kh_mixedmap_pfnmap_half: one
  * result printed, then a read of the unmapped second half raises SIGBUS.
- * Built by tests/kernel/test_upstream_mm.py to prove the runner can fail.
+ * Built by tests/kernel/mm-selftests/test_upstream_mm.py to prove the runner can fail.
  * Usage: ktap-dies -- DEVICE
  */
 #include <fcntl.h>

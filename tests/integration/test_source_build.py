@@ -66,7 +66,8 @@ def build(arch: str, *extra: str) -> str:
 
 def daxlike_outcomes(spec: str, arch: str, junit: Path) -> dict[str, str]:
     """test id -> 'passed' or its failure message, from a nested run."""
-    subprocess.run([sys.executable, "-m", "pytest", str(REPO / "tests/kernel/test_daxlike.py"),
+    subprocess.run([sys.executable, "-m", "pytest",
+                    str(REPO / "tests" / "kernel" / "scenarios" / "test_daxlike.py"),
                     "-p", "no:cacheprovider", "-q", "-k", "DX1 or DX2",
                     f"--kernel={spec}", f"--arch={arch}", f"--junitxml={junit}",
                     f"--out={junit.parent / 'out'}"], cwd=REPO, timeout=1800)

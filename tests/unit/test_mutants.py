@@ -7,7 +7,7 @@ import pytest
 from harness import mutants
 from harness.errors import UsageError
 from harness.kbuild import patches
-from harness.resources import data
+from harness.resources import data, scenario_ids
 
 
 def test_every_mutant_names_its_targets_and_applies_as_a_patch():
@@ -23,8 +23,12 @@ def test_every_mutant_names_its_targets_and_applies_as_a_patch():
                                            "include/linux/mm.h")) for f in files), m.name
 
 
-CATALOGUE = ([f"RB{i}" for i in range(1, 8)] + [f"DX{i}" for i in range(1, 7)]
-             + [f"MX{i}" for i in range(1, 6)] + ["PAT1", "PAT2"])
+CATALOGUE = ([f"DX{i}" for i in range(1, 7)] + [f"MX{i}" for i in range(1, 6)]
+             + ["PAT1", "PAT2"] + [f"RB{i}" for i in range(1, 8)])
+
+
+def test_the_scenario_ids_come_from_the_suites_test_names():
+    assert list(scenario_ids()) == CATALOGUE
 
 
 def test_every_scenario_and_invariant_is_targeted_by_a_mutant():

@@ -236,18 +236,22 @@ def test_guest_settings_reach_the_suites_and_the_machine():
         "append": "proc_mem.force_override=always"}
 
 
-def test_suites_pick_files_of_the_kernel_suite():
-    from harness.resources import data
+def test_suites_are_the_folders_of_the_kernel_suite():
+    """A test file belongs to the suite whose folder holds it: none can land
+    in a suite by accident, and a new folder is a new suite."""
+    from harness.resources import data, suites
     from harness.suites import suite_paths
-    names = lambda suites: [Path(p).name for p in suite_paths(suites)]  # noqa: E731
-    assert names(["scenarios"]) == ["test_ringbuf.py", "test_perf_ringbuf.py",
-                                    "test_daxlike.py", "test_mixedmap.py", "test_pat.py"]
-    assert names(["mm-selftests"]) == ["test_upstream_mm.py"]
-    harness_files = names(["harness"])
-    assert "test_cli.py" in harness_files and "test_ringbuf.py" not in harness_files
-    assert suite_paths(["scenarios", "all"]) == [str(data("suite"))]
-    every = {p.name for p in data("suite").glob("test_*.py")}
-    assert set(names(["scenarios", "mm-selftests", "harness"])) == every
+    folder = data("suite")
+    assert suites() == ("harness", "mm-selftests", "scenarios")
+    assert options.SUITES == (*suites(), "all")
+    assert suite_paths(["scenarios"]) == [str(folder / "scenarios")]
+    assert suite_paths(["mm-selftests", "harness"]) == [str(folder / "mm-selftests"),
+                                                        str(folder / "harness")]
+    assert suite_paths(["scenarios", "all"]) == [str(folder)]
+    scenarios = {p.name for p in (folder / "scenarios").glob("test_*.py")}
+    assert scenarios == {"test_ringbuf.py", "test_perf_ringbuf.py", "test_daxlike.py",
+                         "test_mixedmap.py", "test_pat.py"}
+    assert not list(folder.glob("test_*.py"))     # every test file is in a suite's folder
 
 
 def test_out_checked_by_many_at_once(tmp_path):

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from conftest import option
 
-DATA = Path(__file__).resolve().parent.parent / "data"
+DATA = Path(__file__).resolve().parents[2] / "data"
 KH = [sys.executable, "-m", "harness.cli"]
 pytestmark = pytest.mark.qemu   # guests of its own, several at once
 

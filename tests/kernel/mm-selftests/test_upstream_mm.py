@@ -4,7 +4,7 @@ source of the kernel under test and run in guests set up the way each needs
 is kselftest's runner.sh verdict plus any kernel report in its log windows,
 and one a subtest, named test_upstream_mm[<binary>/<subtest>].
 
-    pytest tests/kernel/test_upstream_mm.py --kernel debian:7.2 --arch arm64
+    pytest tests/kernel/mm-selftests/test_upstream_mm.py --kernel debian:7.2 --arch arm64
     kharness run --suite mm-selftests --kernel debian:7.2
 """
 
@@ -91,7 +91,7 @@ def test_upstream_runner_fails_a_selftest_that_dies(kernel, guest, tmp_path):
 
     from harness.kbuild.helpers import compile_reproducer
     from harness.kbuild.selftests import Selftests
-    src = Path(__file__).resolve().parent.parent / "data" / "ktap-dies.c"
+    src = Path(__file__).resolve().parents[2] / "data" / "ktap-dies.c"
     compile_reproducer(src, kernel.arch, tmp_path / "ktap-dies")
     tests = Selftests(tmp_path, "tests/data", "", "", kernel.arch.name, 60,
                       built={"ktap-dies": "ktap-dies"})
