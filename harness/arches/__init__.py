@@ -35,6 +35,12 @@ class Arch:
     boot_vmlinux: bool     # boot the uncompressed ELF inside the image (PVH)
     build_image: str       # the boot image a source build makes, relative to O=
     tcg_smp_thread: str = "multi"  # TCG threading with several vCPUs (benchmarks/smp_boot.py)
+    # The Debian suite whose packages of this arch make the guest's userland
+    # (the initramfs busybox, virtme-ng's kh root): one that has the arch.
+    userland_suite: str = "bookworm"
+    # Modules (and the options that build them) virtme-ng's machine of this
+    # arch needs besides its own set: module name -> CONFIG_ option.
+    vng_needs: tuple[tuple[str, str], ...] = ()
 
     def __str__(self) -> str:
         return self.name

@@ -21,4 +21,6 @@ ARCH = Arch(
     busybox_package="busybox-static",
     boot_vmlinux=False,
     build_image="arch/arm64/boot/Image",
+    # virtme-ng's arm64 machine puts its 9p and console devices on virtio-mmio.
+    vng_needs=(("virtio_mmio", "CONFIG_VIRTIO_MMIO"),),
 )

@@ -58,7 +58,7 @@ def busybox_for(arch: Arch) -> Path:
                       "(ci/setup.sh does)")
 
     def make(entry: Path) -> list[Path]:
-        lists = AptConfig("busybox", ("bookworm",), arch.deb_arch)
+        lists = AptConfig("busybox", (arch.userland_suite,), arch.deb_arch)
         lists.update(offline=False)
         debs = lists.download([arch.busybox_package], entry / "pkg")
         apt.extract(debs, entry / "root")

@@ -48,10 +48,6 @@ ROOT_PACKAGES = ("bash", "libc6", "libtinfo6")
 GUEST_BIN = "/run/kh"     # tmpfs in the guest: the agent's shell and helpers
 
 
-# virtme-ng's arm64 machine puts its 9p and console devices on virtio-mmio.
-ARCH_NEEDS = {"arm64": {"virtio_mmio": "CONFIG_VIRTIO_MMIO"}}
-
-
 def check_config(kernel: Kernel) -> None:
     """A clear error for a kernel without what virtme-ng needs."""
     try:
@@ -60,7 +56,7 @@ def check_config(kernel: Kernel) -> None:
         return  # nothing to read: vng will say what it lacks
     have = {line.split("=")[0] for line in text.splitlines()
             if line.endswith(("=y", "=m"))}
-    needs = {**NEEDS, **ARCH_NEEDS.get(kernel.arch.name, {})}
+    needs = {**NEEDS, **dict(kernel.arch.vng_needs)}
     missing = [opt for opt in needs.values() if opt not in have]
     if missing:
         raise UsageError(f"kernel {kernel.release} lacks what virtme-ng needs: "
@@ -75,7 +71,7 @@ def kernel_dir(kernel: Kernel, root: bool) -> Path:
     finds the modules beside the image, so this directory is all it is
     given."""
     check_config(kernel)
-    wanted = [*NEEDS, *ARCH_NEEDS.get(kernel.arch.name, {}), *initramfs.KERNEL_MODULES]
+    wanted = [*NEEDS, *dict(kernel.arch.vng_needs), *initramfs.KERNEL_MODULES]
     optional = ("virtio_mmio", *initramfs.SWAP_MODULES)
     mods = initramfs.module_closure(kernel, wanted, optional)
     key = digest(RECIPE, str(kernel.image.resolve()), kernel.source, *mods,
@@ -109,7 +105,7 @@ def _make_root(kernel: Kernel, root: Path) -> None:
     """bash, its libraries and busybox of the kernel's arch, unpacked from
     Debian's debs; busybox's applets linked where nothing else lies."""
     arch = kernel.arch
-    lists = AptConfig("vng-root", ("bookworm",), arch.deb_arch)
+    lists = AptConfig("vng-root", (arch.userland_suite,), arch.deb_arch)
     lists.update(offline=False)
     debs = lists.download([*ROOT_PACKAGES, arch.busybox_package], root.parent /
                           f"{root.name}.debs")
