@@ -14,7 +14,7 @@ from pathlib import Path
 
 from harness import options, repro, session
 from harness.errors import KhError, UsageError
-from harness.kbuild import kernel as kbuild
+from harness.kbuild import linux as kbuild
 from harness.kbuild import patches
 from harness.kernel import Kernel
 from harness.report import compare

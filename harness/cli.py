@@ -27,7 +27,7 @@ from harness import (
 )
 from harness.errors import KhError, UsageError
 from harness.guest import Result, Target
-from harness.kbuild import kernel as kbuild
+from harness.kbuild import linux as kbuild
 from harness.kbuild import patches
 from harness.kernels import resolve
 from harness.observe import reports

@@ -108,7 +108,8 @@ class GuestDied(KhError):
 WORKDIR = "/tmp"    # where the agent runs commands
 
 
-def _quote(cmd: str | list[str]) -> str:
+def quote(cmd: str | list[str]) -> str:
+    """A command as the guest's shell reads it: a string as given, a list quoted."""
     return cmd if isinstance(cmd, str) else " ".join(shlex.quote(c) for c in cmd)
 
 
@@ -189,7 +190,7 @@ class Guest:
 
     def _command(self, verb: str, cmd: str | list[str],
                  timeout: float | None) -> tuple[Result, str]:
-        text = _quote(cmd)
+        text = quote(cmd)
         n = next(self._ids)
         payload = base64.b64encode(text.encode()).decode()
         t0 = time.monotonic()

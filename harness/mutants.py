@@ -25,7 +25,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from harness.errors import KhError, UsageError
-from harness.kbuild import kernel as kbuild
+from harness.kbuild import linux as kbuild
 from harness.kbuild import patches
 from harness.report import compare
 from harness.requests import MutantsRequest

@@ -21,7 +21,7 @@ from harness.apt import SERIES
 from harness.arches import Arch
 from harness.errors import KhError, UsageError
 from harness.kbuild import kconfig
-from harness.kbuild import kernel as kbuild
+from harness.kbuild import linux as kbuild
 from harness.requests import (
     GuestRequest,
     MutantsRequest,

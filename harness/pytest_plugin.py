@@ -230,7 +230,7 @@ def guest(kh_pool, request) -> Target:
         if have < settings["cpus"]:
             pytest.skip(f"needs {settings['cpus']} CPUs; {prep.target.url} has {have}")
     g.dmesg_window()  # whatever came before is not this test's
-    request.node._kh_guest = g
+    request.node.stash[GUEST] = g
     return g
 
 
@@ -308,19 +308,26 @@ def pytest_runtest_call(item):
     return result
 
 
+# What a test leaves for the hooks after it: its guest, its kernel log
+# window, the reports in it that it did not ask for.
+GUEST = pytest.StashKey[Target]()
+WINDOW = pytest.StashKey[str]()
+UNEXPECTED = pytest.StashKey[list]()
+
+
 def _check_window(item, failure) -> str | None:
-    g: Target | None = getattr(item, "_kh_guest", None)
+    g = item.stash.get(GUEST, None)
     if g is None:
         return None
     if isinstance(failure, GuestDied) or not g.alive():
         found = g.died.reports if g.died else []
-        item._kh_window = g.console_since_mark()
+        item.stash[WINDOW] = g.console_since_mark()
     else:
-        item._kh_window = g.dmesg_window()
-        found = reports.parse(item._kh_window)
+        item.stash[WINDOW] = g.dmesg_window()
+        found = reports.parse(item.stash[WINDOW])
     expected = [a for m in item.iter_markers("expect_report") for a in m.args]
     unexpected = [r for r in found if not any(e in r.title for e in expected)]
-    item._kh_unexpected = unexpected
+    item.stash[UNEXPECTED] = unexpected
     if unexpected:   # for `kharness compare`: reports no test asked for
         item.user_properties.append(("kh-reports", json.dumps([r.title for r in unexpected])))
     if unexpected:
@@ -371,15 +378,15 @@ def pytest_runtest_makereport(item, call):
 
 def _keep_artifacts(item, call, rep) -> None:
     """A failed test's kernel log window and console beside its logs."""
-    window = getattr(item, "_kh_window", None)
+    window = item.stash.get(WINDOW, None)
     if rep.when == "call" and rep.failed and window is not None:
-        g: Target = item._kh_guest
+        g = item.stash[GUEST]
         art = g.workdir.parent / "tests" / re.sub(r"[^\w.\-\[\]]+", "_", item.nodeid)
         art.mkdir(parents=True, exist_ok=True)
         (art / "dmesg.txt").write_text(window)
         if g.console_log.exists():
             shutil.copy(g.console_log, art / "console.log")
-        found = getattr(item, "_kh_unexpected", [])
+        found = item.stash.get(UNEXPECTED, [])
         if call.excinfo is not None and call.excinfo.errisinstance(KernelReport) and found:
             cause = call.excinfo.value.__cause__
             rep.longrepr = ReportFailure(str(call.excinfo.value).splitlines()[0], found,

@@ -23,7 +23,7 @@ import paramiko
 from paramiko.ssh_exception import NoValidConnectionsError
 
 from harness.errors import KhError, UsageError
-from harness.guest import GuestCommandError, GuestDied, Result, _quote
+from harness.guest import GuestCommandError, GuestDied, Result, quote
 from harness.observe import reports
 from harness.util import progress
 
@@ -280,7 +280,7 @@ class SshTarget:
             check: bool = False) -> Result:
         if self.died is not None:
             raise self.died
-        text = _quote(cmd)
+        text = quote(cmd)
         limit = timeout or self.default_timeout
         where = f"cd {self.dir} && PATH={self.dir}:$PATH " if self.dir else ""
         # timeout(1) kills the command on the target; our own deadline only

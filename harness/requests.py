@@ -6,7 +6,7 @@ Fields carry the option table's names (a request's `swap` is `--swap`), so
 options.to_argv() spells any request back as the command line that makes
 it: every "rerun with" line, a suite's pytest, bisect-step and nightly's
 jobs. kunit_tool's KunitBuildRequest/KunitExecRequest are the model; a
-kernel build's is kbuild.kernel.BuildRequest.
+kernel build's is kbuild.linux.BuildRequest.
 """
 
 from __future__ import annotations

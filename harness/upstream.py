@@ -196,7 +196,7 @@ def judge(o: Outcome, status: int, parsed: ktap.Run, timeout: int) -> Outcome:
     elif status == KSFT_SKIP and not failed:
         o.verdict = SKIP
         o.why = next((s.reason for s in o.subtests if s.status == SKIP and s.reason), "") \
-            or ktap._reason_from(parsed.tail) or "the binary skipped (exit 4)"
+            or ktap.reason_from(parsed.tail) or "the binary skipped (exit 4)"
     elif status != 0 or failed:
         o.verdict = FAIL
         o.why = f"{_exit_text(status, o.seconds, timeout)}; {len(failed)} failed" + \

@@ -12,7 +12,7 @@ from pathlib import Path
 from harness import options
 from harness.arches import Arch
 from harness.errors import KhError, UsageError
-from harness.kbuild import kernel as kbuild
+from harness.kbuild import linux as kbuild
 from harness.kbuild import patches
 from harness.report import compare
 from harness.requests import SourceRequest, SuiteRequest

@@ -1,4 +1,4 @@
-"""build:<key>: a kernel that `kharness build` made (harness/kbuild/kernel.py)."""
+"""build:<key>: a kernel that `kharness build` made (harness/kbuild/linux.py)."""
 
 from __future__ import annotations
 

@@ -73,7 +73,7 @@ def _status(ok: bool, directive: str | None) -> str:
     return PASS if ok else FAIL
 
 
-def _reason_from(diags: list[str]) -> str:
+def reason_from(diags: list[str]) -> str:
     """The last diagnostic before a result, without its '# ', that is not a
     progress line ([RUN], [INFO], the harness's RUN)."""
     for line in reversed(diags):
@@ -152,12 +152,12 @@ def parse(text: str) -> Run:
             # before it; uffd-unit-tests: "ok 26 # SKIP <name> (<reason>)"
             # when nothing was printed before it and the parentheses hold a
             # phrase (cow's names end in "(16 kB)", pagemap_ioctl's in "(dirty)")
-            name, reason = dtext, _reason_from(diags)
+            name, reason = dtext, reason_from(diags)
             m = re.fullmatch(r"(.+?)\s+\(([^()]+)\)", dtext)
             if not reason and m and len(m.group(2).split()) >= 3:
                 name, reason = m.group(1), m.group(2)
         elif status in (SKIP, XFAIL, FAIL, ERROR) and not reason:
-            reason = _reason_from(diags)
+            reason = reason_from(diags)
         run.cases.append(Case(number, name or f"test {number}", status, reason, diags))
         diags = []
     run.tail = diags

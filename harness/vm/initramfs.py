@@ -86,13 +86,12 @@ def module_closure(kernel: Kernel, wanted: list[str], optional: tuple[str, ...] 
     the kernel lacks is an error naming the option to build it with; an
     optional one is left out."""
     moddir = kernel.modules_dir
-    builtin = {Path(l).name.split(".ko")[0]
-               for l in (moddir / "modules.builtin").read_text().split()}
+    builtin = {module_name(line) for line in (moddir / "modules.builtin").read_text().split()}
     deps: dict[str, list[str]] = {}
     for line in (moddir / "modules.dep").read_text().splitlines():
         path, _, rest = line.partition(":")
         deps[path] = rest.split()
-    by_name = {Path(p).name.split(".ko")[0].replace("-", "_"): p for p in deps}
+    by_name = {module_name(p): p for p in deps}
     order: list[str] = []
 
     def visit(path: str) -> None:
@@ -111,14 +110,20 @@ def module_closure(kernel: Kernel, wanted: list[str], optional: tuple[str, ...] 
     return order
 
 
+def module_stem(path: str) -> str:
+    """kernel/mm/foo-bar.ko.xz -> foo-bar"""
+    return Path(path).name.split(".ko")[0]
+
+
 def module_name(path: str) -> str:
-    return Path(path).name.split(".ko")[0].replace("-", "_")
+    """kernel/mm/foo-bar.ko.xz -> foo_bar, the name modprobe and lsmod use"""
+    return module_stem(path).replace("-", "_")
 
 
 def kernel_modules(kernel: Kernel, wanted: dict[str, str] = KERNEL_MODULES) -> list[GuestModule]:
     """The wanted modules ({name: arguments}) that are not built in, with
     what they depend on, in load order."""
-    return [GuestModule(Path(p).name.split(".ko")[0] + ".ko",
+    return [GuestModule(module_stem(p) + ".ko",
                         wanted.get(module_name(p), ""), ko_bytes(kernel.modules_dir / p))
             for p in module_closure(kernel, list(wanted))]
 

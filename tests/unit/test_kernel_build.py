@@ -10,7 +10,7 @@ import pytest
 from harness.arches import ARCHES
 from harness.cache import publish
 from harness.errors import UsageError
-from harness.kbuild import kernel as kbuild
+from harness.kbuild import linux as kbuild
 from harness.kbuild.patches import Patch
 from harness.kbuild.source import SourceTree
 from harness.kernels import built

@@ -1,5 +1,6 @@
-"""Kernel builds from source: a patched copy of the tree, merged kconfig
-fragments, `make O=` with ccache, cached by what went in.
+"""Building Linux from source: a patched copy of the tree, merged kconfig
+fragments, `make O=` with ccache, cached by what went in. (harness/kernel.py
+is the record of a kernel to boot; harness/kernels/ where one comes from.)
 
 Layout of one build, under <cache>/builds/<arch>-<version>-<key>/:
   src/            the tree (hard-linked copy) with the patches applied
