@@ -11,7 +11,7 @@ from pathlib import Path
 from harness import session
 from harness.guest import Guest
 from harness.requests import GuestRequest
-from harness.vm import machine
+from harness.vm.accel import kvm_unusable
 
 
 def run(req: GuestRequest, out: Path, *, paths: list[str], rounds: int, commands: int) -> int:
@@ -19,7 +19,7 @@ def run(req: GuestRequest, out: Path, *, paths: list[str], rounds: int, commands
         return _target(req, out, rounds * commands)
     assert req.arch is not None
     accels = [req.accel] if req.accel != "auto" else ["kvm", "tcg"]
-    if req.accel == "auto" and (why := machine.kvm_unusable(req.arch)) is not None:
+    if req.accel == "auto" and (why := kvm_unusable(req.arch)) is not None:
         accels.remove("kvm")
         print(f"kharness bench: KVM not measured: {why}")
     print(f"kharness bench: {req.kernel} on {req.arch}, {rounds} boots a path")

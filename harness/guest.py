@@ -19,7 +19,8 @@ from typing import NoReturn, Protocol
 from harness.errors import KhError
 from harness.observe import reports
 from harness.util import progress
-from harness.vm.machine import BootError, Launcher, Machine
+from harness.vm.launcher import Launcher
+from harness.vm.machine import BootError, Machine
 
 
 @dataclass

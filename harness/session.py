@@ -22,7 +22,8 @@ from harness.kernels import resolve, running
 from harness.requests import GuestRequest
 from harness.util import progress
 from harness.vm import initramfs
-from harness.vm.machine import BootError, Launcher, MachineSpec
+from harness.vm.launcher import Launcher
+from harness.vm.machine import BootError, MachineSpec
 from harness.vm.qemu import QemuLauncher
 from harness.vm.vng import VngLauncher
 

@@ -1,18 +1,12 @@
-"""Starting a guest machine and keeping hold of it.
-
-A Launcher knows how to start one kind of guest (raw QEMU with our
-initramfs, virtme-ng with the host root): its command line for an
-accelerator. Launcher.start() picks the accelerator, spawns, and returns a
-running Machine: the process, its console log and the connected agent
-socket. No QEMU outlives us: harness.spawn's parent-death signal for a
-killed harness, a process group killed on close for everything else,
-Ctrl-C included.
+"""A started guest machine and keeping hold of it: its process, console
+log and agent socket (harness/vm/launcher.py starts one). No QEMU outlives
+us: harness.spawn's parent-death signal for a killed harness, a process
+group killed on close for everything else, Ctrl-C included.
 """
 
 from __future__ import annotations
 
 import atexit
-import json
 import os
 import shutil
 import signal
@@ -22,17 +16,13 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from harness import spawn
-from harness.arches import Arch
-from harness.cache import write_atomic
-from harness.errors import KhError, UsageError
-from harness.kernel import Kernel
-from harness.util import cache_root, progress
+from harness.errors import KhError
 
-KVM_DEADLINE = 8.0          # first kernel console bytes under KVM, or it hangs
-ACCEL_PROBE_MAX_AGE = 24 * 3600
-KVM_PROBE_SAYS_NO = "KVM does not boot guests on this host"
+if TYPE_CHECKING:   # a Machine is made by its Launcher
+    from harness.vm.launcher import Launcher
+
 SOCK_PREFIX = "kh-"         # temporary directories of agent sockets: kh-<random>
 IVSHMEM_SIZE = "1M"         # a power of two: the BAR is that size
 
@@ -88,114 +78,6 @@ class MachineSpec:
             cmds.append(f"if [ -e /proc/sys/vm/nr_hugepages ]; then "
                         f"echo {self.hugepages} > /proc/sys/vm/nr_hugepages; fi")
         return cmds
-
-
-class Launcher:
-    """One kind of guest: subclasses give argv() for an accelerator."""
-
-    name = "machine"
-
-    def __init__(self, kernel: Kernel, spec: MachineSpec):
-        self.kernel = kernel
-        self.spec = spec
-        self.arch: Arch = kernel.arch
-        self.workdir = spec.workdir
-        self.console_log = self.workdir / "console.log"
-        self.launcher_log = self.workdir / "launcher.log"   # the launcher's own output
-
-    def argv(self, accel: str, sock_dir: Path) -> list[str]:
-        raise NotImplementedError
-
-    def env(self) -> dict[str, str] | None:
-        return None
-
-    def install_hint(self) -> str:
-        return self.arch.qemu_package
-
-    def devices(self, sock_dir: Path) -> list[str]:
-        """What every guest gets on either path: the agent's virtio port, and
-        a PCI BAR of memory with no struct page behind it for kh_mixedmap
-        (ivshmem-plain over a host file, which works on x86_64 and arm64)."""
-        return ["-chardev", f"socket,id=khagent,path={sock_dir / 'agent.sock'},"
-                            f"server=on,wait=off",
-                "-device", "virtio-serial-pci,id=khser",
-                "-device", "virtserialport,bus=khser.0,chardev=khagent,name=kh.agent",
-                "-object", f"memory-backend-file,id=khshm,size={IVSHMEM_SIZE},"
-                           f"mem-path={sock_dir / 'ivshmem'},share=on",
-                "-device", "ivshmem-plain,memdev=khshm",
-                *self.setting_devices(sock_dir)]
-
-    def setting_devices(self, sock_dir: Path) -> list[str]:
-        """The swap disk and NUMA nodes the spec asks for."""
-        spec, args = self.spec, []
-        if spec.swap_mb:
-            disk = self.workdir / "swap.img"
-            with open(disk, "wb") as fh:
-                fh.truncate(spec.swap_mb << 20)   # sparse: costs nothing until used
-            args += ["-drive", f"file={disk},if=none,id=khswap,format=raw,cache=unsafe",
-                     "-device", "virtio-blk-pci,drive=khswap"]
-        if spec.numa > 1:
-            if spec.memory_mb % spec.numa:
-                raise UsageError(f"memory {spec.memory_mb} MiB does not split into "
-                                 f"{spec.numa} equal NUMA nodes")
-            for node in range(spec.numa):
-                cpus = f",cpus=0-{spec.cpus - 1}" if node == 0 else ""
-                args += ["-object", f"memory-backend-ram,id=khnode{node},"
-                                    f"size={spec.memory_mb // spec.numa}M",
-                         "-numa", f"node,nodeid={node},memdev=khnode{node}{cpus}"]
-        return args
-
-    def accels(self) -> list[str]:
-        """The accelerators to try, in order."""
-        want = self.spec.accel
-        if want in ("kvm", "tcg"):
-            return [want]
-        why = kvm_unusable(self.arch)
-        if why is not None:
-            if why.startswith(KVM_PROBE_SAYS_NO):
-                progress("KVM: known not to boot guests on this host (cached probe); using TCG")
-            return ["tcg"]
-        return ["kvm", "tcg"]
-
-    def start(self) -> Machine:
-        """A running machine with the agent socket connected."""
-        sweep_stale()
-        self.workdir.mkdir(parents=True, exist_ok=True)
-        accels = self.accels()
-        for accel in accels:
-            m = self._spawn(accel)
-            if accel == "kvm" and len(accels) > 1:    # auto: this boot is the probe
-                why = m.kvm_failure(KVM_DEADLINE)
-                if why is not None:
-                    m.kill()
-                    kept = m.set_aside("kvm")
-                    remember_kvm(False, why)
-                    progress(f"KVM could not boot the guest: {why}; falling back to TCG "
-                             f"(slower); that attempt's log: {kept}")
-                    continue
-                remember_kvm(True, "booted")
-            m.connect()
-            return m
-        raise BootError("no accelerator could boot the guest")   # accels() is never empty
-
-    def _spawn(self, accel: str) -> Machine:
-        self.console_log.unlink(missing_ok=True)
-        # AF_UNIX paths stop at 107 bytes: sockets live in a short temp dir,
-        # a new one for each attempt.
-        sock_dir = Path(tempfile.mkdtemp(prefix=SOCK_PREFIX))
-        (sock_dir / "owner").write_text(f"{os.getpid()}\n")
-        argv = self.argv(accel, sock_dir)
-        (self.workdir / "cmdline").write_text(" ".join(argv) + "\n")
-        env = self.env()
-        exe = argv[argv.index("--") + 1] if "--" in argv else argv[0]
-        if not shutil.which(exe, path=(env or os.environ).get("PATH")):
-            shutil.rmtree(sock_dir, ignore_errors=True)
-            raise KhError(f"{exe} not found: run ci/setup.sh "
-                          f"(it installs {self.install_hint()})")
-        with open(self.launcher_log, "wb") as out:
-            proc = spawn.spawn(argv, stdin=subprocess.DEVNULL, stdout=out,
-                               stderr=subprocess.STDOUT, env=env, cwd=self.workdir)
-        return Machine(self, accel, proc, sock_dir)
 
 
 class Machine:
@@ -307,39 +189,3 @@ def sweep_stale() -> None:
             continue
 
 
-def _probe_file() -> Path:
-    return cache_root() / "accel-probe.json"
-
-
-def kvm_known() -> bool | None:
-    """The cached verdict on KVM for this host kernel, if fresh and sound."""
-    try:
-        d = json.loads(_probe_file().read_text())
-        if not isinstance(d, dict) or not isinstance(d.get("kvm"), bool):
-            return None
-        if time.time() - float(d.get("time", 0)) > ACCEL_PROBE_MAX_AGE:
-            return None
-    except (OSError, ValueError, TypeError):
-        return None
-    return d["kvm"] if d.get("host") == os.uname().release else None
-
-
-def kvm_unusable(arch: Arch) -> str | None:
-    """Why guests of this arch cannot use KVM here, or None if they may
-    (untried: the next auto boot is the probe)."""
-    if not arch.native:
-        return f"an {arch} guest on this host runs under TCG only"
-    if not os.access("/dev/kvm", os.R_OK | os.W_OK):
-        return "/dev/kvm is absent or not accessible"
-    if kvm_known() is False:
-        try:
-            why = json.loads(_probe_file().read_text()).get("why", "")
-        except (OSError, ValueError):
-            why = ""
-        return f"{KVM_PROBE_SAYS_NO} (cached probe: {why})"
-    return None
-
-
-def remember_kvm(ok: bool, why: str) -> None:
-    write_atomic(_probe_file(), json.dumps({"kvm": ok, "why": why, "time": time.time(),
-                                            "host": os.uname().release}))

@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from harness.kernel import Kernel
-from harness.vm.machine import Launcher, MachineSpec
+from harness.vm.launcher import Launcher
+from harness.vm.machine import MachineSpec
 
 # panic=-1 with -no-reboot makes a panicked guest end QEMU at once; the
 # verdict comes from the console, since QEMU still exits 0.

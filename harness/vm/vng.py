@@ -32,7 +32,8 @@ from harness.errors import UsageError
 from harness.kernel import Kernel
 from harness.util import cache_root, digest, run
 from harness.vm import initramfs
-from harness.vm.machine import Launcher, MachineSpec
+from harness.vm.launcher import Launcher
+from harness.vm.machine import MachineSpec
 from harness.vm.qemu import BASE_APPEND
 
 RECIPE = "3"   # bump when the directories made here change

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from harness.cache import MARKER, cached, damage
-from harness.vm import machine
+from harness.vm import accel
 
 MAKER = textwrap.dedent("""
     import sys, time
@@ -104,6 +104,6 @@ def test_unreadable_accel_probe_is_no_verdict(tmp_path, monkeypatch, content):
         probe.mkdir()                    # a directory where the file belongs
     else:
         probe.write_text(content)
-    assert machine.kvm_known() is None
-    machine.remember_kvm(False, "test")  # and it is replaced, not a traceback
-    assert machine.kvm_known() is False
+    assert accel.kvm_known() is None
+    accel.remember_kvm(False, "test")  # and it is replaced, not a traceback
+    assert accel.kvm_known() is False

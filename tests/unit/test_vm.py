@@ -152,18 +152,18 @@ def test_vng_names_the_options_a_kernel_lacks(tmp_path):
 
 def test_kvm_unusable_says_why(monkeypatch, tmp_path):
     """bench measures KVM only where it may run guests, and says why not."""
-    from harness.vm import machine
+    from harness.vm import accel
     other = next(a for a in ARCHES.values() if a is not arches.host())
-    assert "runs under TCG only" in machine.kvm_unusable(other)
-    monkeypatch.setattr(machine.os, "access", lambda path, mode: False)
-    assert machine.kvm_unusable(arches.host()) == "/dev/kvm is absent or not accessible"
-    monkeypatch.setattr(machine.os, "access", lambda path, mode: True)
+    assert "runs under TCG only" in accel.kvm_unusable(other)
+    monkeypatch.setattr(accel.os, "access", lambda path, mode: False)
+    assert accel.kvm_unusable(arches.host()) == "/dev/kvm is absent or not accessible"
+    monkeypatch.setattr(accel.os, "access", lambda path, mode: True)
     monkeypatch.setenv("KHARNESS_CACHE", str(tmp_path))
-    machine.remember_kvm(False, "QEMU printed nothing in 8 s")
-    assert machine.kvm_unusable(arches.host()) == \
+    accel.remember_kvm(False, "QEMU printed nothing in 8 s")
+    assert accel.kvm_unusable(arches.host()) == \
         "KVM does not boot guests on this host (cached probe: QEMU printed nothing in 8 s)"
-    machine.remember_kvm(True, "booted")
-    assert machine.kvm_unusable(arches.host()) is None
+    accel.remember_kvm(True, "booted")
+    assert accel.kvm_unusable(arches.host()) is None
 
 
 def test_vng_on_arm64_needs_virtio_mmio(tmp_path):

@@ -1,0 +1,135 @@
+"""A Launcher starts one kind of guest (raw QEMU with our initramfs,
+virtme-ng): its command line for an accelerator, the devices every guest
+gets, and start(), which picks the accelerator (the first auto boot probes
+KVM, harness/vm/accel.py), spawns, and returns a running Machine."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+from harness import spawn
+from harness.arches import Arch
+from harness.errors import KhError, UsageError
+from harness.kernel import Kernel
+from harness.util import progress
+from harness.vm.accel import KVM_DEADLINE, KVM_PROBE_SAYS_NO, kvm_unusable, remember_kvm
+from harness.vm.machine import (
+    IVSHMEM_SIZE,
+    SOCK_PREFIX,
+    BootError,
+    Machine,
+    MachineSpec,
+    sweep_stale,
+)
+
+
+class Launcher:
+    """One kind of guest: subclasses give argv() for an accelerator."""
+
+    name = "machine"
+
+    def __init__(self, kernel: Kernel, spec: MachineSpec):
+        self.kernel = kernel
+        self.spec = spec
+        self.arch: Arch = kernel.arch
+        self.workdir = spec.workdir
+        self.console_log = self.workdir / "console.log"
+        self.launcher_log = self.workdir / "launcher.log"   # the launcher's own output
+
+    def argv(self, accel: str, sock_dir: Path) -> list[str]:
+        raise NotImplementedError
+
+    def env(self) -> dict[str, str] | None:
+        return None
+
+    def install_hint(self) -> str:
+        return self.arch.qemu_package
+
+    def devices(self, sock_dir: Path) -> list[str]:
+        """What every guest gets on either path: the agent's virtio port, and
+        a PCI BAR of memory with no struct page behind it for kh_mixedmap
+        (ivshmem-plain over a host file, which works on x86_64 and arm64)."""
+        return ["-chardev", f"socket,id=khagent,path={sock_dir / 'agent.sock'},"
+                            f"server=on,wait=off",
+                "-device", "virtio-serial-pci,id=khser",
+                "-device", "virtserialport,bus=khser.0,chardev=khagent,name=kh.agent",
+                "-object", f"memory-backend-file,id=khshm,size={IVSHMEM_SIZE},"
+                           f"mem-path={sock_dir / 'ivshmem'},share=on",
+                "-device", "ivshmem-plain,memdev=khshm",
+                *self.setting_devices(sock_dir)]
+
+    def setting_devices(self, sock_dir: Path) -> list[str]:
+        """The swap disk and NUMA nodes the spec asks for."""
+        spec, args = self.spec, []
+        if spec.swap_mb:
+            disk = self.workdir / "swap.img"
+            with open(disk, "wb") as fh:
+                fh.truncate(spec.swap_mb << 20)   # sparse: costs nothing until used
+            args += ["-drive", f"file={disk},if=none,id=khswap,format=raw,cache=unsafe",
+                     "-device", "virtio-blk-pci,drive=khswap"]
+        if spec.numa > 1:
+            if spec.memory_mb % spec.numa:
+                raise UsageError(f"memory {spec.memory_mb} MiB does not split into "
+                                 f"{spec.numa} equal NUMA nodes")
+            for node in range(spec.numa):
+                cpus = f",cpus=0-{spec.cpus - 1}" if node == 0 else ""
+                args += ["-object", f"memory-backend-ram,id=khnode{node},"
+                                    f"size={spec.memory_mb // spec.numa}M",
+                         "-numa", f"node,nodeid={node},memdev=khnode{node}{cpus}"]
+        return args
+
+    def accels(self) -> list[str]:
+        """The accelerators to try, in order."""
+        want = self.spec.accel
+        if want in ("kvm", "tcg"):
+            return [want]
+        why = kvm_unusable(self.arch)
+        if why is not None:
+            if why.startswith(KVM_PROBE_SAYS_NO):
+                progress("KVM: known not to boot guests on this host (cached probe); using TCG")
+            return ["tcg"]
+        return ["kvm", "tcg"]
+
+    def start(self) -> Machine:
+        """A running machine with the agent socket connected."""
+        sweep_stale()
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        accels = self.accels()
+        for accel in accels:
+            m = self._spawn(accel)
+            if accel == "kvm" and len(accels) > 1:    # auto: this boot is the probe
+                why = m.kvm_failure(KVM_DEADLINE)
+                if why is not None:
+                    m.kill()
+                    kept = m.set_aside("kvm")
+                    remember_kvm(False, why)
+                    progress(f"KVM could not boot the guest: {why}; falling back to TCG "
+                             f"(slower); that attempt's log: {kept}")
+                    continue
+                remember_kvm(True, "booted")
+            m.connect()
+            return m
+        raise BootError("no accelerator could boot the guest")   # accels() is never empty
+
+    def _spawn(self, accel: str) -> Machine:
+        self.console_log.unlink(missing_ok=True)
+        # AF_UNIX paths stop at 107 bytes: sockets live in a short temp dir,
+        # a new one for each attempt.
+        sock_dir = Path(tempfile.mkdtemp(prefix=SOCK_PREFIX))
+        (sock_dir / "owner").write_text(f"{os.getpid()}\n")
+        argv = self.argv(accel, sock_dir)
+        (self.workdir / "cmdline").write_text(" ".join(argv) + "\n")
+        env = self.env()
+        exe = argv[argv.index("--") + 1] if "--" in argv else argv[0]
+        if not shutil.which(exe, path=(env or os.environ).get("PATH")):
+            shutil.rmtree(sock_dir, ignore_errors=True)
+            raise KhError(f"{exe} not found: run ci/setup.sh "
+                          f"(it installs {self.install_hint()})")
+        with open(self.launcher_log, "wb") as out:
+            proc = spawn.spawn(argv, stdin=subprocess.DEVNULL, stdout=out,
+                               stderr=subprocess.STDOUT, env=env, cwd=self.workdir)
+        return Machine(self, accel, proc, sock_dir)
