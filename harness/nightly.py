@@ -144,47 +144,16 @@ def _check_job(spec: dict, n: int, r: Reader, default_arches: list[Arch]) -> lis
     kernel_specs, source = spec.get("kernels"), spec.get("source")
     if (kernel_specs is None) == (source is None):
         raise bad("give either kernels = [...] or source = ...", "name")
-    if kernel_specs is not None:
-        if not _strings(kernel_specs) or not kernel_specs:
-            raise bad(f"kernels must be a list of kernel specs, e.g. [\"debian:6.12\"], "
-                      f"not {kernel_specs!r}", "kernels")
-        for k in kernel_specs:
-            try:
-                kernels.validate(k)
-            except UsageError as e:
-                raise bad(str(e), f'"{k}"') from None
-    config = spec.get("config", ["base"])
-    if source is not None:
-        if not isinstance(source, str) or not source:
-            raise bad(f"source must be a kernel tree, a .tar.* or debian-source:<series>, "
-                      f"not {source!r}", "source")
-        if (why := _source_ok(source)) is not None:
-            raise bad(why, "source")
-        if not _strings(config) or not config:
-            raise bad(f"config must be a list of kconfig fragments, e.g. [\"base\"], "
-                      f"not {config!r}", "config")
-    elif "config" in spec:
-        raise bad("config goes with source = ... (a kernel built here)", "config")
     job_arches = _arches(spec.get("arches", [a.name for a in default_arches]), r,
                          f"job {name}: ", n)
-    if source is not None:
-        for arch in job_arches:
-            try:
-                kconfig.resolve_fragments(list(config), arch)
-            except UsageError as e:
-                raise bad(str(e), "config") from None
-    cpus = spec.get("cpus")
-    if cpus is not None and (isinstance(cpus, bool) or not isinstance(cpus, int) or cpus < 1):
-        raise bad(f"cpus must be a whole number of at least 1, not {cpus!r}", "cpus")
-    k = spec.get("k")
-    if k is not None and (not isinstance(k, str) or not k.strip()):
-        raise bad(f"k must be a pytest -k expression, not {k!r}", "k")
-    optional = spec.get("optional", False)
-    if not isinstance(optional, bool):
-        raise bad("optional must be true or false", "optional")
-    boot = spec.get("boot")
-    if boot is not None and boot not in session.BOOT_PATHS:
-        raise bad(f"boot must be one of {', '.join(session.BOOT_PATHS)}, not {boot!r}", "boot")
+    if kernel_specs is not None:
+        _check_kernels(kernel_specs, bad)
+        if "config" in spec:
+            raise bad("config goes with source = ... (a kernel built here)", "config")
+        config = ["base"]
+    else:
+        config = _check_source(source, spec.get("config", ["base"]), job_arches, bad)
+    _check_settings(spec, bad)
     folder = _mutants_of(spec, r.path, bad)
     rep = _repro_of(spec.get("repro", {}), bad)
     jobs = []
@@ -193,9 +162,55 @@ def _check_job(spec: dict, n: int, r: Reader, default_arches: list[Arch]) -> lis
             what = kernel.replace(":", "-") if kernel else \
                 str(source).replace(":", "-").rsplit("/", 1)[-1]
             jobs.append(Job(f"{name}-{what}-{arch}", arch, kernel, source or "",
-                            tuple(config) if source else ("base",), cpus, k, rep, boot,
-                            folder, optional))
+                            tuple(config), spec.get("cpus"), spec.get("k"), rep,
+                            spec.get("boot"), folder, spec.get("optional", False)))
     return jobs
+
+
+def _check_kernels(specs: object, bad) -> None:
+    if not _strings(specs) or not specs:
+        raise bad(f"kernels must be a list of kernel specs, e.g. [\"debian:6.12\"], "
+                  f"not {specs!r}", "kernels")
+    assert isinstance(specs, list)
+    for k in specs:
+        try:
+            kernels.validate(k)
+        except UsageError as e:
+            raise bad(str(e), f'"{k}"') from None
+
+
+def _check_source(source: object, config: object, job_arches: list[Arch], bad) -> list[str]:
+    """A source that is there and fragments that exist for each arch."""
+    if not isinstance(source, str) or not source:
+        raise bad(f"source must be a kernel tree, a .tar.* or debian-source:<series>, "
+                  f"not {source!r}", "source")
+    if (why := _source_ok(source)) is not None:
+        raise bad(why, "source")
+    if not _strings(config) or not config:
+        raise bad(f"config must be a list of kconfig fragments, e.g. [\"base\"], "
+                  f"not {config!r}", "config")
+    assert isinstance(config, list)
+    for arch in job_arches:
+        try:
+            kconfig.resolve_fragments(list(config), arch)
+        except UsageError as e:
+            raise bad(str(e), "config") from None
+    return config
+
+
+def _check_settings(spec: dict, bad) -> None:
+    """cpus, k, optional and boot: each of its type."""
+    cpus = spec.get("cpus")
+    if cpus is not None and (isinstance(cpus, bool) or not isinstance(cpus, int) or cpus < 1):
+        raise bad(f"cpus must be a whole number of at least 1, not {cpus!r}", "cpus")
+    k = spec.get("k")
+    if k is not None and (not isinstance(k, str) or not k.strip()):
+        raise bad(f"k must be a pytest -k expression, not {k!r}", "k")
+    if not isinstance(spec.get("optional", False), bool):
+        raise bad("optional must be true or false", "optional")
+    boot = spec.get("boot")
+    if boot is not None and boot not in session.BOOT_PATHS:
+        raise bad(f"boot must be one of {', '.join(session.BOOT_PATHS)}, not {boot!r}", "boot")
 
 
 def _mutants_of(spec: dict, path: Path, bad) -> str:

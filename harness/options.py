@@ -447,13 +447,10 @@ def _check_repro(ns: argparse.Namespace) -> None:
 
 
 def _check(command: str, ns: argparse.Namespace) -> None:
-    if getattr(ns, "rw", False) and ns.boot != "vng":
-        raise UsageError("--rw makes your working directory writable in a virtme-ng guest: "
-                         "give --boot vng too")
-    vng = getattr(ns, "boot", None) == "vng" or "vng" in (getattr(ns, "paths", None) or [])
-    if getattr(ns, "vng_root", "auto") != "auto" and not vng:
-        raise UsageError(f"--vng-root {ns.vng_root} is the root of a virtme-ng guest: "
-                         f"give --boot vng too (bench: --paths with vng)")
+    """What no single option's parser can see: options that need others,
+    how many kernels and arches a command takes, what an arch allows.
+    Fills in the kernel and arch defaults (none with a --target)."""
+    _check_boot(ns)
     target = getattr(ns, "target", None)
     for dest in SSH_ONLY:
         if getattr(ns, dest, None) and target is None:
@@ -468,23 +465,39 @@ def _check(command: str, ns: argparse.Namespace) -> None:
         ns.arch = [] if target else [arches.host()]
     if hasattr(ns, "kernel") and ns.kernel is None:
         ns.kernel = [] if target else [DEFAULT_SPEC]
-    guests = getattr(ns, "cpus", None) is not None
     archs = ns.arch if isinstance(getattr(ns, "arch", None), list) else []
     if command not in ("run", "validate") and len(archs) > 1:
         raise UsageError(f"{command} takes one --arch, not {len(archs)}")
     if getattr(ns, "kernel", None) and command != "run" and len(ns.kernel) > 1:
         raise UsageError(f"{command} boots one kernel: give one --kernel, not "
                          f"{', '.join(ns.kernel)}")
-    for arch in archs:
-        if guests and ns.cpus > arch.max_cpus:
-            raise UsageError(f"--cpus {ns.cpus} is more than {arch}'s machine takes "
-                             f"({arch.max_cpus})")
-        if guests and getattr(ns, "vng_root", "") == "host" and not arch.native:
-            raise UsageError(f"--vng-root host serves the host's root filesystem, which "
-                             f"cannot run an {arch} guest: use --vng-root kh (or auto)")
-        if guests and ns.accel == "kvm" and not arch.native:
-            raise UsageError(f"--accel kvm cannot run an {arch} guest on this "
-                             f"{arches.host()} host: use --accel tcg or auto")
+    if getattr(ns, "cpus", None) is not None:      # a command that boots guests
+        for arch in archs:
+            _check_guest_arch(ns, arch)
+
+
+def _check_boot(ns: argparse.Namespace) -> None:
+    """--rw and --vng-root belong to virtme-ng."""
+    if getattr(ns, "rw", False) and ns.boot != "vng":
+        raise UsageError("--rw makes your working directory writable in a virtme-ng guest: "
+                         "give --boot vng too")
+    vng = getattr(ns, "boot", None) == "vng" or "vng" in (getattr(ns, "paths", None) or [])
+    if getattr(ns, "vng_root", "auto") != "auto" and not vng:
+        raise UsageError(f"--vng-root {ns.vng_root} is the root of a virtme-ng guest: "
+                         f"give --boot vng too (bench: --paths with vng)")
+
+
+def _check_guest_arch(ns: argparse.Namespace, arch: Arch) -> None:
+    """What a guest of this arch can be given on this host."""
+    if ns.cpus > arch.max_cpus:
+        raise UsageError(f"--cpus {ns.cpus} is more than {arch}'s machine takes "
+                         f"({arch.max_cpus})")
+    if getattr(ns, "vng_root", "") == "host" and not arch.native:
+        raise UsageError(f"--vng-root host serves the host's root filesystem, which "
+                         f"cannot run an {arch} guest: use --vng-root kh (or auto)")
+    if ns.accel == "kvm" and not arch.native:
+        raise UsageError(f"--accel kvm cannot run an {arch} guest on this "
+                         f"{arches.host()} host: use --accel tcg or auto")
 
 
 def guest_request(ns: Any, **override: Any) -> GuestRequest:

@@ -173,6 +173,35 @@ def _check(out: Path) -> None:
         raise ValueError("metadata.json holds no mapping")
 
 
+def _record(req: BuildRequest, out: Path, key: str, cc_version: str, start: str,
+            commands: list[str], lost: str, seconds: float, env: dict) -> Kernel:
+    """kernel.json (the Kernel record) and metadata.json (what went in and the
+    exact commands) of a finished build."""
+    obj, arch, root = out / "obj", req.arch, out / "root"
+    release = (obj / "include" / "config" / "kernel.release").read_text().strip()
+    kernel = Kernel(spec=f"build:{key}", release=release, arch=arch,
+                    image=obj / arch.build_image, modules_dir=root / "lib" / "modules" / release,
+                    build_dir=obj, config=obj / ".config",
+                    source=f"{req.source.identity}; {len(req.patches)} patch(es); "
+                           f"fragments {', '.join(f.name for f in req.fragments)}",
+                    extra={"build": str(out)})
+    (out / "kernel.json").write_text(kernel.to_json() + "\n")
+    meta = {
+        "key": key, "arch": arch.name, "release": release, "source": req.source.spec,
+        "source_identity": req.source.identity, "compiler": cc_version,
+        "patches": [{"subject": p.subject, "from": p.source} for p in req.patches],
+        "fragments": [str(f) for f in req.fragments], "start": start,
+        "lost_options": lost, "build_seconds": round(seconds, 1),
+        "environment": {k: env[k] for k in ("CCACHE_DIR", "CCACHE_BASEDIR", "CCACHE_NOHASHDIR",
+                                            "KBUILD_BUILD_TIMESTAMP")},
+        "commands": commands,
+        "config": (obj / ".config").read_text(),
+    }
+    (out / "metadata.json").write_text(json.dumps(meta, indent=2) + "\n")
+    progress(f"built {release} for {arch}: --kernel build:{key}")
+    return kernel
+
+
 def _build(req: BuildRequest, out: Path, key: str, cross: str, cc_version: str,
            start: str) -> list[Path]:
     env = ccache_env()
@@ -216,25 +245,5 @@ def _build(req: BuildRequest, out: Path, key: str, cross: str, cc_version: str,
     seconds = time.monotonic() - t0
     root = out / "root"
     step_make(f"INSTALL_MOD_PATH={root}", "modules_install", what="make modules_install")
-    release = (obj / "include" / "config" / "kernel.release").read_text().strip()
-    kernel = Kernel(spec=f"build:{key}", release=release, arch=arch,
-                    image=obj / arch.build_image, modules_dir=root / "lib" / "modules" / release,
-                    build_dir=obj, config=obj / ".config",
-                    source=f"{req.source.identity}; {len(req.patches)} patch(es); "
-                           f"fragments {', '.join(f.name for f in req.fragments)}",
-                    extra={"build": str(out)})
-    (out / "kernel.json").write_text(kernel.to_json() + "\n")
-    meta = {
-        "key": key, "arch": arch.name, "release": release, "source": req.source.spec,
-        "source_identity": req.source.identity, "compiler": cc_version,
-        "patches": [{"subject": p.subject, "from": p.source} for p in req.patches],
-        "fragments": [str(f) for f in req.fragments], "start": start,
-        "lost_options": warning or "", "build_seconds": round(seconds, 1),
-        "environment": {k: env[k] for k in ("CCACHE_DIR", "CCACHE_BASEDIR", "CCACHE_NOHASHDIR",
-                                            "KBUILD_BUILD_TIMESTAMP")},
-        "commands": commands,
-        "config": (obj / ".config").read_text(),
-    }
-    (out / "metadata.json").write_text(json.dumps(meta, indent=2) + "\n")
-    progress(f"built {release} for {arch}: --kernel build:{key}")
+    kernel = _record(req, out, key, cc_version, start, commands, warning or "", seconds, env)
     return [out / "kernel.json", out / "metadata.json", kernel.image]

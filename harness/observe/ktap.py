@@ -114,56 +114,75 @@ def _unique_names(cases: list[Case]) -> None:
 
 
 def parse(text: str) -> Run:
+    """A selftest's output as a Run: its cases with names and reasons, and
+    what is wrong with the output itself (short plan, Bail out!, a Totals
+    line that disagrees). Pure: nothing is printed."""
     run = Run()
     diags: list[str] = []
     for raw in text.splitlines():
         line = raw.rstrip()
-        if m := VERSION.match(line):
-            run.version = run.version or f"{m.group(1)} {m.group(2)}"
-            continue
-        if m := PLAN.match(line):
-            run.plan = int(m.group(1))
-            if run.plan == 0 and (m.group(2) or "").upper() == "SKIP":
-                run.skip_all = m.group(3).strip() or "no reason given"
-            continue
-        if m := TOTALS.match(line):
-            run.totals = {k: int(v) for k, v in re.findall(r"(\w+):(\d+)", m.group(1))}
-            continue
-        if m := BAIL.match(line):
-            run.problems.append(f"Bail out! {m.group(1)}".strip())
+        if _header_line(line, run):
             continue
         m = RESULT.match(line)
         if not m:
             diags.append(line)
             continue
-        ok, number, rest = m.group(1) == "ok", int(m.group(2)), m.group(3).strip()
-        directive, dtext = None, ""
-        if d := DIRECTIVE.search(rest):
-            directive, dtext = d.group(1), d.group(2).strip()
-            rest = rest[:d.start()].strip()
-        status = _status(ok, directive)
-        name, reason = rest, dtext
-        started = _started(diags)
-        if not name and dtext and started and started != dtext:
-            # 6.12's cow: "# [RUN] <name>", then "ok 54 # SKIP <reason>"
-            name, reason = started, dtext
-        elif not name and dtext:
-            # 7.2's cow: "ok 7 # SKIP <subtest name>", the reason printed
-            # before it; uffd-unit-tests: "ok 26 # SKIP <name> (<reason>)"
-            # when nothing was printed before it and the parentheses hold a
-            # phrase (cow's names end in "(16 kB)", pagemap_ioctl's in "(dirty)")
-            name, reason = dtext, reason_from(diags)
-            m = re.fullmatch(r"(.+?)\s+\(([^()]+)\)", dtext)
-            if not reason and m and len(m.group(2).split()) >= 3:
-                name, reason = m.group(1), m.group(2)
-        elif status in (SKIP, XFAIL, FAIL, ERROR) and not reason:
-            reason = reason_from(diags)
-        run.cases.append(Case(number, name or f"test {number}", status, reason, diags))
+        run.cases.append(_case(m, diags))
         diags = []
     run.tail = diags
     if not run.cases and run.plan is None:
         _progress_lines(text, run)
     _unique_names(run.cases)
+    _check_counts(run)
+    return run
+
+
+def _header_line(line: str, run: Run) -> bool:
+    """The version, plan, Totals and Bail out! lines, taken into run."""
+    if m := VERSION.match(line):
+        run.version = run.version or f"{m.group(1)} {m.group(2)}"
+    elif m := PLAN.match(line):
+        run.plan = int(m.group(1))
+        if run.plan == 0 and (m.group(2) or "").upper() == "SKIP":
+            run.skip_all = m.group(3).strip() or "no reason given"
+    elif m := TOTALS.match(line):
+        run.totals = {k: int(v) for k, v in re.findall(r"(\w+):(\d+)", m.group(1))}
+    elif m := BAIL.match(line):
+        run.problems.append(f"Bail out! {m.group(1)}".strip())
+    else:
+        return False
+    return True
+
+
+def _case(m: re.Match, diags: list[str]) -> Case:
+    """One result line (and the diagnostics before it) as a Case."""
+    ok, number, rest = m.group(1) == "ok", int(m.group(2)), m.group(3).strip()
+    directive, dtext = None, ""
+    if d := DIRECTIVE.search(rest):
+        directive, dtext = d.group(1), d.group(2).strip()
+        rest = rest[:d.start()].strip()
+    status = _status(ok, directive)
+    name, reason = rest, dtext
+    started = _started(diags)
+    if not name and dtext and started and started != dtext:
+        # 6.12's cow: "# [RUN] <name>", then "ok 54 # SKIP <reason>"
+        name, reason = started, dtext
+    elif not name and dtext:
+        # 7.2's cow: "ok 7 # SKIP <subtest name>", the reason printed
+        # before it; uffd-unit-tests: "ok 26 # SKIP <name> (<reason>)"
+        # when nothing was printed before it and the parentheses hold a
+        # phrase (cow's names end in "(16 kB)", pagemap_ioctl's in "(dirty)")
+        name, reason = dtext, reason_from(diags)
+        paren = re.fullmatch(r"(.+?)\s+\(([^()]+)\)", dtext)
+        if not reason and paren and len(paren.group(2).split()) >= 3:
+            name, reason = paren.group(1), paren.group(2)
+    elif status in (SKIP, XFAIL, FAIL, ERROR) and not reason:
+        reason = reason_from(diags)
+    return Case(number, name or f"test {number}", status, reason, diags)
+
+
+def _check_counts(run: Run) -> None:
+    """A Totals line that disagrees with the results, a plan not met."""
     if run.totals:
         said = {k: run.totals.get(k, 0) for k in (PASS, FAIL, SKIP, XFAIL, XPASS, ERROR)}
         if said != run.counts():
@@ -172,7 +191,6 @@ def parse(text: str) -> Run:
     if run.plan is not None and run.skip_all is None and len(run.cases) < run.plan:
         run.problems.append(f"planned {run.plan} results, printed {len(run.cases)}: the "
                             f"binary stopped before result {len(run.cases) + 1}")
-    return run
 
 
 PROGRESS = re.compile(r"^Testing (.+?)\.\.\. (done|skipped|failed)(?: \[reason: (.*)\])?$")
