@@ -1,6 +1,6 @@
 """kharness bench: boot time to first command and command round trip, for
 each boot path under each accelerator this host may use, beside each other
-in one run. Figures only, never asserted (README: Figures)."""
+in one run. Figures only, never asserted (docs/figures.md)."""
 
 from __future__ import annotations
 

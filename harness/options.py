@@ -288,7 +288,7 @@ TABLE = (
            SETTINGS, "auto", _choice("--vng-root", VNG_ROOTS)),
     Option(("--accel",), "accelerator: auto (KVM if it boots, else TCG), kvm, tcg",
            SETTINGS, "auto", _choice("--accel", ACCELS)),
-    Option(("--cpus",), "guest vCPUs (default 1, see README)", SETTINGS, "1",
+    Option(("--cpus",), "guest vCPUs (default 1, see docs/modules.md)", SETTINGS, "1",
            _positive_int("--cpus")),
     Option(("--selftests-source",), "where the upstream mm selftests come from: a kernel "
            "tree, a .tar.* of one, or debian-source:<series> (default: the kernel's own "

@@ -1,4 +1,4 @@
-"""Raw QEMU with our initramfs: the default path (it boots fastest, see README)."""
+"""Raw QEMU with our initramfs: the default path (it boots fastest, docs/figures.md)."""
 
 from __future__ import annotations
 
