@@ -134,15 +134,8 @@ def test_stopping_a_run_writes_what_finished_and_stops_every_kernel(request, tmp
 
 def qemus_of(folder: Path) -> list[str]:
     """QEMU processes whose command line names folder."""
-    found = []
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-        except OSError:
-            continue
-        if "qemu-system" in cmd and str(folder) in cmd:
-            found.append(f"{pid}: {cmd[:100]}")
-    return found
+    return subprocess.run(["pgrep", "-af", f"qemu-system.*{folder}"], capture_output=True,
+                          text=True).stdout.splitlines()
 
 
 def test_sigterm_stops_a_run_started_with_sigint_ignored(request, tmp_path):
