@@ -603,7 +603,9 @@ def to_argv(command: str, values: Any, *, always: tuple[str, ...] = (),
         elif o.many:
             out += [f"{flag}={text_of(v)}" for v in value]
         elif o.dest in always or text_of(value) != text_of(o.default_for(command)):
-            out.append(f"{flag}={text_of(value)}")
+            # --long=value; a short option as two words (-k RB2), as people write it
+            out += [f"{flag}={text_of(value)}"] if flag.startswith("--") else \
+                [flag, text_of(value)]
     return out
 
 

@@ -148,6 +148,16 @@ def _finish_suite(req: SuiteRequest, job: SuiteJob, status: int, quiet: bool) ->
         summary = " (" + ", ".join(f"{n} {o}" for o, n in counts.items() if n) + ")"
     where = f"JUnit: {job.junit}" if job.junit.exists() else f"no JUnit; logs: {job.out}"
     progress(f"{job.label}: {word}{summary}; {where}")
+    if job.status in (1, 3):
+        progress(f"{job.label}: rerun with: {rerun_line(req, job)}")
+
+
+def rerun_line(req: SuiteRequest, job: SuiteJob) -> str:
+    """`kharness run` of this job alone, with everything it was given."""
+    return options.rerun("run", req, kernel=[job.spec] if job.spec else None,
+                         arch=[job.arch] if job.arch else None, target=job.target,
+                         k=job.k or req.k, cpus=job.cpus or req.guest.cpus,
+                         boot=job.boot or req.guest.boot, out=job.out.parent)
 
 
 def run_suite(req: SuiteRequest, spec: str, arch: Arch, out: Path) -> tuple[int, Path]:

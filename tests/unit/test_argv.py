@@ -101,3 +101,19 @@ def test_the_repro_rerun_line_keeps_what_the_user_gave():
     assert line == ("kharness repro --kernel=debian:7.2 --arch=arm64 --cpus=2 --parallel=2 "
                     "--timeout=30 '--signature=WARNING in x' --for=600 --stress=cpu "
                     "--until-hit -- khmap race /dev/kh_daxlike_refcounted")
+
+
+def test_a_failed_suite_job_says_how_to_rerun_it_alone(tmp_path):
+    """A nightly job's (or a run's) line: its own kernel, arch, -k and cpus,
+    the guest settings the whole run had."""
+    from harness import suites
+    args = resolved("nightly", ["--swap=256", "--boot=vng", "ci/nightly.toml"])
+    req = options.suite_request(args)
+    job = suites.SuiteJob("debian:7.2", ARCHES["arm64"], tmp_path / "dx4-race", k="DX4",
+                          cpus=2)
+    line = suites.rerun_line(req, job)
+    assert line == (f"kharness run --kernel=debian:7.2 --arch=arm64 --boot=vng --cpus=2 "
+                    f"--suite=all --swap=256 --out={tmp_path} -k DX4")
+    again = resolved("run", line.split()[2:])
+    assert (again.kernel, again.arch, again.k, again.cpus, again.swap, again.boot) == (
+        ["debian:7.2"], [ARCHES["arm64"]], "DX4", 2, 256, "vng")
