@@ -104,11 +104,43 @@ def test_header_lines(line, title):
     "[    0.0] Linux version 7.2\n[    1.0] brd: module loaded\n",
     "[   12.3] traps: khmap[212] general protection fault ip:401a2b sp:7ffd error:0 in "
     "khmap[401000+9a000]\n",
-    "[    3.1] kh-init: starting agent\n[    3.2] echo BUG: this is user text\n",
+    "[    3.1] kh-init: starting agent\n[    3.2] kh-init: DEBUG: agent on hvc0\n",
     "[    2.0] x86/PAT: PAT support disabled because CONFIG_X86_PAT is disabled in the kernel.\n",
 ])
 def test_no_report_in_a_clean_log(text):
     assert reports.parse(text) == []
+
+
+def test_a_header_anywhere_in_a_line_starts_a_report():
+    """As syzkaller reads consoles: "NMI watchdog: BUG: soft lockup",
+    "segment-related general protection fault", " BUG: KCSAN:"."""
+    assert reports.titles("[ 1.0] NMI watchdog: BUG: soft lockup - CPU#1 stuck for 23s! "
+                          "[sh:1]\n[ 1.0] RIP: 0010:kh_spin+0x1/0x2\n[ 1.0] Call Trace:\n"
+                          "[ 1.0]  kh_write+0x1/0x2\n[ 1.0]  do_syscall_64+0x1/0x2\n"
+                          ) == ["BUG: soft lockup in kh_write"]   # the stall's anchor's caller
+
+
+@pytest.mark.parametrize("path", [p for p in CASES if load(p)[0] != ["NONE"]],
+                         ids=lambda p: p.name)
+def test_a_reports_own_text_parses_to_its_title(path):
+    """syzkaller's check: what a report kept of the log is enough to title it
+    the same way again."""
+    for r in reports.parse(load(path)[1]):
+        if r.corrupted:
+            continue
+        again = reports.parse(r.text)
+        assert again and again[0].title == r.title, (r.title, again[:1])
+
+
+def test_alternative_titles_name_the_same_crash():
+    _, raw = load(DATA / "gpf-syscall-prefix.log")
+    (r,) = reports.parse(raw)
+    assert r.title == "general protection fault in mremap"
+    assert {"bad-access in mremap", "general protection fault in __se_sys_mremap",
+            "general protection fault in sys_mremap"} <= set(r.alt_titles)
+    assert reports.same_crash(r, "general protection fault in __se_sys_mremap")
+    assert reports.same_crash(r, ["bad-access in mremap"])
+    assert not reports.same_crash(r, "general protection fault in mmap")
 
 
 def test_corrupted_report_keeps_its_kind_and_says_why():
