@@ -330,6 +330,9 @@ def _check_window(item, failure) -> str | None:
     item.stash[UNEXPECTED] = unexpected
     if unexpected:   # for `kharness compare`: reports no test asked for
         item.user_properties.append(("kh-reports", json.dumps([r.title for r in unexpected])))
+        # the same crash under other titles: compare and merge count it once
+        item.user_properties.append(("kh-report-alts",
+                                     json.dumps([r.alt_titles for r in unexpected])))
     if unexpected:
         return "kernel report in this test's window: " + "; ".join(r.title for r in unexpected)
     missing = [e for e in expected if not any(e in r.title for r in found)]

@@ -34,6 +34,11 @@ class Case:
     message: str = ""
     reports: list[str] = field(default_factory=list)
     checks: dict[str, object] = field(default_factory=dict)   # what -> seen
+    alts: dict[str, list[str]] = field(default_factory=dict)  # title -> its other titles
+
+    def names(self, title: str) -> set[str]:
+        """A report's title and the titles the same crash has elsewhere."""
+        return {title, *self.alts.get(title, ())}
 
 
 @dataclass
@@ -54,6 +59,7 @@ def load_junit(path: Path, label: str = "") -> Run:
         if not name:
             continue   # pytest's stub for a test that Ctrl-C cut short
         outcome, message = "passed", ""
+        alts: list = []
         for tag, word in (("failure", "failed"), ("error", "error"), ("skipped", "skipped")):
             el = tc.find(tag)
             if el is not None:
@@ -68,8 +74,14 @@ def load_junit(path: Path, label: str = "") -> Run:
                 continue
             if pname == "kh-reports" and isinstance(data, list):
                 case.reports = [str(t) for t in data]
+            elif pname == "kh-report-alts" and isinstance(data, list):
+                alts = data
             elif pname.startswith("kh:") and isinstance(data, dict):
                 case.checks[pname[3:]] = data.get("seen", data.get("note"))
+        if alts and len(alts) == len(case.reports):
+            case.alts = {t: [str(a) for a in alt] for t, alt in zip(case.reports, alts,
+                                                                   strict=True)
+                         if isinstance(alt, list)}
         cases[name] = case
     return Run(label or path.parent.name, cases, path)
 
@@ -193,15 +205,18 @@ def compare(a: Run, b: Run) -> Diff:
         for what in sorted(set(ca.checks) & set(cb.checks)):
             if ca.checks[what] != cb.checks[what]:
                 d.changed_checks.append((name, what, ca.checks[what], cb.checks[what]))
-    titles_a = {t for c in a.cases.values() for t in c.reports}
+    # A crash is one whatever title it had (its alternatives name it too):
+    # the same bug seen through another frame is neither new nor gone.
+    names_a = {n for c in a.cases.values() for t in c.reports for n in c.names(t)}
+    names_b = {n for c in b.cases.values() for t in c.reports for n in c.names(t)}
     seen: set[str] = set()
     for name, case in sorted(b.cases.items()):
         for t in case.reports:
-            if t not in titles_a and t not in seen:
-                seen.add(t)
+            if not case.names(t) & (names_a | seen):
+                seen |= case.names(t)
                 d.new_reports.append((t, name))
-    titles_b = {t for c in b.cases.values() for t in c.reports}
-    d.gone_reports = sorted(titles_a - titles_b)
+    d.gone_reports = sorted({t for c in a.cases.values() for t in c.reports
+                             if not c.names(t) & names_b})
     return d
 
 

@@ -102,6 +102,7 @@ def kcidb(dirs: list[str], origin: str) -> dict:
     builds: list[dict] = []
     tests: list[dict] = []
     issues: dict[str, dict] = {}
+    crash_ids: dict[str, str] = {}     # a title or alternative title -> its issue
     incidents: list[dict] = []
     for job in jobs:
         kernel, _, arch = job.label.rpartition("-")
@@ -127,7 +128,11 @@ def kcidb(dirs: list[str], origin: str) -> dict:
                 test["misc"]["kernel_reports"] = case.reports
             tests.append(test)
             for title in case.reports:
-                issue_id = _id(origin, "issue", title)
+                # one issue a crash, whichever of its titles a job saw first
+                names = case.names(title)
+                issue_id = next((crash_ids[n] for n in sorted(names) if n in crash_ids),
+                                _id(origin, "issue", title))
+                crash_ids.update(dict.fromkeys(names, issue_id))
                 issues.setdefault(issue_id, {
                     "id": issue_id, "version": 0, "origin": origin,
                     "report_subject": title, "culprit": {"code": True},

@@ -118,3 +118,26 @@ def test_wrap_ends_and_keeps_every_word(line):
     lines = compare.wrap(line, 78)
     assert " ".join(" ".join(lines).split()) == " ".join(line.split())
     assert all(len(ln) <= 78 or " " not in ln.strip() for ln in lines)
+
+
+def test_a_crash_under_another_title_is_neither_new_nor_gone(tmp_path):
+    """Night A saw the GPF through __se_sys_mremap, night B titled it mremap:
+    their alternative titles say it is one crash."""
+    def night(path: Path, title: str, alts: list[str]) -> Path:
+        props = (f'<property name="kh-reports" value="{escape(json.dumps([title]))}"/>'
+                 f'<property name="kh-report-alts" value="{escape(json.dumps([alts]))}"/>')
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(f'<testsuites><testsuite><testcase name="test_RB3_m"><properties>'
+                        f'{props}</properties><failure message="x"/></testcase></testsuite>'
+                        f'</testsuites>')
+        return path
+    a = night(tmp_path / "a.xml", "general protection fault in __se_sys_mremap",
+              ["bad-access in __se_sys_mremap"])
+    b = night(tmp_path / "b.xml", "general protection fault in mremap",
+              ["bad-access in mremap", "general protection fault in __se_sys_mremap"])
+    d = compare.compare(compare.load_junit(a), compare.load_junit(b))
+    assert d.new_reports == [] and d.gone_reports == []
+    c = night(tmp_path / "c.xml", "general protection fault in mmap", ["bad-access in mmap"])
+    d = compare.compare(compare.load_junit(a), compare.load_junit(c))
+    assert d.new_reports == [("general protection fault in mmap", "test_RB3_m")]
+    assert d.gone_reports == ["general protection fault in __se_sys_mremap"]

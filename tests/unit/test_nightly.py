@@ -171,6 +171,28 @@ def test_kcidb_carries_report_titles_as_issues(tmp_path):
     assert data["tests"][0]["status"] == "FAIL"
 
 
+def test_kcidb_counts_a_crash_under_its_alternative_titles_once(tmp_path):
+    """arm64 titled it through __arm64_sys_mremap, x86_64 as mremap: one issue."""
+    for arch, title, alts in (
+            ("x86_64", "general protection fault in mremap",
+             ["general protection fault in __x64_sys_mremap"]),
+            ("arm64", "Internal error in __arm64_sys_mremap", ["bad-access in mremap"]),
+            ("arm64b", "bad-access in mremap", [])):
+        job = tmp_path / "n" / f"stock-debian-7.2-{arch}"
+        job.mkdir(parents=True)
+        (job / "junit.xml").write_text(
+            '<testsuites><testsuite><testcase name="test_RB3_m"><properties>'
+            f'<property name="kh-reports" value=\'{json.dumps([title])}\'/>'
+            f'<property name="kh-report-alts" value=\'{json.dumps([alts])}\'/></properties>'
+            '<failure message="kernel report"/></testcase></testsuite></testsuites>')
+    data = merge.kcidb([str(tmp_path / "n")], "kharness")
+    kcidb_io.schema.LATEST.validate(data)
+    by_subject = {i["report_subject"]: i["id"] for i in data["issues"]}
+    assert len(by_subject) == 2     # the GPF alone; the Internal error and bad-access one
+    assert len({i["issue_id"] for i in data["incidents"]}) == 2
+    assert len(data["incidents"]) == 3
+
+
 def test_a_job_may_take_its_own_boot_path(tmp_path):
     m = tmp_path / "m.toml"
     m.write_text('[[job]]\nname = "v"\nkernels = ["debian:6.12"]\narches = ["x86_64"]\n'
