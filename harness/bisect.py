@@ -17,8 +17,8 @@ from harness.errors import KhError, UsageError
 from harness.kbuild import linux as kbuild
 from harness.kbuild import patches
 from harness.kernel import Kernel
-from harness.report import compare
 from harness.requests import BisectRequest, SuiteRequest
+from harness.results import compare
 from harness.suites import run_suite
 from harness.util import progress, write_out
 

@@ -31,7 +31,7 @@ from harness.kbuild import linux as kbuild
 from harness.kbuild import patches
 from harness.kernels import resolve
 from harness.observe import reports
-from harness.report import compare, matrix, merge
+from harness.results import compare, matrix, merge
 from harness.util import progress, write_out
 from harness.vm.machine import kill_all
 

@@ -27,9 +27,9 @@ from pathlib import Path
 from harness.errors import KhError, UsageError
 from harness.kbuild import linux as kbuild
 from harness.kbuild import patches
-from harness.report import compare
 from harness.requests import MutantsRequest
 from harness.resources import data, scenario_ids
+from harness.results import compare
 from harness.suites import run_suite
 from harness.util import progress, write_out
 

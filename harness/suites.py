@@ -17,9 +17,9 @@ from harness import claims, options, spawn
 from harness.arches import Arch
 from harness.errors import UsageError
 from harness.remote import SshUrl
-from harness.report import compare
 from harness.requests import SuiteRequest
 from harness.resources import data
+from harness.results import compare
 from harness.util import progress
 
 # pytest's exit statuses -> ours (0 passed, 1 failed, 2 bad input, 3 infrastructure)

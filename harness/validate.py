@@ -14,9 +14,9 @@ from harness.arches import Arch
 from harness.errors import KhError, UsageError
 from harness.kbuild import linux as kbuild
 from harness.kbuild import patches
-from harness.report import compare
 from harness.requests import SourceRequest, SuiteRequest
 from harness.resources import data
+from harness.results import compare
 from harness.suites import run_suite
 from harness.util import cache_root, digest, progress, write_out
 

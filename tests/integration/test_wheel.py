@@ -37,7 +37,7 @@ def test_wheel_installs_and_runs_outside_the_clone(tmp_path, request):
                  "harness/_data/kconfigs/base.config", "harness/_data/suite/conftest.py",
                  "harness/_data/suite/scenarios/test_ringbuf.py", "harness/py.typed",
                  "harness/_data/mutants/rb5-fork-skips-mixedmap.patch",
-                 "harness/report/templates/matrix.html.j2"):
+                 "harness/results/templates/matrix.html.j2"):
         assert need in names, f"{need} missing from {wheel.name}"
     assert not [n for n in names if "__pycache__" in n or n.endswith(".pyc")]
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from harness.errors import UsageError
-from harness.report import compare
+from harness.results import compare
 
 DATA = Path(__file__).parents[1] / "data" / "junit"
 

@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from harness.report import matrix
+from harness.results import matrix
 
 DATA = Path(__file__).parents[1] / "data" / "junit"
 

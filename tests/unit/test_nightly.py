@@ -13,7 +13,7 @@ import pytest
 
 from harness import nightly
 from harness.errors import UsageError
-from harness.report import merge
+from harness.results import merge
 
 REPO = Path(__file__).resolve().parents[2]
 JUNIT = REPO / "tests" / "data" / "junit"

@@ -74,8 +74,8 @@ def test_suite_runs_through_ssh(sshd, tmp_path):
     junit = tmp_path / "junit.xml"
     suite = data("suite")
     proc = subprocess.run(
-        [sys.executable, "-m", "pytest", str(suite / "test_ringbuf.py"),
-         str(suite / "test_guest.py"), "-k", "RB1 or report_in_window or put", "-q",
+        [sys.executable, "-m", "pytest", str(suite / "scenarios" / "test_ringbuf.py"),
+         str(suite / "harness" / "test_guest.py"), "-k", "RB1 or report_in_window or put", "-q",
          "-p", "no:cacheprovider", f"--junitxml={junit}", "--out", str(tmp_path),
          *ssh_argv(sshd, sshd.keys.known_hosts(sshd.port))],
         capture_output=True, text=True, timeout=900)

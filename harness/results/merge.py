@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from harness.errors import UsageError
-from harness.report import compare, matrix
+from harness.results import compare, matrix
 from harness.util import write_out
 
 
