@@ -253,6 +253,7 @@ def find_report(table: Table, lines: Sequence[Line], start: int, oopses: dict[in
     second: int | None = None
     text_lines = 0
     skip_text = cpu_traceback = False
+    ended: int | None = None
     for i in range(start, min(len(lines), start + MAX_SCAN)):
         ln = lines[i]
         is_oops = i == start
@@ -265,6 +266,8 @@ def find_report(table: Table, lines: Sequence[Line], start: int, oopses: dict[in
             second = i
         if second is not None and context in ("", CONSOLE) and i > second + AFTER_SECOND:
             break       # the report is cut at the second one: little after it counts
+        if ended is not None and i > ended + AFTER_SECOND:
+            break       # "---[ end trace": the oops said it is done
         if not is_oops and (ln.questionable or ln.context != context and (
                 not cpu_traceback or not CPU.match(ln.context))):
             continue
@@ -284,6 +287,8 @@ def find_report(table: Table, lines: Sequence[Line], start: int, oopses: dict[in
         report.append(ln.text)
         if second is None or context not in ("", CONSOLE):
             report_end = len(report)
+        if ended is None and "---[ end trace" in ln.text:
+            ended = i
     return Found(prefix, report, report_end, end, second)
 
 
