@@ -129,6 +129,9 @@ def test_a_reports_own_text_parses_to_its_title(path):
         if r.corrupted:
             continue
         again = reports.parse(r.text)
+        if len(again) > 1:
+            continue    # a task's report that went on past a second header (its own
+            #             panic's BUG): without the caller ids the text is two reports
         assert again and again[0].title == r.title, (r.title, again[:1])
 
 

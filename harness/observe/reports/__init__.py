@@ -16,6 +16,7 @@ MAX_REPORT_LINES; a panic that only says the machine died of it joins it.
 from __future__ import annotations
 
 import codecs
+import functools
 import re
 from collections.abc import Iterable, Iterator, Sequence
 from typing import BinaryIO
@@ -99,15 +100,32 @@ def parse(text: str, table: Table = TABLE) -> list[Report]:
     return found
 
 
+@functools.cache
+def _needles(table: Table) -> tuple[str, ...]:
+    """Few short strings, one of which every header holds ("BUG" for "BUG:",
+    "kernel BUG" and "Kernel BUG"): a long log is searched once a needle,
+    not once a header (each search reads the whole log)."""
+    headers = {o.header for o in table.oopses}
+    grams = {h: {h[i:i + 4] for i in range(len(h) - 3)} or {h} for h in headers}
+    chosen: list[str] = []
+    left = set(headers)
+    while left:
+        best = max(sorted({g for h in left for g in grams[h]}),
+                   key=lambda g: sum(g in grams[h] for h in left))
+        chosen.append(best)
+        left = {h for h in left if best not in grams[h]}
+    return tuple(chosen)
+
+
 def _header_offsets(table: Table, text: str) -> list[int]:
-    """Where a header string stands in the text, in order: str.find per
-    header (memchr-fast) beats one regex alternation by far on a long log."""
+    """Where a line may hold a header, in order: str.find per needle
+    (memchr-fast) beats one regex alternation by far on a long log."""
     found = set()
-    for header in {o.header for o in table.oopses}:
-        at = text.find(header)
+    for needle in _needles(table):
+        at = text.find(needle)
         while at != -1:
             found.add(at)
-            at = text.find(header, at + 1)
+            at = text.find(needle, at + 1)
     return sorted(found)
 
 
@@ -134,7 +152,12 @@ def _shown(lines: _Lines, start: int,
     context = lines[start].context
     shown = [lines[start].text]
     end = start + 1
-    stop = min(len(lines), start + MAX_REPORT_LINES, second if second is not None else 1 << 62)
+    # In a task's context (PRINTK_CALLER) a header is the same task going
+    # on (a Rust panic's BUG, a WARNING's panic): the report goes on too.
+    if context in ("", CONSOLE) and second is not None:
+        stop = min(len(lines), start + MAX_REPORT_LINES, second)
+    else:
+        stop = min(len(lines), start + MAX_REPORT_LINES)
     while end < stop:
         line = lines[end]
         end += 1

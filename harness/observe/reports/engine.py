@@ -15,6 +15,7 @@ import enum
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 
 class Kind(enum.Enum):
@@ -180,8 +181,7 @@ class Report:
 
 # -- lines -----------------------------------------------------------------------------
 
-@dataclass(slots=True)
-class Line:
+class Line(NamedTuple):   # a tuple: many of them, and the GC need not track them
     raw: str
     context: str          # "" (no timestamp), "console", or the caller id "[ T123]"
     text: str             # without the console prefix (and a questionable frame's lead)
@@ -504,7 +504,14 @@ def normalise_title(title: str) -> str:
 
 def demangle(name: str) -> str:
     """A C++ Itanium name without its parameters (_Z8fakeNameiii is
-    fakeName, _ZN3foo3barEv foo::bar); anything else as it is."""
+    fakeName, _ZN3foo3barEv foo::bar), a Rust v0 name as a path
+    (_RNvNtCs1_4core9panicking9panic_fmt is core::panicking::panic_fmt);
+    anything else, or what this small demangler cannot read, as it is."""
+    if name.startswith("_R"):
+        try:
+            return _RustV0(name[2:]).symbol()
+        except (IndexError, ValueError):
+            return name
     if not name.startswith("_Z"):
         return name
     i = 3 if name.startswith("_ZN") else 2
@@ -521,3 +528,132 @@ def demangle(name: str) -> str:
         if not name.startswith("_ZN"):
             break
     return "::".join(parts) if parts else name
+
+
+_RUST_BASIC = {"a": "i8", "b": "bool", "c": "char", "d": "f64", "e": "str", "f": "f32",
+               "h": "u8", "i": "isize", "j": "usize", "l": "i32", "m": "u32", "n": "i128",
+               "o": "u128", "s": "i16", "t": "u16", "u": "()", "v": "...", "x": "i64",
+               "y": "u64", "z": "!", "p": "_"}
+
+
+class _RustV0:
+    """Rust's v0 mangling, the part kernel stack traces use: crate roots,
+    nested paths, inherent and trait impls, back-references; generic
+    arguments are left out (as syzkaller's demangle.NoParams leaves them)."""
+
+    def __init__(self, s: str):
+        self.s, self.i = s, 0
+
+    def symbol(self) -> str:
+        if self.s[:1].isdigit():
+            self._decimal()          # encoding version
+        return self.path()
+
+    def _peek(self) -> str:
+        return self.s[self.i] if self.i < len(self.s) else ""
+
+    def _take(self) -> str:
+        ch = self.s[self.i]
+        self.i += 1
+        return ch
+
+    def _decimal(self) -> int:
+        j = self.i
+        while self._peek().isdigit():
+            self.i += 1
+        if j == self.i:
+            raise ValueError("a number was expected")
+        return int(self.s[j:self.i])
+
+    def _base62(self) -> int:
+        digits = "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+        if self._peek() == "_":
+            self.i += 1
+            return 0
+        value = 0
+        while (ch := self._take()) != "_":
+            value = value * 62 + digits.index(ch)
+        return value + 1
+
+    def _disambiguator(self) -> None:
+        if self._peek() == "s":
+            self.i += 1
+            self._base62()
+
+    def _ident(self) -> str:
+        self._disambiguator()
+        if self._peek() == "u":
+            raise ValueError("punycode identifiers are not read")
+        n = self._decimal()
+        if self._peek() == "_":
+            self.i += 1
+        ident = self.s[self.i:self.i + n]
+        self.i += n
+        return ident
+
+    def _backref(self, read) -> str:
+        at = self._base62()
+        saved, self.i = self.i, at
+        try:
+            return read()
+        finally:
+            self.i = saved
+
+    def path(self) -> str:
+        tag = self._take()
+        if tag == "C":
+            return self._ident()
+        if tag == "N":
+            self._take()             # namespace
+            inner = self.path()
+            ident = self._ident()
+            return f"{inner}::{ident}" if ident else inner
+        if tag == "M":
+            self._disambiguator()
+            self.path()              # the impl's own path: not shown
+            return f"<{self.type()}>"
+        if tag == "X":
+            self._disambiguator()
+            self.path()
+            ty = self.type()
+            return f"<{ty} as {self.path()}>"
+        if tag == "Y":
+            ty = self.type()
+            return f"<{ty} as {self.path()}>"
+        if tag == "I":
+            inner = self.path()
+            while self._peek() != "E":
+                self._generic_arg()
+            self.i += 1
+            return inner
+        if tag == "B":
+            return self._backref(self.path)
+        raise ValueError(f"unknown path tag {tag!r}")
+
+    def _generic_arg(self) -> None:
+        if self._peek() == "L":
+            self.i += 1
+            self._base62()
+        elif self._peek() == "K":
+            raise ValueError("const generics are not read")
+        else:
+            self.type()
+
+    def type(self) -> str:
+        ch = self._peek()
+        if ch in _RUST_BASIC:
+            self.i += 1
+            return _RUST_BASIC[ch]
+        if ch in ("R", "Q"):
+            self.i += 1
+            if self._peek() == "L":
+                self.i += 1
+                self._base62()
+            return ("&" if ch == "R" else "&mut ") + self.type()
+        if ch in ("P", "O"):
+            self.i += 1
+            return ("*const " if ch == "P" else "*mut ") + self.type()
+        if ch == "B":
+            self.i += 1
+            return self._backref(self.type)
+        return self.path()

@@ -502,6 +502,12 @@ OOPSES: tuple[Oops, ...] = (
     _one("int3: ", "int3 in {0}", K.FAULT, Stack((RIP,))),
     PANIC,
     _one("PANIC: double fault", "PANIC: double fault in {0}", K.FAULT, Stack((RIP,))),
+    # A Rust panic: its message and the frame below the panic machinery.
+    Oops("rust_kernel: panicked", (
+        f(r"rust_kernel: panicked", "{0} in {1}", K.PANIC,
+          report=r"rust_kernel: panicked at [^\n]*?\n(.+?)\n",
+          stack=trace_stack(re.escape("__rustc::rust_begin_unwind"))),
+    ), kind=K.PANIC),
     KERNEL_BUG,
     Oops("Kernel BUG", (f(r"Kernel BUG (.*)", "kernel BUG {0}", K.BUG),)),
     Oops("BUG kmalloc-", (f(r"BUG kmalloc-.*: Object already free", "BUG: Object already free",
