@@ -119,3 +119,31 @@ def test_mountinfo_paths_are_unescaped_and_deepest_first():
     assert mounts.under(Path("/c/my root"), info) == [Path("/c/my root/dev/shm"),
                                                      Path("/c/my root")]
     assert mounts.under(Path("/c/my"), info) == []
+
+
+@needs_root
+@pytest.mark.parametrize("what", ["merge", "kcidb"])
+def test_report_into_a_full_disk_names_the_file_and_leaves_no_half(tmp_path, what):
+    """`kharness report merge/kcidb --into` a disk that fills: exit 3, the
+    file named, no 0-byte file left behind."""
+    import sys
+    night = tmp_path / "night" / "stock-debian-7.2-x86_64"
+    night.mkdir(parents=True)
+    (night / "junit.xml").write_text(
+        '<testsuites><testsuite><testcase name="test_RB1_x"/></testsuite></testsuites>')
+    full = tmp_path / "full"
+    full.mkdir()
+    mount("-t", "tmpfs", "-o", "size=4k", "kh-full", str(full))
+    try:
+        (full / "filler").write_bytes(b"x" * 4096)
+        into = full / ("merged" if what == "merge" else "kcidb.json")
+        res = subprocess.run([sys.executable, "-m", "harness.cli", "report", what,
+                              str(tmp_path / "night"), "--into", str(into)],
+                             capture_output=True, text=True, timeout=60)
+        left = sorted(p.name for p in full.rglob("*") if p.is_file() and p.name != "filler")
+    finally:
+        subprocess.run(["umount", str(full)], check=True)
+    assert res.returncode == 3, res.stderr
+    (line,) = [ln for ln in res.stderr.splitlines() if ln.startswith("kharness: error:")]
+    assert "No space left on device" in line and str(full) in line
+    assert left == [], left

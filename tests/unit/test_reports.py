@@ -227,3 +227,10 @@ def test_parse_of_an_endless_stream_stays_small_and_stops_on_ctrl_c(how):
         out, err = p.communicate(timeout=30)
     assert rss < 200, f"{rss:.0f} MB after 3 s of /dev/zero"
     assert p.returncode == 130 and err.strip().splitlines()[-1] == "kharness: interrupted"
+
+
+def test_a_console_that_dropped_leaves_its_reports_corrupted():
+    (r,) = reports.parse("[ 1.0] BUG: Bad rss-counter state mm:1 type:MM_FILEPAGES val:-1\n"
+                         "[ 1.1] -------serialport: VM disconnected.\n")
+    assert r.title == "BUG: Bad rss-counter state"
+    assert r.corrupted and r.reason == "the console connection dropped"

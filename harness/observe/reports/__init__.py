@@ -41,6 +41,7 @@ __all__ = ["Kind", "Report", "lines_of", "machine_death", "normalise_title", "pa
            "parse_stream", "same_crash", "titles"]
 
 MAX_REPORT_LINES = 200
+CONSOLE_HANGUP = "serialport: VM disconnected."   # GCE's serial console, mid-report
 _END = re.compile(r"---\[ end (?:trace|Kernel panic)")
 # Panics that only say an earlier report killed the machine: part of that report.
 _AFTERMATH = re.compile(r"Kernel panic - not syncing: (?:Fatal exception|panic_on_warn set|"
@@ -97,6 +98,10 @@ def parse(text: str, table: Table = TABLE) -> list[Report]:
         report = _report(table, lines, starts, i, starts[i])
         found.append(report)
         next_at = report.end
+    if CONSOLE_HANGUP in text:     # the console dropped: what it printed last is cut short
+        for r in found:
+            if not r.corrupted:
+                r.corrupted, r.reason = True, "the console connection dropped"
     return found
 
 
