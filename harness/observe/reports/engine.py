@@ -143,14 +143,13 @@ class Table:
 
 
 CONSOLE = "console"          # a line with a timestamp but no caller id
-TASK = re.compile(r"\[ *T[0-9]+\]")
 CPU = re.compile(r"\[ *C[0-9]+\]")
 QUESTIONABLE = re.compile(r"(\[\<[0-9a-f]+\>\])? \? ")
 MAX_SCAN = 1500              # lines a report is read over (linear time on huge logs)
 PANIC_LINES = 22             # a panic this far in is the report's aftermath (KMSAN: 16)
 # Read past a second report only to judge whether the first kept a stack
 # (syzkaller reads to the end of the log; a few lines answer the same).
-AFTER_SECOND = 20
+AFTER_SECOND = 5
 
 
 @dataclass
@@ -226,8 +225,9 @@ def oops_of(table: Table, line: Line) -> Oops | None:
 
 @dataclass
 class Found:
-    """What findReport collects from the header on."""
-    prefix: list[str]
+    """What findReport collects from the header on (syzkaller also keeps a
+    few lines before the header for the reader; kharness's reports show
+    their own lines, see __init__._shown)."""
     report: list[str]      # same-context lines, prefixes off
     report_end: int        # lines of it before a second report
     end: int               # line index one past the last oops line seen
@@ -241,11 +241,6 @@ def find_report(table: Table, lines: Sequence[Line], start: int, oopses: dict[in
     backtraces), the panic_on_warn aftermath and lockdep noise cut, and
     where a second report starts. oopses: the lines that hold a header."""
     context = lines[start].context
-    max_prefix = 50 if TASK.match(context) else 5
-    prefix: list[str] = []
-    for ln in lines[max(0, start - 4 * max_prefix):start]:
-        if ln.context == context and ln.text and not ln.questionable:
-            prefix = (prefix + [ln.text])[-max_prefix:]
     min_lines = 16 if "BUG: KMSAN:" in header_text else PANIC_LINES
     report: list[str] = []
     report_end = 0
@@ -289,7 +284,7 @@ def find_report(table: Table, lines: Sequence[Line], start: int, oopses: dict[in
             report_end = len(report)
         if ended is None and "---[ end trace" in ln.text:
             ended = i
-    return Found(prefix, report, report_end, end, second)
+    return Found(report, report_end, end, second)
 
 
 def extract_description(table: Table, text: str, oops: Oops) -> tuple[
