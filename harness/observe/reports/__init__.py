@@ -23,6 +23,7 @@ from typing import BinaryIO
 
 from harness.observe.reports.engine import (
     CONSOLE,
+    MAX_SCAN,
     Kind,
     Line,
     Oops,
@@ -61,8 +62,6 @@ class _Lines(Sequence[Line]):
         return len(self.raw)
 
     def __getitem__(self, i):
-        if type(i) is slice:
-            return [self[j] for j in range(*i.indices(len(self.raw)))]
         line = self.read[i]
         if line is None:
             line = self.read[i] = read_line(self.table, self.raw[i])
@@ -222,20 +221,19 @@ def lines_of(stream: BinaryIO, chunk: int = 1 << 20) -> Iterator[str]:
         yield part[:MAX_LINE]
 
 
-# What a window is parsed with beyond its end: the longest a report is read.
-_OVERLAP = 1500
 
 
 def parse_stream(lines: Iterable[str], window: int = WINDOW_LINES) -> Iterator[Report]:
     """parse() over a stream of lines of any length, WINDOW_LINES at a time:
     reports as they are found, line numbers those of the whole stream. A
-    window is parsed with what follows it as far as a report is read, so a
+    window is parsed with what follows it as far as a report is read
+    (MAX_SCAN), so a
     report that starts in it is titled as parse() would title it."""
     buf: list[str] = []
     base = 0
     for line in lines:
         buf.append(line)
-        if len(buf) >= window + _OVERLAP:
+        if len(buf) >= window + MAX_SCAN:
             cut = window
             for r in parse("\n".join(buf)):
                 if r.start >= window:

@@ -374,32 +374,27 @@ def _frames(table: Table, text: str, skip: re.Pattern, parts: tuple[re.Pattern, 
         if p == len(parts):
             return results, ok
         part = parts[p]
-        if part is PARSE:
-            traces += 1
-            while i < len(lines):
-                line = lines[i]
-                i += 1
-                if corrupted_line(table, line):
-                    ok = False
-                    break
-                if stack_start(table, line):
-                    break
-                if p != len(parts) - 1 and (m := parts[p + 1].search(line)):
-                    _append(raw, m, skip)
-                    p += 1
-                    break
-                for frame in table.frames:
-                    if m := frame.search(line):
-                        _append(raw, m, skip)
-                        break
-        else:
-            while i < len(lines):
-                line = lines[i]
-                i += 1
-                if corrupted_line(table, line):
-                    ok = False
-                    break
+        parse = part is PARSE
+        traces += parse
+        while i < len(lines):
+            line = lines[i]
+            i += 1
+            if corrupted_line(table, line):
+                ok = False
+                break
+            if not parse:
                 if m := part.search(line):
+                    _append(raw, m, skip)
+                    break
+                continue
+            if stack_start(table, line):
+                break
+            if p != len(parts) - 1 and (m := parts[p + 1].search(line)):
+                _append(raw, m, skip)
+                p += 1
+                break
+            for frame in table.frames:
+                if m := frame.search(line):
                     _append(raw, m, skip)
                     break
         p += 1
