@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+import subprocess
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -122,6 +123,12 @@ def settled_nr_mapped(guest, expect: int | None = None) -> int:
             break
         last = now
     return last
+
+
+def qemus_of(folder: Path) -> list[str]:
+    """QEMU processes whose command line names folder: none may outlive a run."""
+    return subprocess.run(["pgrep", "-af", f"qemu-system.*{folder}"], capture_output=True,
+                          text=True).stdout.splitlines()
 
 
 def option(request) -> Callable[[str], str]:

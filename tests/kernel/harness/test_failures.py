@@ -14,7 +14,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
-from conftest import interruptible, option
+from conftest import interruptible, option, qemus_of
 
 from harness import session
 from harness.arches import ARCHES
@@ -130,12 +130,6 @@ def test_stopping_a_run_writes_what_finished_and_stops_every_kernel(request, tmp
     # The matrix shows only tests that ran (and finished), each with its row.
     assert all(any(r.startswith(n.removeprefix("test_")) for n in ran) for r in rows), rows
     assert "FAILED" not in res.stderr
-
-
-def qemus_of(folder: Path) -> list[str]:
-    """QEMU processes whose command line names folder."""
-    return subprocess.run(["pgrep", "-af", f"qemu-system.*{folder}"], capture_output=True,
-                          text=True).stdout.splitlines()
 
 
 def test_sigterm_stops_a_run_started_with_sigint_ignored(request, tmp_path):

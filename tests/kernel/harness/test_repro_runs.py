@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import option
+from conftest import option, qemus_of
 
 DATA = Path(__file__).resolve().parents[2] / "data"
 KH = [sys.executable, "-m", "harness.cli"]
@@ -25,11 +25,6 @@ def repro(request, tmp_path: Path, *args: str) -> tuple[subprocess.CompletedProc
     return proc, json.loads(out.read_text()) if out.exists() else {}
 
 
-def qemus_of(where: Path) -> str:
-    return subprocess.run(["pgrep", "-af", f"qemu-system.*{where}"], capture_output=True,
-                          text=True).stdout
-
-
 def test_c_reproducer_on_two_guests(request, tmp_path):
     proc, rep = repro(request, tmp_path, "--c", str(DATA / "repro-splat.c"), "-j", "2",
                       "--rounds", "6", "--signature", "WARNING in kh_splat_warn")
@@ -42,7 +37,7 @@ def test_c_reproducer_on_two_guests(request, tmp_path):
     assert f"--c={DATA / 'repro-splat.c'}" in rep["rerun"] and "--parallel=2" in rep["rerun"]
     assert "--rounds=6" in rep["rerun"] and "'--signature=WARNING in kh_splat_warn'" in \
         rep["rerun"]
-    assert qemus_of(tmp_path) == ""
+    assert qemus_of(tmp_path) == []
 
 
 def test_c_reproducer_that_does_not_compile_is_bad_input(request, tmp_path):
