@@ -61,6 +61,11 @@ def write_atomic(path: Path, data: str | bytes) -> None:
         tmp.unlink(missing_ok=True)
 
 
+class Outdated(ValueError):
+    """A check's finding: the entry is whole but made for something else
+    (another QEMU, another kernel)."""
+
+
 def damage(entry: Path) -> str | None:
     """None if the entry is complete; else what is wrong with it."""
     marker = entry / MARKER
@@ -110,11 +115,15 @@ def cached(entry: Path, make: Callable[[Path], Iterable[Path | str]], *,
         if why is None and check is not None:
             try:
                 check(entry)
+            except Outdated as e:
+                why = f"out of date: {e}"
             except (OSError, ValueError) as e:
                 why = f"unreadable: {e}"
         if why is None:
             return entry
-        if why not in ("absent", "unfinished"):
+        if why.startswith("out of date"):
+            progress(f"cache entry {entry} is {why}; making it again")
+        elif why not in ("absent", "unfinished"):
             progress(f"cache entry {entry} is damaged ({why}); making it again")
         if entry.exists() and not (keep_partial and why == "unfinished"):
             remove(entry)

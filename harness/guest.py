@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import itertools
+import os
 import select
 import shlex
 import time
@@ -19,6 +20,7 @@ from typing import NoReturn, Protocol
 from harness.errors import KhError
 from harness.observe import reports
 from harness.util import progress
+from harness.vm import snapshot
 from harness.vm.launcher import Launcher
 from harness.vm.machine import BootError, Machine
 
@@ -84,6 +86,7 @@ class Target(Protocol):
     def alive(self) -> bool: ...
     def close(self) -> None: ...
     def poweroff(self) -> None: ...
+    def discard(self) -> None: ...
     @property
     def died(self) -> GuestDied | None: ...
 
@@ -158,6 +161,46 @@ class Guest:
         progress(f"guest {guest.release} up in {m.boot_seconds:.1f}s "
                  f"({m.name}, {m.accel}, console: {m.console_log})")
         return guest
+
+    @classmethod
+    def restore(cls, launcher: Launcher, release: str, *, quiet: bool = True) -> Guest:
+        """Start a machine from a snapshot (harness/vm/snapshot.py) and run it."""
+        t0 = time.monotonic()
+        return cls.resume(launcher.start(connect=False), release, t0, quiet=quiet)
+
+    @classmethod
+    def resume(cls, machine: Machine, release: str, since: float, *,
+               quiet: bool = True) -> Guest:
+        """A machine loading a snapshot (started at since), run once loaded,
+        with the host's clock and fresh random bytes."""
+        guest = cls(machine, quiet=quiet)
+        guest.release = release
+        try:
+            machine.connect()
+            snapshot.resume(machine, time.monotonic() + machine.spec.boot_timeout)
+            guest.refresh()
+        except BaseException:
+            machine.kill()
+            raise
+        machine.boot_seconds = time.monotonic() - since
+        return guest
+
+    def refresh(self) -> None:
+        """The host's clock and 32 random bytes, reseeding the kernel's
+        generator: two guests restored from one snapshot must differ."""
+        n = next(self._ids)
+        now = time.time_ns()
+        request = f"FRESH {n} {now // 10**9}.{now % 10**9:09d} {os.urandom(32).hex()}\n"
+        status, _ = self._exchange(n, request.encode(), "clock and random pool",
+                                   time.monotonic() + self.default_timeout)
+        if status != 0:
+            raise GuestCommandError(f"the restored guest could not take the host's clock "
+                                    f"and random bytes: {os.strerror(status)}")
+
+    def discard(self) -> None:
+        """Gone at once: a guest restored from a snapshot keeps nothing worth a
+        clean shutdown."""
+        self.machine.kill()
 
     def poweroff(self, timeout: float = 20.0) -> None:
         m = self.machine

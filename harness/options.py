@@ -254,6 +254,7 @@ class Option:
 # What `run --suite` picks: a folder of the kernel suite (tests/kernel/<suite>/)
 SUITES = (*resources.suites(), "all")
 VNG_ROOTS = ("auto", "host", "kh")
+FRESH = ("test", "module", "session")
 GUESTS = ("run", "boot", "repro", "bench", PYTEST)        # boot a --kernel
 BUILT = ("validate", "bisect", "bisect-step", "mutants")  # boot kernels they build
 SOURCE = ("build", *BUILT)                              # build from --source
@@ -290,6 +291,11 @@ TABLE = (
            SETTINGS, "auto", _choice("--accel", ACCELS)),
     Option(("--cpus",), "guest vCPUs (default 1, see docs/modules.md)", SETTINGS, "1",
            _positive_int("--cpus")),
+    Option(("--fresh",), "how often a test's guest is new, restored from the snapshot "
+           "of the booted kernel: test (every test), module (every test file), session "
+           "(one guest; restored only after a test killed it) (default test, "
+           "docs/snapshots.md)", ("run", PYTEST, *BUILT, "nightly"), "test",
+           _choice("--fresh", FRESH)),
     Option(("--selftests-source",), "where the upstream mm selftests come from: a kernel "
            "tree, a .tar.* of one, or debian-source:<series> (default: the kernel's own "
            "source)", ("run", PYTEST), None, _source_spec("--selftests-source")),
@@ -348,6 +354,9 @@ TABLE = (
            "compare hit rates with and without: cpu, memory or cpu,memory", ("repro",),
            None, _list("--stress", _choice("--stress", STRESS))),
     Option(("--until-hit",), "stop at the first hit", ("repro",), False, flag=True),
+    Option(("--fresh",), "repro: every round in a guest restored from the snapshot of "
+           "the booted kernel, so no round sees another's state (default: rounds one after "
+           "another in one guest, the most rounds a second)", ("repro",), False, flag=True),
     Option(("--paths",), "boot paths to measure, comma-separated", ("bench",),
            ",".join(BOOT_PATHS), _list("--paths", _choice("--paths", BOOT_PATHS))),
     Option(("--commands",), "guest commands timed per boot", ("bench",), "20",
@@ -518,7 +527,8 @@ def suite_request(ns: Any, **override: Any) -> SuiteRequest:
     mutants: its kernels are judged by the scenarios)."""
     values = {"suite": getattr(ns, "suite", None) or ["all"], "k": getattr(ns, "k", None),
               "parallel": getattr(ns, "parallel", None),
-              "selftests_source": getattr(ns, "selftests_source", None)}
+              "selftests_source": getattr(ns, "selftests_source", None),
+              "fresh": getattr(ns, "fresh", None) or "test"}
     return SuiteRequest(guest_request(ns), **{**values, **override})
 
 
@@ -550,7 +560,7 @@ def repro_request(ns: Any) -> ReproRequest:
     return ReproRequest(guest_request(ns), signature=ns.signature, command=list(ns.command),
                         rounds=ns.rounds, budget=ns.budget, parallel=ns.parallel, c=ns.c,
                         kmod=ns.kmod, stress=ns.stress, until_hit=ns.until_hit,
-                        timeout=ns.timeout)
+                        timeout=ns.timeout, fresh=ns.fresh)
 
 
 def text_of(value: Any) -> str:

@@ -111,6 +111,7 @@ class GuestPool:
         self.settings = s = config.stash[SETTINGS]
         self.prep: session.Prepared | None = None
         self.guests: dict[tuple, Target] = {}
+        self.users: dict[tuple, str] = {}          # who had each guest last (--fresh)
         self.variants: dict[tuple, session.Prepared] = {}
         stamp = time.strftime("%Y%m%d-%H%M%S")
         if s.target is not None:
@@ -133,13 +134,19 @@ class GuestPool:
                 stop_session(self.config, str(e), e)
         return self.prep
 
-    def get(self, **settings) -> Target:
-        """The live guest with these MachineSpec settings (cpus=...), booted if need be.
+    def get(self, user: str = "", **settings) -> Target:
+        """The live guest with these MachineSpec settings (cpus=...) for user
+        (a test or a module; "" for the session), booted or restored if need
+        be: a guest another user had is replaced by a fresh one (--fresh).
         An SSH target is one machine, whatever the settings: it is shared."""
         if self.settings.target is not None:
-            settings = {}
+            settings, user = {}, ""
         key = tuple(sorted(settings.items()))
         guest = self.guests.get(key)
+        if guest is not None and guest.alive() and self.users.get(key, user) != user:
+            guest.discard()
+            guest = None
+        self.users[key] = user
         if guest is None or not guest.alive():
             if guest is not None:
                 guest.close()
@@ -147,10 +154,12 @@ class GuestPool:
             # one: memory for each of a suite's variants adds up.
             for other in [k for k in self.guests if k and k != key]:
                 self.guests.pop(other).close()
+                session.drop_spare(self.variants[other])
             prep = self.variant(key)
             try:
                 with self.uncaptured():
-                    guest = self.guests[key] = session.start(prep)
+                    guest = self.guests[key] = session.start(
+                        prep, ahead=self.settings.fresh != "session")
             except KhError as e:
                 # A kernel that does not boot once will not boot for the next test.
                 stop_session(self.config, f"the guest did not boot: {e}", e)
@@ -165,13 +174,17 @@ class GuestPool:
         if key not in self.variants:
             self.variants[key] = dataclasses.replace(
                 base, spec=dataclasses.replace(base.spec, **dict(key)), boots=0,
-                outdir=base.outdir / "-".join(f"{k}{v}" for k, v in key))
+                outdir=base.outdir / "-".join(f"{k}{v}" for k, v in key),
+                snapshot=None, spare=None, images=[], restores=0)
         return self.variants[key]
 
     def close(self) -> None:
         for guest in self.guests.values():
             guest.close()
         self.guests.clear()
+        for prep in [self.prep, *self.variants.values()]:
+            if prep is not None:
+                session.drop_spare(prep)
         retried = sum(p.boot_retries for p in [self.prep, *self.variants.values()] if p)
         if retried:
             progress(f"{retried} boots with several vCPUs failed in the rig (TCG) "
@@ -223,7 +236,10 @@ def guest(kh_pool, request) -> Target:
     settings = {}
     for mark in request.node.iter_markers("guest"):
         settings.update(mark.kwargs)
-    g = kh_pool.get(**settings)
+    fresh = kh_pool.settings.fresh
+    user = {"test": request.node.nodeid, "module": request.node.nodeid.split("::")[0],
+            "session": ""}[fresh]
+    g = kh_pool.get(user, **settings)
     if prep.target is not None and settings.get("cpus", 1) > 1:
         # A real machine has the CPUs it has: a race test needs them.
         have = int(g.run("nproc", check=True).stdout.strip() or 1)

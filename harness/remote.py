@@ -271,6 +271,7 @@ class SshTarget:
         self.conn.close()
 
     poweroff = close
+    discard = close      # a real machine is not restored: let it go, cleaned up
 
     def alive(self) -> bool:
         return self.died is None and self.conn.alive()

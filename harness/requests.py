@@ -81,6 +81,7 @@ class SuiteRequest:
     k: str | None = None
     parallel: int | None = None
     selftests_source: str | None = None
+    fresh: str = "test"                # a guest restored for each: test, module, session
 
 
 @dataclass(frozen=True)
@@ -98,6 +99,7 @@ class ReproRequest:
     stress: list[str] | None = None
     until_hit: bool = False
     timeout: float = 120.0
+    fresh: bool = False                # every round in a guest restored from the snapshot
 
 
 @dataclass(frozen=True)

@@ -8,12 +8,14 @@ through here.
 from __future__ import annotations
 
 import dataclasses
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
-from harness import arches, claims, remote, resources
+from harness import arches, cache, claims, mounts, remote, resources
 from harness.errors import KhError, UsageError
 from harness.guest import Guest, GuestDied, Target
 from harness.kbuild import helpers, kmod
@@ -21,9 +23,9 @@ from harness.kernel import Kernel
 from harness.kernels import resolve, running
 from harness.requests import GuestRequest
 from harness.util import progress
-from harness.vm import initramfs
+from harness.vm import initramfs, snapshot
 from harness.vm.launcher import Launcher
-from harness.vm.machine import BootError, MachineSpec
+from harness.vm.machine import BootError, Machine, MachineSpec
 from harness.vm.qemu import QemuLauncher
 from harness.vm.vng import VngLauncher
 
@@ -44,6 +46,14 @@ class Prepared:
     boot_retries: int = 0                      # boots that failed in the rig and were redone
     target: remote.Access | None = None        # a real machine, not a QEMU guest
     conn: remote.Connection | None = None      # the connection prepare() made to it
+    # Guests come from a snapshot of the first boot (harness/vm/snapshot.py)
+    # where the boot path allows; False boots every one (bench's "initramfs").
+    snapshots: bool = True
+    images: list[Path] = dataclasses.field(default_factory=list)   # initramfs made so far
+    restores: int = 0
+    snapshot: Path | None = None        # the snapshot entry guests are restored from
+    spare: Spare | None = None          # a guest restored ahead of need (start(ahead=True))
+    said_no_snapshot: bool = False
 
     @property
     def where(self) -> str:
@@ -99,19 +109,27 @@ def launcher(prep: Prepared, workdir: Path) -> Launcher:
     """The launcher of the next boot, its files under workdir."""
     spec = dataclasses.replace(prep.spec, workdir=workdir)
     if prep.boot == "initramfs":
-        image = initramfs.build(prep.kernel, list(prep.modules.values()), prep.helpers,
-                                workdir / "initramfs.cpio",
-                                wanted=initramfs.wanted_modules(bool(spec.swap_mb)))
+        # One image a run and set of kernel modules, not one a guest: a suite
+        # restores a guest for every test.
+        swap = bool(spec.swap_mb)
+        image = prep.outdir / ("initramfs-swap.cpio" if swap else "initramfs.cpio")
+        if image not in prep.images:
+            initramfs.build(prep.kernel, list(prep.modules.values()), prep.helpers, image,
+                            wanted=initramfs.wanted_modules(swap))
+            prep.images.append(image)
         return QemuLauncher(prep.kernel, image, spec)
     return VngLauncher(prep.kernel, prep.helpers[0].parent, spec)
 
 
-def start(prep: Prepared) -> Target:
-    """Boot a fresh guest (boot-N under the output dir) and load our modules;
-    or attach to the target (session-N), waiting --reboot-wait for it to
-    come back if the last session lost it."""
-    prep.boots += 1
+def start(prep: Prepared, *, ahead: bool = False) -> Target:
+    """A guest as it is right after boot and set-up (boot-N under the output
+    dir): restored from the snapshot, or booted where there is none yet or
+    the path cannot have one; or attach to the target (session-N), waiting
+    --reboot-wait for it to come back if the last session lost it. ahead:
+    more will be wanted (--fresh), so start restoring the next one now: QEMU
+    loads it while this one works, and the next start takes it at once."""
     if prep.target is not None:
+        prep.boots += 1
         conn, prep.conn = prep.conn, None
         if conn is None or not conn.alive():
             wait = prep.target.reboot_wait or 0.0
@@ -120,15 +138,57 @@ def start(prep: Prepared) -> Target:
             conn = remote.Connection.open(prep.target, wait=wait)
         return remote.attach(conn, prep.outdir / f"session-{prep.boots}", prep.kernel.release,
                              prep.modules, prep.helpers)
+    guest = _take_spare(prep) or _start(prep)
+    if ahead and prep.snapshot is not None:
+        prep.boots += 1
+        workdir = prep.outdir / f"boot-{prep.boots}"
+        restorer = snapshot.Restorer(prep.kernel, dataclasses.replace(prep.spec, workdir=workdir),
+                                     prep.snapshot)
+        prep.spare = Spare(restorer.start(connect=False), restorer.record["release"])
+    return guest
+
+
+@dataclass
+class Spare:
+    """A guest restored ahead of need: its QEMU loads the snapshot while a
+    test runs, and stays paused until taken."""
+    machine: Machine
+    release: str
+
+
+def _take_spare(prep: Prepared) -> Guest | None:
+    spare, prep.spare = prep.spare, None
+    if spare is None:
+        return None
+    try:
+        guest = Guest.resume(spare.machine, spare.release, time.monotonic(),
+                             quiet=prep.boot == "initramfs")
+    except KhError as e:
+        progress(f"the guest restored ahead of need did not come up ({e}); restoring another")
+        return None
+    prep.restores += 1
+    return guest
+
+
+def drop_spare(prep: Prepared) -> None:
+    """The guest restored ahead, gone with its folder: nobody used it."""
+    spare, prep.spare = prep.spare, None
+    if spare is not None:
+        spare.machine.kill()
+        mounts.remove_tree(spare.machine.workdir)
+
+
+def _start(prep: Prepared) -> Guest:
     # Several vCPUs under TCG: a boot can die in the kernel's text patching
     # (x86_64 MTTCG, benchmarks/smp_boot.py). That is the rig, not the kernel:
     # boot again, and count it.
+    prep.boots += 1
     attempts = SMP_BOOT_ATTEMPTS if prep.spec.cpus > 1 else 1
     for attempt in range(1, attempts + 1):
         workdir = prep.outdir / (f"boot-{prep.boots}" if attempt == 1 else
                                  f"boot-{prep.boots}-retry-{attempt - 1}")
         try:
-            return _boot(prep, workdir)
+            return _guest(prep, workdir)
         except (BootError, GuestDied) as e:
             if attempt == attempts:
                 raise
@@ -138,8 +198,61 @@ def start(prep: Prepared) -> Target:
     raise AssertionError("unreachable")
 
 
-def _boot(prep: Prepared, workdir: Path) -> Guest:
-    guest = Guest.boot(launcher(prep, workdir), quiet=prep.boot == "initramfs")
+def _guest(prep: Prepared, workdir: Path) -> Guest:
+    """A guest in the state right after boot and set-up: restored from the
+    snapshot of that state, which the first boot makes; or booted, where
+    the path cannot be saved."""
+    launch = launcher(prep, workdir)
+    why = launch.snapshot_blocker() if prep.snapshots else "not asked for"
+    if why is not None:
+        if prep.snapshots and not prep.said_no_snapshot:
+            progress(f"every guest is booted, not restored: {why}")
+            prep.said_no_snapshot = True
+        return _boot(prep, launch)
+    plan = snapshot.Plan(launch, launch.accels()[0])
+    booted: list[Guest] = []
+    for attempt in (1, 2):
+        entry = cache.cached(plan.entry, partial(_boot_and_save, prep, launch, plan, booted),
+                             check=plan.check)
+        prep.snapshot = entry
+        if booted:
+            return booted[0]   # saved, and running on
+        try:
+            guest = Guest.restore(snapshot.Restorer(prep.kernel, launch.spec, entry),
+                                  snapshot.record(entry)["release"],
+                                  quiet=prep.boot == "initramfs")
+        except snapshot.RestoreError as e:
+            if attempt == 2:
+                raise
+            progress(f"{e}; making the snapshot again")
+            prep.snapshot = None
+            with cache.locked(cache.lock_path(entry)):
+                cache.remove(entry)
+            continue
+        prep.restores += 1
+        return guest
+    raise AssertionError("unreachable")
+
+
+def _boot_and_save(prep: Prepared, launch: Launcher, plan: snapshot.Plan,
+                   booted: list[Guest], entry: Path) -> list[str]:
+    """Boot, save the guest into the snapshot's cache entry, and keep it
+    running (in booted) for whoever asked."""
+    guest = _boot(prep, launch)
+    try:
+        products = plan.save(guest.machine, entry, guest.release)
+    except BaseException:
+        guest.poweroff(timeout=2)
+        raise
+    booted.append(guest)
+    rec = snapshot.record(entry)
+    progress(f"saved the guest as it booted: {rec['size'] >> 20} MiB in "
+             f"{rec['saved_seconds']:.2f}s ({entry})")
+    return products
+
+
+def _boot(prep: Prepared, launch: Launcher) -> Guest:
+    guest = Guest.boot(launch, quiet=prep.boot == "initramfs")
     if prep.boot == "initramfs":
         setup = []  # the initramfs init loaded the kernel's own modules
         paths = {n: f"/lib/kh/{p.name}" for n, p in prep.modules.items()}

@@ -9,6 +9,10 @@
  *                           KLOG <id>: the kernel log since the last KLOG or ROUND
  *                           PUT <id> <size> <octal mode> <base64 of the path>,
  *                               then exactly <size> raw bytes
+ *                           FRESH <id> <seconds.nanoseconds> <hex bytes>: after a
+ *                               restore from a snapshot, set the clock to the host's
+ *                               and reseed the kernel's random generator with the
+ *                               host's bytes (END <id> <errno or 0>)
  *                           POWEROFF
  * Guest -> host:            READY <uname -r>
  *                           OUT <id> / base64 lines / ERR <id> / base64 lines /
@@ -34,12 +38,15 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <linux/random.h>
+#include <sys/ioctl.h>
 #include <sys/klog.h>
 #include <sys/mount.h>
 #include <sys/reboot.h>
 #include <sys/stat.h>
 #include <sys/utsname.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #define LINE_MAX_LEN (8 << 20)
@@ -388,6 +395,46 @@ static void put(const char *id, char *args)
 	write_all(msg, strlen(msg));
 }
 
+/*
+ * Two guests restored from one snapshot share the kernel's random state
+ * and a clock stopped at the save: the host's bytes, credited, and a
+ * reseed (RNDRESEEDCRNG, 4.17+) make every later read differ.
+ */
+static void fresh(const char *id, char *args)
+{
+	char *when = strtok(args, " "), *hex = strtok(NULL, " "), *frac;
+	struct {
+		int entropy_count;
+		int buf_size;
+		unsigned char buf[64];
+	} pool = { 0 };
+	struct timespec ts = { 0 };
+	int status = 0, fd;
+	char end[64];
+
+	if (!when || !hex) {
+		status = EINVAL;
+		goto out;
+	}
+	ts.tv_sec = strtoll(when, &frac, 10);
+	if (*frac == '.')
+		ts.tv_nsec = strtol(frac + 1, NULL, 10);
+	if (clock_settime(CLOCK_REALTIME, &ts))
+		status = errno;
+	while (pool.buf_size < (int)sizeof(pool.buf) &&
+	       sscanf(hex + 2 * pool.buf_size, "%2hhx", &pool.buf[pool.buf_size]) == 1)
+		pool.buf_size++;
+	pool.entropy_count = pool.buf_size * 8;
+	fd = open("/dev/random", O_WRONLY | O_CLOEXEC);
+	if (fd < 0 || ioctl(fd, RNDADDENTROPY, &pool) || ioctl(fd, RNDRESEEDCRNG))
+		status = status ?: errno;
+	if (fd >= 0)
+		close(fd);
+out:
+	snprintf(end, sizeof(end), "END %s %d\n", id, status);
+	write_all(end, strlen(end));
+}
+
 int main(void)
 {
 	char path[300], ready[300];
@@ -443,6 +490,8 @@ int main(void)
 			klog(id);
 		else if (!strcmp(verb, "PUT"))
 			put(id, rest ?: "");
+		else if (!strcmp(verb, "FRESH"))
+			fresh(id, rest ?: "");
 	}
 	return 0;
 }

@@ -26,6 +26,8 @@ from harness.vm.machine import (
     sweep_stale,
 )
 
+_said = {"kvm": False}   # what a process says once, however many guests it starts
+
 
 class Launcher:
     """One kind of guest: subclasses give argv() for an accelerator."""
@@ -46,20 +48,33 @@ class Launcher:
     def env(self) -> dict[str, str] | None:
         return None
 
+    def carried(self) -> dict[Path, bool]:
+        """Files on its command line that a guest's state needs besides RAM,
+        and whether the guest writes them: a snapshot carries them
+        (harness/vm/snapshot.py); their names are their own."""
+        return {self.workdir / "swap.img": True} if self.spec.swap_mb else {}
+
+    def snapshot_blocker(self) -> str | None:
+        """Why this kind of guest cannot be saved and restored, if it cannot."""
+        return None
+
     def install_hint(self) -> str:
         return self.arch.qemu_package
 
     def devices(self, sock_dir: Path) -> list[str]:
-        """What every guest gets on either path: the agent's virtio port, and
-        a PCI BAR of memory with no struct page behind it for kh_mixedmap
-        (ivshmem-plain over a host file, which works on x86_64 and arm64)."""
-        return ["-chardev", f"socket,id=khagent,path={sock_dir / 'agent.sock'},"
+        """What every guest gets on either path: the agent's virtio port,
+        QMP (harness/vm/qmp.py: snapshots, memory dumps), and a PCI BAR of
+        memory with no struct page behind it for kh_mixedmap (ivshmem-plain
+        over a host file, which works on x86_64 and arm64; master=on lets
+        the guest migrate, its BAR's bytes with it)."""
+        return ["-qmp", f"unix:{sock_dir / 'qmp.sock'},server=on,wait=off",
+                "-chardev", f"socket,id=khagent,path={sock_dir / 'agent.sock'},"
                             f"server=on,wait=off",
                 "-device", "virtio-serial-pci,id=khser",
                 "-device", "virtserialport,bus=khser.0,chardev=khagent,name=kh.agent",
                 "-object", f"memory-backend-file,id=khshm,size={IVSHMEM_SIZE},"
                            f"mem-path={sock_dir / 'ivshmem'},share=on",
-                "-device", "ivshmem-plain,memdev=khshm",
+                "-device", "ivshmem-plain,memdev=khshm,master=on",
                 *self.setting_devices(sock_dir)]
 
     def setting_devices(self, sock_dir: Path) -> list[str]:
@@ -89,13 +104,15 @@ class Launcher:
             return [want]
         why = kvm_unusable(self.arch)
         if why is not None:
-            if why.startswith(KVM_PROBE_SAYS_NO):
+            if why.startswith(KVM_PROBE_SAYS_NO) and not _said["kvm"]:
                 progress("KVM: known not to boot guests on this host (cached probe); using TCG")
+                _said["kvm"] = True
             return ["tcg"]
         return ["kvm", "tcg"]
 
-    def start(self) -> Machine:
-        """A running machine with the agent socket connected."""
+    def start(self, *, connect: bool = True) -> Machine:
+        """A running machine with the agent socket connected (or to be
+        connected by the caller: a snapshot restored ahead of need)."""
         sweep_stale()
         self.workdir.mkdir(parents=True, exist_ok=True)
         accels = self.accels()
@@ -111,7 +128,8 @@ class Launcher:
                              f"(slower); that attempt's log: {kept}")
                     continue
                 remember_kvm(True, "booted")
-            m.connect()
+            if connect:
+                m.connect()
             return m
         raise BootError("no accelerator could boot the guest")   # accels() is never empty
 
@@ -132,4 +150,4 @@ class Launcher:
         with open(self.launcher_log, "wb") as out:
             proc = spawn.spawn(argv, stdin=subprocess.DEVNULL, stdout=out,
                                stderr=subprocess.STDOUT, env=env, cwd=self.workdir)
-        return Machine(self, accel, proc, sock_dir)
+        return Machine(self, accel, proc, sock_dir, argv)

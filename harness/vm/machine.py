@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from harness.errors import KhError
+from harness.vm.qmp import Qmp
 
 if TYPE_CHECKING:   # a Machine is made by its Launcher
     from harness.vm.launcher import Launcher
@@ -84,7 +85,7 @@ class Machine:
     """A started guest: its process, console log and agent socket."""
 
     def __init__(self, launcher: Launcher, accel: str, proc: subprocess.Popen,
-                 sock_dir: Path):
+                 sock_dir: Path, argv: list[str]):
         self.launcher = launcher
         self.name = launcher.name
         self.spec = launcher.spec
@@ -94,7 +95,9 @@ class Machine:
         self.accel = accel
         self.proc = proc
         self.sock_dir = sock_dir
+        self.argv = argv
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self._qmp: Qmp | None = None
         self.started = time.monotonic()
         self.boot_seconds = 0.0
         _live.add(self)
@@ -134,7 +137,15 @@ class Machine:
                 if time.monotonic() > deadline:
                     raise BootError(f"{self.name} made no agent socket in 30s "
                                     f"(log: {self.launcher_log})") from None
-                time.sleep(0.05)
+                time.sleep(0.005)   # a restored guest is up in a few hundred ms
+
+    def qmp(self) -> Qmp:
+        """QEMU's control socket, connected on first use."""
+        if self._qmp is None:
+            q = Qmp(self.sock_dir / "qmp.sock")
+            q.connect(time.monotonic() + 30, self.alive)
+            self._qmp = q
+        return self._qmp
 
     def error_line(self) -> str:
         """The launcher's own complaint: its last line that names an error."""
@@ -166,6 +177,8 @@ class Machine:
 
     def kill(self) -> None:
         self.sock.close()
+        if self._qmp is not None:
+            self._qmp.close()
         if self.proc.poll() is None:
             try:
                 os.killpg(self.proc.pid, signal.SIGKILL)

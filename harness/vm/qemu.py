@@ -21,6 +21,9 @@ class QemuLauncher(Launcher):
         super().__init__(kernel, spec)
         self.initramfs = initramfs
 
+    def carried(self) -> dict[Path, bool]:
+        return {**super().carried(), self.initramfs: False}
+
     def argv(self, accel: str, sock_dir: Path) -> list[str]:
         a = self.arch
         image = self.kernel.vmlinux if (a.boot_vmlinux and self.kernel.vmlinux) \

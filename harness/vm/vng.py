@@ -150,6 +150,10 @@ class VngLauncher(Launcher):
         self.helpers = sorted(p.name for p in helper_dir.glob("kh*")
                               if p.is_file() and os.access(p, os.X_OK))
 
+    def snapshot_blocker(self) -> str | None:
+        return ("virtme-ng's guests read the host's files over 9p or virtiofs, "
+                "which QEMU cannot migrate")
+
     def agent_command(self) -> str:
         """The guest's first command: the static busybox and the agent to
         tmpfs, the agent started, which runs each command with that busybox.
