@@ -255,6 +255,7 @@ class Option:
 SUITES = (*resources.suites(), "all")
 VNG_ROOTS = ("auto", "host", "kh")
 FRESH = ("test", "module", "session")
+BENCH_PATHS = (*BOOT_PATHS, "snapshot")
 GUESTS = ("run", "boot", "repro", "bench", PYTEST)        # boot a --kernel
 BUILT = ("validate", "bisect", "bisect-step", "mutants")  # boot kernels they build
 SOURCE = ("build", *BUILT)                              # build from --source
@@ -357,8 +358,9 @@ TABLE = (
     Option(("--fresh",), "repro: every round in a guest restored from the snapshot of "
            "the booted kernel, so no round sees another's state (default: rounds one after "
            "another in one guest, the most rounds a second)", ("repro",), False, flag=True),
-    Option(("--paths",), "boot paths to measure, comma-separated", ("bench",),
-           ",".join(BOOT_PATHS), _list("--paths", _choice("--paths", BOOT_PATHS))),
+    Option(("--paths",), "boot paths to measure, comma-separated: initramfs, vng, snapshot "
+           "(guests restored from a snapshot of the initramfs path)", ("bench",),
+           ",".join(BOOT_PATHS), _list("--paths", _choice("--paths", BENCH_PATHS))),
     Option(("--commands",), "guest commands timed per boot", ("bench",), "20",
            _positive_int("--commands")),
     Option(("--source",), "debian-source:<series>, a kernel tree, or a .tar.* of one "
@@ -451,6 +453,9 @@ def _check_repro(ns: argparse.Namespace) -> None:
     if getattr(ns, "target", None) is not None and (ns.parallel or 1) > 1:
         raise UsageError("repro -j runs several QEMU guests; a --target is one machine: "
                          "drop -j or --target")
+    if ns.fresh and getattr(ns, "target", None) is not None:
+        raise UsageError("repro --fresh restores a QEMU guest from its snapshot for each "
+                         "round; a --target is a real machine: drop --fresh or --target")
     if not ns.command and ns.c is None:
         raise UsageError("repro needs a command after -- or a reproducer with --c FILE")
 

@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 from harness import options, session
@@ -158,27 +159,48 @@ def _rounds(guest: Target, cmd: str | list[str], signature: str, out: Reproducti
             plan: Plan, timeout: float | None) -> None:
     guest.dmesg_window()   # what came before is not a round's
     while (n := plan.take()) is not None:
-        t = time.monotonic()
-        if isinstance(guest, Guest):       # re-arm, run, read: one exchange
-            res, log = guest.round(cmd, timeout=timeout)
-            res.check()
-        else:
-            guest.run(["sh", "-c", f"echo 1 > {CLEAR_WARN_ONCE}"], check=True)
-            res = guest.run(cmd, check=True, timeout=timeout)
-            log = guest.dmesg_window()
-        found = reports.parse(log)
-        out.guest_seconds += time.monotonic() - t
-        if len(out.results) < KEEP_RESULTS:
-            out.results.append(res)
-        hit = [r for r in found if signature in r.title]
-        out.others += [r for r in found if signature not in r.title]
-        out.rounds += 1
-        if hit:
-            out.hits += 1
-            if out.first is None:
-                out.first, out.first_hit_round = hit[0], n
-                out.first_hit_seconds = time.monotonic() - (plan.first_round or plan.t0)
-            plan.hit()
+        _round(guest, n, cmd, signature, out, plan, timeout)
+
+
+def _fresh_rounds(start: Callable[[], Target], setup: Callable[[Target], Teardown | None] | None,
+                  cmd: str | list[str], signature: str, out: Reproduction, plan: Plan,
+                  timeout: float | None) -> None:
+    """Each round in a guest of its own, restored from the snapshot and set
+    up again: no round sees what another left (a fired WARN_ONCE, a leaked
+    page, a full page cache)."""
+    while (n := plan.take()) is not None:
+        guest = start()
+        try:
+            if setup is not None:
+                setup(guest)
+            _round(guest, n, cmd, signature, out, plan, timeout)
+        finally:
+            guest.discard()
+
+
+def _round(guest: Target, n: int, cmd: str | list[str], signature: str, out: Reproduction,
+           plan: Plan, timeout: float | None) -> None:
+    t = time.monotonic()
+    if isinstance(guest, Guest):       # re-arm, run, read: one exchange
+        res, log = guest.round(cmd, timeout=timeout)
+        res.check()
+    else:
+        guest.run(["sh", "-c", f"echo 1 > {CLEAR_WARN_ONCE}"], check=True)
+        res = guest.run(cmd, check=True, timeout=timeout)
+        log = guest.dmesg_window()
+    found = reports.parse(log)
+    out.guest_seconds += time.monotonic() - t
+    if len(out.results) < KEEP_RESULTS:
+        out.results.append(res)
+    hit = [r for r in found if signature in r.title]
+    out.others += [r for r in found if signature not in r.title]
+    out.rounds += 1
+    if hit:
+        out.hits += 1
+        if out.first is None:
+            out.first, out.first_hit_round = hit[0], n
+            out.first_hit_seconds = time.monotonic() - (plan.first_round or plan.t0)
+        plan.hit()
 
 
 def _text(cmd: str | list[str]) -> str:
@@ -205,18 +227,26 @@ Teardown = Callable[[], None]
 def reproduce_parallel(start: Callable[[int], Target], guests: int, cmd: str | list[str],
                        signature: str, *, rounds: int | None, until_hit: bool = False,
                        timeout: float | None = None, budget: float | None = None,
-                       setup: Callable[[Target], Teardown | None] | None = None
-                       ) -> Reproduction:
+                       setup: Callable[[Target], Teardown | None] | None = None,
+                       fresh: bool = False) -> Reproduction:
     """The same over `guests` guests at once, started by start(i) and set up
     by setup(guest) (which may return its teardown); rounds are handed out
     one by one, so a fast guest runs more of them, and --until-hit stops
     every guest at the first hit. Each guest is powered off by the thread
-    that started it (QEMU dies with the thread that spawned it)."""
+    that started it (QEMU dies with the thread that spawned it). fresh: a
+    new guest for every round (start(i) again), not one for all of them."""
     plan = Plan(rounds, budget, until_hit)
     parts = [Reproduction(command=_text(cmd), signature=signature) for _ in range(guests)]
 
     def one(i: int) -> None:
         if plan.stop.is_set():
+            return
+        if fresh:
+            try:
+                _fresh_rounds(lambda: start(i), setup, cmd, signature, parts[i], plan, timeout)
+            except BaseException:
+                plan.stop.set()
+                raise
             return
         guest = start(i)
         teardown = None
@@ -313,23 +343,31 @@ def run(req: ReproRequest, outdir: Path) -> int:
     rounds = req.rounds if req.rounds is not None else (None if req.budget else 100)
     lock = threading.Lock()
 
-    def start(_: int) -> Target:
+    def start(_: int, ahead: bool = False) -> Target:
         with lock:
-            return session.start(prep)
+            return session.start(prep, ahead=ahead)
 
     runs = []
-    for stress in ([[], req.stress] if req.stress else [[]]):
-        def setup(guest: Target, stress: list[str] = stress) -> Teardown | None:
-            extra.install(guest)
-            return start_stress(guest, stress)
-        if req.stress:
-            progress(f"rounds {'with stress ' + ','.join(stress) if stress else 'without stress'}")
-        rep = reproduce_parallel(start, req.parallel or 1, command, req.signature,
-                                 rounds=rounds, until_hit=req.until_hit, timeout=req.timeout,
-                                 budget=req.budget, setup=setup)
-        rep.label = f"stress {','.join(stress)}" if stress else ("no stress" if req.stress
-                                                                   else "")
-        runs.append(rep)
+    # --fresh: the rounds in one guest, then each in a guest of its own, so
+    # the report shows whether a round's state carried to the next.
+    for fresh in ([False, True] if req.fresh else [False]):
+        for stress in ([[], req.stress] if req.stress else [[]]):
+            def setup(guest: Target, stress: list[str] = stress) -> Teardown | None:
+                extra.install(guest)
+                return start_stress(guest, stress)
+            label = ", ".join(([] if not req.fresh else
+                               ["fresh guest each round" if fresh else "one guest"]) +
+                              ([] if not req.stress else
+                               [f"stress {','.join(stress)}" if stress else "no stress"]))
+            if label:
+                progress(f"rounds: {label}")
+            rep = reproduce_parallel(partial(start, ahead=fresh), req.parallel or 1, command,
+                                     req.signature, rounds=rounds, until_hit=req.until_hit,
+                                     timeout=req.timeout, budget=req.budget, setup=setup,
+                                     fresh=fresh)
+            rep.label = label
+            runs.append(rep)
+    session.drop_spare(prep)
     # Everything the user gave, the kernel as resolved (a debian:<series>
     # moves on; its spec here is the one that ran).
     target = req.guest.target is not None

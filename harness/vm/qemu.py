@@ -35,6 +35,7 @@ class QemuLauncher(Launcher):
                 "-kernel", str(image), "-initrd", str(self.initramfs),
                 "-append", " ".join([f"console={a.console}", *BASE_APPEND,
                                       *self.spec.append.split()]),
-                "-chardev", f"file,id=khcon,path={self.console_log}",
+                # append: a restored guest's console follows its boot's (snapshot.py)
+                "-chardev", f"file,id=khcon,path={self.console_log},append=on",
                 "-serial", "chardev:khcon",
                 *self.devices(sock_dir)]

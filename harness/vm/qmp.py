@@ -72,7 +72,10 @@ class Qmp:
                 raise QmpError("QEMU did not answer on QMP in time")
             ready, _, _ = select.select([self.sock], [], [], left)
             if ready:
-                chunk = self.sock.recv(65536)
+                try:
+                    chunk = self.sock.recv(65536)
+                except OSError as e:
+                    raise QmpError(f"QEMU's QMP socket: {e.strerror}") from None
                 if not chunk:
                     raise QmpError("QEMU closed its QMP socket")
                 self.buf += chunk

@@ -43,9 +43,11 @@ from harness.vm.machine import BootError, Machine, MachineSpec
 FORMAT = 1            # what a snapshot entry holds; a change makes every one again
 STATE = "state"
 RECORD = "snapshot.json"
+CONSOLE = "console.log"      # the boot's console up to the save: each restore's starts with it
 SOCK, WORK, SNAP = "@SOCK@", "@WORK@", "@SNAP@"
 # QEMU 7.2 caps a migration at 128 MiB/s unless told: a local file takes all.
 BANDWIDTH = 64 << 30
+SAVE_TIMEOUT = 120.0
 
 
 class RestoreError(BootError):
@@ -121,17 +123,23 @@ class Plan:
         t0 = time.monotonic()
         q.command("migrate-set-parameters", **{"max-bandwidth": BANDWIDTH})
         q.command("stop")
-        state = entry / STATE
-        q.command("migrate", uri=f"exec:cat > {shlex.quote(str(state))}")
-        while True:
+        # QEMU says "completed" once the stream is in the pipe; cat may still
+        # be writing it. The state has its name only when cat is done.
+        state, part = entry / STATE, entry / f"{STATE}.part"
+        q.command("migrate", uri=f"exec:cat > {shlex.quote(str(part))} && "
+                                 f"mv {shlex.quote(str(part))} {shlex.quote(str(state))}")
+        deadline = time.monotonic() + SAVE_TIMEOUT
+        while not state.exists():
             info = q.command("query-migrate")
             status = info.get("status")
-            if status == "completed":
-                break
-            if status in ("failed", "cancelled") or not machine.alive():
+            if status == "completed":   # cat's turn: a few ms, unless it failed
+                deadline = min(deadline, time.monotonic() + 10)
+            if status in ("failed", "cancelled") or not machine.alive() or \
+                    time.monotonic() > deadline:
                 raise BootError(f"QEMU could not save the guest: "
                                 f"{info.get('error-desc', status)} (log: {machine.launcher_log})")
-            time.sleep(0.01)
+            time.sleep(0.005)
+        shutil.copyfile(machine.console_log, entry / CONSOLE)
         for path, writable in self.carried.items():
             if writable:
                 _sparse_copy(path, entry / path.name)
@@ -144,7 +152,7 @@ class Plan:
                   "saved_seconds": round(seconds, 3), "size": state.stat().st_size,
                   "memory_mb": machine.spec.memory_mb}
         (entry / RECORD).write_text(json.dumps(record, indent=1) + "\n")
-        return [STATE, RECORD, *(p.name for p in self.carried)]
+        return [STATE, RECORD, CONSOLE, *(p.name for p in self.carried)]
 
 
 def record(entry: Path) -> dict[str, Any]:
@@ -192,6 +200,11 @@ class Restorer(Launcher):
         return [self.record["identity"]["accel"]]
 
     def argv(self, accel: str, sock_dir: Path) -> list[str]:
+        # The console so far (QEMU appends to it): how this kernel booted,
+        # then what it says from the restore on.
+        boot = (self.entry / CONSOLE).read_bytes()
+        self.console_log.write_bytes(boot + f"\n[kharness: restored from {self.entry} at "
+                                            f"{time.strftime('%H:%M:%S')}]\n".encode())
         for name, writable in self.record["carried"].items():
             if writable:
                 _sparse_copy(self.entry / name, self.workdir / name)
@@ -205,21 +218,24 @@ class Restorer(Launcher):
 
 
 def resume(machine: Machine, deadline: float) -> None:
-    """Wait for the incoming guest to be loaded, then run it."""
-    q = machine.qmp()
-    while True:
-        try:
-            status = q.command("query-status", deadline=deadline)["status"]
-        except KhError as e:
-            raise RestoreError(f"QEMU could not load the snapshot: {machine.error_line()} "
-                               f"({e}; log: {machine.launcher_log})") from None
-        if status != "inmigrate":
-            break
-        if time.monotonic() > deadline:
-            raise RestoreError(f"the snapshot did not load in time (log: {machine.launcher_log})")
-        time.sleep(0.005)
-    if status not in ("paused", "postmigrate", "running"):
-        raise RestoreError(f"the restored guest is {status}, not paused: "
-                           f"{machine.error_line()} (log: {machine.launcher_log})")
-    if status != "running":
-        q.command("cont", deadline=deadline)
+    """Wait for the incoming guest to be loaded, connect its agent's port,
+    then run it. The port must be connected before the guest runs: it was
+    at the save, and a guest that finds its host side gone reads EOF."""
+    try:
+        q = machine.qmp()
+        while (status := q.command("query-status", deadline=deadline)["status"]) == "inmigrate":
+            if time.monotonic() > deadline:
+                raise RestoreError(f"the snapshot did not load in time "
+                                   f"(log: {machine.launcher_log})")
+            time.sleep(0.005)
+        if status not in ("paused", "postmigrate", "running"):
+            raise RestoreError(f"the restored guest is {status}, not paused")
+        machine.connect()
+        if status != "running":
+            q.command("cont", deadline=deadline)
+    except RestoreError:
+        raise
+    except KhError as e:
+        machine.wait(2)     # QEMU's own complaint reaches its log as it exits
+        raise RestoreError(f"QEMU could not load the snapshot: {machine.error_line()} "
+                           f"({e}; log: {machine.launcher_log})") from None

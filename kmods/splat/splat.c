@@ -18,6 +18,9 @@
  *   lockorder take two mutexes in both orders: lockdep's "possible circular
  *             locking dependency" (PROVE_LOCKING; harmless without it)
  *   index     read past a global array: UBSAN array-index-out-of-bounds
+ *   leak      take a reference on 256 pages (1 MiB on 4 KiB pages) and never
+ *             drop it: no report, but state a later test must not inherit;
+ *             /sys/kernel/debug/kh_splat/leaked counts the pages held
  *
  * Only on a kernel built with kasan (kconfigs/kasan.config), where KASAN
  * catches them before they do harm (elsewhere they corrupt the slab):
@@ -40,6 +43,7 @@
 #include <linux/workqueue.h>
 
 static struct dentry *kh_splat_dir;
+static u64 kh_splat_leaked;
 static struct address_space kh_splat_bogus_mapping;
 
 static noinline void kh_splat_warn(void)
@@ -159,6 +163,17 @@ static noinline void kh_splat_dfree(void)
 	barrier();		/* no tail call: keep this frame in the report */
 }
 
+static noinline void kh_splat_leak(void)
+{
+	int i;
+
+	for (i = 0; i < 256; i++) {
+		if (!alloc_page(GFP_KERNEL))
+			break;
+		kh_splat_leaked++;
+	}
+}
+
 static const struct {
 	const char *name;
 	void (*fn)(void);
@@ -173,6 +188,7 @@ static const struct {
 	{ "atomic", kh_splat_atomic },
 	{ "lockorder", kh_splat_lockorder },
 	{ "index", kh_splat_index },
+	{ "leak", kh_splat_leak },
 	{ "uaf", kh_splat_uaf },
 	{ "oob", kh_splat_oob },
 	{ "dfree", kh_splat_dfree },
@@ -208,6 +224,7 @@ static int __init kh_splat_init(void)
 {
 	kh_splat_dir = debugfs_create_dir("kh_splat", NULL);
 	debugfs_create_file("trigger", 0200, kh_splat_dir, NULL, &kh_splat_fops);
+	debugfs_create_u64("leaked", 0400, kh_splat_dir, &kh_splat_leaked);
 	return 0;
 }
 

@@ -80,6 +80,11 @@ FOREIGN = next(a for a in ARCHES.values() if not a.native)
     (["repro", "--signature", "W", "--c", "/nonexistent.c"], "--c /nonexistent.c: not a"),
     (["repro", "--signature", "W", "--target", "ssh://b", "-j", "2", "--", "true"],
      "a --target is one machine"),
+    (["repro", "--signature", "W", "--target", "ssh://b", "--fresh", "--", "true"],
+     "a --target is a real machine: drop --fresh or --target"),
+    (["run", "--fresh", "always"], "--fresh 'always' is unknown: use one of test, module, "
+     "session"),
+    (["bench", "--paths", "snapshots"], "--paths 'snapshots' is unknown"),
     (["run", "--overcommit", "3"], "--overcommit '3' is unknown: use one of 0, 1, 2"),
     (["run", "--numa", "0"], "--numa must be at least 1"),
     (["run", "--suite", "scenarios,ltp"], "--suite 'ltp' is unknown"),
