@@ -33,9 +33,9 @@ def held() -> list[Path]:
 def claim(folder: Path) -> None:
     """folder is ours to write until we exit, or UsageError naming who has it."""
     folder = folder.resolve()
+    folder.mkdir(parents=True, exist_ok=True)
     if any(p == folder or p in folder.parents for p in held()):
         return
-    folder.mkdir(parents=True, exist_ok=True)
     fd = os.open(folder / LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

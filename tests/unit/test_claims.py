@@ -68,6 +68,9 @@ def test_children_inherit_the_claim_of_a_parent_folder(tmp_path):
         capture_output=True, text=True, timeout=60)
     assert child.stdout.strip() == "ok", child.stderr
     assert not (tmp_path / "out" / "job" / claims.LOCK).exists()   # the parent's covers it
+    # and the folder is there to write in (`run -j 2` wrote its pytest.log into none)
+    claims.claim(tmp_path / "out" / "job2")
+    assert (tmp_path / "out" / "job2").is_dir()
 
 
 def test_two_runs_with_one_out_the_second_refused_in_one_line(tmp_path):

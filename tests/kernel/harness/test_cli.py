@@ -69,3 +69,17 @@ def test_interactive_boot_shell(kernel, request, tmp_path):
     finally:
         child.close(force=True)
     assert child.exitstatus == 0
+
+
+def test_run_two_jobs_side_by_side(request, tmp_path):
+    """`run -j 2` over both arches: each job's pytest writes its own log and
+    JUnit under the run's --out (a claim of the run's folder once left the
+    jobs' folders unmade, and every -j run stopped at its first line)."""
+    opt = option(request)
+    res = kh("run", f"--kernel={opt('--kernel')}", "--arch=x86_64,arm64", "-j", "2",
+             "-k", "RB1", f"--boot={opt('--boot')}", f"--out={tmp_path}")
+    assert res.returncode == 0, res.stderr[-3000:]
+    for arch in ("x86_64", "arm64"):
+        job = next(tmp_path.glob(f"*-{arch}"))
+        assert "passed" in (job / "pytest.log").read_text()
+        assert (job / "junit.xml").read_text().count("<testcase") >= 3
