@@ -356,7 +356,7 @@ def run(req: ReproRequest, outdir: Path) -> int:
                 extra.install(guest)
                 return start_stress(guest, stress)
             label = ", ".join(([] if not req.fresh else
-                               ["fresh guest each round" if fresh else "one guest"]) +
+                               ["fresh guest each round" if fresh else "rounds share a guest"]) +
                               ([] if not req.stress else
                                [f"stress {','.join(stress)}" if stress else "no stress"]))
             if label:

@@ -48,7 +48,8 @@ def samples(tmp: Path) -> dict[str, tuple[str, list[str]]]:
         "mutants": (str(tmp), []), "only": ("a,b", []), "config": ("base,kasan", []),
         "strict_config": ("", []), "jobs": ("3", []), "no_ccache": ("", []),
         "json": ("", []), "list": ("", []), "job": ("stock-debian-7.2-x86_64", []),
-        "fresh": ("module", []), "shard": ("2/5", []), "origin": ("kernelci-kh", []), "into": (str(tmp / "m"), []),
+        "fresh": ("module", []), "shard": ("2/5", []), "origin": ("kernelci-kh", []),
+        "into": (str(tmp / "m"), []),
     }
 
 

@@ -70,3 +70,25 @@ def test_no_hit_states_the_bound(request, tmp_path):
     assert proc.returncode == 1
     assert "0/20: hit rate below 14% at 95%" in proc.stdout
     assert rep["runs"][0]["upper_bound95"] == pytest.approx(0.139, abs=1e-3)
+
+
+def test_fresh_rounds_never_see_an_earlier_rounds_state(request, tmp_path):
+    """A round that warns only where an earlier round left its mark: with
+    the rounds sharing a guest (two of them, -j 2) every round after each
+    guest's first hits; restored from the snapshot for each round, none."""
+    mark = ("if [ -e /tmp/kh-mark ]; then echo warn > /sys/kernel/debug/kh_splat/trigger; "
+            "fi; touch /tmp/kh-mark")
+    proc, rep = repro(request, tmp_path, "--fresh", "-j", "2", "--rounds", "6",
+                      "--signature", "WARNING in kh_splat_warn", "--", "sh", "-c", mark)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    shared, fresh = rep["runs"]
+    assert (shared["label"], fresh["label"]) == ("rounds share a guest",
+                                                 "fresh guest each round")
+    # each guest's first round has no mark: 4 hits, or 5 if one guest ran all
+    assert shared["rounds"] == 6 and shared["hits"] in (4, 5)
+    assert (fresh["rounds"], fresh["hits"]) == (6, 0)
+    assert "[fresh guest each round]" in proc.stdout and "--fresh" in rep["rerun"]
+    restored = [c for c in (tmp_path / "repro").glob("boot-*/cmdline")
+                if "-incoming" in c.read_text()]
+    assert len(restored) >= 6
+    assert qemus_of(tmp_path) == []

@@ -50,7 +50,8 @@ def test_3_no_page_is_held(guest):
 
 
 def test_4_memory_is_free(guest):
-    info = {{ln.split(":")[0]: int(ln.split()[1]) for ln in guest.read("/proc/meminfo").splitlines()}}
+    info = {{ln.split(":")[0]: int(ln.split()[1])
+            for ln in guest.read("/proc/meminfo").splitlines()}}
     assert guest.run("test -e /tmp/kh-fill").status != 0, "test 1's file is here"
     # a fresh 1 GiB guest has ~105 MiB in use; the fill would add FILL_MB
     assert info["MemAvailable"] > info["MemTotal"] - {FILL_MB * 3 // 4} * 1024, info
