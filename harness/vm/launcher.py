@@ -82,6 +82,7 @@ class Launcher:
         spec, args = self.spec, []
         if spec.swap_mb:
             disk = self.workdir / "swap.img"
+            disk.parent.mkdir(parents=True, exist_ok=True)
             with open(disk, "wb") as fh:
                 fh.truncate(spec.swap_mb << 20)   # sparse: costs nothing until used
             args += ["-drive", f"file={disk},if=none,id=khswap,format=raw,cache=unsafe",

@@ -193,3 +193,22 @@ def test_a_snapshot_of_another_qemu_or_kernel_is_made_again(own, capfd, what):
         cache.publish(entry, json.loads((entry / cache.MARKER).read_text()))
     said = _spoilt(own, capfd, other)
     assert f"is out of date: made with another {what}" in said
+
+
+def test_a_swap_disk_travels_with_the_snapshot(own):
+    """The swap disk is state outside RAM: each restored guest gets its own
+    copy of the one the saved guest had swapped on, and swaps to it."""
+    own.spec = dataclasses.replace(own.spec, swap_mb=64)
+    _guest(own).discard()
+    g = _guest(own)
+    try:
+        assert "-incoming" in (g.workdir / "cmdline").read_text()
+        assert (g.workdir / "swap.img").is_file()
+        assert "/dev/vda" in g.read("/proc/swaps")
+        # more than the guest's free memory: the restored guest's disk takes pages
+        res = g.run("khhog 700 >/dev/null 2>&1 & sleep 4; cat /proc/swaps; kill $!",
+                    timeout=60, check=True)
+        used = [ln.split() for ln in res.stdout.splitlines()[1:]]
+        assert used and int(used[0][3]) > 0, res.stdout
+    finally:
+        g.discard()
