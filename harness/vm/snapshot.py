@@ -102,7 +102,10 @@ class Plan:
                       for path, writable in self.carried.items() if not writable},
             "accel": accel,
         }
-        key = hashlib.sha256(json.dumps([self.template, self.identity["files"]],
+        # What the guest was told after boot (vm.overcommit_memory, hugepages,
+        # swapon) is in its RAM, not on its command line: part of the key too.
+        self.setup = launcher.spec.setup_commands()
+        key = hashlib.sha256(json.dumps([self.template, self.identity["files"], self.setup],
                                         sort_keys=True).encode()).hexdigest()[:16]
         self.entry = (cache_root() / "snapshots" / k.arch.name /
                       f"{k.release}-{key}")
@@ -149,6 +152,7 @@ class Plan:
         seconds = time.monotonic() - t0
         record = {"identity": self.identity, "template": self.template,
                   "carried": {p.name: w for p, w in self.carried.items()}, "release": release,
+                  "setup": self.setup,
                   "saved_seconds": round(seconds, 3), "size": state.stat().st_size,
                   "memory_mb": machine.spec.memory_mb}
         (entry / RECORD).write_text(json.dumps(record, indent=1) + "\n")
