@@ -22,6 +22,7 @@ packages=(
 	python3-venv
 	rsync                              # gitlab-ci-local (the pipeline test)
 	dropbear-bin openssh-client        # the sshd guest of the SSH target tests
+	chromium-headless-shell fonts-dejavu-core  # the dashboard as a browser shows it (its test)
 )
 missing=()
 for p in "${packages[@]}"; do
@@ -40,7 +41,13 @@ fi
 # The package and what its tests use (lint, types, the KCIDB schema,
 # actionlint), again whenever pyproject.toml changed.
 stamp=$(sha256sum pyproject.toml | cut -d' ' -f1)
-if [ "$(cat .venv/.kharness-setup 2>/dev/null)" != "$stamp" ] ||
+exec 9>.venv/.kharness-setup.lock   # jobs side by side on one .venv: one installs
+flock 9
+# A .venv linked from another checkout (the pipeline test's clone) is that
+# checkout's: installing here would point its kharness at this tree.
+if [ -L .venv ]; then
+	:
+elif [ "$(cat .venv/.kharness-setup 2>/dev/null)" != "$stamp" ] ||
 	! .venv/bin/python -c "import harness, kcidb_io" 2>/dev/null; then
 	.venv/bin/pip install -q -e '.[dev]'
 	echo "$stamp" >.venv/.kharness-setup

@@ -31,7 +31,7 @@ from harness.kbuild import linux as kbuild
 from harness.kbuild import patches
 from harness.kernels import resolve
 from harness.observe import reports
-from harness.results import compare, matrix, merge
+from harness.results import compare, dashboard, matrix, merge
 from harness.util import progress, write_out
 from harness.vm.machine import kill_all
 
@@ -96,13 +96,20 @@ def cmd_nightly(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    """merge: one JUnit, matrix and summary from many jobs; kcidb: KCIDB JSON."""
+    """merge: one JUnit, matrix and summary from many jobs; kcidb: KCIDB JSON;
+    site: the dashboard of nights (harness/results/dashboard.py)."""
     first = Path(args.dirs[0])
     if args.action == "merge":
         into = args.into or first / "merged"
-        print(merge.merge(args.dirs, into))
+        print(merge.merge(args.dirs, into, args.date))
         progress(f"merged results: {into}/junit.xml, matrix.html, matrix.txt, summary.txt")
         return 0
+    if args.action == "site":
+        into = args.into or first / "site"
+        status = dashboard.write(args.dirs, into, nights=args.nights)
+        if status == 0:
+            progress(f"dashboard: {into}/index.html")
+        return status
     into = args.into or first / "kcidb.json"
     merge.write_kcidb(args.dirs, args.origin, into)
     progress(f"KCIDB JSON: {into}; submit it with: kcidb-submit -p PROJECT -t TOPIC < {into}")
@@ -249,7 +256,8 @@ COMMANDS = {
     "nightly": (cmd_nightly, "run the nightly matrix file (ci/nightly.toml): all its jobs "
                              "here, one with --job, or --list them for a CI engine"),
     "report": (cmd_report, "merge: combine job outputs into one JUnit, matrix and summary; "
-                           "kcidb: write them as KCIDB JSON for KernelCI"),
+                           "kcidb: write them as KCIDB JSON for KernelCI; site: a static "
+                           "dashboard of merged nights"),
     "parse": (cmd_parse, "print the kernel reports in console logs, with syzkaller's titles; "
                          "exit 1 if there are any"),
 }
@@ -275,9 +283,10 @@ def parser() -> Parser:
         if name == "nightly":
             p.add_argument("matrix", help="the matrix file, e.g. ci/nightly.toml")
         if name == "report":
-            p.add_argument("action", choices=("merge", "kcidb"))
+            p.add_argument("action", choices=("merge", "kcidb", "site"))
             p.add_argument("dirs", nargs="+", metavar="DIR",
-                           help="job output directories (searched for junit.xml)")
+                           help="merge, kcidb: job output directories (searched for "
+                                "junit.xml); site: nights (folders report merge wrote)")
         if name == "compare":
             p.add_argument("runs", nargs=2, metavar="RUN",
                            help="a kharness run output directory or a JUnit file")

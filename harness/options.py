@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import datetime
 import math
 import os
 import re
@@ -211,6 +212,13 @@ def _source_spec(name: str) -> Callable[[str], str]:
     return parse
 
 
+def _date(text: str) -> str:
+    try:
+        return datetime.date.fromisoformat(text).isoformat()
+    except ValueError:
+        raise UsageError(f"--date {text}: give a date as YYYY-MM-DD") from None
+
+
 def _kmod_dir(text: str) -> Path:
     path = Path(text).expanduser()
     if not (path / "Kbuild").is_file() and not (path / "Makefile").is_file():
@@ -388,8 +396,13 @@ TABLE = (
            "what a CI job of a parallel: N pipeline runs", ("nightly",), None, _shard),
     Option(("--origin",), "the KCIDB origin name results are submitted under",
            ("report",), "kharness"),
-    Option(("--into",), "where merge writes (default: <first DIR>/merged) or kcidb writes "
-           "(default: <first DIR>/kcidb.json)", ("report",), None, Path),
+    Option(("--into",), "where merge writes (default: <first DIR>/merged), kcidb writes "
+           "(default: <first DIR>/kcidb.json) or site writes (default: <first DIR>/site)",
+           ("report",), None, Path),
+    Option(("--date",), "merge: the night's date, YYYY-MM-DD (default: the day its first "
+           "job started, UTC)", ("report",), None, _date),
+    Option(("--nights",), "site: the history strips and race plots cover this many nights "
+           "(default 30)", ("report",), "30", _positive_int("--nights")),
     Option(("--slow",), "also run tests marked slow (kernel builds from source, tens of "
            "minutes)", (PYTEST,), False, flag=True),
 )

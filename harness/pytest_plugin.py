@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import NoReturn
 
 import pytest
+from _pytest import junitxml
 
 from harness import options, session, spawn
 from harness.errors import KhError, UsageError
@@ -132,6 +133,12 @@ class GuestPool:
                     self.prep = session.prepare(options.guest_request(s), self.outdir)
             except KhError as e:
                 stop_session(self.config, str(e), e)
+            # What ran, for whoever reads the JUnit later (report merge, site)
+            xml = self.config.stash.get(junitxml.xml_key, None)
+            if xml is not None:
+                xml.add_global_property("kh-kernel", self.prep.kernel.release)
+                xml.add_global_property("kh-arch", str(self.prep.kernel.arch))
+                xml.add_global_property("kh-where", self.prep.where)
         return self.prep
 
     def get(self, user: str = "", **settings) -> Target:

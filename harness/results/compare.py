@@ -53,6 +53,11 @@ def load_junit(path: Path, label: str = "") -> Run:
         root = ET.parse(path).getroot()
     except (OSError, ET.ParseError) as e:
         raise UsageError(f"{path} is not a JUnit file: {e}") from None
+    return Run(label or path.parent.name, cases_of(root), path)
+
+
+def cases_of(root: ET.Element) -> dict[str, Case]:
+    """The test cases below a JUnit element (a file's root, or one testsuite)."""
     cases: dict[str, Case] = {}
     for tc in root.iter("testcase"):
         name = tc.get("name", "")
@@ -83,7 +88,7 @@ def load_junit(path: Path, label: str = "") -> Run:
                                                                    strict=True)
                          if isinstance(alt, list)}
         cases[name] = case
-    return Run(label or path.parent.name, cases, path)
+    return cases
 
 
 def load(spec: str | Path) -> list[Run]:

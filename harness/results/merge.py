@@ -7,6 +7,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import shutil
+import subprocess
 import time
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
@@ -46,7 +49,7 @@ def collect(dirs: list[str]) -> list[JobResult]:
     return found
 
 
-def merge(dirs: list[str], out: Path) -> str:
+def merge(dirs: list[str], out: Path, date: str | None = None) -> str:
     jobs = collect(dirs)
     out.mkdir(parents=True, exist_ok=True)
     root = ET.Element("testsuites", name="kharness")
@@ -72,7 +75,53 @@ def merge(dirs: list[str], out: Path) -> str:
     lines.append("in all: " + ", ".join(f"{n} {o}" for o, n in totals.items() if n))
     summary = "\n".join(lines)
     write_out(out / "summary.txt", summary + "\n")
+    write_out(out / NIGHT, json.dumps(night(jobs, date), indent=1) + "\n")
+    keep_logs(jobs, out / "logs")
     return summary
+
+
+NIGHT = "night.json"    # the night's date, kharness's commit, each job's kernel
+
+
+def night(jobs: list[JobResult], date: str | None) -> dict:
+    """What `report site` needs beside the JUnit: when, with which
+    kharness, on which kernels (the suite's kh-kernel property)."""
+    started, kernels = [], {}
+    for job in jobs:
+        root = ET.parse(job.junit).getroot()
+        for suite in root.iter("testsuite"):
+            if suite.get("timestamp"):
+                started.append(suite.get("timestamp", ""))
+            props = {p.get("name"): p.get("value") for p in suite.findall("properties/property")}
+            if props.get("kh-kernel"):
+                kernels[job.label] = {"kernel": props["kh-kernel"],
+                                      "arch": props.get("kh-arch", "")}
+    day = date or (min(started)[:10] if started else time.strftime("%Y-%m-%d", time.gmtime()))
+    return {"date": day, "kharness": commit(), "jobs": kernels}
+
+
+def commit() -> str:
+    """kharness's own commit: the checkout's, or the CI engine's word for it."""
+    here = Path(__file__).resolve().parents[2]
+    res = subprocess.run(["git", "-C", str(here), "rev-parse", "--short=12", "HEAD"],
+                         capture_output=True, text=True, check=False)
+    if res.returncode == 0 and res.stdout.strip():
+        return res.stdout.strip()
+    for var in ("CI_COMMIT_SHA", "GITHUB_SHA"):
+        if os.environ.get(var):
+            return os.environ[var][:12]
+    return "unknown"
+
+
+def keep_logs(jobs: list[JobResult], into: Path) -> None:
+    """Each failed test's kernel log window and console (what the plugin
+    kept under tests/<id>/) beside the merged results: the site links them."""
+    into.mkdir(parents=True, exist_ok=True)
+    for job in jobs:
+        for dmesg in sorted(job.junit.parent.rglob("tests/*/dmesg.txt")):
+            dest = into / job.label / dmesg.parent.name
+            if not dest.exists():
+                shutil.copytree(dmesg.parent, dest)
 
 
 # -- KCIDB -------------------------------------------------------------------------

@@ -44,6 +44,11 @@ def test_gitlab_pipeline_runs_and_merges(tmp_path, request):
     (previous / "junit.xml").write_text(
         '<testsuites><testsuite><testcase name="test_RB1_read_every_page[fault]">'
         '<failure message="x"/></testcase></testsuite></testsuites>')
+    # and the night before carried in its artifact, for the dashboard
+    night = previous / "nights" / "2026-11-30"
+    night.mkdir(parents=True)
+    shutil.copy(REPO / "tests" / "data" / "nights" / "2026-11-30" / "junit.xml", night)
+    (night / "night.json").write_text('{"date": "2026-11-30", "kharness": "abc", "jobs": {}}')
     res = subprocess.run(
         [str(exe), "--variable", "NIGHTLY_MATRIX=tests/data/nightly-one.toml",
          "--variable", f"KHARNESS_CACHE={cache_root()}"],
@@ -54,7 +59,7 @@ def test_gitlab_pipeline_runs_and_merges(tmp_path, request):
     # every shard of ci/nightly.toml's listed jobs (parallel:; optional ones
     # are not sharded) and the merge job
     shards = len([j for j in nightly.load(REPO / "ci" / "nightly.toml") if not j.optional])
-    assert len(passed) == shards + 1, res.stdout[-3000:]
+    assert len(passed) == shards + 2, res.stdout[-3000:]    # and pages
     merged = project / "merged"
     assert (merged / "summary.txt").read_text().splitlines()[0] == "1 jobs"
     junit = (merged / "junit.xml").read_text()
@@ -62,3 +67,8 @@ def test_gitlab_pipeline_runs_and_merges(tmp_path, request):
     kcidb_io.schema.LATEST.validate(json.loads((merged / "kcidb.json").read_text()))
     compare = (merged / "compare.txt").read_text()
     assert "Newly passing" in compare and compare.rstrip().endswith("verdict: no regressions")
+    # the dashboard: last night's nights carried on, tonight's added, published
+    nights = sorted(p.name for p in (merged / "nights").iterdir())
+    assert nights == ["2026-11-30", json.loads((merged / "night.json").read_text())["date"]]
+    index = (project / "public" / "index.html").read_text()
+    assert "smoke-debian-6.12-" in index and "Since 2026-11-30" in index
