@@ -85,6 +85,8 @@ FOREIGN = next(a for a in ARCHES.values() if not a.native)
     (["run", "--fresh", "always"], "--fresh 'always' is unknown: use one of test, module, "
      "session"),
     (["bench", "--paths", "snapshots"], "--paths 'snapshots' is unknown"),
+    (["report", "merge", "/tmp", "--date", "yesterday"], "--date yesterday: give a date as "
+     "YYYY-MM-DD"),
     (["run", "--overcommit", "3"], "--overcommit '3' is unknown: use one of 0, 1, 2"),
     (["run", "--numa", "0"], "--numa must be at least 1"),
     (["run", "--suite", "scenarios,ltp"], "--suite 'ltp' is unknown"),
