@@ -23,6 +23,7 @@ import json
 import re
 import shutil
 import xml.etree.ElementTree as ET
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -210,22 +211,26 @@ class Site:
         lo = max(0, i - self.keep + 1)
         return Cell(status, text, title, rle(strip[lo:i + 1].decode()), log, since)
 
+    def window(self, i: int) -> Iterator[tuple[int, str, str, compare.Case]]:
+        """Every case of the nights the history shows at day i: (day, job, test, case)."""
+        for d in range(max(0, i - self.keep + 1), i + 1):
+            night = self.on[d]
+            if night is not None:
+                for col, cases in night.runs.items():
+                    for name, case in cases.items():
+                        yield d, col, name, case
+
     def races(self, i: int) -> list[dict]:
         """Every hit rate a test noted (repro summaries), a series a test x
         check x job, one point a night that has it."""
         series: dict[tuple[str, str, str], list] = {}
         lo = max(0, i - self.keep + 1)
-        for d in range(lo, i + 1):
-            night = self.on[d]
-            if night is None:
-                continue
-            for col, cases in night.runs.items():
-                for name, case in cases.items():
-                    for what, seen in case.checks.items():
-                        m = RATE.search(seen) if isinstance(seen, str) else None
-                        if m and int(m.group(2)) > 0:
-                            series.setdefault((name, what, col), []).append(
-                                (d - lo, self.days[d], int(m.group(1)), int(m.group(2))))
+        for d, col, name, case in self.window(i):
+            for what, seen in case.checks.items():
+                m = RATE.search(seen) if isinstance(seen, str) else None
+                if m and int(m.group(2)) > 0:
+                    series.setdefault((name, what, col), []).append(
+                        (d - lo, self.days[d], int(m.group(1)), int(m.group(2))))
         # a race that never hit here is a row of zeros: the matrix says it
         return [{"name": name, "what": what, "col": col,
                  "svg": plot(points, i - lo + 1), "points": points}
@@ -242,17 +247,11 @@ class Site:
                 t = parent[t]
             return t
         seen: list[tuple[str, str, str, str]] = []     # title, date, col, test
-        lo = max(0, i - self.keep + 1)
-        for d in range(lo, i + 1):
-            night = self.on[d]
-            if night is None:
-                continue
-            for col, cases in night.runs.items():
-                for name, case in cases.items():
-                    for title in case.reports:
-                        for alt in case.alts.get(title, []):
-                            parent[find(alt)] = find(title)
-                        seen.append((title, self.days[d], col, name))
+        for d, col, name, case in self.window(i):
+            for title in case.reports:
+                for alt in case.alts.get(title, []):
+                    parent[find(alt)] = find(title)
+                seen.append((title, self.days[d], col, name))
         groups: dict[str, dict] = {}
         for title, date, col, name in seen:
             g = groups.setdefault(find(title), {"titles": {}, "nights": set(), "jobs": set(),
