@@ -8,6 +8,7 @@ and a command's exit status is the guest's word, not a guess.
 from __future__ import annotations
 
 import base64
+import errno
 import itertools
 import os
 import select
@@ -20,7 +21,7 @@ from typing import NoReturn, Protocol
 from harness.errors import KhError
 from harness.observe import reports
 from harness.util import progress
-from harness.vm import snapshot
+from harness.vm import kdump, snapshot
 from harness.vm.launcher import Launcher
 from harness.vm.machine import BootError, Machine
 
@@ -110,6 +111,7 @@ class GuestDied(KhError):
 
 
 WORKDIR = "/tmp"    # where the agent runs commands
+DUMP_TIMEOUT = 600.0   # seconds a memory dump may take
 
 
 def quote(cmd: str | list[str]) -> str:
@@ -196,6 +198,44 @@ class Guest:
         if status != 0:
             raise GuestCommandError(f"the restored guest could not take the host's clock "
                                     f"and random bytes: {os.strerror(status)}")
+
+    def dump(self, dest: Path) -> tuple[int, float]:
+        """The guest's memory as a vmcore at dest (QEMU's dump-guest-memory:
+        kdump-compressed where this QEMU can for the guest, ELF otherwise),
+        the guest paused meanwhile; its size and the seconds it took. A disk
+        that fills is an OSError naming dest, and leaves no part behind."""
+        q = self.machine.qmp()
+        formats = q.command("query-dump-guest-memory-capability").get("formats", [])
+        fmt = "kdump-zlib" if "kdump-zlib" in formats else "elf"
+        part = dest.with_name(dest.name + ".part")
+        t0 = time.monotonic()
+        q.command("stop")
+        try:
+            q.command("dump-guest-memory", paging=False, protocol=f"file:{part}", format=fmt,
+                      deadline=time.monotonic() + DUMP_TIMEOUT)
+        except KhError as e:
+            part.unlink(missing_ok=True)
+            # QEMU says only "failed to write page data": a disk with less
+            # room than the guest's memory is the reason it could not.
+            st = os.statvfs(dest.parent)
+            if "write" in str(e) and st.f_bavail * st.f_frsize < self.machine.spec.memory_mb << 20:
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(dest)) from None
+            raise
+        finally:
+            if self.machine.alive():
+                q.command("cont")
+        try:
+            if kdump.is_flat(part):     # QEMU 7.2's stream format: made a plain file
+                kdump.reassemble(part, dest)
+            else:
+                part.rename(dest)
+        except OSError as e:
+            dest.unlink(missing_ok=True)
+            raise OSError(e.errno, e.strerror, str(dest)) from None
+        finally:
+            part.unlink(missing_ok=True)
+        dest.chmod(0o644)
+        return dest.stat().st_size, time.monotonic() - t0
 
     def discard(self) -> None:
         """Gone at once: a guest restored from a snapshot keeps nothing worth a

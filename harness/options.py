@@ -263,6 +263,7 @@ class Option:
 SUITES = (*resources.suites(), "all")
 VNG_ROOTS = ("auto", "host", "kh")
 FRESH = ("test", "module", "session")
+VMCORE = ("on-failure", "always", "never")
 BENCH_PATHS = (*BOOT_PATHS, "snapshot")
 GUESTS = ("run", "boot", "repro", "bench", PYTEST)        # boot a --kernel
 BUILT = ("validate", "bisect", "bisect-step", "mutants")  # boot kernels they build
@@ -305,6 +306,10 @@ TABLE = (
            "(one guest; restored only after a test killed it) (default test, "
            "docs/snapshots.md)", ("run", PYTEST, *BUILT, "nightly"), "test",
            _choice("--fresh", FRESH)),
+    Option(("--vmcore",), "when a test's guest memory is dumped into its artifacts folder "
+           "(QEMU's dump-guest-memory, for drgn or crash): on-failure (default), always, "
+           "never", ("run", PYTEST, *BUILT, "nightly"), "on-failure",
+           _choice("--vmcore", VMCORE)),
     Option(("--selftests-source",), "where the upstream mm selftests come from: a kernel "
            "tree, a .tar.* of one, or debian-source:<series> (default: the kernel's own "
            "source)", ("run", PYTEST), None, _source_spec("--selftests-source")),
@@ -546,7 +551,8 @@ def suite_request(ns: Any, **override: Any) -> SuiteRequest:
     values = {"suite": getattr(ns, "suite", None) or ["all"], "k": getattr(ns, "k", None),
               "parallel": getattr(ns, "parallel", None),
               "selftests_source": getattr(ns, "selftests_source", None),
-              "fresh": getattr(ns, "fresh", None) or "test"}
+              "fresh": getattr(ns, "fresh", None) or "test",
+              "vmcore": getattr(ns, "vmcore", None) or "on-failure"}
     return SuiteRequest(guest_request(ns), **{**values, **override})
 
 

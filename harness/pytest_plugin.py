@@ -25,7 +25,7 @@ from _pytest import junitxml
 
 from harness import options, session, spawn
 from harness.errors import KhError, UsageError
-from harness.guest import GuestDied, Target
+from harness.guest import Guest, GuestDied, Target
 from harness.observe import reports
 from harness.util import progress
 
@@ -405,11 +405,17 @@ def pytest_runtest_makereport(item, call):
 
 
 def _keep_artifacts(item, call, rep) -> None:
-    """A failed test's kernel log window and console beside its logs."""
+    """A failed test's kernel log window, console and memory dump beside its
+    logs (the dump also for a passed one with --vmcore always)."""
     window = item.stash.get(WINDOW, None)
-    if rep.when == "call" and rep.failed and window is not None:
-        g = item.stash[GUEST]
-        art = g.workdir.parent / "tests" / re.sub(r"[^\w.\-\[\]]+", "_", item.nodeid)
+    if rep.when != "call" or window is None:
+        return
+    g = item.stash[GUEST]
+    when = item.config.stash[SETTINGS].vmcore
+    art = g.workdir.parent / "tests" / re.sub(r"[^\w.\-\[\]]+", "_", item.nodeid)
+    if when == "always" or (rep.failed and when == "on-failure"):
+        _dump(g, art, rep)
+    if rep.failed:
         art.mkdir(parents=True, exist_ok=True)
         (art / "dmesg.txt").write_text(window)
         if g.console_log.exists():
@@ -422,6 +428,21 @@ def _keep_artifacts(item, call, rep) -> None:
         else:
             rep.sections.append(("kernel log window", window[-6000:] or "(empty)"))
         rep.sections.append(("kharness artifacts", str(art)))
+
+
+def _dump(g: Target, art: Path, rep) -> None:
+    """The guest's memory into the test's folder, while it still runs: a
+    guest that died (QEMU ends with a panicking kernel) has none to give."""
+    if not isinstance(g, Guest) or not g.alive():
+        return
+    art.mkdir(parents=True, exist_ok=True)
+    try:
+        size, seconds = g.dump(art / "vmcore")
+    except KhError as e:    # the rig's trouble: the test's own verdict stands
+        rep.sections.append(("kharness vmcore", f"no memory dump: {e}"))
+        return
+    rep.sections.append(("kharness vmcore", f"{art / 'vmcore'}: {size / 2**20:.0f} MiB in "
+                                            f"{seconds:.1f}s"))
 
 
 def report_subtest(item: pytest.Item, name: str, outcome: str, *, reason: str = "",

@@ -82,6 +82,7 @@ class SuiteRequest:
     parallel: int | None = None
     selftests_source: str | None = None
     fresh: str = "test"                # a guest restored for each: test, module, session
+    vmcore: str = "on-failure"         # when a test's guest memory is dumped
 
 
 @dataclass(frozen=True)

@@ -115,6 +115,7 @@ def _start_suite(req: SuiteRequest, job: SuiteJob, quiet: bool) -> subprocess.Po
             "-rfE", f"--junitxml={job.junit}",
             *options.to_pytest_argv(req.guest, kernel=job.spec, arch=job.arch, out=job.out,
                                     selftests_source=req.selftests_source, fresh=req.fresh,
+                                    vmcore=req.vmcore,
                                     **({"cpus": job.cpus} if job.cpus else {}),
                                     **({"boot": job.boot} if job.boot else {}))]
     k = job.k or req.k

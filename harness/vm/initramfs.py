@@ -28,6 +28,10 @@ from harness.vm.cpio import Cpio
 # the agent's virtio port and its PCI transport (both =m on 6.1), and a RAM
 # disk for O_DIRECT targets. A guest with swap also needs the virtio disk.
 KERNEL_MODULES = {"virtio_pci": "", "virtio_console": "", "brd": "rd_nr=1 rd_size=8192"}
+# Loaded where the kernel has them: qemu_fw_cfg hands QEMU the kernel's
+# VMCOREINFO (-device vmcoreinfo), which a memory dump needs to be read
+# by drgn or crash.
+OPTIONAL_MODULES = ("qemu_fw_cfg",)
 SWAP_MODULES = {"virtio_blk": ""}
 NEEDED_FOR = {"virtio_blk": "CONFIG_VIRTIO_BLK, for a guest with swap (--swap, swap_mb)"}
 
@@ -125,7 +129,8 @@ def kernel_modules(kernel: Kernel, wanted: dict[str, str] = KERNEL_MODULES) -> l
     what they depend on, in load order."""
     return [GuestModule(module_stem(p) + ".ko",
                         wanted.get(module_name(p), ""), ko_bytes(kernel.modules_dir / p))
-            for p in module_closure(kernel, list(wanted))]
+            for p in module_closure(kernel, list(wanted),
+                                    optional=OPTIONAL_MODULES)]
 
 
 def render_init(arch: Arch, modules: list[GuestModule]) -> str:

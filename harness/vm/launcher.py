@@ -75,6 +75,7 @@ class Launcher:
                 "-object", f"memory-backend-file,id=khshm,size={IVSHMEM_SIZE},"
                            f"mem-path={sock_dir / 'ivshmem'},share=on",
                 "-device", "ivshmem-plain,memdev=khshm,master=on",
+                "-device", "vmcoreinfo",     # the kernel's VMCOREINFO in memory dumps
                 *self.setting_devices(sock_dir)]
 
     def setting_devices(self, sock_dir: Path) -> list[str]:

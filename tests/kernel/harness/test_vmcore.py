@@ -1,0 +1,77 @@
+"""Memory dumps at failure (--vmcore): the guest's memory, kdump-compressed,
+in the failed test's folder beside its console and kernel log window, with
+the kernel's VMCOREINFO in it (what drgn and crash need to read it)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import option, qemus_of
+
+pytestmark = pytest.mark.qemu
+
+INNER = '''
+def test_fails(guest):
+    guest.run("echo 1 > /tmp/kh-before-the-failure", check=True)
+    assert guest.read("/proc/sys/kernel/tainted") == "no such value"
+
+
+def test_passes(guest):
+    guest.run("true", check=True)
+'''
+
+
+def _inner(request, tmp_path: Path, out: Path, *args: str) -> subprocess.CompletedProcess:
+    (tmp_path / "test_inner.py").write_text(INNER)
+    opt = option(request)
+    return subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q",
+                           "-rA", str(tmp_path / "test_inner.py"),
+                           f"--kernel={opt('--kernel')}", f"--arch={opt('--arch')}",
+                           f"--boot={opt('--boot')}", f"--out={out}", *args],
+                          cwd=tmp_path, timeout=900, capture_output=True, text=True)
+
+
+def _vmcores(out: Path) -> dict[str, Path]:
+    return {p.parent.name.rsplit("_", 1)[-1]: p for p in out.glob("*/tests/*/vmcore")}
+
+
+def test_a_failed_test_leaves_a_vmcore_with_vmcoreinfo(request, tmp_path, kernel):
+    res = _inner(request, tmp_path, tmp_path / "out")
+    assert res.returncode == 1, res.stdout[-3000:]
+    cores = _vmcores(tmp_path / "out")
+    assert list(cores) == ["fails"]           # on failure only, by default
+    head = cores["fails"].read_bytes()[:1 << 20]
+    assert head.startswith(b"KDUMP   "), head[:16]    # kdump-compressed, as crash reads it
+    assert f"OSRELEASE={kernel.release}\n".encode() in head
+    assert "kharness vmcore" in res.stdout and "MiB in" in res.stdout
+    assert (cores["fails"].parent / "console.log").exists()
+    assert not list((tmp_path / "out").rglob("vmcore.part"))
+    assert not qemus_of(tmp_path)
+
+
+def test_vmcore_always_and_never(request, tmp_path):
+    always = _inner(request, tmp_path, tmp_path / "always", "--vmcore=always")
+    assert sorted(_vmcores(tmp_path / "always")) == ["fails", "passes"], always.stdout[-2000:]
+    never = _inner(request, tmp_path, tmp_path / "never", "--vmcore=never")
+    assert never.returncode == 1 and _vmcores(tmp_path / "never") == {}
+
+
+def test_a_vmcore_that_fills_the_disk_is_exit_3_and_no_half_file(request, tmp_path):
+    """16 MiB: room for the image and the logs, not for the dump."""
+    small = tmp_path / "small"
+    small.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", "kh-full", str(small)],
+                   check=True)
+    try:
+        res = _inner(request, tmp_path, small)
+        assert res.returncode == 3, res.stdout[-3000:] + res.stderr[-2000:]
+        lines = [ln for ln in res.stderr.splitlines() if ln.startswith("kharness: error:")]
+        assert len(lines) == 1 and "vmcore" in lines[0] and "No space left" in lines[0], \
+            res.stderr[-2000:]
+        assert not list(small.rglob("vmcore*"))
+    finally:
+        subprocess.run(["umount", str(small)], check=True)
+    assert not qemus_of(tmp_path)
