@@ -124,13 +124,14 @@ def module_name(path: str) -> str:
     return module_stem(path).replace("-", "_")
 
 
-def kernel_modules(kernel: Kernel, wanted: dict[str, str] = KERNEL_MODULES) -> list[GuestModule]:
+def kernel_modules(kernel: Kernel, wanted: dict[str, str] = KERNEL_MODULES,
+                   optional: tuple[str, ...] = ()) -> list[GuestModule]:
     """The wanted modules ({name: arguments}) that are not built in, with
-    what they depend on, in load order."""
+    what they depend on, in load order; the optional ones where the kernel
+    has them."""
     return [GuestModule(module_stem(p) + ".ko",
                         wanted.get(module_name(p), ""), ko_bytes(kernel.modules_dir / p))
-            for p in module_closure(kernel, list(wanted),
-                                    optional=OPTIONAL_MODULES)]
+            for p in module_closure(kernel, list(wanted), optional=optional)]
 
 
 def render_init(arch: Arch, modules: list[GuestModule]) -> str:
@@ -141,7 +142,7 @@ def render_init(arch: Arch, modules: list[GuestModule]) -> str:
 
 def build(kernel: Kernel, extra_modules: list[Path], helpers: list[Path], dest: Path, *,
           wanted: dict[str, str] = KERNEL_MODULES) -> Path:
-    mods = kernel_modules(kernel, wanted)
+    mods = kernel_modules(kernel, wanted, OPTIONAL_MODULES)
     c = Cpio()
     for d in ("bin", "sbin", "usr", "usr/bin", "usr/sbin", "dev", "proc", "sys", "tmp",
               "lib", "lib/kh", "root", "etc", "mnt"):
