@@ -209,7 +209,12 @@ def _guest(prep: Prepared, workdir: Path) -> Guest:
             progress(f"every guest is booted, not restored: {why}")
             prep.said_no_snapshot = True
         return _boot(prep, launch)
-    plan = snapshot.Plan(launch, launch.accels()[0])
+    accels = launch.accels()
+    if len(accels) > 1:
+        # A new machine: this boot probes KVM, and the accelerator it ends
+        # with is part of the snapshot. Saved from the next guest on.
+        return _boot(prep, launch)
+    plan = snapshot.Plan(launch, accels[0])
     booted: list[Guest] = []
     for attempt in (1, 2):
         entry = cache.cached(plan.entry, partial(_boot_and_save, prep, launch, plan, booted),

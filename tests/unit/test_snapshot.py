@@ -5,8 +5,11 @@ whole but made for something else is made again, said as such."""
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 
-from harness import cache
+import pytest
+
+from harness import cache, session
 from harness.vm import snapshot
 
 
@@ -43,3 +46,23 @@ def test_an_entry_made_for_something_else_is_made_again_and_said_so(tmp_path, ca
     assert len(made) == 2
     assert (f"cache entry {entry} is out of date: made with another qemu (QEMU 7.2.21; this "
             f"run has 7.2.22); making it again") in capsys.readouterr().err
+
+
+def test_a_boot_that_still_probes_kvm_is_not_saved(monkeypatch, tmp_path):
+    """On a new machine the first boot tries KVM and may end under TCG: a
+    snapshot planned for KVM would hold a TCG guest that no KVM QEMU can
+    load (the fresh-cache run found it). That boot is not saved."""
+    class Probing:
+        def snapshot_blocker(self):
+            return None
+
+        def accels(self):
+            return ["kvm", "tcg"]
+
+    booted = []
+    monkeypatch.setattr(session, "launcher", lambda prep, workdir: Probing())
+    monkeypatch.setattr(session, "_boot", lambda prep, launch: booted.append(launch) or "guest")
+    monkeypatch.setattr(session.snapshot, "Plan",
+                        lambda *a: pytest.fail("a snapshot planned before the probe"))
+    prep = SimpleNamespace(snapshots=True, said_no_snapshot=False)
+    assert session._guest(prep, tmp_path) == "guest" and len(booted) == 1
