@@ -24,6 +24,7 @@ from harness.kernels import resolve, running
 from harness.requests import GuestRequest
 from harness.util import progress
 from harness.vm import initramfs, snapshot
+from harness.vm.accel import kvm_known
 from harness.vm.launcher import Launcher
 from harness.vm.machine import BootError, Machine, MachineSpec
 from harness.vm.qemu import QemuLauncher
@@ -210,15 +211,19 @@ def _guest(prep: Prepared, workdir: Path) -> Guest:
             prep.said_no_snapshot = True
         return _boot(prep, launch)
     accels = launch.accels()
-    if len(accels) > 1:
+    if len(accels) > 1 and kvm_known() is not True:
         # A new machine: this boot probes KVM, and the accelerator it ends
         # with is part of the snapshot. Saved from the next guest on.
         return _boot(prep, launch)
     plan = snapshot.Plan(launch, accels[0])
     booted: list[Guest] = []
     for attempt in (1, 2):
-        entry = cache.cached(plan.entry, partial(_boot_and_save, prep, launch, plan, booted),
-                             check=plan.check)
+        try:
+            entry = cache.cached(plan.entry,
+                                 partial(_boot_and_save, prep, launch, plan, booted),
+                                 check=plan.check)
+        except _Unsaved as e:
+            return e.guest
         prep.snapshot = entry
         if booted:
             return booted[0]   # saved, and running on
@@ -239,11 +244,21 @@ def _guest(prep: Prepared, workdir: Path) -> Guest:
     raise AssertionError("unreachable")
 
 
+class _Unsaved(Exception):
+    """A guest that booted but is not the one its snapshot was planned for."""
+
+    def __init__(self, guest: Guest):
+        super().__init__("not saved")
+        self.guest = guest
+
+
 def _boot_and_save(prep: Prepared, launch: Launcher, plan: snapshot.Plan,
                    booted: list[Guest], entry: Path) -> list[str]:
     """Boot, save the guest into the snapshot's cache entry, and keep it
     running (in booted) for whoever asked."""
     guest = _boot(prep, launch)
+    if guest.machine.accel != plan.accel:
+        raise _Unsaved(guest)   # KVM failed it this time: not the guest planned
     try:
         products = plan.save(guest.machine, entry, guest.release)
     except BaseException:

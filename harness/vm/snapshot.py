@@ -122,9 +122,6 @@ class Plan:
     def save(self, machine: Machine, entry: Path, release: str) -> list[str]:
         """Save the running guest into entry, then let it run on; the
         products whose sizes prove the entry whole."""
-        if machine.accel != self.accel:
-            raise BootError(f"the guest runs under {machine.accel}, its snapshot was planned "
-                            f"for {self.accel}")
         q = machine.qmp()
         t0 = time.monotonic()
         q.command("migrate-set-parameters", **{"max-bandwidth": BANDWIDTH})

@@ -61,6 +61,7 @@ def test_a_boot_that_still_probes_kvm_is_not_saved(monkeypatch, tmp_path):
 
     booted = []
     monkeypatch.setattr(session, "launcher", lambda prep, workdir: Probing())
+    monkeypatch.setattr(session, "kvm_known", lambda: None)      # no verdict yet
     monkeypatch.setattr(session, "_boot", lambda prep, launch: booted.append(launch) or "guest")
     monkeypatch.setattr(session.snapshot, "Plan",
                         lambda *a: pytest.fail("a snapshot planned before the probe"))
