@@ -31,8 +31,9 @@ import jinja2
 
 from harness.repro import wilson
 from harness.results import compare
+from harness.results.matrix import short
 from harness.results.merge import NIGHT
-from harness.util import progress, write_out
+from harness.util import artifact_name, progress, write_out
 
 TEMPLATES = Path(__file__).parent / "templates"
 BAD = "fer"                          # failed, error, kernel report
@@ -59,6 +60,9 @@ def load(dirs: list[str]) -> list[Night]:
     for d in dirs:
         folder = Path(d)
         junit = folder / "junit.xml"
+        if not folder.is_dir():
+            progress(f"{folder}: not a folder; left out")
+            continue
         if not junit.is_file():
             progress(f"{folder}: no merged junit.xml (report merge writes one); left out")
             continue
@@ -91,18 +95,13 @@ def _night(folder: Path, junit: Path) -> Night:
     for label in runs:
         dirs = {p.name: p for p in (folder / "logs" / label).glob("*") if p.is_dir()}
         night.logs[label] = {n: dirs[d] for n in runs[label] for d in dirs
-                             if d.endswith(_safe(n))}
+                             if d.endswith(artifact_name(n))}
     return night
 
 
 def _subtest(name: str) -> bool:
     """An upstream selftest's subtest: its binary has the row."""
     return "/" in name.partition("[")[2]
-
-
-def _safe(name: str) -> str:
-    """A test name as the plugin names its artifact folder."""
-    return re.sub(r"[^\w.\-\[\]]+", "_", name)
 
 
 def family(name: str) -> str:
@@ -193,7 +192,7 @@ class Site:
         case = night.runs.get(col, {}).get(name) if night else None
         text, title = WORDS[status], WORDS[status]
         if case is not None:
-            checks = [f"{w}: {_short(v)}" for w, v in case.checks.items()]
+            checks = [f"{w}: {short(v, 32)}" for w, v in case.checks.items()]
             text = checks[0] if checks else WORDS[status]
             title = "\n".join([WORDS[status], *(case.reports or []),
                                *([case.message] if case.message else []), *checks])
@@ -273,11 +272,6 @@ def _row_key(name: str) -> tuple:
     m = re.match(r"test_[A-Z]+(\d+)", name)
     return (FAMILY_ORDER.index(fam) if fam in FAMILY_ORDER else len(FAMILY_ORDER), fam,
             int(m.group(1)) if m else 0, name)
-
-
-def _short(v) -> str:
-    s = v if isinstance(v, str) else json.dumps(v)
-    return s if len(s) <= 32 else s[:29] + "..."
 
 
 def plot(points: list[tuple[int, str, int, int]], days: int, w: int = 320,
