@@ -27,7 +27,7 @@ from harness import options, session, spawn
 from harness.errors import KhError, UsageError
 from harness.guest import Guest, GuestDied, Target
 from harness.observe import reports
-from harness.util import progress
+from harness.util import artifact_name, progress
 
 SETTINGS = pytest.StashKey[argparse.Namespace]()
 
@@ -412,7 +412,7 @@ def _keep_artifacts(item, call, rep) -> None:
         return
     g = item.stash[GUEST]
     when = item.config.stash[SETTINGS].vmcore
-    art = g.workdir.parent / "tests" / re.sub(r"[^\w.\-\[\]]+", "_", item.nodeid)
+    art = g.workdir.parent / "tests" / artifact_name(item.nodeid)
     if when == "always" or (rep.failed and when == "on-failure"):
         _dump(g, art, rep)
     if rep.failed:

@@ -142,11 +142,13 @@ def start(prep: Prepared, *, ahead: bool = False) -> Target:
     guest = _take_spare(prep) or _start(prep)
     if ahead and prep.snapshot is not None:
         prep.boots += 1
-        workdir = prep.outdir / f"boot-{prep.boots}"
-        restorer = snapshot.Restorer(prep.kernel, dataclasses.replace(prep.spec, workdir=workdir),
-                                     prep.snapshot)
+        restorer = _restorer(prep, prep.outdir / f"boot-{prep.boots}", prep.snapshot)
         prep.spare = Spare(restorer.start(connect=False), restorer.record["release"])
     return guest
+
+
+def _restorer(prep: Prepared, workdir: Path, entry: Path) -> snapshot.Restorer:
+    return snapshot.Restorer(prep.kernel, dataclasses.replace(prep.spec, workdir=workdir), entry)
 
 
 @dataclass
@@ -222,14 +224,14 @@ def _guest(prep: Prepared, workdir: Path) -> Guest:
             entry = cache.cached(plan.entry,
                                  partial(_boot_and_save, prep, launch, plan, booted),
                                  check=plan.check)
-        except _Unsaved as e:
-            return e.guest
+        except _Unsaved:
+            return booted[0]   # booted, but not the guest the snapshot was for
         prep.snapshot = entry
         if booted:
             return booted[0]   # saved, and running on
+        restorer = _restorer(prep, workdir, entry)
         try:
-            guest = Guest.restore(snapshot.Restorer(prep.kernel, launch.spec, entry),
-                                  snapshot.record(entry)["release"],
+            guest = Guest.restore(restorer, restorer.record["release"],
                                   quiet=prep.boot == "initramfs")
         except snapshot.RestoreError as e:
             if attempt == 2:
@@ -245,11 +247,7 @@ def _guest(prep: Prepared, workdir: Path) -> Guest:
 
 
 class _Unsaved(Exception):
-    """A guest that booted but is not the one its snapshot was planned for."""
-
-    def __init__(self, guest: Guest):
-        super().__init__("not saved")
-        self.guest = guest
+    """The guest that booted is not the one its snapshot was planned for."""
 
 
 def _boot_and_save(prep: Prepared, launch: Launcher, plan: snapshot.Plan,
@@ -257,14 +255,15 @@ def _boot_and_save(prep: Prepared, launch: Launcher, plan: snapshot.Plan,
     """Boot, save the guest into the snapshot's cache entry, and keep it
     running (in booted) for whoever asked."""
     guest = _boot(prep, launch)
+    booted.append(guest)
     if guest.machine.accel != plan.accel:
-        raise _Unsaved(guest)   # KVM failed it this time: not the guest planned
+        raise _Unsaved()        # KVM failed it this time: used, not saved
     try:
         products = plan.save(guest.machine, entry, guest.release)
     except BaseException:
+        booted.clear()
         guest.poweroff(timeout=2)
         raise
-    booted.append(guest)
     rec = snapshot.record(entry)
     progress(f"saved the guest as it booted: {rec['size'] >> 20} MiB in "
              f"{rec['saved_seconds']:.2f}s ({entry})")

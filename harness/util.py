@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import subprocess
 import sys
 import time
@@ -20,6 +21,12 @@ def cache_root() -> Path:
     path = Path(base)
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def artifact_name(test: str) -> str:
+    """A test id (or name) as its artifact folder is named: the plugin
+    writes tests/<this>/, report merge and the dashboard find it."""
+    return re.sub(r"[^\w.\-\[\]]+", "_", test)
 
 
 def progress(msg: str) -> None:

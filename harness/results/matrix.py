@@ -75,9 +75,9 @@ class Matrix:
                 if c is None:
                     row.append("-")
                 elif c.ok:
-                    row.append(f"ok {_short(c.seen)}")
+                    row.append(f"ok {short(c.seen)}")
                 else:
-                    row.append(f"FAIL {_short(c.seen)} (want {_short(c.expected)})"
+                    row.append(f"FAIL {short(c.seen)} (want {short(c.expected)})"
                                if c.outcome != "skipped" else "skipped")
             lines.append(row)
         widths = [max(len(r[i]) for r in lines) for i in range(len(head))]
@@ -87,12 +87,13 @@ class Matrix:
     def html(self) -> str:
         env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True)
         return env.get_template("matrix.html.j2").render(matrix=self, rows=self.sorted_rows(),
-                                                          short=_short)
+                                                          short=short)
 
 
-def _short(v) -> str:
+def short(v, width: int = 40) -> str:
+    """A value in a table cell: JSON unless text, cut to width."""
     s = v if isinstance(v, str) else json.dumps(v)
-    return s if len(s) <= 40 else s[:37] + "..."
+    return s if len(s) <= width else s[:width - 3] + "..."
 
 
 def build(runs: list[tuple[str, Path]]) -> Matrix:

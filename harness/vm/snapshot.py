@@ -73,6 +73,14 @@ def _file_identity(path: Path) -> dict[str, Any]:
 
 
 def _digest(path: Path) -> str:
+    """The file's sha256, read once a version of it: a guest is planned at
+    every restore that no spare serves, over the same initramfs."""
+    st = path.stat()
+    return _digest_of(path, st.st_size, st.st_mtime_ns)
+
+
+@cache
+def _digest_of(path: Path, size: int, mtime_ns: int) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as fh:
         while chunk := fh.read(1 << 20):
