@@ -17,6 +17,7 @@ from harness import (
     bench,
     bisect,
     claims,
+    debug,
     mutants,
     nightly,
     options,
@@ -178,6 +179,12 @@ def cmd_repro(args: argparse.Namespace) -> int:
     return repro.run(options.repro_request(args), args.out / "repro")
 
 
+def cmd_debug(args: argparse.Namespace) -> int:
+    """drgn on a test's vmcore with its kernel's debug information."""
+    return debug.run(Path(args.dir), code=args.command, symbols=args.symbols,
+                     script=Path(args.script) if args.script else None, argv=args.script_args)
+
+
 def cmd_build(args: argparse.Namespace) -> int:
     """A kernel from source, patches and kconfig fragments; prints its spec."""
     series = patches.load(args.patches) if args.patches else None
@@ -260,6 +267,8 @@ COMMANDS = {
                            "dashboard of merged nights"),
     "parse": (cmd_parse, "print the kernel reports in console logs, with syzkaller's titles; "
                          "exit 1 if there are any"),
+    "debug": (cmd_debug, "drgn on a failed test's vmcore (its folder under the run's output) "
+                         "with the kernel's debug information, fetched on first use"),
 }
 
 
@@ -293,6 +302,20 @@ def parser() -> Parser:
         if name == "parse":
             p.add_argument("logs", nargs="+", metavar="LOG",
                            help="console logs or dmesg output; - for stdin")
+        if name == "debug":
+            p.add_argument("dir", metavar="DIR", help="a test's folder holding a vmcore "
+                                                     "(kharness-out/<run>/tests/<test>)")
+            p.add_argument("-c", dest="command", metavar="CODE",
+                           help="run this Python (drgn's globals, page_state(pfn)); an "
+                                "expression's value is printed")
+            p.add_argument("--symbols", choices=("auto", "dwarf", "kallsyms"), default="auto",
+                           help="auto: the kernel's DWARF where it can be had (Debian's -dbg "
+                                "package, fetched once), else kallsyms; kallsyms: no "
+                                "download, the symbols and our modules' types")
+            p.add_argument("script", nargs="?", metavar="SCRIPT",
+                           help="a drgn script to run instead of the prompt")
+            p.add_argument("script_args", nargs="*", metavar="ARG",
+                           help="the script's arguments (after -- if they start with -)")
         p.set_defaults(func=func)
     return ap
 

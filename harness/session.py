@@ -8,6 +8,7 @@ through here.
 from __future__ import annotations
 
 import dataclasses
+import json
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -91,7 +92,17 @@ def prepare(req: GuestRequest, outdir: Path,
     if boot == "initramfs":
         initramfs.busybox_for(kernel.arch)  # a download for a foreign arch: now, not mid-run
     spec = MachineSpec(workdir=outdir, accel=req.accel, cpus=req.cpus, **req.machine())
+    record(outdir, kernel, built)
     return Prepared(kernel, built, bins, boot, outdir, spec, target=target, conn=conn)
+
+
+def record(outdir: Path, kernel: Kernel, modules: dict[str, Path]) -> None:
+    """What ran, for `kharness debug` on a vmcore of this run: the kernel
+    and the modules (with their debug information) loaded into it."""
+    outdir.mkdir(parents=True, exist_ok=True)
+    (outdir / "kernel.json").write_text(kernel.to_json() + "\n")
+    (outdir / "modules.json").write_text(
+        json.dumps({name: str(path) for name, path in modules.items()}, indent=2) + "\n")
 
 
 @contextmanager

@@ -42,6 +42,11 @@
  *
  * gup also registers the page as an io_uring fixed buffer (a FOLL_LONGTERM
  * pin), through the raw system calls.
+ *
+ * With KH_HOLD=PATH in the environment, read and mixed (once every page is
+ * mapped) and fork's child (before it touches anything) stop and wait while
+ * PATH exists, after creating PATH.held: the host dumps the guest's memory
+ * meanwhile and reads the struct pages and PTEs of the live mapping.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -228,6 +233,25 @@ static void report_mapping(const char *op, char *p)
 
 static void report_pages(const char *pgdir, const char *stage);
 
+/* KH_HOLD: wait here, the mapping live, until the host says go on. */
+static void hold(const char *where)
+{
+	const char *path = getenv("KH_HOLD");
+	char held[512];
+	int fd;
+
+	if (!path)
+		return;
+	printf("op=hold at=%s pid=%d\n", where, getpid());
+	fflush(stdout);
+	snprintf(held, sizeof(held), "%s.held", path);
+	fd = open(held, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+	if (fd >= 0)
+		close(fd);
+	while (access(path, F_OK) == 0)
+		usleep(2000);
+}
+
 static int op_read(const char *dev, long n, const char *pgdir)
 {
 	char *p = map_dev(dev, n, PROT_READ, NULL);
@@ -242,6 +266,7 @@ static int op_read(const char *dev, long n, const char *pgdir)
 	printf("op=read pages=%ld minflt=%ld failed=%ld\n", n, after - before, bad);
 	report_mapping("read", p);
 	report_pages(pgdir, "mapped");
+	hold("read");
 	munmap(p, n * page_size);
 	return 0;
 }
@@ -521,6 +546,7 @@ static int op_fork(const char *dev, long n, const char *pgdir)
 			present += pagemap_pfn(p + i * page_size) >= 0;
 		printf("op=child_before present=%ld page0=%s\n", present,
 		       pagemap_pfn(p) >= 0 ? "yes" : "no");
+		hold("child_before");
 		r = touch(p + 16, 0, 0, &got);
 		printf("op=child_read access=%s token=%d intact=%s\n", r, got,
 		       intact(p, n) ? "yes" : "no");
@@ -690,6 +716,7 @@ static int op_mixed(const char *dev, long n)
 		printf("op=page idx=%ld access=%s pfn=%ld kpagecount=%ld gup=%s\n", i, r, pfn,
 		       kpagecount(pfn), errname(got < 0 ? errno : 0));
 	}
+	hold("mixed");
 	munmap(p, n * page_size);
 	return 0;
 }

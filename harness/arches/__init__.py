@@ -46,6 +46,11 @@ class Arch:
         return self.name
 
     @property
+    def uname(self) -> str:
+        """What `uname -m` says in a guest of this arch."""
+        return "aarch64" if self.name == "arm64" else self.name
+
+    @property
     def native(self) -> bool:
         """Runs on this host without emulation, builds without a cross compiler."""
         return self is host()

@@ -1,0 +1,310 @@
+"""kharness debug: drgn on a test's vmcore, with the debug information of
+the kernel that wrote it.
+
+A run's folder holds kernel.json and modules.json (session.record()); a
+failed test's folder under it holds the vmcore. Debug information, best
+first:
+
+- DWARF for the whole kernel: a `build:` kernel's own vmlinux (built with
+  the `debuginfo` fragment), or for a Debian kernel its -dbg package,
+  fetched on first use into the cache (vmlinux and the modules, ~1 GB a
+  download);
+- without it (--symbols kallsyms, or a kernel with none): the kernel's own
+  symbol table, read from the dump (kallsyms; VMCOREINFO says where), and
+  the types our modules were built with (struct page, folio,
+  vm_area_struct, mm_struct: everything a test module's headers declare),
+  plus the few kernel variables a page's state needs (vmemmap).
+
+Either way our modules' DWARF is loaded. Bad input is one line: no vmcore,
+a truncated one, one of another kernel than the run's.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from harness.errors import KhError, UsageError
+from harness.kernel import Kernel
+from harness.util import cache_root, progress, step
+from harness.vm import kdump
+
+if TYPE_CHECKING:
+    import drgn
+
+# Kernel variables the kallsyms-only program can type from our modules' DWARF.
+TYPED_SYMBOLS = {
+    "init_task": "struct task_struct",
+    "init_mm": "struct mm_struct",
+    "init_pid_ns": "struct pid_namespace",
+    "jiffies": "unsigned long",
+    "totalram_pages": "atomic_long_t",
+}
+
+
+@dataclass
+class Dump:
+    vmcore: Path
+    kernel: Kernel
+    modules: dict[str, Path]       # our modules (name -> .ko with DWARF)
+    info: dict[str, str]           # its VMCOREINFO
+
+    @property
+    def build_id(self) -> str:
+        return self.info.get("BUILD-ID", "")
+
+
+def find(where: Path) -> Dump:
+    """The vmcore of a test folder (or the vmcore named) and the run it
+    belongs to; UsageError naming what is missing or wrong."""
+    where = where.resolve()
+    vmcore = where if where.is_file() else where / "vmcore"
+    if not where.exists():
+        raise UsageError(f"{where}: no such folder; give a test's folder of a kharness run "
+                         f"(kharness-out/<run>/tests/<test>)")
+    if not vmcore.is_file():
+        raise UsageError(f"no vmcore in {where}: a failed test's folder has one "
+                         f"(--vmcore on-failure, the default) or every test's with "
+                         f"--vmcore always")
+    try:
+        info = kdump.info(vmcore)
+    except kdump.Unreadable as e:
+        raise UsageError(f"{e}; run the test again for a new one") from None
+    record = next((d / "kernel.json" for d in vmcore.parents
+                   if (d / "kernel.json").is_file() and (d / "modules.json").is_file()), None)
+    if record is None:
+        raise UsageError(f"{vmcore}: no kernel.json in the folders above it: not a vmcore "
+                         f"of a kharness run, whose kernel it would name")
+    try:
+        kernel = Kernel.load(record)
+        modules = {k: Path(v) for k, v in
+                   json.loads((record.parent / "modules.json").read_text()).items()}
+    except (OSError, ValueError) as e:
+        raise UsageError(f"{record}: {e}") from None
+    made_by = info.get("OSRELEASE", "")
+    if made_by != kernel.release:
+        raise UsageError(f"{vmcore} is a dump of kernel {made_by or '(none named)'}, "
+                         f"but its run ({record}) ran {kernel.release}")
+    if kdump.machine_of(vmcore) != kernel.arch.uname:
+        kdump.label(vmcore, kernel.arch.uname)   # a dump made before kharness labelled them
+    return Dump(vmcore, kernel, modules, info)
+
+
+# -- debug information ------------------------------------------------------
+
+def build_id(elf: Path) -> str:
+    out = subprocess.run(["readelf", "-n", str(elf)], capture_output=True, text=True).stdout
+    m = re.search(r"Build ID: ([0-9a-f]+)", out)
+    return m.group(1) if m else ""
+
+
+def _has_dwarf(elf: Path) -> bool:
+    out = subprocess.run(["readelf", "-S", "-W", str(elf)], capture_output=True, text=True)
+    return ".debug_info" in out.stdout
+
+
+def dwarf(kernel: Kernel, *, fetch: bool) -> tuple[Path, list[Path]] | None:
+    """(vmlinux, module files) with the kernel's DWARF, or None where there
+    is none to have (fetch=False and none cached; a kernel of a real machine)."""
+    if kernel.spec.startswith("build:"):
+        vmlinux = kernel.build_dir / "vmlinux"
+        if vmlinux.is_file() and _has_dwarf(vmlinux):
+            return vmlinux, sorted(kernel.build_dir.rglob("*.ko"))
+        return None
+    if kernel.spec.startswith("debian:"):
+        return debian_dbg(kernel, fetch=fetch)
+    return None
+
+
+def debian_dbg(kernel: Kernel, *, fetch: bool) -> tuple[Path, list[Path]] | None:
+    """Debian's linux-image-<release>-dbg, kept as its vmlinux and modules
+    under the cache (the package: ~1 GB, 6.8 GB unpacked; what is kept is
+    vmlinux and the modules' debug files)."""
+    from harness.apt import SERIES, AptConfig
+    from harness.cache import cached
+
+    series = kernel.spec.partition(":")[2]
+    pkg = f"linux-image-{kernel.release}-dbg"
+    entry = cache_root() / "debuginfo" / kernel.arch.deb_arch / kernel.release
+
+    def found(d: Path) -> tuple[Path, list[Path]]:
+        return d / "vmlinux", sorted((d / "modules").rglob("*.ko"))
+
+    if (entry / "vmlinux").is_file():
+        return found(entry)
+    if not fetch:
+        return None
+
+    def make(d: Path) -> list[Path]:
+        lists = AptConfig(series, SERIES[series].suites, kernel.arch.deb_arch)
+        lists.update(offline=False)
+        fields = lists.packages([pkg]).get(pkg)
+        if fields is None:
+            raise KhError(f"no {pkg} in Debian's {', '.join(lists.suites)}: the kernel's debug "
+                          f"information is gone from the archive; run kharness debug "
+                          f"--symbols kallsyms")
+        size = int(fields.get("Size", 0))
+        t0 = time.monotonic()
+        with step(f"downloading {pkg} ({size / 1e9:.2f} GB, once for this kernel)"):
+            debs = lists.download([pkg], d / "deb")
+        with step(f"keeping vmlinux and modules' debug information from {debs[0].name}"):
+            _extract_dbg(debs[0], d, kernel.release)
+        shutil.rmtree(d / "deb")
+        progress(f"{pkg}: {size / 1e9:.2f} GB in {time.monotonic() - t0:.0f}s, "
+                 f"kept in {d}")
+        return [d / "vmlinux"]
+
+    return found(cached(entry, make))
+
+
+# The modules whose debug files are kept: the drivers the suites exercise
+# and what their guests load (all of them: 5.8 GB unpacked; these: ~160 MB).
+DBG_MODULES = ("kernel/mm/", "kernel/drivers/dax/", "kernel/drivers/nvdimm/",
+               "kernel/drivers/acpi/nfit/", "kernel/drivers/vfio/", "kernel/drivers/dma-buf/",
+               "kernel/drivers/virtio/", "kernel/drivers/char/", "kernel/drivers/misc/",
+               "kernel/drivers/block/", "kernel/fs/ext4/", "kernel/fs/xfs/")
+
+
+def _extract_dbg(deb: Path, dest: Path, release: str) -> None:
+    """vmlinux and the debug files of DBG_MODULES, streamed out of the
+    package: nothing else of its 6.8 GB lands on disk."""
+    import tarfile
+
+    vmlinux = f"./usr/lib/debug/boot/vmlinux-{release}"
+    prefix = f"./usr/lib/debug/lib/modules/{release}/"
+    tar = subprocess.Popen(["dpkg-deb", "--fsys-tarfile", str(deb)], stdout=subprocess.PIPE)
+    assert tar.stdout is not None
+    with tarfile.open(fileobj=tar.stdout, mode="r|") as tf:
+        for member in tf:
+            name = member.name
+            if not member.isfile():
+                continue
+            if name == vmlinux:
+                out = dest / "vmlinux"
+            elif name.startswith(prefix) and name.endswith(".ko") and \
+                    name[len(prefix):].startswith(DBG_MODULES):
+                out = dest / "modules" / name[len(prefix):]
+            else:
+                continue
+            out.parent.mkdir(parents=True, exist_ok=True)
+            src = tf.extractfile(member)
+            assert src is not None
+            with open(out, "wb") as fh:
+                shutil.copyfileobj(src, fh, 1 << 20)
+    if tar.wait() != 0 or not (dest / "vmlinux").is_file():
+        raise KhError(f"{deb.name} holds no {vmlinux}")
+
+
+# -- the program --------------------------------------------------------------
+
+def program(dump: Dump, symbols: str = "auto") -> tuple[drgn.Program, str]:
+    """A drgn Program on the dump and what it knows: the kernel's DWARF
+    (symbols 'dwarf', or 'auto' where it can be had) or kallsyms and our
+    modules' types ('kallsyms')."""
+    import drgn
+    from drgn.helpers.linux.kallsyms import load_vmlinux_kallsyms
+
+    prog = drgn.Program()
+    try:
+        prog.set_core_dump(str(dump.vmcore))
+    except Exception as e:
+        raise UsageError(f"drgn cannot open {dump.vmcore}: {e}") from None
+    full = None
+    if symbols != "kallsyms":
+        full = dwarf(dump.kernel, fetch=True)
+        if full is None and symbols == "dwarf":
+            raise UsageError(f"no DWARF for {dump.kernel.spec} ({dump.kernel.release}): "
+                             f"a build: kernel needs the 'debuginfo' kconfig fragment; "
+                             f"use --symbols kallsyms")
+    if full is not None:
+        vmlinux, kos = full
+        have = build_id(vmlinux)
+        if dump.build_id and have and have != dump.build_id:
+            raise UsageError(f"{dump.vmcore} was written by the kernel of build ID "
+                             f"{dump.build_id}; the debug information found ({vmlinux}) is "
+                             f"of {have}: rebuild, or use --symbols kallsyms")
+        prog.load_debug_info([vmlinux], default=False, main=True)
+        files = {ko.name.removesuffix(".ko").replace("-", "_"): ko
+                 for ko in [*kos, *dump.modules.values()]}
+        for module, _ in prog.loaded_modules():
+            if module.name in files:
+                module.try_file(str(files[module.name]))
+        return prog, "DWARF"
+    prog.register_symbol_finder("kallsyms", load_vmlinux_kallsyms(prog), enable_index=0)
+    for name, ko in dump.modules.items():
+        m = prog.extra_module(f"{name}-types", create=True)
+        m.try_file(str(ko), force=True)
+    vmemmap = int(dump.info.get("SYMBOL(vmemmap)", "0"), 16)
+
+    def objects(prog: drgn.Program, name: str | None, flags: Any, filename: str | None):
+        if name == "vmemmap" and vmemmap:
+            return drgn.Object(prog, "struct page *", vmemmap)
+        if name in TYPED_SYMBOLS:
+            try:
+                sym = prog.symbol(name)
+            except LookupError:
+                return None
+            return drgn.Object(prog, TYPED_SYMBOLS[name], address=sym.address)
+        return None
+
+    prog.register_object_finder("kharness", objects, enable_index=0)
+    return prog, "kallsyms and our modules' types"
+
+
+# -- kharness debug -----------------------------------------------------------
+
+def namespace(prog: drgn.Program) -> dict[str, Any]:
+    """What drgn's own CLI offers (prog, drgn, its helpers) and page_state()."""
+    import drgn
+    from drgn.cli import default_globals
+
+    from harness.observe.pagestate import page_state
+
+    ns = default_globals(prog)
+    ns.update(drgn=drgn, page_state=lambda pfn: page_state(prog, pfn))
+    return ns
+
+
+def run(where: Path, *, code: str | None, script: Path | None, argv: list[str],
+        symbols: str) -> int:
+    """drgn on the test folder's vmcore: code (-c) or a script run with its
+    result printed, or drgn's interactive prompt. 0 unless the code raised."""
+    import sys
+    import traceback
+
+    if script is not None and not script.is_file():
+        raise UsageError(f"cannot read script {script}: no such file")
+    dump = find(where)
+    t0 = time.monotonic()
+    prog, kind = program(dump, symbols)
+    progress(f"{dump.vmcore}: {dump.kernel.release} ({dump.kernel.arch}), {kind}, "
+             f"opened in {time.monotonic() - t0:.2f}s")
+    ns = namespace(prog)
+    if code is None and script is None:
+        from drgn.cli import run_interactive
+        run_interactive(prog, globals_func=lambda g: {**g, **ns}, quiet=True)
+        return 0
+    try:
+        if script is not None:
+            sys.argv = [str(script), *argv]
+            exec(compile(script.read_text(), str(script), "exec"), {**ns, "__name__": "__main__"})
+        else:
+            assert code is not None
+            try:
+                expr = compile(code, "<-c>", "eval")
+            except SyntaxError:
+                exec(compile(code, "<-c>", "exec"), ns)
+            else:
+                value = eval(expr, ns)
+                if value is not None:
+                    print(value)
+    except Exception:       # the user's code: its traceback, exit 1
+        traceback.print_exc()
+        return 1
+    return 0
