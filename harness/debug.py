@@ -92,7 +92,7 @@ def find(where: Path) -> Dump:
         raise UsageError(f"{vmcore} is a dump of kernel {made_by or '(none named)'}, "
                          f"but its run ({record}) ran {kernel.release}")
     if kdump.machine_of(vmcore) != kernel.arch.uname:
-        kdump.label(vmcore, kernel.arch.uname)   # a dump made before kharness labelled them
+        kdump.finish(vmcore, kernel.arch.uname)   # a dump made before kharness mended them
     return Dump(vmcore, kernel, modules, info)
 
 

@@ -230,7 +230,7 @@ class Guest:
             else:
                 part.rename(dest)
             if fmt != "elf":
-                kdump.label(dest, self.machine.launcher.arch.uname)
+                kdump.finish(dest, self.machine.launcher.arch.uname)
         except OSError as e:
             dest.unlink(missing_ok=True)
             raise OSError(e.errno, e.strerror, str(dest)) from None

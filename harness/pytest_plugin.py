@@ -26,7 +26,7 @@ from _pytest import junitxml
 from harness import options, session, spawn
 from harness.errors import KhError, UsageError
 from harness.guest import Guest, GuestDied, Target
-from harness.observe import reports
+from harness.observe import pagestate, reports
 from harness.util import artifact_name, progress
 
 SETTINGS = pytest.StashKey[argparse.Namespace]()
@@ -257,6 +257,20 @@ def guest(kh_pool, request) -> Target:
     g.dmesg_window()  # whatever came before is not this test's
     request.node.stash[GUEST] = g
     return g
+
+
+@pytest.fixture
+def live(guest, kh_pool):
+    """The guest's memory mid-test through drgn (harness/observe/pagestate.py):
+    live.state() dumps it and returns a drgn Program, live.holding(argv)
+    keeps a khmap mapping alive meanwhile, live.page(prog, pfn) reads a
+    struct page."""
+    if not isinstance(guest, Guest):
+        pytest.skip("a real machine's memory cannot be dumped: page state is for QEMU guests")
+    prep = kh_pool.prepared()
+    view = pagestate.Live(guest, prep.kernel, prep.modules, guest.workdir)
+    yield view
+    view.close()
 
 
 class Behaviour:

@@ -112,3 +112,121 @@ def machine_of(path: Path) -> str:
     with open(path, "rb") as fh:
         fh.seek(UTS + UTS_FIELDS.index("machine") * UTS_LEN)
         return fh.read(UTS_LEN).split(b"\0")[0].decode(errors="replace")
+
+
+ZLIB = 0x1                  # DUMP_DH_COMPRESSED_ZLIB
+HEADER_FIELDS = struct.Struct("<iiII")  # block_size, sub_hdr_size, bitmap_blocks, max_mapnr
+SUB_OFFSETS = (32, 48, 64)  # offset_vmcoreinfo, offset_note, offset_eraseinfo
+SUB_MAX_MAPNR = 96          # max_mapnr_64
+
+
+def regranulate(path: Path, page: int) -> None:
+    """Rewrite a kdump file in blocks of the kernel's page size. QEMU writes
+    arm64 dumps in 64 KiB blocks whatever granule the guest runs with;
+    libkdumpfile numbers the file's pages by VMCOREINFO's PAGESIZE, so with
+    4 KiB pages every read lands on the wrong block ("Excluded page")."""
+    import zlib
+
+    with open(path, "rb") as src:
+        block0 = src.read(GEOMETRY_AT + HEADER_FIELDS.size)
+        block, sub_blocks, bitmap_blocks, _ = HEADER_FIELDS.unpack_from(block0, GEOMETRY_AT)
+        if block == page:
+            return
+        if block % page:
+            raise Unreadable(f"{path}: blocks of {block} bytes do not split into pages of {page}")
+        ratio = block // page
+        src.seek(0)
+        header = bytearray(src.read(block)[:page])
+        sub = bytearray(src.read(sub_blocks * block))
+        half = bitmap_blocks // 2 * block
+        valid, dumped = src.read(half), src.read(half)
+        old = [pfn for pfn in _bits(dumped)]
+        descs = [PAGE_DESC.unpack(src.read(PAGE_DESC.size)) for _ in old]
+        max_mapnr = struct.unpack_from("<Q", sub, SUB_MAX_MAPNR)[0] * ratio
+
+        # The new layout: header, sub-header area, two bitmaps, descriptors, data.
+        new_sub_blocks = -(-len(sub.rstrip(b"\0")) // page)
+        shift = page - block
+        for at in SUB_OFFSETS:
+            value = struct.unpack_from("<Q", sub, at)[0]
+            if value:
+                struct.pack_into("<Q", sub, at, value + shift)
+        struct.pack_into("<Q", sub, SUB_MAX_MAPNR, max_mapnr)
+        new_half = -(-max_mapnr // (8 * page)) * page
+        new_bitmap_blocks = 2 * new_half // page
+        struct.pack_into("<iiII", header, GEOMETRY_AT, page, new_sub_blocks, new_bitmap_blocks,
+                         min(max_mapnr, 0xFFFFFFFF))
+        new_valid, new_dumped = bytearray(new_half), bytearray(new_half)
+        for pfn in _bits(valid):
+            _set_range(new_valid, pfn * ratio, ratio)
+        for pfn in old:
+            _set_range(new_dumped, pfn * ratio, ratio)
+        desc_at = (1 + new_sub_blocks + new_bitmap_blocks) * page
+        data_at = desc_at + len(old) * ratio * PAGE_DESC.size
+
+        tmp = path.with_name(path.name + ".4k")
+        with open(tmp, "wb") as out:
+            out.write(header.ljust(page, b"\0"))
+            out.write(bytes(sub[:new_sub_blocks * page]).ljust(new_sub_blocks * page, b"\0"))
+            _write_sparse(out, new_valid, page)     # mostly holes: the
+            _write_sparse(out, new_dumped, page)    # PCI window above RAM
+            table = bytearray()
+            out.seek(data_at)
+            zero_at = None
+            for offset, size, flags, _ in descs:
+                src.seek(offset)
+                data = src.read(size)
+                if flags & ZLIB:
+                    data = zlib.decompress(data)
+                elif flags:
+                    raise Unreadable(f"{path}: a page compressed other than with zlib "
+                                     f"(flags {flags:#x})")
+                for i in range(ratio):
+                    piece = data[i * page:(i + 1) * page]
+                    if not piece.strip(b"\0"):
+                        if zero_at is None:
+                            zero_at, zero = out.tell(), zlib.compress(piece, 1)
+                            out.write(zero)
+                        table += PAGE_DESC.pack(zero_at, len(zero), ZLIB, 0)
+                        continue
+                    packed = zlib.compress(piece, 1)
+                    if len(packed) < page:
+                        table += PAGE_DESC.pack(out.tell(), len(packed), ZLIB, 0)
+                        out.write(packed)
+                    else:
+                        table += PAGE_DESC.pack(out.tell(), page, 0, 0)
+                        out.write(piece)
+            out.seek(desc_at)
+            out.write(table)
+    tmp.replace(path)
+
+
+def _bits(bitmap: bytes):
+    """The set bits' numbers, makedumpfile's order (bit 0 of byte 0 first)."""
+    for i, byte in enumerate(bitmap):
+        if byte:
+            for b in range(8):
+                if byte >> b & 1:
+                    yield i * 8 + b
+
+
+def _write_sparse(out, data: bytes | bytearray, chunk: int) -> None:
+    """data at the file's position, its chunks of zeros left as holes."""
+    view = memoryview(data)
+    for at in range(0, len(data), chunk):
+        piece = view[at:at + chunk]
+        if any(piece):
+            out.write(piece)
+        else:
+            out.seek(len(piece), 1)
+
+
+def _set_range(bitmap: bytearray, first: int, count: int) -> None:
+    for n in range(first, first + count):
+        bitmap[n // 8] |= 1 << (n % 8)
+
+
+def finish(path: Path, machine: str) -> None:
+    """A dump QEMU wrote, made one libkdumpfile (drgn) and crash read."""
+    regranulate(path, int(info(path).get("PAGESIZE", "4096")))
+    label(path, machine)

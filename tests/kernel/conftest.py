@@ -55,9 +55,11 @@ class Device:
         s = self.stats()
         return s["nr_pages"] + min(s.get("bar_pages", 0), BAR_PAGES_MAPPED)
 
+    def khmap_argv(self, op: str, *args: str | int) -> list[str]:
+        return ["khmap", op, self.dev, str(self.map_pages), *map(str, args)]
+
     def khmap(self, op: str, *args: str | int) -> Result:
-        return self.guest.run(["khmap", op, self.dev, str(self.map_pages), *map(str, args)],
-                              check=True)
+        return self.guest.run(self.khmap_argv(op, *args), check=True)
 
     @staticmethod
     def assert_pipe_pin(ops: dict[str, dict[str, str]]) -> None:

@@ -33,6 +33,25 @@ def test_DX1_read_fault_every_page(dx, behaviour):
     assert all(p.refcount == 1 + p.mapcount for p in pages), pages
 
 
+def test_DX1_struct_pages_while_mapped(dx, live, behaviour):
+    """The inserted pages' struct page in a dump of the guest, the mapping
+    live: _refcount and _mapcount exactly (kpagecount is only the mapcount,
+    and the module's own view is what page_ref_count() says)."""
+    with live.holding(dx.khmap_argv("read")):
+        prog = live.state()
+        pfns = [p[1] for p in dx.pages()]
+        seen = [live.page(prog, pfn) for pfn in pfns]
+    dx.assert_released()
+    assert None not in seen, f"a pool page has no struct page in the dump: {seen}"
+    mapcount = EXPECT[dx.mode]["kpagecount"]     # special PTEs take no mapcount
+    behaviour.check("struct page _mapcount+1 while mapped (drgn)", [mapcount],
+                    sorted({p.mapcount for p in seen}))
+    behaviour.check("struct page _refcount while mapped (drgn)", [1 + mapcount],
+                    sorted({p.refcount for p in seen}))
+    # The pool's pages are the module's, never anonymous or file pages.
+    assert all(p.mapping == 0 and p.head == p.pfn for p in seen), seen
+
+
 def test_DX2_write_after_read_upgrades_in_place(dx, behaviour):
     before = dx.stats()
     res = dx.khmap("rw", dx.debugfs)

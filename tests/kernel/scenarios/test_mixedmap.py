@@ -56,6 +56,27 @@ def test_MX2_struct_pages_and_pageless_pfns_side_by_side(mx, behaviour):
     behaviour.check("GUP, BAR pages", ["EFAULT"], sorted({p["gup"] for p in theirs}))
 
 
+def test_MX2_struct_pages_in_a_dump(mx, live, behaviour):
+    """What the dump of the live mapping holds at each PFN: the module's
+    pages a struct page mapped once (and its own reference), the BAR's
+    PFNs none at all (no memory behind their place in vmemmap)."""
+    bar_pfn, nr = bar(mx)
+    with live.holding(mx.khmap_argv("mixed")) as held:
+        prog = live.state()
+        ours = [live.page(prog, p[1]) for p in mx.pages()]
+        theirs = [live.page(prog, pfn) for pfn in range(bar_pfn, bar_pfn + mx.map_pages - nr)]
+    mx.assert_released()
+    assert held.result is not None
+    assert all(r["access"] == "ok" for r in held.result.records() if r.get("op") == "page")
+    assert None not in ours, ours
+    behaviour.check("module pages: struct page _mapcount+1 (drgn)", [1],
+                    sorted({p.mapcount for p in ours}))
+    behaviour.check("module pages: struct page _refcount (drgn)", [2],
+                    sorted({p.refcount for p in ours}))
+    behaviour.check("BAR PFNs with a struct page (drgn)", 0,
+                    sum(p is not None for p in theirs))
+
+
 def test_MX3_fork_copies_mixedmap_ptes(mx, behaviour):
     """The mapcount after the child's read cannot tell "fork copied the
     PTE" from "the child faulted it in" (the fault handler would insert the
