@@ -298,12 +298,12 @@ def run(where: Path, *, code: str | None, script: Path | None, argv: list[str],
             assert code is not None
             try:
                 expr = compile(code, "<-c>", "eval")
-            except SyntaxError:
+            except SyntaxError:     # statements, not an expression
+                expr = None
+            if expr is None:
                 exec(compile(code, "<-c>", "exec"), ns)
-            else:
-                value = eval(expr, ns)
-                if value is not None:
-                    print(value)
+            elif (value := eval(expr, ns)) is not None:
+                print(value)
     except Exception:       # the user's code: its traceback, exit 1
         traceback.print_exc()
         return 1

@@ -1,6 +1,7 @@
 """Memory dumps at failure (--vmcore): the guest's memory, kdump-compressed,
 in the failed test's folder beside its console and kernel log window, with
-the kernel's VMCOREINFO in it (what drgn and crash need to read it)."""
+the kernel's VMCOREINFO in it (what drgn and crash need to read it); and
+`kharness debug` reading them with drgn."""
 
 from __future__ import annotations
 
@@ -13,9 +14,11 @@ from conftest import option, qemus_of
 
 pytestmark = pytest.mark.qemu
 
-INNER = '''
+MARKER = "kh-dumped-7d1c"      # the failing test's hostname: in init_uts_ns, in the dump
+
+INNER = f'''
 def test_fails(guest):
-    guest.run("echo 1 > /tmp/kh-before-the-failure", check=True)
+    guest.run("echo {MARKER} > /proc/sys/kernel/hostname", check=True)
     assert guest.read("/proc/sys/kernel/tainted") == "no such value"
 
 
@@ -75,3 +78,54 @@ def test_a_vmcore_that_fills_the_disk_is_exit_3_and_no_half_file(request, tmp_pa
     finally:
         subprocess.run(["umount", str(small)], check=True)
     assert not qemus_of(tmp_path)
+
+
+@pytest.fixture(scope="module")
+def failed(request, tmp_path_factory) -> Path:
+    """The folder of a test that failed, with its vmcore."""
+    tmp = tmp_path_factory.mktemp("debug")
+    res = _inner(request, tmp, tmp / "out")
+    assert res.returncode == 1, res.stdout[-3000:]
+    return _vmcores(tmp / "out")["fails"].parent
+
+
+def _debug(folder: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "harness.cli", "debug", str(folder), *args],
+                          timeout=900, capture_output=True, text=True)
+
+
+def test_debug_reads_the_failed_guest_without_debug_info(failed, kernel):
+    """--symbols kallsyms: no download; the kernel's symbols from the dump
+    itself, raw memory, and struct page typed from our modules' DWARF."""
+    ram_pfn = 0x41000 if kernel.arch.name == "arm64" else 0x1000   # virt's RAM is at 1 GiB
+    res = _debug(failed, "--symbols", "kallsyms", "-c",
+                 "print(prog.read(prog.symbol('init_uts_ns').address + 65, 65)"
+                 f".split(b'\\0')[0].decode()); print(page_state({ram_pfn}).refcount >= 0)")
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert res.stdout.split() == [MARKER, "True"], res.stdout + res.stderr[-2000:]
+    assert "kallsyms" in res.stderr
+
+
+def test_debug_with_the_kernels_dwarf(failed, kernel):
+    """The default: the kernel's DWARF (Debian's -dbg, fetched on first use
+    and cached; a build: kernel's own vmlinux), our modules' with it."""
+    if not kernel.spec.startswith("debian:"):
+        pytest.skip(f"{kernel.spec}: DWARF comes with the debuginfo fragment, tested by "
+                    f"the debug-vm nightly job")
+    res = _debug(failed, "-c", "print(prog['init_uts_ns'].name.nodename.string_().decode()); "
+                               "print(prog.module('kh_splat').debug_file_path)")
+    assert res.returncode == 0, res.stderr[-3000:]
+    nodename, splat = res.stdout.split()
+    assert nodename == MARKER
+    assert splat.endswith("kh_splat.ko"), res.stdout     # our module's DWARF found its module
+    assert "DWARF" in res.stderr
+
+
+def test_debug_bad_input_is_one_line_exit_2(failed, tmp_path):
+    cut = tmp_path / "tests" / "cut"
+    cut.mkdir(parents=True)
+    (cut / "vmcore").write_bytes((failed / "vmcore").read_bytes()[:3 << 20])
+    for where, says in ((failed.parent, "no vmcore in"), (cut, "truncated")):
+        res = _debug(where, "-c", "1")
+        lines = res.stderr.strip().splitlines()
+        assert res.returncode == 2 and len(lines) == 1 and says in lines[0], res.stderr

@@ -1,0 +1,47 @@
+"""kharness debug's checks of what it is given, before drgn opens anything."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from test_kdump import kdump_file
+
+from harness import arches, debug
+from harness.errors import UsageError
+from harness.kernel import Kernel
+
+
+def run_folder(tmp_path, release: str = "6.12.0-test"):
+    k = Kernel(spec="debian:6.12", release=release, arch=arches.get("x86_64"),
+               image=tmp_path / "bzImage", modules_dir=tmp_path, build_dir=tmp_path,
+               config=tmp_path / "config", source="test")
+    (tmp_path / "kernel.json").write_text(k.to_json())
+    (tmp_path / "modules.json").write_text(json.dumps({"kh_splat": "/x/kh_splat.ko"}))
+    test = tmp_path / "tests" / "test_x.py_test_y"
+    test.mkdir(parents=True)
+    (test / "vmcore").write_bytes(kdump_file(4096, {2: b"z" * 4096}))
+    return test
+
+
+def test_a_test_folder_finds_its_run(tmp_path):
+    d = debug.find(run_folder(tmp_path))
+    assert d.kernel.release == "6.12.0-test" and d.build_id == "00ff"
+    assert d.modules == {"kh_splat": __import__("pathlib").Path("/x/kh_splat.ko")}
+    assert d.vmcore.name == "vmcore"
+
+
+@pytest.mark.parametrize("case, says", [
+    ("missing", "no such folder"),
+    ("no-vmcore", "no vmcore in"),
+    ("other-kernel", "is a dump of kernel 6.12.0-test, but its run"),
+    ("no-run", "no kernel.json in the folders above it"),
+])
+def test_bad_input_names_what_is_wrong(tmp_path, case, says):
+    test = run_folder(tmp_path, release="7.2.0-other" if case == "other-kernel" else
+                      "6.12.0-test")
+    where = {"missing": tmp_path / "nope", "no-vmcore": tmp_path}.get(case, test)
+    if case == "no-run":
+        (tmp_path / "kernel.json").unlink()
+    with pytest.raises(UsageError, match=says):
+        debug.find(where)
