@@ -73,7 +73,7 @@ def kernel_dir(kernel: Kernel, root: bool) -> Path:
     given."""
     check_config(kernel)
     wanted = [*NEEDS, *dict(kernel.arch.vng_needs), *initramfs.KERNEL_MODULES]
-    optional = ("virtio_mmio", *initramfs.SWAP_MODULES)
+    optional = ("virtio_mmio", *initramfs.SWAP_MODULES, *initramfs.OPTIONAL_MODULES)
     mods = initramfs.module_closure(kernel, wanted, optional)
     key = digest(RECIPE, str(kernel.image.resolve()), kernel.source, *mods,
                  "root" if root else "")
@@ -173,6 +173,10 @@ class VngLauncher(Launcher):
                            for name in self.helpers if name != "khagent")
         if copies:   # inside braces, `&` puts only the copies in the background
             setup.append(f"{{ {{ {copies}; }} </dev/null >/dev/null 2>&1 & }}")
+        # The kernel's VMCOREINFO reaches QEMU's memory dumps through fw_cfg
+        # (as on the initramfs path: initramfs.OPTIONAL_MODULES), where it has it.
+        setup.append(f"{{ {GUEST_BIN}/busybox modprobe {' '.join(initramfs.OPTIONAL_MODULES)} "
+                     f">/dev/null 2>&1 || true; }}")
         return " && ".join([*setup, f"PATH={path} KH_SHELL={GUEST_BIN}/sh "
                                     f"exec {GUEST_BIN}/khagent"])
 
