@@ -314,7 +314,7 @@ def parser() -> Parser:
                                 "download, the symbols and our modules' types")
             p.add_argument("script", nargs="?", metavar="SCRIPT",
                            help="a drgn script to run instead of the prompt")
-            p.add_argument("script_args", nargs="*", metavar="ARG",
+            p.add_argument("script_args", nargs="*", default=[], metavar="ARG",
                            help="the script's arguments (after -- if they start with -)")
         p.set_defaults(func=func)
     return ap

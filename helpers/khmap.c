@@ -234,7 +234,7 @@ static void report_mapping(const char *op, char *p)
 static void report_pages(const char *pgdir, const char *stage);
 
 /* KH_HOLD: wait here, the mapping live, until the host says go on. */
-static void hold(const char *where)
+static void hold(const char *where, const void *addr)
 {
 	const char *path = getenv("KH_HOLD");
 	char held[512];
@@ -242,7 +242,7 @@ static void hold(const char *where)
 
 	if (!path)
 		return;
-	printf("op=hold at=%s pid=%d\n", where, getpid());
+	printf("op=hold at=%s pid=%d addr=%p\n", where, getpid(), addr);
 	fflush(stdout);
 	snprintf(held, sizeof(held), "%s.held", path);
 	fd = open(held, O_WRONLY | O_CREAT | O_TRUNC, 0644);
@@ -266,7 +266,7 @@ static int op_read(const char *dev, long n, const char *pgdir)
 	printf("op=read pages=%ld minflt=%ld failed=%ld\n", n, after - before, bad);
 	report_mapping("read", p);
 	report_pages(pgdir, "mapped");
-	hold("read");
+	hold("read", p);
 	munmap(p, n * page_size);
 	return 0;
 }
@@ -546,7 +546,7 @@ static int op_fork(const char *dev, long n, const char *pgdir)
 			present += pagemap_pfn(p + i * page_size) >= 0;
 		printf("op=child_before present=%ld page0=%s\n", present,
 		       pagemap_pfn(p) >= 0 ? "yes" : "no");
-		hold("child_before");
+		hold("child_before", p);
 		r = touch(p + 16, 0, 0, &got);
 		printf("op=child_read access=%s token=%d intact=%s\n", r, got,
 		       intact(p, n) ? "yes" : "no");
@@ -716,7 +716,7 @@ static int op_mixed(const char *dev, long n)
 		printf("op=page idx=%ld access=%s pfn=%ld kpagecount=%ld gup=%s\n", i, r, pfn,
 		       kpagecount(pfn), errname(got < 0 ? errno : 0));
 	}
-	hold("mixed");
+	hold("mixed", p);
 	munmap(p, n * page_size);
 	return 0;
 }

@@ -81,6 +81,15 @@ class Live:
     def page(self, prog: drgn.Program, pfn: int) -> PageState | None:
         return page_state(prog, pfn)
 
+    def parent(self, prog: drgn.Program, pid: int) -> int:
+        return find_task(prog, pid).real_parent.pid.value_()
+
+    def ptes(self, prog: drgn.Program, pid: int, addr: int, pages: int) -> list[Pte | None]:
+        """The entries mapping pages pages from addr in the task pid."""
+        mm = find_task(prog, pid).mm
+        arch = self.kernel.arch.name
+        return [pte(prog, mm, addr + i * 4096, arch) for i in range(pages)]
+
     @contextmanager
     def holding(self, argv: list[str], timeout: float = 60.0) -> Iterator[Held]:
         """Run argv (a khmap command) in the background with KH_HOLD; the
@@ -110,10 +119,21 @@ class Held:
         self.tag = tag
         self.result: Result | None = None
 
+    def records(self) -> list[dict[str, str]]:
+        """What the holder printed so far (its op=hold line: pid=, addr=)."""
+        out = self.guest.run(["cat", f"{self.tag}.out"], check=True).stdout
+        return Result("", 0, out, "", 0.0).records()
+
+    def point(self) -> tuple[int, int]:
+        """(pid, address of its mapping) of the process that holds."""
+        rec = next(r for r in self.records() if r.get("op") == "hold")
+        return int(rec["pid"]), int(rec["addr"], 16)
+
     def wait(self, path: str, timeout: float, *, what: str) -> None:
         deadline = time.monotonic() + timeout
+        rc = f"{self.tag}.rc"
         while self.guest.run(["test", "-e", path]).status != 0:
-            if self.guest.run(["test", "-e", f"{self.tag}.rc"]).status == 0:
+            if path != rc and self.guest.run(["test", "-e", rc]).status == 0:
                 out = self.guest.run(["cat", f"{self.tag}.out"]).stdout
                 raise AssertionError(f"gave up waiting for {what}: it ended first:\n{out}")
             if time.monotonic() > deadline:
@@ -125,3 +145,72 @@ class Held:
         rc = int(self.guest.run(["cat", f"{self.tag}.rc"], check=True).stdout.strip() or -1)
         self.guest.run(["rm", "-f", f"{self.tag}.out", f"{self.tag}.rc", f"{self.tag}.held"])
         self.result = Result(cmd, rc, out, "", 0.0).check()
+
+
+# -- page table entries -------------------------------------------------------
+
+@dataclass(frozen=True)
+class Pte:
+    """A user address's leaf entry, as the hardware and the kernel's
+    software bits say (harness reads the table itself: /proc's pagemap
+    shows neither the special nor the devmap bit)."""
+    pfn: int
+    level: str          # pte, pmd (a 2 MiB leaf), pud
+    write: bool
+    dirty: bool
+    special: bool       # pte_special(): no struct page to take a reference on
+    devmap: bool        # pte_devmap() (ZONE_DEVICE; gone from kernels after 6.16)
+    raw: int
+
+
+# Bit numbers: arch/x86/include/asm/pgtable_types.h, arch/arm64/include/asm/pgtable-prot.h
+X86 = {"write": 1, "dirty": 6, "large": 7, "special": 9, "devmap": 58}
+ARM64 = {"rdonly": 7, "dbm": 51, "dirty": 55, "special": 56, "devmap": 57}
+# The output address: bits 12-51 on x86_64; 12-47 on arm64 without LPA2
+# (what TCG's neoverse-n1 has: its bits 48-51 are attributes, DBM among them)
+ADDRESS = {"x86_64": 0x000F_FFFF_FFFF_F000, "arm64": 0x0000_FFFF_FFFF_F000}
+LEVELS = (("pgd", 39), ("pud", 30), ("pmd", 21), ("pte", 12))
+
+
+def find_task(prog: drgn.Program, pid: int) -> drgn.Object:
+    """The task with this pid (the tasks list from init_task: no pid
+    namespace helpers needed, so it works without the kernel's DWARF)."""
+    from drgn.helpers.linux.list import list_for_each_entry
+
+    init = prog["init_task"]
+    for task in list_for_each_entry("struct task_struct", init.tasks.address_of_(), "tasks"):
+        if task.pid.value_() == pid:
+            return task
+    raise LookupError(f"no task {pid} in the dump")
+
+
+def pte(prog: drgn.Program, mm: drgn.Object, addr: int, arch: str) -> Pte | None:
+    """The entry that maps addr in mm (4-level tables, 4 KiB pages: what
+    the guests run), or None where nothing is mapped."""
+    table = mm.pgd.value_()
+    physical = False            # the pgd is the kernel's virtual address; the rest are pfns
+    for level, shift in LEVELS:
+        at = table + ((addr >> shift) & 511) * 8
+        entry = int.from_bytes(prog.read(at, 8, physical), "little")
+        if not entry & 1:
+            return None
+        leaf = level == "pte" or (level in ("pud", "pmd") and (
+            entry & (1 << X86["large"]) if arch == "x86_64" else not entry & 2))
+        if leaf:
+            span = (1 << shift) - 1
+            pfn = ((entry & ADDRESS[arch] & ~span) | (addr & span & ~0xFFF)) >> 12
+            return _decode(entry, pfn, level, arch)
+        table, physical = entry & ADDRESS[arch], True
+    return None
+
+
+def _decode(entry: int, pfn: int, level: str, arch: str) -> Pte:
+    def bit(n: int) -> bool:
+        return bool(entry >> n & 1)
+
+    if arch == "x86_64":
+        return Pte(pfn, level, bit(X86["write"]), bit(X86["dirty"]), bit(X86["special"]),
+                   bit(X86["devmap"]), entry)
+    write = bit(ARM64["dbm"])
+    return Pte(pfn, level, write, bit(ARM64["dirty"]) or (write and not bit(ARM64["rdonly"])),
+               bit(ARM64["special"]), bit(ARM64["devmap"]), entry)

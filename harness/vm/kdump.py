@@ -6,6 +6,7 @@ the plain kdump file, which is those records written at their offsets
 
 from __future__ import annotations
 
+import re
 import struct
 from pathlib import Path
 
@@ -172,7 +173,7 @@ def regranulate(path: Path, page: int) -> None:
             _write_sparse(out, new_dumped, page)    # PCI window above RAM
             table = bytearray()
             out.seek(data_at)
-            zero_at = None
+            zero_at, zero_page = None, bytes(page)
             for offset, size, flags, _ in descs:
                 src.seek(offset)
                 data = src.read(size)
@@ -183,7 +184,7 @@ def regranulate(path: Path, page: int) -> None:
                                      f"(flags {flags:#x})")
                 for i in range(ratio):
                     piece = data[i * page:(i + 1) * page]
-                    if not piece.strip(b"\0"):
+                    if piece == zero_page:
                         if zero_at is None:
                             zero_at, zero = out.tell(), zlib.compress(piece, 1)
                             out.write(zero)
@@ -203,19 +204,20 @@ def regranulate(path: Path, page: int) -> None:
 
 def _bits(bitmap: bytes):
     """The set bits' numbers, makedumpfile's order (bit 0 of byte 0 first)."""
-    for i, byte in enumerate(bitmap):
-        if byte:
-            for b in range(8):
-                if byte >> b & 1:
-                    yield i * 8 + b
+    for m in re.finditer(rb"[^\x00]", bitmap):
+        i, byte = m.start(), bitmap[m.start()]
+        for b in range(8):
+            if byte >> b & 1:
+                yield i * 8 + b
 
 
 def _write_sparse(out, data: bytes | bytearray, chunk: int) -> None:
     """data at the file's position, its chunks of zeros left as holes."""
     view = memoryview(data)
+    zeros = bytes(chunk)
     for at in range(0, len(data), chunk):
         piece = view[at:at + chunk]
-        if any(piece):
+        if piece != zeros[:len(piece)]:
             out.write(piece)
         else:
             out.seek(len(piece), 1)

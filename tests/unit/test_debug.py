@@ -45,3 +45,15 @@ def test_bad_input_names_what_is_wrong(tmp_path, case, says):
         (tmp_path / "kernel.json").unlink()
     with pytest.raises(UsageError, match=says):
         debug.find(where)
+
+
+def test_pte_bits_decode_per_arch():
+    from harness.observe.pagestate import _decode
+    x86 = (0x1234 << 12) | 1 | 1 << 1 | 1 << 6 | 1 << 9
+    e = _decode(x86, 0x1234, "pte", "x86_64")
+    assert (e.write, e.dirty, e.special, e.devmap) == (True, True, True, False)
+    # arm64: writable is DBM; dirty is the software bit or DBM without RDONLY
+    clean = (0x1234 << 12) | 3 | 1 << 51 | 1 << 7
+    assert (_decode(clean, 0x1234, "pte", "arm64").dirty,
+            _decode(clean & ~(1 << 7), 0x1234, "pte", "arm64").dirty) == (False, True)
+    assert _decode(clean | 1 << 56, 0x1234, "pte", "arm64").special

@@ -110,6 +110,35 @@ def test_MX3_fork_copies_mixedmap_ptes(mx, behaviour):
     assert (parent.mapcount, parent.refcount) == (1, 2)
 
 
+def test_MX3_child_ptes_in_a_dump(mx, live, behaviour):
+    """The child's page table right after fork, before it touches anything,
+    read from a dump: which PTEs fork copied, to which PFN, with which bits
+    (pagemap in the child shows presence only, not pte_special)."""
+    bar_pfn, nr = bar(mx)
+    with live.holding(mx.khmap_argv("fork", mx.debugfs)) as held:
+        pid, addr = held.point()
+        prog = live.state()
+        child = live.ptes(prog, pid, addr, mx.map_pages)
+        parent = live.ptes(prog, live.parent(prog, pid), addr, 1)[0]
+    mx.assert_released()
+    module_pfns = [p[1] for p in mx.pages()]
+    copied = {i: e for i, e in enumerate(child[:nr]) if e is not None}
+    behaviour.check("child PTEs of module pages before it touches any (drgn)",
+                    1 if mx.mode == "fault" else nr, len(copied))
+    assert all(e.pfn == module_pfns[i] and e.level == "pte" for i, e in copied.items()), copied
+    # vm_insert_page(s) maps struct pages with normal PTEs: refcounted,
+    # never special. The parent wrote page 0: its PTE is dirty; fork
+    # copies a shared mapping's PTE clean (copy_present_pte(): the dirty
+    # state stays with the parent's, for writeback to find once).
+    behaviour.check("special bit on them (drgn)", [False],
+                    sorted({e.special for e in copied.values()}))
+    assert parent is not None and parent.pfn == copied[0].pfn
+    behaviour.check("page 0 dirty: parent, child (drgn)", [True, False],
+                    [parent.dirty, copied[0].dirty])
+    behaviour.check("child PTEs of the BAR before it touches any (drgn)", 0,
+                    sum(e is not None for e in child[nr:]))
+
+
 MX4_ROUNDS, MX4_BATCHES = 40, 3
 
 
