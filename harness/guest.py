@@ -237,8 +237,8 @@ class Guest:
         finally:
             part.unlink(missing_ok=True)
         dest.chmod(0o644)
-        st = dest.stat()     # what it takes on disk: the bitmaps of arm64's are sparse
-        return min(st.st_size, st.st_blocks * 512), time.monotonic() - t0
+        info = dest.stat()     # what it takes on disk: the bitmaps of arm64's are sparse
+        return min(info.st_size, info.st_blocks * 512), time.monotonic() - t0
 
     def discard(self) -> None:
         """Gone at once: a guest restored from a snapshot keeps nothing worth a
