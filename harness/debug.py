@@ -237,10 +237,16 @@ def program(dump: Dump, symbols: str = "auto") -> tuple[drgn.Program, str]:
                 module.try_file(str(files[module.name]))
         return prog, "DWARF"
     prog.register_symbol_finder("kallsyms", load_vmlinux_kallsyms(prog), enable_index=0)
+    # Kernels without CONFIG_KALLSYMS_ALL (Debian's 6.1 arm64) list only
+    # functions there; VMCOREINFO names the data a dump reader needs.
+    prog.register_symbol_finder("vmcoreinfo", drgn.SymbolIndex([
+        drgn.Symbol(key[7:-1], int(value, 16), 0, drgn.SymbolBinding.GLOBAL,
+                    drgn.SymbolKind.OBJECT)
+        for key, value in dump.info.items() if key.startswith("SYMBOL(")]), enable_index=1)
     for name, ko in dump.modules.items():
         m = prog.extra_module(f"{name}-types", create=True)
         m.try_file(str(ko), force=True)
-    vmemmap = int(dump.info.get("SYMBOL(vmemmap)", "0"), 16)
+    vmemmap = _vmemmap(prog, dump)
 
     def objects(prog: drgn.Program, name: str | None, flags: Any, filename: str | None):
         if name == "vmemmap" and vmemmap:
@@ -255,6 +261,23 @@ def program(dump: Dump, symbols: str = "auto") -> tuple[drgn.Program, str]:
 
     prog.register_object_finder("kharness", objects, enable_index=0)
     return prog, "kallsyms and our modules' types"
+
+
+def _vmemmap(prog: drgn.Program, dump: Dump) -> int:
+    """Where struct page 0 would be: VMCOREINFO says so from 6.x; before,
+    x86_64's vmemmap_base variable, or arm64's VMEMMAP_START less the
+    struct pages of the memory below PHYS_OFFSET (asm/memory.h)."""
+    info = dump.info
+    if "SYMBOL(vmemmap)" in info:
+        return int(info["SYMBOL(vmemmap)"], 16)
+    if "NUMBER(VMEMMAP_START)" in info and "NUMBER(PHYS_OFFSET)" in info:
+        page = prog.type("struct page").size
+        return (int(info["NUMBER(VMEMMAP_START)"], 16) -
+                (int(info["NUMBER(PHYS_OFFSET)"], 16) >> 12) * page) & (1 << 64) - 1
+    try:
+        return prog.read_u64(prog.symbol("vmemmap_base").address)
+    except LookupError:
+        return 0
 
 
 # -- kharness debug -----------------------------------------------------------

@@ -23,7 +23,7 @@ from typing import NoReturn
 import pytest
 from _pytest import junitxml
 
-from harness import options, session, spawn
+from harness import debug, options, session, spawn
 from harness.errors import KhError, UsageError
 from harness.guest import Guest, GuestDied, Target
 from harness.observe import pagestate, reports
@@ -268,6 +268,11 @@ def live(guest, kh_pool):
     if not isinstance(guest, Guest):
         pytest.skip("a real machine's memory cannot be dumped: page state is for QEMU guests")
     prep = kh_pool.prepared()
+    with kh_pool.uncaptured():      # the kernel's DWARF: a download the first time
+        try:
+            debug.dwarf(prep.kernel, fetch=True)
+        except KhError as e:
+            stop_session(kh_pool.config, f"the kernel's debug information: {e}", e)
     view = pagestate.Live(guest, prep.kernel, prep.modules, guest.workdir)
     yield view
     view.close()

@@ -57,8 +57,10 @@ def page_state(prog: drgn.Program, pfn: int) -> PageState | None:
 class Live:
     """A running guest's memory as drgn sees it, mid-test: state() pauses
     the guest, dumps it beside its boot's logs, resumes it and opens the
-    dump (kallsyms and our modules' types: no download). holding() keeps a
-    khmap mapping alive meanwhile (KH_HOLD)."""
+    dump (with the kernel's DWARF where there is some, as `kharness debug`
+    does: kallsyms alone lacks data symbols on kernels built without
+    KALLSYMS_ALL). holding() keeps a khmap mapping alive meanwhile
+    (KH_HOLD)."""
 
     def __init__(self, guest, kernel, modules: dict[str, Path], workdir: Path):
         self.guest = guest
@@ -75,7 +77,7 @@ class Live:
         self.dumps.append(path)
         self.guest.dump(path)
         dump = debug.Dump(path, self.kernel, self.modules, kdump.info(path))
-        prog, _ = debug.program(dump, "kallsyms")
+        prog, _ = debug.program(dump, "auto")
         return prog
 
     def page(self, prog: drgn.Program, pfn: int) -> PageState | None:
