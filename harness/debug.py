@@ -176,8 +176,10 @@ def _extract_dbg(deb: Path, dest: Path, release: str) -> None:
     package: nothing else of its 6.8 GB lands on disk."""
     import tarfile
 
-    vmlinux = f"./usr/lib/debug/boot/vmlinux-{release}"
     prefix = f"./usr/lib/debug/lib/modules/{release}/"
+    # bookworm's and trixie's packages have it in boot/, newer ones beside
+    # the modules (boot/ then holds a link): whichever is the file
+    vmlinux = (f"./usr/lib/debug/boot/vmlinux-{release}", f"{prefix}vmlinux")
     tar = subprocess.Popen(["dpkg-deb", "--fsys-tarfile", str(deb)], stdout=subprocess.PIPE)
     assert tar.stdout is not None
     with tarfile.open(fileobj=tar.stdout, mode="r|") as tf:
@@ -185,7 +187,7 @@ def _extract_dbg(deb: Path, dest: Path, release: str) -> None:
             name = member.name
             if not member.isfile():
                 continue
-            if name == vmlinux:
+            if name in vmlinux:
                 out = dest / "vmlinux"
             elif name.startswith(prefix) and name.endswith(".ko") and \
                     name[len(prefix):].startswith(DBG_MODULES):
@@ -198,7 +200,7 @@ def _extract_dbg(deb: Path, dest: Path, release: str) -> None:
             with open(out, "wb") as fh:
                 shutil.copyfileobj(src, fh, 1 << 20)
     if tar.wait() != 0 or not (dest / "vmlinux").is_file():
-        raise KhError(f"{deb.name} holds no {vmlinux}")
+        raise KhError(f"{deb.name} holds no {' or '.join(vmlinux)}")
 
 
 # -- the program --------------------------------------------------------------

@@ -44,7 +44,8 @@
  * pin), through the raw system calls.
  *
  * With KH_HOLD=PATH in the environment, read and mixed (once every page is
- * mapped) and fork's child (before it touches anything) stop and wait while
+ * mapped), fork's child (before it touches anything) and pat fork's child
+ * (after its access) stop and wait while
  * PATH exists, after creating PATH.held: the host dumps the guest's memory
  * meanwhile and reads the struct pages and PTEs of the live mapping.
  */
@@ -816,6 +817,7 @@ static int op_pat(const char *dev, long n, const char *how, unsigned long long p
 		if (pid == 0) {
 			printf("op=child access=%s memtypes=%d\n", touch(p, 0, 0, NULL),
 			       memtypes_at(phys));
+			hold("pat_child", p);
 			fflush(stdout);
 			_exit(0);
 		}

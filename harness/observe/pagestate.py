@@ -86,6 +86,10 @@ class Live:
     def parent(self, prog: drgn.Program, pid: int) -> int:
         return find_task(prog, pid).real_parent.pid.value_()
 
+    def vma(self, prog: drgn.Program, pid: int, addr: int) -> drgn.Object:
+        from drgn.helpers.linux.mm import vma_find
+        return vma_find(find_task(prog, pid).mm, addr)
+
     def ptes(self, prog: drgn.Program, pid: int, addr: int, pages: int) -> list[Pte | None]:
         """The entries mapping pages pages from addr in the task pid."""
         mm = find_task(prog, pid).mm

@@ -39,6 +39,31 @@ def test_PAT1_whole_vma_pfnmap_fork(guest, kernel, behaviour):
     behaviour.check("memtype entries after both exit", 0, int(ops["unmapped"]["memtypes"]))
 
 
+def test_PAT1_tracking_context_in_a_dump(guest, kernel, live, behaviour):
+    """The parent's and the child's VMAs, read from a dump while the child
+    lives: 7.x hangs one refcounted pfnmap_track_ctx off both (2
+    references); before, struct vm_area_struct has no such member and
+    each VMA's copy was reserved again."""
+    d = device(guest, "mixedmap", "pfnmap")
+    bar_pfn = need_bar(d, NR)["bar_pfn"]
+    with live.holding(["khmap", "pat", d.dev, str(NR), "fork", str(bar_pfn)]) as held:
+        pid, addr = held.point()
+        prog = live.state()
+        child, parent = (live.vma(prog, p, addr) for p in (pid, live.parent(prog, pid)))
+    d.assert_released()
+    assert child.value_() and parent.value_() and child.value_() != parent.value_()
+    if not prog.type("struct vm_area_struct").has_member("pfnmap_track_ctx"):
+        seen = "no context: each VMA reserves its own"
+    else:
+        ctx = child.pfnmap_track_ctx
+        shared = ctx.value_() != 0 and ctx.value_() == parent.pfnmap_track_ctx.value_()
+        refs = ctx.kref.refcount.refs.counter.value_() if ctx.value_() else 0
+        seen = f"{'one shared' if shared else 'separate'} context, {refs} references"
+    behaviour.check("pfnmap tracking with the child (drgn)",
+                    "one shared context, 2 references" if kernel.version >= (7, 0)
+                    else "no context: each VMA reserves its own", seen)
+
+
 def test_PAT2_partial_munmap_of_a_tracked_pfnmap(guest, behaviour):
     ops = pat(guest, "pfnmap", "split")
     assert ops["munmap_half"]["result"] == "0"
