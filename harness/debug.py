@@ -213,8 +213,14 @@ def program(dump: Dump, symbols: str = "auto") -> tuple[drgn.Program, str]:
     from drgn.helpers.linux.kallsyms import load_vmlinux_kallsyms
 
     prog = drgn.Program()
+    core = dump.vmcore
+    if not kdump.readable_release(dump.kernel.release):
+        # libkdumpfile stops at an -rc kernel's release: drgn reads ELF itself
+        core = dump.vmcore.with_name(dump.vmcore.name + ".elf")
+        if not core.exists() or core.stat().st_mtime < dump.vmcore.stat().st_mtime:
+            kdump.to_elf(dump.vmcore, core)
     try:
-        prog.set_core_dump(str(dump.vmcore))
+        prog.set_core_dump(str(core))
     except Exception as e:
         raise UsageError(f"drgn cannot open {dump.vmcore}: {e}") from None
     full = None

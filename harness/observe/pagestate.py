@@ -117,6 +117,7 @@ class Live:
     def close(self) -> None:
         for path in self.dumps:
             path.unlink(missing_ok=True)
+            path.with_name(path.name + ".elf").unlink(missing_ok=True)
 
 
 class Held:

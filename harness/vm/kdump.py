@@ -235,3 +235,70 @@ def finish(path: Path, machine: str) -> None:
     """A dump QEMU wrote, made one libkdumpfile (drgn) and crash read."""
     regranulate(path, int(info(path).get("PAGESIZE", "4096")))
     label(path, machine)
+
+
+ELF_MACHINE = {"x86_64": 62, "aarch64": 183}
+EHDR = struct.Struct("<16sHHIQQQIHHHHHH")
+PHDR = struct.Struct("<IIQQQQQQ")
+PT_LOAD, PT_NOTE = 1, 4
+
+
+def readable_release(release: str) -> bool:
+    """Whether libkdumpfile takes this release: it wants x.y.z, and reads
+    the release from the guest's memory (an -rc kernel's 7.3-amd64 is not)."""
+    return re.match(r"\d+\.\d+\.\d+", release) is not None
+
+
+def to_elf(path: Path, dest: Path) -> None:
+    """The kdump file as an ELF core, which drgn reads itself (no
+    libkdumpfile): a PT_LOAD a run of pages, the dump's notes (VMCOREINFO
+    among them) as PT_NOTE, pages of zeros left as holes."""
+    import zlib
+
+    with open(path, "rb") as src:
+        head = src.read(UTS + len(UTS_FIELDS) * UTS_LEN + 64)
+        block, sub_blocks, bitmap_blocks, _ = HEADER_FIELDS.unpack_from(head, GEOMETRY_AT)
+        machine = head[UTS + UTS_FIELDS.index("machine") * UTS_LEN:].split(b"\0")[0].decode()
+        src.seek(block)
+        sub = src.read(SUB_HEADER.size + 16)
+        note_at, note_size = struct.unpack_from("<QQ", sub, 48)
+        src.seek(note_at)
+        notes = src.read(note_size)
+        half = bitmap_blocks // 2 * block
+        src.seek((1 + sub_blocks) * block + half)
+        pfns = list(_bits(src.read(half)))
+        descs = [PAGE_DESC.unpack(src.read(PAGE_DESC.size)) for _ in pfns]
+        runs: list[list[int]] = []           # [first pfn, count]
+        for pfn in pfns:
+            if runs and runs[-1][0] + runs[-1][1] == pfn:
+                runs[-1][1] += 1
+            else:
+                runs.append([pfn, 1])
+        phnum = 1 + len(runs)
+        notes_at = EHDR.size + phnum * PHDR.size
+        data_at = -(-(notes_at + len(notes)) // block) * block
+        tmp = dest.with_name(dest.name + ".part")
+        with open(tmp, "wb") as out:
+            out.write(EHDR.pack(b"\x7fELF\x02\x01\x01".ljust(16, b"\0"), 4,
+                                ELF_MACHINE.get(machine, 0), 1, 0, EHDR.size, 0, 0, EHDR.size,
+                                PHDR.size, phnum, 0, 0, 0))
+            out.write(PHDR.pack(PT_NOTE, 0, notes_at, 0, 0, len(notes), len(notes), 0))
+            offset = data_at
+            for first, count in runs:
+                size = count * block
+                out.write(PHDR.pack(PT_LOAD, 7, offset, 0, first * block, size, size, 0))
+                offset += size
+            out.write(notes)
+            zero = bytes(block)
+            out.seek(data_at)
+            for offset_in, size, flags, _ in descs:
+                src.seek(offset_in)
+                data = src.read(size)
+                if flags & ZLIB:
+                    data = zlib.decompress(data)
+                if data == zero:
+                    out.seek(block, 1)
+                else:
+                    out.write(data)
+            out.truncate()
+    tmp.replace(dest)

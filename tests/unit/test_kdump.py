@@ -112,3 +112,24 @@ def test_64k_blocks_become_4k_pages_with_the_same_bytes(tmp_path):
         assert read_page(path, 48 + i) == block3[i * 4096:(i + 1) * 4096]
     kdump.regranulate(path, 4096)                       # a second time: nothing to do
     assert read_page(path, 20) == bytes([4]) * 4096
+
+
+def test_an_elf_core_holds_the_same_pages(tmp_path):
+    """For drgn where libkdumpfile stops (an -rc kernel's release): runs of
+    pages as PT_LOADs at their physical addresses, zero pages as holes."""
+    src, elf = tmp_path / "vmcore", tmp_path / "vmcore.elf"
+    pages = {1: b"a" * 4096, 2: bytes(4096), 3: b"c" * 4096, 9: b"i" * 4096}
+    src.write_bytes(kdump_file(4096, pages))
+    kdump.to_elf(src, elf)
+    raw = elf.read_bytes()
+    assert raw[:4] == b"\x7fELF"
+    phnum = kdump.EHDR.unpack_from(raw)[10]
+    loads = [kdump.PHDR.unpack_from(raw, kdump.EHDR.size + i * kdump.PHDR.size)
+             for i in range(phnum)]
+    assert [(h[4] // 4096, h[5] // 4096) for h in loads if h[0] == kdump.PT_LOAD] == \
+        [(1, 3), (9, 1)]
+    for h in loads[1:]:
+        for i in range(h[5] // 4096):
+            pfn = h[4] // 4096 + i
+            assert raw[h[2] + i * 4096:h[2] + (i + 1) * 4096] == pages[pfn]
+    assert kdump.readable_release("6.12.1-amd64") and not kdump.readable_release("7.3-amd64")
