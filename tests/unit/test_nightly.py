@@ -27,7 +27,7 @@ def test_the_projects_matrix_expands():
     race = next(j for j in jobs if j.repro)
     assert race.cpus == 2 and race.arch.name == "arm64" and race.repro["rounds"] == 20
     built = next(j for j in jobs if j.source)
-    assert built.kernel == "" and built.config == ("base", "debug-vm")
+    assert built.kernel == "" and built.config == ("base", "debug-vm", "debuginfo")
 
 
 @pytest.mark.parametrize("body,words", [
