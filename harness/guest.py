@@ -222,7 +222,7 @@ class Guest:
                 raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(dest)) from None
             raise
         finally:
-            if self.machine.alive():
+            if self.machine.alive() and self.died is None:
                 q.command("cont")
         try:
             if kdump.is_flat(part):     # QEMU 7.2's stream format: made a plain file
@@ -252,13 +252,18 @@ class Guest:
                 m.sock.sendall(b"POWEROFF\n")
             except OSError:
                 pass
-            m.wait(timeout)
+            m.settle(timeout)
         m.kill()
 
     close = poweroff
 
     def alive(self) -> bool:
         return self.died is None and self.machine.alive()
+
+    def dumpable(self) -> bool:
+        """Its memory can still be dumped: it runs, or its kernel panicked
+        or rebooted and QEMU stopped it there (-action shutdown=pause)."""
+        return self.machine.alive() and (self.died is None or self.machine.stopped())
 
     # -- commands -------------------------------------------------------------
     def run(self, cmd: str | list[str], *, timeout: float | None = None,
@@ -355,6 +360,9 @@ class Guest:
             elif not self.machine.alive():
                 self._fail(f"QEMU exited during '{what}'",
                            death="lost connection to test machine")
+            elif self.machine.stopped():
+                self._fail(f"the guest's kernel stopped it (a panic or a reboot) during "
+                           f"'{what}'", death="lost connection to test machine")
         line, _, self._buf = self._buf.partition(b"\n")
         return line.decode(errors="replace")
 
@@ -363,8 +371,9 @@ class Guest:
         died (syzkaller's vm monitor titles), becomes the reports."""
         m = self.machine
         if death != "timed out":
-            m.wait(5)  # a panicking kernel may still be printing
-        m.kill()
+            m.settle(5)  # a panicking kernel may still be printing
+        if not m.stopped():     # a stopped guest's memory stays for a dump
+            m.kill()
         console = self.console_since_mark()
         found = reports.parse(console) or [reports.machine_death(death, m.console_text())]
         self.died = GuestDied(message, console_log=m.console_log, found=found)

@@ -450,9 +450,9 @@ def _keep_artifacts(item, call, rep) -> None:
 
 
 def _dump(g: Target, art: Path, rep) -> None:
-    """The guest's memory into the test's folder, while it still runs: a
-    guest that died (QEMU ends with a panicking kernel) has none to give."""
-    if not isinstance(g, Guest) or not g.alive():
+    """The guest's memory into the test's folder, while it still runs or
+    stopped where its kernel panicked; a guest that hung was killed."""
+    if not isinstance(g, Guest) or not g.dumpable():
         return
     art.mkdir(parents=True, exist_ok=True)
     try:

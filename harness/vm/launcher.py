@@ -76,6 +76,9 @@ class Launcher:
                            f"mem-path={sock_dir / 'ivshmem'},share=on",
                 "-device", "ivshmem-plain,memdev=khshm,master=on",
                 "-device", "vmcoreinfo",     # the kernel's VMCOREINFO in memory dumps
+                # A kernel that panics (panic=-1) or reboots stops its guest
+                # instead of ending QEMU: its memory stays, to be dumped.
+                "-action", "reboot=shutdown,shutdown=pause",
                 *self.setting_devices(sock_dir)]
 
     def setting_devices(self, sock_dir: Path) -> list[str]:

@@ -169,6 +169,22 @@ class Machine:
         except FileNotFoundError:
             return ""
 
+    def stopped(self) -> bool:
+        """QEMU runs, but the guest powered off, rebooted or panicked
+        (-action shutdown=pause): its memory is still there."""
+        if not self.alive() or not (self.sock_dir / "qmp.sock").exists():
+            return False
+        try:
+            return self.qmp().command("query-status").get("status") == "shutdown"
+        except KhError:
+            return False
+
+    def settle(self, timeout: float) -> None:
+        """Until QEMU ends or its guest has stopped, at most timeout seconds."""
+        deadline = time.monotonic() + timeout
+        while self.alive() and not self.stopped() and time.monotonic() < deadline:
+            time.sleep(0.05)
+
     def wait(self, timeout: float) -> int | None:
         try:
             return self.proc.wait(timeout)

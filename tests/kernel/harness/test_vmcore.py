@@ -26,6 +26,10 @@ def test_fails(guest):
 
 def test_passes(guest):
     guest.run("true", check=True)
+
+
+def test_panics(guest):
+    guest.run("echo c > /proc/sysrq-trigger", timeout=60)
 '''
 
 
@@ -47,7 +51,7 @@ def test_a_failed_test_leaves_a_vmcore_with_vmcoreinfo(request, tmp_path, kernel
     res = _inner(request, tmp_path, tmp_path / "out")
     assert res.returncode == 1, res.stdout[-3000:]
     cores = _vmcores(tmp_path / "out")
-    assert list(cores) == ["fails"]           # on failure only, by default
+    assert sorted(cores) == ["fails", "panics"]     # on failure only, by default
     head = cores["fails"].read_bytes()[:1 << 20]
     assert head.startswith(b"KDUMP   "), head[:16]    # kdump-compressed, as crash reads it
     assert f"OSRELEASE={kernel.release}\n".encode() in head
@@ -59,7 +63,8 @@ def test_a_failed_test_leaves_a_vmcore_with_vmcoreinfo(request, tmp_path, kernel
 
 def test_vmcore_always_and_never(request, tmp_path):
     always = _inner(request, tmp_path, tmp_path / "always", "--vmcore=always")
-    assert sorted(_vmcores(tmp_path / "always")) == ["fails", "passes"], always.stdout[-2000:]
+    assert sorted(_vmcores(tmp_path / "always")) == ["fails", "panics", "passes"], \
+        always.stdout[-2000:]
     never = _inner(request, tmp_path, tmp_path / "never", "--vmcore=never")
     assert never.returncode == 1 and _vmcores(tmp_path / "never") == {}
 
@@ -120,6 +125,15 @@ def test_debug_with_the_kernels_dwarf(failed, kernel):
     assert nodename == MARKER
     assert splat.endswith("kh_splat.ko"), res.stdout     # our module's DWARF found its module
     assert "DWARF" in res.stderr
+
+
+def test_debug_reads_a_panicked_guest(failed, kernel):
+    """QEMU stops a guest whose kernel panicked instead of ending: its
+    memory is dumped like a live one's, the panic in it."""
+    panicked = failed.parent / "test_inner.py_test_panics"
+    res = _debug(panicked, "-c", "prog['panic_cpu'].counter.value_()")
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert int(res.stdout) >= 0, res.stdout      # -1 until a CPU panics
 
 
 def test_debug_bad_input_is_one_line_exit_2(failed, tmp_path):
