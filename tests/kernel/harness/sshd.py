@@ -114,6 +114,8 @@ class SshdGuest:
         return f"ssh://root@127.0.0.1:{self.port}"
 
     def start(self) -> SshdGuest:
+        if self.guest is not None:  # rebooted: QEMU stopped it and holds the port
+            self.guest.machine.kill()
         self.boots += 1
         work = self.workdir / f"sshd-{self.boots}"
         kernel = self.prep.kernel
@@ -155,7 +157,10 @@ class SshdGuest:
             time.sleep(0.5)
 
     def alive(self) -> bool:
-        return self.guest is not None and self.guest.machine.alive()
+        """A machine that rebooted is down: QEMU stops its guest there
+        (-action reboot=shutdown,shutdown=pause) rather than ending."""
+        return self.guest is not None and self.guest.machine.alive() and \
+            not self.guest.machine.stopped()
 
     def stop(self) -> None:
         if self.guest is not None:

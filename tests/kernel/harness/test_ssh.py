@@ -155,7 +155,7 @@ def test_target_reboot_fails_that_test_and_the_run_goes_on(sshd, tmp_path):
          "-p", "no:cacheprovider", f"--junitxml={junit}", "--out", str(tmp_path),
          "--reboot-wait", "240", *ssh_argv(sshd, sshd.keys.known_hosts(sshd.port))],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=tmp_path)
-    # The machine comes back (-no-reboot ended its QEMU). From this thread:
+    # The machine comes back (QEMU stopped it at the reboot). From this thread:
     # QEMU dies with the thread that started it (PR_SET_PDEATHSIG).
     rebooted = False
     while proc.poll() is None:

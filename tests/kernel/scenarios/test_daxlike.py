@@ -191,6 +191,27 @@ def test_DX5_fork_shared_mapping(dx, behaviour):
     assert parent.kpagecount == want // 2
 
 
+def test_DX5_fork_in_a_dump(dx, live, behaviour):
+    """Right after fork, before the child touches anything: its PTE of
+    block 0 (the parent wrote it) is the parent's copied, special in
+    special mode (vmf_insert_mixed(): no struct page to count), normal in
+    refcounted mode; the block's struct page counts both mappings or
+    neither, exactly."""
+    with live.holding(dx.khmap_argv("fork", dx.debugfs)) as held:
+        pid, addr = held.point()
+        prog = live.state()
+        child = live.ptes(prog, pid, addr, 1)[0]
+        block0 = dx.pages()[0][1]
+        page = live.page(prog, block0)
+    dx.assert_released()
+    assert child is not None and child.pfn == block0, child
+    special = dx.mode == "special"
+    behaviour.check("child's PTE of block 0 special (drgn)", special, child.special)
+    assert page is not None
+    behaviour.check("block 0 _mapcount+1 / _refcount with the child (drgn)",
+                    [0, 1] if special else [2, 3], [page.mapcount, page.refcount])
+
+
 def test_DX5_fork_private_mapping_child_writes_a_copy(dx, behaviour):
     res = dx.khmap("forkpriv", dx.debugfs)
     dx.assert_released()
