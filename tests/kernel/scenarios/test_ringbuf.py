@@ -136,6 +136,23 @@ def test_RB5_fork_child_reads_and_exits(rb, behaviour):
     assert rb.delta(before, after, "buffers_freed") == 1
 
 
+def test_RB5_child_ptes_in_a_dump(rb, live, behaviour):
+    """What pagemap cannot show: the child's PTEs of the VM_PFNMAP mapping
+    right after fork (page walks skip it). A dump's page table has them:
+    copied like VM_MIXEDMAP's, and special; the plain shared mapping's are
+    left for the child to fault in."""
+    with live.holding(rb.khmap_argv("fork", rb.debugfs)) as held:
+        pid, addr = held.point()
+        prog = live.state()
+        child = [e for e in live.ptes(prog, pid, addr, rb.nr_pages) if e is not None]
+    rb.assert_released()
+    copied = rb.mode in ("pfnmap", "insert_pages")
+    behaviour.check("child PTEs before it touches any (drgn)", rb.nr_pages if copied else 0,
+                    len(child))
+    behaviour.check("special bit on them (drgn)", [rb.mode == "pfnmap"] if copied else [],
+                    sorted({e.special for e in child}))
+
+
 def test_RB6_two_processes_share_one_buffer(rb):
     before = rb.stats()
     res = rb.khmap("share", rb.debugfs)
