@@ -68,6 +68,7 @@ class Live:
         self.modules = modules
         self.workdir = workdir
         self.dumps: list[Path] = []
+        self.levels = 4             # of page tables, as the last dump's kernel runs
 
     def state(self) -> drgn.Program:
         from harness import debug
@@ -77,6 +78,7 @@ class Live:
         self.dumps.append(path)
         self.guest.dump(path)
         dump = debug.Dump(path, self.kernel, self.modules, kdump.info(path))
+        self.levels = 5 if dump.info.get("NUMBER(pgtable_l5_enabled)") == "1" else 4
         prog, _ = debug.program(dump, "auto")
         return prog
 
@@ -94,7 +96,8 @@ class Live:
         """The entries mapping pages pages from addr in the task pid."""
         mm = find_task(prog, pid).mm
         arch = self.kernel.arch.name
-        return [pte(prog, mm, addr + i * 4096, arch) for i in range(pages)]
+        return [pte(prog, mm, addr + i * 4096, arch, levels=self.levels)
+                for i in range(pages)]
 
     @contextmanager
     def holding(self, argv: list[str], timeout: float = 60.0) -> Iterator[Held]:
@@ -176,7 +179,7 @@ ARM64 = {"rdonly": 7, "dbm": 51, "dirty": 55, "special": 56, "devmap": 57}
 # The output address: bits 12-51 on x86_64; 12-47 on arm64 without LPA2
 # (what TCG's neoverse-n1 has: its bits 48-51 are attributes, DBM among them)
 ADDRESS = {"x86_64": 0x000F_FFFF_FFFF_F000, "arm64": 0x0000_FFFF_FFFF_F000}
-LEVELS = (("pgd", 39), ("pud", 30), ("pmd", 21), ("pte", 12))
+LEVELS = (("pgd", 48), ("p4d", 39), ("pud", 30), ("pmd", 21), ("pte", 12))
 
 
 def find_task(prog: drgn.Program, pid: int) -> drgn.Object:
@@ -191,12 +194,14 @@ def find_task(prog: drgn.Program, pid: int) -> drgn.Object:
     raise LookupError(f"no task {pid} in the dump")
 
 
-def pte(prog: drgn.Program, mm: drgn.Object, addr: int, arch: str) -> Pte | None:
-    """The entry that maps addr in mm (4-level tables, 4 KiB pages: what
-    the guests run), or None where nothing is mapped."""
+def pte(prog: drgn.Program, mm: drgn.Object, addr: int, arch: str, *,
+        levels: int = 4) -> Pte | None:
+    """The entry that maps addr in mm (4 KiB pages; 4-level tables, or 5
+    where the kernel runs with them: x86_64's LA57, which TCG's CPU has and
+    kernels with X86_5LEVEL use), or None where nothing is mapped."""
     table = mm.pgd.value_()
     physical = False            # the pgd is the kernel's virtual address; the rest are pfns
-    for level, shift in LEVELS:
+    for level, shift in LEVELS[len(LEVELS) - levels:]:
         at = table + ((addr >> shift) & 511) * 8
         entry = int.from_bytes(prog.read(at, 8, physical), "little")
         if not entry & 1:
