@@ -127,7 +127,7 @@ def debian_dbg(kernel: Kernel, *, fetch: bool) -> tuple[Path, list[Path]] | None
     under the cache (the package: ~1 GB, 6.8 GB unpacked; what is kept is
     vmlinux and the modules' debug files)."""
     from harness.apt import SERIES, AptConfig
-    from harness.cache import cached
+    from harness.cache import cached, damage
 
     series = kernel.spec.partition(":")[2]
     pkg = f"linux-image-{kernel.release}-dbg"
@@ -136,7 +136,7 @@ def debian_dbg(kernel: Kernel, *, fetch: bool) -> tuple[Path, list[Path]] | None
     def found(d: Path) -> tuple[Path, list[Path]]:
         return d / "vmlinux", sorted((d / "modules").rglob("*.ko"))
 
-    if (entry / "vmlinux").is_file():
+    if entry.is_dir() and damage(entry) is None:    # complete: made whole, sizes kept
         return found(entry)
     if not fetch:
         return None
