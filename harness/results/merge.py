@@ -115,13 +115,19 @@ def commit() -> str:
 
 def keep_logs(jobs: list[JobResult], into: Path) -> None:
     """Each failed test's kernel log window and console (what the plugin
-    kept under tests/<id>/) beside the merged results: the site links them."""
+    kept under tests/<id>/) beside the merged results: the site links them.
+    Not its vmcore (tens of MiB, and the nights are carried for 90 days):
+    that stays in the job's own output, which says where."""
     into.mkdir(parents=True, exist_ok=True)
     for job in jobs:
         for dmesg in sorted(job.junit.parent.rglob("tests/*/dmesg.txt")):
             dest = into / job.label / dmesg.parent.name
             if not dest.exists():
-                shutil.copytree(dmesg.parent, dest)
+                shutil.copytree(dmesg.parent, dest, ignore=shutil.ignore_patterns("vmcore*"))
+                if any(dmesg.parent.glob("vmcore")):
+                    (dest / "vmcore.txt").write_text(
+                        f"vmcore: {dmesg.parent / 'vmcore'} in job {job.label}'s output "
+                        f"(kharness debug {dmesg.parent})\n")
 
 
 # -- KCIDB -------------------------------------------------------------------------

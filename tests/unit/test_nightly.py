@@ -147,6 +147,23 @@ def test_merge_combines_the_jobs(tmp_path):
     assert (out / "matrix.html").exists()
 
 
+def test_merge_keeps_logs_but_not_vmcores(tmp_path):
+    """A failed test's window and console travel with the night; its memory
+    dump stays in the job's output, named."""
+    job = tmp_path / "n" / "stock-debian-7.2-x86_64"
+    test = job / "out" / "tests" / "test_x.py_test_y"
+    test.mkdir(parents=True)
+    (job / "junit.xml").write_text(
+        '<testsuites><testsuite><testcase name="test_y"><failure message="x"/>'
+        '</testcase></testsuite></testsuites>')
+    for name in ("dmesg.txt", "console.log", "vmcore", "vmcore.elf"):
+        (test / name).write_text(name)
+    merge.merge([str(tmp_path / "n")], tmp_path / "merged")
+    kept = tmp_path / "merged" / "logs" / "stock-debian-7.2-x86_64" / test.name
+    assert sorted(p.name for p in kept.iterdir()) == ["console.log", "dmesg.txt", "vmcore.txt"]
+    assert str(test / "vmcore") in (kept / "vmcore.txt").read_text()
+
+
 def test_kcidb_output_is_valid_against_the_schema(tmp_path):
     data = merge.kcidb([str(night(tmp_path))], "kharness")
     kcidb_io.schema.LATEST.validate(data)
