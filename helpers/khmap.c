@@ -44,8 +44,8 @@
  * pin), through the raw system calls.
  *
  * With KH_HOLD=PATH in the environment, read and mixed (once every page is
- * mapped), fork's child (before it touches anything) and pat fork's child
- * (after its access) stop and wait while
+ * mapped), fork's child (before it touches anything), pat fork's child
+ * (after its access) and pat split (after the partial munmap) stop and wait while
  * PATH exists, after creating PATH.held: the host dumps the guest's memory
  * meanwhile and reads the struct pages and PTEs of the live mapping.
  */
@@ -828,6 +828,7 @@ static int op_pat(const char *dev, long n, const char *how, unsigned long long p
 
 		printf("op=munmap_half result=%s memtypes=%d\n", errname(r ? errno : 0),
 		       memtypes_at(phys));
+		hold("pat_split", p);
 		n /= 2;
 	}
 	munmap(p, n * page_size);

@@ -72,6 +72,30 @@ def test_PAT2_partial_munmap_of_a_tracked_pfnmap(guest, behaviour):
     behaviour.check("memtype entries after the last munmap", 0, int(ops["unmapped"]["memtypes"]))
 
 
+def test_PAT2_tracking_context_after_a_partial_munmap_in_a_dump(guest, kernel, live,
+                                                               behaviour):
+    """After munmap of the upper half, the VMA left still holds the whole
+    range's reservation: on 7.x through its pfnmap_track_ctx, which it now
+    holds alone (1 reference) and which still spans all NR pages."""
+    d = device(guest, "mixedmap", "pfnmap")
+    bar_pfn = need_bar(d, NR)["bar_pfn"]
+    with live.holding(["khmap", "pat", d.dev, str(NR), "split", str(bar_pfn)]) as held:
+        pid, addr = held.point()
+        prog = live.state()
+        vma = live.vma(prog, pid, addr)
+    d.assert_released()
+    assert vma.vm_end.value_() - vma.vm_start.value_() == NR // 2 * 4096
+    if not prog.type("struct vm_area_struct").has_member("pfnmap_track_ctx"):
+        seen = "no context"
+    else:
+        ctx = vma.pfnmap_track_ctx
+        seen = (f"{ctx.kref.refcount.refs.counter.value_()} reference, "
+                f"{ctx.size.value_() // 4096} pages") if ctx.value_() else "none"
+    behaviour.check("pfnmap tracking of the half left (drgn)",
+                    f"1 reference, {NR} pages" if kernel.version >= (7, 0) else "no context",
+                    seen)
+
+
 def test_PAT2_pfnmap_of_part_of_the_vma_is_not_reserved(guest, behaviour):
     for how in ("split", "fork"):
         ops = pat(guest, "pfnmap_half", how)
