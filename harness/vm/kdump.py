@@ -100,9 +100,6 @@ def label(path: Path, machine: str) -> None:
     (and 'Unknown' as the machine on arm64), and libkdumpfile, drgn's
     reader, takes the architecture from there, refusing the file without."""
     release = info(path).get("OSRELEASE", "unknown")
-    # libkdumpfile reads the version from here and wants x.y.z: an -rc
-    # kernel's "7.3-amd64" would stop it ("Invalid kernel version")
-    release = re.sub(r"^(\d+\.\d+)(?=[^.\d]|$)", r"\1.0", release)
     values = {"sysname": "Linux", "release": release, "version": "#1 (from VMCOREINFO)",
               "machine": machine}
     with open(path, "r+b") as fh:
