@@ -88,6 +88,10 @@ def find(where: Path) -> Dump:
     except (OSError, ValueError) as e:
         raise UsageError(f"{record}: {e}") from None
     made_by = info.get("OSRELEASE", "")
+    if not made_by:
+        raise UsageError(f"{vmcore} holds no VMCOREINFO: its kernel lacks CONFIG_PROC_KCORE "
+                         f"or CONFIG_FW_CFG_SYSFS (kconfigs/base.config has both), so no "
+                         f"reader can find its way in it")
     if made_by != kernel.release:
         raise UsageError(f"{vmcore} is a dump of kernel {made_by or '(none named)'}, "
                          f"but its run ({record}) ran {kernel.release}")

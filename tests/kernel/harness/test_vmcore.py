@@ -115,9 +115,15 @@ def test_debug_reads_the_failed_guest_without_debug_info(failed, kernel):
 
 def test_debug_with_the_kernels_dwarf(failed, kernel):
     """The default: the kernel's DWARF (Debian's -dbg, fetched on first use
-    and cached; a build: kernel's own vmlinux), our modules' with it."""
+    and cached; a build: kernel's own vmlinux), our modules' with it. A
+    build without the debuginfo fragment has none: --symbols dwarf says so
+    in one line."""
     if not kernel.spec.startswith("debian:") and debug.dwarf(kernel, fetch=False) is None:
-        pytest.skip(f"{kernel.spec} was built without the debuginfo kconfig fragment")
+        res = _debug(failed, "--symbols", "dwarf", "-c", "1")
+        lines = res.stderr.strip().splitlines()
+        assert res.returncode == 2 and len(lines) == 1, res.stderr
+        assert "no DWARF" in lines[0] and "debuginfo" in lines[0], lines[0]
+        return
     res = _debug(failed, "-c", "print(prog['init_uts_ns'].name.nodename.string_().decode()); "
                                "print(prog.module('kh_splat').debug_file_path)")
     assert res.returncode == 0, res.stderr[-3000:]
