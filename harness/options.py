@@ -40,6 +40,7 @@ from harness.requests import (
     SuiteRequest,
 )
 from harness.session import BOOT_PATHS
+from harness.vm.machine import PMEM_ALIGN, PMEM_MIN, PMEM_ROOT
 
 ACCELS = ("auto", "kvm", "tcg")
 STRESS = ("cpu", "memory")
@@ -56,6 +57,14 @@ def _positive_int(name: str) -> Callable[[str], int]:
             raise UsageError(f"{name} must be at least 1, not {value}")
         return value
     return parse
+
+
+def _pmem(text: str) -> int:
+    size = _positive_int("--pmem")(text)
+    if size < PMEM_MIN:
+        raise UsageError(f"--pmem must be at least {PMEM_MIN} (MiB): its four namespaces "
+                         f"are made in {PMEM_ALIGN} MiB steps, not {size}")
+    return size
 
 
 def _positive_seconds(name: str) -> Callable[[str], float]:
@@ -324,6 +333,9 @@ TABLE = (
            _positive_int("--numa")),
     Option(("--swap",), "MiB of swap for the guest, on a virtio disk (default none)",
            SETTINGS, None, _positive_int("--swap")),
+    Option(("--pmem",), f"MiB of persistent memory for the guest: an NVDIMM with fs-dax "
+           f"(ext4, xfs, mounted under {PMEM_ROOT}) and device-dax namespaces, at least "
+           f"{PMEM_MIN} (default none; x86_64)", SETTINGS, None, _pmem),
     Option(("--overcommit",), "guest vm.overcommit_memory: 0, 1 or 2", SETTINGS, None,
            _choice("--overcommit", ("0", "1", "2"))),
     Option(("--hugepages",), "guest vm.nr_hugepages", SETTINGS, None,

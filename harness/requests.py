@@ -21,8 +21,8 @@ from harness.remote import Access, SshUrl
 
 # MachineSpec fields set by options of these names.
 MACHINE_FIELDS = {"memory": "memory_mb", "append": "append", "numa": "numa",
-                  "swap": "swap_mb", "overcommit": "overcommit", "hugepages": "hugepages",
-                  "vng_root": "vng_root"}
+                  "swap": "swap_mb", "pmem": "pmem_mb", "overcommit": "overcommit",
+                  "hugepages": "hugepages", "vng_root": "vng_root"}
 
 
 @dataclass(frozen=True)
@@ -39,6 +39,7 @@ class GuestRequest:
     append: str | None = None
     numa: int | None = None
     swap: int | None = None
+    pmem: int | None = None
     overcommit: int | None = None
     hugepages: int | None = None
     offline: bool = False

@@ -123,11 +123,13 @@ def launcher(prep: Prepared, workdir: Path) -> Launcher:
     if prep.boot == "initramfs":
         # One image a run and set of kernel modules, not one a guest: a suite
         # restores a guest for every test.
-        swap = bool(spec.swap_mb)
-        image = prep.outdir / ("initramfs-swap.cpio" if swap else "initramfs.cpio")
+        swap, pmem = bool(spec.swap_mb), bool(spec.pmem_mb)
+        name = "-".join(["initramfs", *(["swap"] if swap else []), *(["pmem"] if pmem else [])])
+        image = prep.outdir / f"{name}.cpio"
         if image not in prep.images:
             initramfs.build(prep.kernel, list(prep.modules.values()), prep.helpers, image,
-                            wanted=initramfs.wanted_modules(swap))
+                            wanted=initramfs.wanted_modules(prep.kernel.arch, swap, pmem),
+                            tools=pmem)
             prep.images.append(image)
         return QemuLauncher(prep.kernel, image, spec)
     return VngLauncher(prep.kernel, prep.helpers[0].parent, spec)
@@ -288,7 +290,8 @@ def _boot(prep: Prepared, launch: Launcher) -> Guest:
         paths = {n: f"/lib/kh/{p.name}" for n, p in prep.modules.items()}
     else:
         setup = [f"modprobe {name} {args}".strip()
-                 for name, args in initramfs.wanted_modules(bool(prep.spec.swap_mb)).items()]
+                 for name, args in initramfs.wanted_modules(
+                     prep.kernel.arch, bool(prep.spec.swap_mb), bool(prep.spec.pmem_mb)).items()]
         paths = {n: str(p) for n, p in prep.modules.items()}
     try:
         for cmd in setup:

@@ -41,6 +41,12 @@ class Arch:
     # Modules (and the options that build them) virtme-ng's machine of this
     # arch needs besides its own set: module name -> CONFIG_ option.
     vng_needs: tuple[tuple[str, str], ...] = ()
+    # The kernel module that finds QEMU's NVDIMM (--pmem); None: no way yet.
+    pmem_region: str | None = None
+
+    @property
+    def pmem(self) -> bool:
+        return self.pmem_region is not None
 
     def __str__(self) -> str:
         return self.name
@@ -49,6 +55,11 @@ class Arch:
     def uname(self) -> str:
         """What `uname -m` says in a guest of this arch."""
         return "aarch64" if self.name == "arm64" else self.name
+
+    @property
+    def triplet(self) -> str:
+        """Debian's multiarch directory: usr/lib/<triplet>."""
+        return f"{self.uname}-linux-gnu"
 
     @property
     def native(self) -> bool:

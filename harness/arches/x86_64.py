@@ -18,4 +18,5 @@ ARCH = Arch(
     busybox_package="busybox-static",
     boot_vmlinux=True,
     build_image="arch/x86/boot/bzImage",
+    pmem_region="nfit",          # QEMU's nvdimm is described by ACPI's NFIT
 )

@@ -18,26 +18,39 @@ from harness import apt
 from harness.apt import AptConfig
 from harness.arches import Arch
 from harness.cache import cached
-from harness.errors import KhError
+from harness.errors import KhError, UsageError
 from harness.kernel import Kernel
 from harness.resources import data
 from harness.util import cache_root, write_out
+from harness.vm import tools as guest_tools
 from harness.vm.cpio import Cpio
 
 # Kernel modules the guest side needs where Debian builds them as modules:
 # the agent's virtio port and its PCI transport (both =m on 6.1), and a RAM
 # disk for O_DIRECT targets. A guest with swap also needs the virtio disk.
 KERNEL_MODULES = {"virtio_pci": "", "virtio_console": "", "brd": "rd_nr=1 rd_size=8192"}
-# Loaded where the kernel has them: qemu_fw_cfg hands QEMU the kernel's
-# VMCOREINFO (-device vmcoreinfo), which a memory dump needs to be read
-# by drgn or crash.
-OPTIONAL_MODULES = ("qemu_fw_cfg",)
+# Loaded first, where the kernel has them: qemu_fw_cfg hands QEMU the
+# kernel's VMCOREINFO (-device vmcoreinfo), which a memory dump needs to be
+# read by drgn or crash; crc32c_generic is what libcrc32c and ext4 ask the
+# crypto API for (up to 6.x: a request_module() no initramfs answers).
+OPTIONAL_MODULES = ("qemu_fw_cfg", "crc32c_generic")
 SWAP_MODULES = {"virtio_blk": ""}
-NEEDED_FOR = {"virtio_blk": "CONFIG_VIRTIO_BLK, for a guest with swap (--swap, swap_mb)"}
+# A guest with persistent memory (--pmem): the region (the arch's, e.g.
+# nfit), the pmem block device with its pfn (fs-dax) and dax devices, the
+# device-dax driver and the two filesystems the fs-dax scenarios mount.
+PMEM_MODULES = {"nd_pmem": "", "dax_pmem": "", "device_dax": "", "ext4": "", "xfs": ""}
+NEEDED_FOR = {"virtio_blk": "CONFIG_VIRTIO_BLK, for a guest with swap (--swap, swap_mb)",
+              "nfit": "CONFIG_ACPI_NFIT", "of_pmem": "CONFIG_OF_PMEM",
+              "nd_pmem": "CONFIG_BLK_DEV_PMEM", "dax_pmem": "CONFIG_DEV_DAX_PMEM and "
+              "CONFIG_ZONE_DEVICE", "device_dax": "CONFIG_DEV_DAX",
+              "ext4": "CONFIG_EXT4_FS", "xfs": "CONFIG_XFS_FS"}
 
 
-def wanted_modules(swap: bool) -> dict[str, str]:
-    return {**KERNEL_MODULES, **(SWAP_MODULES if swap else {})}
+def wanted_modules(arch: Arch, swap: bool, pmem: bool = False) -> dict[str, str]:
+    out = {**KERNEL_MODULES, **(SWAP_MODULES if swap else {})}
+    if pmem and arch.pmem_region:
+        out |= {arch.pmem_region: "", **PMEM_MODULES}
+    return out
 
 
 @dataclass(frozen=True)
@@ -104,12 +117,15 @@ def module_closure(kernel: Kernel, wanted: list[str], optional: tuple[str, ...] 
         if path not in order:
             order.append(path)
 
-    for name in [*wanted, *optional]:
+    for name in [*optional, *wanted]:
         if name in builtin or (name in optional and name not in by_name):
             continue
+        if name in NEEDED_FOR and name not in by_name:
+            # a guest setting this kernel cannot have: the user's to change
+            raise UsageError(f"kernel {kernel.release} has no module {name}, which the "
+                             f"guest's settings need: build it with {NEEDED_FOR[name]}")
         if name not in by_name:
-            raise KhError(f"kernel {kernel.release} has no module {name}, which the guest needs"
-                          + (f": build it with {NEEDED_FOR[name]}" if name in NEEDED_FOR else ""))
+            raise KhError(f"kernel {kernel.release} has no module {name}, which the guest needs")
         visit(by_name[name])
     return order
 
@@ -140,8 +156,24 @@ def render_init(arch: Arch, modules: list[GuestModule]) -> str:
     return env.get_template("init.sh.j2").render(arch=arch.name, modules=modules)
 
 
+def _add_tools(c: Cpio, arch: Arch) -> None:
+    made = {"bin", "sbin", "usr", "usr/bin", "usr/sbin", "lib"}
+    for rel, content in sorted(guest_tools.files(arch).items()):
+        parts = rel.split("/")
+        for i in range(1, len(parts)):
+            d = "/".join(parts[:i])
+            if d not in made:
+                c.dir(d)
+                made.add(d)
+        if isinstance(content, str):
+            c.symlink(rel, content)
+        else:
+            c.file(rel, content, 0o755)
+
+
 def build(kernel: Kernel, extra_modules: list[Path], helpers: list[Path], dest: Path, *,
-          wanted: dict[str, str] = KERNEL_MODULES) -> Path:
+          wanted: dict[str, str] = KERNEL_MODULES, tools: bool = False) -> Path:
+    """tools: Debian's ndctl, daxctl and mkfs tools too (harness/vm/tools.py)."""
     mods = kernel_modules(kernel, wanted, OPTIONAL_MODULES)
     c = Cpio()
     for d in ("bin", "sbin", "usr", "usr/bin", "usr/sbin", "dev", "proc", "sys", "tmp",
@@ -157,6 +189,8 @@ def build(kernel: Kernel, extra_modules: list[Path], helpers: list[Path], dest: 
         c.file(f"lib/kh/{p.name}", p.read_bytes())
     for h in helpers:
         c.file(f"bin/{h.name}", h.read_bytes(), 0o755)
+    if tools:
+        _add_tools(c, kernel.arch)
     dest.parent.mkdir(parents=True, exist_ok=True)
     write_out(dest, c.bytes())
     return dest

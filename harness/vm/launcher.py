@@ -19,6 +19,7 @@ from harness.util import progress
 from harness.vm.accel import KVM_DEADLINE, KVM_PROBE_SAYS_NO, kvm_unusable, remember_kvm
 from harness.vm.machine import (
     IVSHMEM_SIZE,
+    PMEM_LABEL,
     SOCK_PREFIX,
     BootError,
     Machine,
@@ -27,6 +28,25 @@ from harness.vm.machine import (
 )
 
 _said = {"kvm": False}   # what a process says once, however many guests it starts
+
+
+def _sparse(path: Path, size: int) -> Path:
+    """A file of size bytes that costs nothing until written."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "wb") as fh:
+        fh.truncate(size)
+    return path
+
+
+def check_backing(where: Path, size: int, what: str) -> None:
+    """A guest's memory or disk backed by a file under where: one line
+    (exit 2) if the file system there cannot hold it once written."""
+    where.mkdir(parents=True, exist_ok=True)
+    st = os.statvfs(where)
+    free = st.f_bavail * st.f_frsize
+    if size > free:
+        raise UsageError(f"{what}: {size >> 20} MiB is more than the {free >> 20} MiB free "
+                         f"under {where}; ask for less or free some space")
 
 
 class Launcher:
@@ -52,7 +72,9 @@ class Launcher:
         """Files on its command line that a guest's state needs besides RAM,
         and whether the guest writes them: a snapshot carries them
         (harness/vm/snapshot.py); their names are their own."""
-        return {self.workdir / "swap.img": True} if self.spec.swap_mb else {}
+        disks = {self.workdir / "swap.img": self.spec.swap_mb,
+                 self.workdir / "pmem.img": self.spec.pmem_mb}
+        return {path: True for path, size in disks.items() if size}
 
     def snapshot_blocker(self) -> str | None:
         """Why this kind of guest cannot be saved and restored, if it cannot."""
@@ -82,15 +104,14 @@ class Launcher:
                 *self.setting_devices(sock_dir)]
 
     def setting_devices(self, sock_dir: Path) -> list[str]:
-        """The swap disk and NUMA nodes the spec asks for."""
+        """The swap disk, persistent memory and NUMA nodes the spec asks for."""
         spec, args = self.spec, []
         if spec.swap_mb:
-            disk = self.workdir / "swap.img"
-            disk.parent.mkdir(parents=True, exist_ok=True)
-            with open(disk, "wb") as fh:
-                fh.truncate(spec.swap_mb << 20)   # sparse: costs nothing until used
+            disk = _sparse(self.workdir / "swap.img", spec.swap_mb << 20)
             args += ["-drive", f"file={disk},if=none,id=khswap,format=raw,cache=unsafe",
                      "-device", "virtio-blk-pci,drive=khswap"]
+        if spec.pmem_mb:
+            args += self.pmem_devices()
         if spec.numa > 1:
             if spec.memory_mb % spec.numa:
                 raise UsageError(f"memory {spec.memory_mb} MiB does not split into "
@@ -101,6 +122,22 @@ class Launcher:
                                     f"size={spec.memory_mb // spec.numa}M",
                          "-numa", f"node,nodeid={node},memdev=khnode{node}{cpus}"]
         return args
+
+    def pmem_devices(self) -> list[str]:
+        """An NVDIMM over a sparse file in the guest's folder, with a label
+        area (namespaces made in the guest: machine.pmem_commands). -m and
+        -machine merge with the path's own (QEMU merges those options)."""
+        spec = self.spec
+        if not self.arch.pmem:
+            raise UsageError(f"--pmem: no NVDIMM under QEMU for {self.arch.name} guests yet "
+                             f"(x86_64 only)")
+        size = (spec.pmem_mb << 20) + PMEM_LABEL
+        check_backing(self.workdir, size, "--pmem")
+        disk = _sparse(self.workdir / "pmem.img", size)
+        return ["-machine", "nvdimm=on",
+                "-m", f"{spec.memory_mb}M,slots=1,maxmem={spec.memory_mb + spec.pmem_mb + 1}M",
+                "-object", f"memory-backend-file,id=khpmem,share=on,mem-path={disk},size={size}",
+                "-device", f"nvdimm,id=khnvdimm,memdev=khpmem,label-size={PMEM_LABEL}"]
 
     def accels(self) -> list[str]:
         """The accelerators to try, in order."""

@@ -43,6 +43,42 @@ class BootError(KhError):
 
 
 SWAP_DEVICE = "/dev/vda"   # the only virtio disk a guest gets
+PMEM_LABEL = 128 << 10     # the NVDIMM's label area: namespaces can be made and remade
+PMEM_ALIGN = 16            # MiB: namespaces are made in multiples of the region's alignment
+PMEM_MIN = 256             # MiB: room for the layout below
+PMEM_DEVS = "/tmp/kh-pmem"  # the layout's devices, a file a namespace
+PMEM_ROOT = "/mnt/pmem"    # where the fs-dax namespaces are mounted: ext4/, xfs/
+
+
+def pmem_layout(pmem_mb: int) -> list[tuple[str, str, int]]:
+    """The namespaces a guest with persistent memory gets, as (name, ndctl
+    mode and options, MiB): fs-dax for ext4 and for xfs, device-dax with
+    2 MiB and with 4 KiB alignment, 3/8 3/8 1/8 1/8 of the region."""
+    unit = pmem_mb // 8 // PMEM_ALIGN * PMEM_ALIGN
+    return [("kh-ext4", "-m fsdax", 3 * unit), ("kh-xfs", "-m fsdax", 3 * unit),
+            ("kh-dax2m", "-m devdax -a 2M", unit), ("kh-dax4k", "-m devdax -a 4K", unit)]
+
+
+def pmem_commands(pmem_mb: int) -> list[str]:
+    """Namespaces of the layout made on the empty label area, each one's
+    device (pmemN, daxN.M) written to PMEM_DEVS/<name>; the fs-dax ones
+    given a filesystem and mounted -o dax under PMEM_ROOT."""
+    # A new label area is blank: labels first, or the region is one
+    # label-less namespace that cannot be divided.
+    cmds = [f"mkdir -p {PMEM_DEVS}", "ndctl disable-region region0 2>/dev/null",
+            "ndctl init-labels -f nmem0 2>/dev/null",
+            "ndctl enable-region region0 2>/dev/null"]
+    for name, mode, size in pmem_layout(pmem_mb):
+        cmds.append(f"ndctl create-namespace -r region0 {mode} -s {size}M -n {name} | "
+                    f"tr -d ' \\n\\t' | sed -nE 's/.*\"(blockdev|chardev)\":\"([^\"]*)\".*/\\2/p'"
+                    f" > {PMEM_DEVS}/{name} && test -s {PMEM_DEVS}/{name}")
+    for fs, mkfs in (("ext4", "mkfs.ext4 -q -F -b 4096"),
+                     # below 300 MB refused but where fstests run (these three set)
+                     ("xfs", "TEST_DIR=1 TEST_DEV=1 QA_CHECK_FS=1 mkfs.xfs -q -f -m reflink=0")):
+        dev = f"/dev/$(cat {PMEM_DEVS}/kh-{fs})"
+        cmds.append(f"{mkfs} {dev} && mkdir -p {PMEM_ROOT}/{fs} && "
+                    f"mount -t {fs} -o dax {dev} {PMEM_ROOT}/{fs}")
+    return cmds
 
 
 @dataclass
@@ -61,6 +97,7 @@ class MachineSpec:
     append: str = ""             # added to the kernel command line
     numa: int = 1                # NUMA nodes, memory split evenly, CPUs on node 0
     swap_mb: int = 0             # a virtio disk of this size, used as swap
+    pmem_mb: int = 0             # an NVDIMM of this size, its namespaces made (pmem_layout)
     overcommit: int | None = None  # vm.overcommit_memory
     hugepages: int = 0           # vm.nr_hugepages
     rwdir: str = ""              # virtme-ng: a host directory the guest may write
@@ -71,6 +108,8 @@ class MachineSpec:
         cmds = []
         if self.swap_mb:
             cmds.append(f"mkswap {SWAP_DEVICE} >/dev/null && swapon {SWAP_DEVICE}")
+        if self.pmem_mb:
+            cmds += pmem_commands(self.pmem_mb)
         if self.overcommit is not None:
             cmds.append(f"echo {self.overcommit} > /proc/sys/vm/overcommit_memory")
         if self.hugepages:

@@ -73,7 +73,8 @@ def kernel_dir(kernel: Kernel, root: bool) -> Path:
     given."""
     check_config(kernel)
     wanted = [*NEEDS, *dict(kernel.arch.vng_needs), *initramfs.KERNEL_MODULES]
-    optional = ("virtio_mmio", *initramfs.SWAP_MODULES, *initramfs.OPTIONAL_MODULES)
+    optional = ("virtio_mmio", *initramfs.SWAP_MODULES, *initramfs.OPTIONAL_MODULES,
+                *initramfs.wanted_modules(kernel.arch, False, pmem=True))
     mods = initramfs.module_closure(kernel, wanted, optional)
     key = digest(RECIPE, str(kernel.image.resolve()), kernel.source, *mods,
                  "root" if root else "")
