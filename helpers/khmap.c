@@ -71,123 +71,9 @@
 #include <unistd.h>
 
 #include "kh_daxlike.h"
+#include "khutil.h"
 
 #define KPF_ZERO_PAGE	24	/* include/uapi/linux/kernel-page-flags.h */
-
-static long page_size;
-/* Per thread: the racer's writer takes its SIGBUS on a thread of its own. */
-static __thread sigjmp_buf fault_jmp;
-static __thread volatile sig_atomic_t fault_sig;
-
-static void on_fault(int sig)
-{
-	fault_sig = sig;
-	siglongjmp(fault_jmp, 1);
-}
-
-static const char *errname(int err)
-{
-	switch (err) {
-	case 0: return "0";
-	case EINVAL: return "EINVAL";
-	case EFAULT: return "EFAULT";
-	case ENOMEM: return "ENOMEM";
-	case EPERM: return "EPERM";
-	case EACCES: return "EACCES";
-	case ENODEV: return "ENODEV";
-	case ENXIO: return "ENXIO";
-	case EBUSY: return "EBUSY";
-	case EAGAIN: return "EAGAIN";
-	case ENOENT: return "ENOENT";
-	case EIO: return "EIO";
-	case ENOSYS: return "ENOSYS";
-	case EOPNOTSUPP: return "EOPNOTSUPP";
-	case EREMOTEIO: return "EREMOTEIO";
-	case EEXIST: return "EEXIST";
-	case ENOTTY: return "ENOTTY";
-	default: {
-		static char buf[16];
-
-		snprintf(buf, sizeof(buf), "E%d", err);
-		return buf;
-	}
-	}
-}
-
-static const char *signame(int sig)
-{
-	return sig == SIGBUS ? "sigbus" : sig == SIGSEGV ? "sigsegv" : "signal";
-}
-
-static void catch_faults(void)
-{
-	struct sigaction sa = { .sa_handler = on_fault, .sa_flags = SA_NODEFER };
-
-	sigaction(SIGBUS, &sa, NULL);
-	sigaction(SIGSEGV, &sa, NULL);
-}
-
-/* Read or write one byte; "ok" or the signal's name. */
-static const char *touch(volatile char *p, int write, char val, char *got)
-{
-	fault_sig = 0;
-	if (sigsetjmp(fault_jmp, 1))
-		return signame(fault_sig);
-	if (write)
-		*p = val;
-	else if (got)
-		*got = *p;
-	else
-		(void)*p;
-	return "ok";
-}
-
-static long minflt(void)
-{
-	struct rusage ru;
-
-	getrusage(RUSAGE_SELF, &ru);
-	return ru.ru_minflt;
-}
-
-/* The smaps entry of the mapping at addr: Rss in kB and VmFlags. */
-static void smaps_of(void *addr, long *rss_kb, char *flags, size_t flen)
-{
-	char line[512], want[32];
-	FILE *f = fopen("/proc/self/smaps", "r");
-	int in = 0;
-
-	*rss_kb = -1;
-	flags[0] = 0;
-	if (!f)
-		return;
-	snprintf(want, sizeof(want), "%lx-", (unsigned long)addr);
-	while (fgets(line, sizeof(line), f)) {
-		if (strchr(line, '-') && strncmp(line, want, strlen(want)) == 0) {
-			in = 1;
-			continue;
-		}
-		if (!in)
-			continue;
-		if (sscanf(line, "Rss: %ld kB", rss_kb) == 1)
-			continue;
-		if (strncmp(line, "VmFlags:", 8) == 0) {
-			char *s = line + 8, *e;
-
-			while (*s == ' ')
-				s++;
-			e = s + strlen(s);
-			while (e > s && (e[-1] == '\n' || e[-1] == ' '))
-				*--e = 0;
-			for (char *c = s; *c; c++)
-				if (*c == ' ')
-					*c = ',';
-			snprintf(flags, flen, "%s", s);
-			break;
-		}
-	}
-	fclose(f);
-}
 
 /* The kernel's own perf ring buffer, for comparison with our modules (RB7). */
 static int perf_open(void)
@@ -233,25 +119,6 @@ static void report_mapping(const char *op, char *p)
 }
 
 static void report_pages(const char *pgdir, const char *stage);
-
-/* KH_HOLD: wait here, the mapping live, until the host says go on. */
-static void hold(const char *where, const void *addr)
-{
-	const char *path = getenv("KH_HOLD");
-	char held[512];
-	int fd;
-
-	if (!path)
-		return;
-	printf("op=hold at=%s pid=%d addr=%p\n", where, getpid(), addr);
-	fflush(stdout);
-	snprintf(held, sizeof(held), "%s.held", path);
-	fd = open(held, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-	if (fd >= 0)
-		close(fd);
-	while (access(path, F_OK) == 0)
-		usleep(2000);
-}
 
 static int op_read(const char *dev, long n, const char *pgdir)
 {
@@ -340,25 +207,6 @@ static long module_refcount(const char *pgdir, long idx)
 			break;
 	fclose(f);
 	return i == idx ? ref : -1;
-}
-
-/* Entry idx of a /proc file of 64-bit words (kpagecount, kpageflags, pagemap). */
-static int proc_word(const char *path, uint64_t idx, uint64_t *val)
-{
-	int fd = open(path, O_RDONLY), ok;
-
-	if (fd < 0)
-		return -1;
-	ok = pread(fd, val, 8, idx * 8) == 8;
-	close(fd);
-	return ok ? 0 : -1;
-}
-
-static long kpagecount(uint64_t pfn)
-{
-	uint64_t count;
-
-	return proc_word("/proc/kpagecount", pfn, &count) ? -1 : (long)count;
 }
 
 /* Each live buffer page as the module and /proc/kpagecount see it. */
@@ -452,16 +300,6 @@ static int op_gup(const char *dev, long n, const char *pgdir)
 	uring_pin(p + page_size, pgdir);
 	munmap(p, n * page_size);
 	return 0;
-}
-
-/* The PFN behind addr in this process, from /proc/self/pagemap; -1 if none. */
-static long pagemap_pfn(void *addr)
-{
-	uint64_t e = 0;
-
-	if (proc_word("/proc/self/pagemap", (uintptr_t)addr / page_size, &e))
-		return -1;
-	return (e >> 63) ? (long)(e & ((1ULL << 55) - 1)) : -1;
 }
 
 /* Read a page, then write it: does the write keep the PFN (DX2, DX3)? */

@@ -26,7 +26,8 @@ def compiler(arch: Arch) -> str:
 def build(arch: Arch) -> list[Path]:
     sources = sorted(data("helpers").glob("*.c"))
     uapi = data("kmods") / "include" / "uapi"   # the modules' ioctls
-    key = digest(arch.name, *(s.read_text() for s in sources + sorted(uapi.glob("*.h"))))
+    headers = sorted(data("helpers").glob("*.h")) + sorted(uapi.glob("*.h"))
+    key = digest(arch.name, *(s.read_text() for s in sources + headers))
 
     def make(out: Path) -> list[Path]:
         cc = compiler(arch)

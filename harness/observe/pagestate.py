@@ -28,6 +28,9 @@ class PageState:
     flags: str          # decoded page->flags: PG_reserved|PG_head|...
     mapping: int        # page->mapping (low bits: anon, movable)
     head: int           # the pfn of its compound head; its own if none
+    # A large folio's head: the mappings of the folio as a whole (a PMD),
+    # which no page's _mapcount counts; None for a page of no large folio.
+    entire_mapcount: int | None = None
 
     def flag(self, name: str) -> bool:
         return f"PG_{name}" in self.flags.split("|")
@@ -44,14 +47,30 @@ def page_state(prog: drgn.Program, pfn: int) -> PageState | None:
         refcount = page._refcount.counter.value_()
     except drgn.FaultError:
         return None
+    flags = decode_page_flags(page)
     return PageState(
         pfn=pfn,
         refcount=refcount,
         mapcount=page._mapcount.counter.value_() + 1,
-        flags=decode_page_flags(page),
+        flags=flags,
         mapping=page.mapping.value_(),
         head=page_to_pfn(compound_head(page)).value_(),
+        entire_mapcount=_entire_mapcount(prog, page) if "PG_head" in flags.split("|") else None,
     )
+
+
+def _entire_mapcount(prog: drgn.Program, head: drgn.Object) -> int | None:
+    """folio->_entire_mapcount + 1 (6.2 on; before, the first tail page's
+    compound_mapcount); None where the types have neither."""
+    import drgn
+    try:
+        return drgn.cast(prog.type("struct folio *"), head)._entire_mapcount.counter.value_() + 1
+    except (AttributeError, LookupError, drgn.FaultError):
+        pass
+    try:
+        return (head + 1).compound_mapcount.counter.value_() + 1
+    except (AttributeError, LookupError, drgn.FaultError):
+        return None
 
 
 class Live:

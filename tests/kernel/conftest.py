@@ -14,6 +14,7 @@ import pytest
 from harness.guest import Guest, Result
 from harness.observe import proc
 from harness.pytest_plugin import resolved
+from harness.vm.machine import PMEM_DEVS, PMEM_ROOT
 
 RINGBUF_MODES = ("pfnmap", "fault", "insert_pages")
 DAXLIKE_MODES = ("special", "refcounted")
@@ -176,3 +177,47 @@ def dx(guest, request) -> Device:
 @pytest.fixture(params=MIXEDMAP_MODES)
 def mx(guest, request) -> Device:
     return device(guest, "mixedmap", request.param)
+
+
+# The fs-dax and device-dax scenarios' guest: --pmem's layout
+# (harness/vm/machine.py pmem_layout), a new guest of its own.
+PMEM_MB = 512
+PMEM_OPTIONS = {"fsdax": ("CONFIG_FS_DAX", "CONFIG_ZONE_DEVICE", "CONFIG_ND_PFN"),
+                "devdax": ("CONFIG_DEV_DAX", "CONFIG_DEV_DAX_PMEM", "CONFIG_ZONE_DEVICE")}
+
+
+def kernel_lacks(kernel, options) -> list[str]:
+    """The options of `options` the kernel's config has neither =y nor =m."""
+    have = {line.split("=")[0] for line in kernel.config.read_text().splitlines()
+            if line.endswith(("=y", "=m"))}
+    return [o for o in options if o not in have]
+
+
+@dataclass
+class Pmem:
+    """A guest with persistent memory: fs-dax ext4 and xfs mounted under
+    PMEM_ROOT, device-dax namespaces aligned 2 MiB and 4 KiB."""
+    guest: Guest
+
+    def file(self, fs: str, name: str) -> str:
+        return f"{PMEM_ROOT}/{fs}/{name}"
+
+    def dax(self, align: str) -> str:
+        """/dev/daxR.N of the device-dax namespace aligned `align` (2m, 4k)."""
+        return "/dev/" + self.guest.read(f"{PMEM_DEVS}/kh-dax{align}").strip()
+
+    def khdax(self, *args: str | int) -> Result:
+        return self.guest.run(["khdax", *map(str, args)], check=True)
+
+
+def pmem_guest(request, kind: str) -> Pmem:
+    """The pmem guest, once the kernel is known to have what `kind`
+    (fsdax, devdax) needs: a kernel without is a skip naming the options."""
+    kernel = request.getfixturevalue("kernel")
+    if not kernel.arch.pmem:
+        pytest.skip(f"no emulated NVDIMM for {kernel.arch.name} guests")
+    missing = kernel_lacks(kernel, PMEM_OPTIONS[kind])
+    if missing:
+        pytest.skip(f"kernel {kernel.release} lacks {', '.join(missing)}")
+    guest = request.getfixturevalue("guest")
+    return Pmem(guest)
