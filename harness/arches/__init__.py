@@ -43,6 +43,10 @@ class Arch:
     vng_needs: tuple[tuple[str, str], ...] = ()
     # The kernel module that finds QEMU's NVDIMM (--pmem); None: no way yet.
     pmem_region: str | None = None
+    # Firmware a guest with an NVDIMM boots through: what gives it the ACPI
+    # tables (NFIT) that describe one. None: QEMU's own tables do.
+    pmem_firmware: str | None = None
+    pmem_firmware_package: str = ""
 
     @property
     def pmem(self) -> bool:

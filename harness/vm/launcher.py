@@ -74,7 +74,10 @@ class Launcher:
         (harness/vm/snapshot.py); their names are their own."""
         disks = {self.workdir / "swap.img": self.spec.swap_mb,
                  self.workdir / "pmem.img": self.spec.pmem_mb}
-        return {path: True for path, size in disks.items() if size}
+        out = {path: True for path, size in disks.items() if size}
+        if self.spec.pmem_mb and self.arch.pmem_firmware:
+            out[Path(self.arch.pmem_firmware)] = False
+        return out
 
     def snapshot_blocker(self) -> str | None:
         """Why this kind of guest cannot be saved and restored, if it cannot."""
@@ -129,12 +132,18 @@ class Launcher:
         -machine merge with the path's own (QEMU merges those options)."""
         spec = self.spec
         if not self.arch.pmem:
-            raise UsageError(f"--pmem: no NVDIMM under QEMU for {self.arch.name} guests yet "
-                             f"(x86_64 only)")
+            raise UsageError(f"--pmem: no NVDIMM under QEMU for {self.arch.name} guests")
         size = (spec.pmem_mb << 20) + PMEM_LABEL
         check_backing(self.workdir, size, "--pmem")
         disk = _sparse(self.workdir / "pmem.img", size)
-        return ["-machine", "nvdimm=on",
+        firmware = []
+        if self.arch.pmem_firmware:
+            if not Path(self.arch.pmem_firmware).exists():
+                raise KhError(f"{self.arch.pmem_firmware} not found, which an {self.arch.name} "
+                              f"guest with --pmem boots through: run ci/setup.sh (it installs "
+                              f"{self.arch.pmem_firmware_package})")
+            firmware = ["-bios", self.arch.pmem_firmware]
+        return [*firmware, "-machine", "nvdimm=on",
                 "-m", f"{spec.memory_mb}M,slots=1,maxmem={spec.memory_mb + spec.pmem_mb + 1}M",
                 "-object", f"memory-backend-file,id=khpmem,share=on,mem-path={disk},size={size}",
                 "-device", f"nvdimm,id=khnvdimm,memdev=khpmem,label-size={PMEM_LABEL}"]

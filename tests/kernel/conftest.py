@@ -181,7 +181,7 @@ def mx(guest, request) -> Device:
 
 # The fs-dax and device-dax scenarios' guest: --pmem's layout
 # (harness/vm/machine.py pmem_layout), a new guest of its own.
-PMEM_MB = 512
+PMEM_MB = 768
 PMEM_OPTIONS = {"fsdax": ("CONFIG_FS_DAX", "CONFIG_ZONE_DEVICE", "CONFIG_ND_PFN"),
                 "devdax": ("CONFIG_DEV_DAX", "CONFIG_DEV_DAX_PMEM", "CONFIG_ZONE_DEVICE")}
 

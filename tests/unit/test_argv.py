@@ -35,7 +35,7 @@ def samples(tmp: Path) -> dict[str, tuple[str, list[str]]]:
         "cpus": ("2", []), "selftests_source": ("debian-source:6.12", []),
         "suite": ("scenarios,mm-selftests", []), "memory": ("2048", []),
         "append": ("proc_mem.force_override=always", []), "numa": ("2", []),
-        "swap": ("256", []), "pmem": ("512", []), "overcommit": ("1", []), "hugepages": ("32", []),
+        "swap": ("256", []), "pmem": ("768", []), "overcommit": ("1", []), "hugepages": ("32", []),
         "out": (str(tmp / "out"), []), "offline": ("", []), "k": ("RB2 or DX", []),
         "parallel": ("2", []), "against": ("debian:6.12", []), "good": ("v7.1", []),
         "bad": ("v7.2", []), "exec": ("uname -r", []), "rw": ("", ["--boot=vng"]),

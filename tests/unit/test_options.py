@@ -92,7 +92,7 @@ FOREIGN = next(a for a in ARCHES.values() if not a.native)
     (["run", "--suite", "scenarios,ltp"], "--suite 'ltp' is unknown"),
     (["boot", "--swap", "lots"], "--swap takes a whole number"),
     (["boot", "--pmem", "0"], "--pmem must be at least 1, not 0"),
-    (["run", "--pmem", "100"], "--pmem must be at least 256 (MiB): its four namespaces"),
+    (["run", "--pmem", "700"], "--pmem must be at least 768 (MiB): its four namespaces"),
     (["boot", "--rw"], "--rw makes your working directory writable in a virtme-ng guest"),
     (["run", "--selftests-source", "/nonexistent"], "--selftests-source /nonexistent: not a "
      "kernel tree"),
@@ -259,7 +259,7 @@ def test_suites_are_the_folders_of_the_kernel_suite():
     assert suite_paths(["scenarios", "all"]) == [str(folder)]
     scenarios = {p.name for p in (folder / "scenarios").glob("test_*.py")}
     assert scenarios == {"test_ringbuf.py", "test_perf_ringbuf.py", "test_daxlike.py",
-                         "test_mixedmap.py", "test_pat.py"}
+                         "test_mixedmap.py", "test_pat.py", "test_fsdax.py", "test_devdax.py"}
     assert not list(folder.glob("test_*.py"))     # every test file is in a suite's folder
 
 

@@ -142,28 +142,30 @@ def test_pmem_on_the_qemu_command_line(tmp_path, monkeypatch):
     """--pmem: an NVDIMM with a label area over a sparse file in the guest's
     folder, which a snapshot carries; its namespaces made once it is up."""
     work = tmp_path / "work"
-    spec = MachineSpec(workdir=work, pmem_mb=512)
+    spec = MachineSpec(workdir=work, pmem_mb=768)
     launcher = QemuLauncher(fake_kernel(work, "x86_64"), work / "i.cpio", spec)
     argv = launcher.argv("tcg", tmp_path)
     img = work / "pmem.img"
-    assert img.stat().st_size == (512 << 20) + (128 << 10) and img.stat().st_blocks == 0
+    assert img.stat().st_size == (768 << 20) + (128 << 10) and img.stat().st_blocks == 0
     assert argv[argv.index("-machine") + 1] == "nvdimm=on"
-    assert "1024M,slots=1,maxmem=1537M" in argv
+    assert "1024M,slots=1,maxmem=1793M" in argv
     assert f"memory-backend-file,id=khpmem,share=on,mem-path={img},size={img.stat().st_size}" \
         in argv
     assert "nvdimm,id=khnvdimm,memdev=khpmem,label-size=131072" in argv
     assert launcher.carried()[img] is True
     cmds = spec.setup_commands()
     assert "ndctl init-labels -f nmem0 2>/dev/null" in cmds
-    assert any("-m fsdax -s 192M -n kh-ext4" in c for c in cmds)
-    assert any("-m devdax -a 4K -s 64M -n kh-dax4k" in c for c in cmds)
+    assert any("-m fsdax -s 256M -n kh-ext4" in c for c in cmds)
+    assert any("-m devdax -a 4K -s 128M -n kh-dax4k" in c for c in cmds)
     assert cmds[-1].endswith("mount -t xfs -o dax /dev/$(cat /tmp/kh-pmem/kh-xfs) "
                              "/mnt/pmem/xfs")
-    with pytest.raises(UsageError, match="no NVDIMM under QEMU for arm64 guests"):
-        QemuLauncher(fake_kernel(work, "arm64"), work / "i.cpio", spec).argv("tcg", tmp_path)
+    arm = QemuLauncher(fake_kernel(work, "arm64"), work / "i.cpio", spec)
+    words = arm.argv("tcg", tmp_path)
+    assert words[words.index("-bios") + 1] == "/usr/share/AAVMF/AAVMF_CODE.fd"
+    assert arm.carried()[Path("/usr/share/AAVMF/AAVMF_CODE.fd")] is False   # read only
     monkeypatch.setattr("os.statvfs", lambda p: os.statvfs_result((4096, 4096, 0, 0, 10,
                                                                     0, 0, 0, 0, 255)))
-    with pytest.raises(UsageError, match=r"--pmem: 512 MiB is more than the 0 MiB free under"):
+    with pytest.raises(UsageError, match=r"--pmem: 768 MiB is more than the 0 MiB free under"):
         launcher.argv("tcg", tmp_path)
 
 
