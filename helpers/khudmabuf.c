@@ -1,0 +1,217 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * khudmabuf - exercise a udmabuf mapping from inside the guest: a dma-buf
+ * made by /dev/udmabuf from a sealed memfd, mapped through the dma-buf.
+ *
+ * usage: khudmabuf OP NPAGES
+ *
+ * The memfd's pages are written with their index (one byte a page) and
+ * mapped too, so each udmabuf page can be told from the memfd page it
+ * should be. Results are key=value lines, as khmap's.
+ *
+ *   fault   read every page of the dma-buf mapping: faults taken, whether
+ *           each page shows the memfd's byte, how pagemap sees it (a
+ *           VM_PFNMAP mapping is skipped: no PFN), smaps' VmFlags and Rss;
+ *           then a write through it, read back through the memfd
+ *   fork    the child counts the dma-buf pages present before it touches
+ *           any (the PTEs fork copied), then reads them all
+ *   gup     process_vm_readv, an O_DIRECT read into it from /dev/ram0 and
+ *           vmsplice of page 1
+ *   split   munmap of the last page and a grow by mremap
+ *
+ * With KH_HOLD=PATH, fault (pages mapped, before munmap) and fork's child
+ * (before it touches anything) stop while PATH exists (khutil.h's hold).
+ */
+#define _GNU_SOURCE
+#include <linux/udmabuf.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <sys/uio.h>
+#include <sys/wait.h>
+
+#include "khutil.h"
+
+struct buf {
+	char *dma;	/* the dma-buf's mapping */
+	char *mem;	/* the memfd's own */
+	long n;
+};
+
+static void made(struct buf *b, long n)
+{
+	int memfd = memfd_create("khudmabuf", MFD_ALLOW_SEALING), dev, dmabuf;
+	struct udmabuf_create create = { .flags = UDMABUF_FLAGS_CLOEXEC, .size = n * page_size };
+
+	if (memfd < 0 || ftruncate(memfd, n * page_size) ||
+	    fcntl(memfd, F_ADD_SEALS, F_SEAL_SHRINK)) {
+		printf("op=memfd result=%s\n", errname(errno));
+		exit(2);
+	}
+	b->n = n;
+	b->mem = mmap(NULL, n * page_size, PROT_READ | PROT_WRITE, MAP_SHARED, memfd, 0);
+	for (long i = 0; i < n; i++)
+		b->mem[i * page_size] = (char)(i + 1);
+	dev = open("/dev/udmabuf", O_RDWR);
+	if (dev < 0) {
+		printf("op=open result=%s\n", errname(errno));
+		exit(2);
+	}
+	create.memfd = memfd;
+	dmabuf = ioctl(dev, UDMABUF_CREATE, &create);
+	if (dmabuf < 0) {
+		printf("op=create result=%s\n", errname(errno));
+		exit(2);
+	}
+	b->dma = mmap(NULL, n * page_size, PROT_READ | PROT_WRITE, MAP_SHARED, dmabuf, 0);
+	if (b->dma == MAP_FAILED) {
+		printf("op=mmap result=%s\n", errname(errno));
+		exit(2);
+	}
+	close(dmabuf);
+	close(dev);
+	close(memfd);
+}
+
+static long present(char *p, long n)
+{
+	long count = 0;
+
+	for (long i = 0; i < n; i++)
+		count += pagemap_pfn(p + i * page_size) >= 0;
+	return count;
+}
+
+static int op_fault(long n)
+{
+	struct buf b;
+	long before, faults, wrong = 0, bad = 0, rss;
+	char flags[256], got;
+
+	made(&b, n);
+	catch_faults();
+	before = minflt();
+	for (long i = 0; i < n; i++) {
+		got = 0;
+		if (strcmp(touch(b.dma + i * page_size, 0, 0, &got), "ok"))
+			bad++;
+		else if (got != (char)(i + 1))
+			wrong++;
+	}
+	faults = minflt() - before;
+	smaps_of(b.dma, &rss, flags, sizeof(flags));
+	printf("op=read pages=%ld minflt=%ld failed=%ld wrong=%ld pagemap_present=%ld "
+	       "memfd_pfn0=%ld kpagecount0=%ld\n", n, faults, bad, wrong, present(b.dma, n),
+	       pagemap_pfn(b.mem), kpagecount(pagemap_pfn(b.mem)));
+	printf("op=mapping rss_kb=%ld vmflags=%s\n", rss, flags);
+	printf("op=write access=%s", touch(b.dma + 8, 1, 0x5a, NULL));
+	printf(" memfd_sees=%d\n", b.mem[8]);
+	hold("fault", b.dma);
+	munmap(b.dma, n * page_size);
+	printf("op=unmapped kpagecount0=%ld\n", kpagecount(pagemap_pfn(b.mem)));
+	return 0;
+}
+
+static int op_fork(long n)
+{
+	struct buf b;
+	int status;
+	pid_t pid;
+
+	made(&b, n);
+	catch_faults();
+	for (long i = 0; i < n; i++)
+		touch(b.dma + i * page_size, 0, 0, NULL);
+	fflush(stdout);
+	pid = fork();
+	if (pid == 0) {
+		long before, wrong = 0;
+
+		hold("child_before", b.dma);
+		before = present(b.dma, n);
+
+		for (long i = 0; i < n; i++) {
+			char got = 0;
+
+			if (strcmp(touch(b.dma + i * page_size, 0, 0, &got), "ok") ||
+			    got != (char)(i + 1))
+				wrong++;
+		}
+		printf("op=child present_before=%ld wrong=%ld\n", before, wrong);
+		fflush(stdout);
+		_exit(0);
+	}
+	waitpid(pid, &status, 0);
+	printf("op=child_exit status=%d\n", WIFEXITED(status) ? WEXITSTATUS(status) : -1);
+	return 0;
+}
+
+static int op_gup(long n)
+{
+	struct buf b;
+	char buf[64];
+	struct iovec local = { buf, sizeof(buf) };
+	struct iovec remote;
+	int pipefd[2], fd;
+	ssize_t r;
+
+	made(&b, n);
+	remote = (struct iovec){ b.dma + page_size, sizeof(buf) };
+	catch_faults();
+	r = process_vm_readv(getpid(), &local, 1, &remote, 1, 0);
+	printf("op=process_vm_readv result=%s bytes=%zd\n", errname(r < 0 ? errno : 0), r);
+	fd = open("/dev/ram0", O_RDONLY | O_DIRECT);
+	r = fd < 0 ? -1 : pread(fd, b.dma, page_size, 0);
+	printf("op=odirect_read result=%s bytes=%zd\n", errname(r < 0 ? errno : 0), r);
+	if (fd >= 0)
+		close(fd);
+	if (pipe(pipefd) == 0) {
+		struct iovec iov = { b.dma + page_size, page_size };
+
+		r = vmsplice(pipefd[1], &iov, 1, 0);
+		printf("op=vmsplice result=%s bytes=%zd\n", errname(r < 0 ? errno : 0), r);
+		close(pipefd[0]);
+		close(pipefd[1]);
+	}
+	return 0;
+}
+
+static int op_split(long n)
+{
+	struct buf b;
+	void *q;
+
+	made(&b, n);
+	catch_faults();
+	printf("op=munmap_tail result=%s\n",
+	       munmap(b.dma + (n - 1) * page_size, page_size) ? errname(errno) : "0");
+	q = mremap(b.dma, (n - 1) * page_size, n * page_size, MREMAP_MAYMOVE);
+	printf("op=mremap_grow result=%s\n", errname(q == MAP_FAILED ? errno : 0));
+	if (q != MAP_FAILED) {
+		b.dma = q;
+		printf("op=beyond access=%s\n", touch(b.dma + (n - 1) * page_size, 0, 0, NULL));
+	}
+	return 0;
+}
+
+int main(int argc, char **argv)
+{
+	long n;
+
+	setvbuf(stdout, NULL, _IOLBF, 0);
+	page_size = sysconf(_SC_PAGESIZE);
+	if (argc != 3) {
+		fprintf(stderr, "usage: khudmabuf OP NPAGES\n");
+		return 2;
+	}
+	n = atol(argv[2]);
+	if (!strcmp(argv[1], "fault"))
+		return op_fault(n);
+	if (!strcmp(argv[1], "fork"))
+		return op_fork(n);
+	if (!strcmp(argv[1], "gup"))
+		return op_gup(n);
+	if (!strcmp(argv[1], "split"))
+		return op_split(n);
+	fprintf(stderr, "khudmabuf: unknown op %s\n", argv[1]);
+	return 2;
+}

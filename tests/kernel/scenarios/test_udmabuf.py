@@ -1,0 +1,71 @@
+"""UD: udmabuf, a dma-buf made from a sealed memfd's pages by
+drivers/dma-buf/udmabuf.c and mapped through the dma-buf (khudmabuf).
+
+udmabuf once mapped the memfd's struct pages from its fault handler
+(vmf->page); its folio rework (6.11) maps their PFNs into a VM_PFNMAP
+mapping instead, so GUP, pagemap and the pages' mapcounts no longer see
+it; and after 6.12 its first fault maps every page at once. The memfd's
+own mapping is the control: its pages keep their single mapcount.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+PAGES = 16
+PFNMAP = (6, 11)      # udmabuf's folio rework: vmf_insert_pfn() into VM_PFNMAP
+PREFAULT = (6, 13)    # the first fault maps the whole buffer
+
+
+@pytest.fixture
+def ud(guest, kernel):
+    if guest.run(["test", "-c", "/dev/udmabuf"]).status != 0:
+        pytest.skip(f"kernel {kernel.release} has no /dev/udmabuf (CONFIG_UDMABUF)")
+    return guest
+
+
+def khudmabuf(guest, *args) -> dict[str, dict[str, str]]:
+    return guest.run(["khudmabuf", *map(str, args)], check=True).by_op()
+
+
+def test_UD1_fault_every_page(ud, kernel, behaviour):
+    f = khudmabuf(ud, "fault", PAGES)
+    r = f["read"]
+    assert r["failed"] == "0" and r["wrong"] == "0", "a page is not the memfd's"
+    pfnmap = kernel.version >= PFNMAP
+    behaviour.check("VM_PFNMAP mapping", pfnmap, "pf" in f["mapping"]["vmflags"].split(","))
+    behaviour.check("faults to read every page",
+                    1 if kernel.version >= PREFAULT else PAGES, int(r["minflt"]))
+    behaviour.check("pages pagemap sees", 0 if pfnmap else PAGES, int(r["pagemap_present"]))
+    behaviour.check("memfd page's kpagecount while the dma-buf maps it",
+                    1 if pfnmap else 2, int(r["kpagecount0"]))
+    assert f["write"]["access"] == "ok" and f["write"]["memfd_sees"] == str(0x5A)
+    assert f["unmapped"]["kpagecount0"] == "1", "the memfd page's mapcount did not come back"
+
+
+def test_UD2_fork_copies_the_ptes(ud, live, kernel, behaviour):
+    """The child's PTEs right after fork, from a dump (pagemap skips
+    VM_PFNMAP): copied, special where they are PFNs; then it reads them all."""
+    with live.holding(["khudmabuf", "fork", str(PAGES)]) as held:
+        pid, addr = held.point()
+        prog = live.state()
+        child = [e for e in live.ptes(prog, pid, addr, PAGES) if e is not None]
+    f = held.result.by_op()
+    assert f["child_exit"]["status"] == "0" and f["child"]["wrong"] == "0"
+    pfnmap = kernel.version >= PFNMAP
+    behaviour.check("child PTEs before it touches any (drgn)", PAGES, len(child))
+    behaviour.check("special bit on them (drgn)", [pfnmap], sorted({e.special for e in child}))
+
+
+def test_UD3_gup_on_the_mapping(ud, kernel, behaviour):
+    f = khudmabuf(ud, "gup", PAGES)
+    want = "EFAULT" if kernel.version >= PFNMAP else "0"   # no struct page to pin
+    for op in ("process_vm_readv", "odirect_read", "vmsplice"):
+        behaviour.check(f"{op} on the mapping", want, f[op]["result"])
+
+
+def test_UD4_munmap_part_and_grow(ud, behaviour):
+    f = khudmabuf(ud, "split", PAGES)
+    behaviour.check("munmap of the last page", "0", f["munmap_tail"]["result"])
+    # A VM_PFNMAP (or VM_DONTEXPAND) mapping cannot grow.
+    behaviour.check("mremap that grows it", "EFAULT", f["mremap_grow"]["result"])
