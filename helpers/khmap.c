@@ -621,23 +621,6 @@ static int op_mxrace(const char *dev, long n, long rounds)
 	return 0;
 }
 
-/* pat_memtype_list entries that begin at physical address phys. */
-static int memtypes_at(unsigned long long phys)
-{
-	char line[256], want[32];
-	FILE *f = fopen("/sys/kernel/debug/x86/pat_memtype_list", "r");
-	int n = 0;
-
-	if (!f)
-		return -1;
-	snprintf(want, sizeof(want), "0x%016llx-", phys);
-	while (fgets(line, sizeof(line), f))
-		if (strstr(line, want))
-			n++;
-	fclose(f);
-	return n;
-}
-
 /* PAT1 (fork) and PAT2 (split): the memtype reservations of a PFNMAP. */
 static int op_pat(const char *dev, long n, const char *how, unsigned long long pfn)
 {

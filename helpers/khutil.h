@@ -182,4 +182,21 @@ static inline long pagemap_pfn(void *addr)
 	return (e >> 63) ? (long)(e & ((1ULL << 55) - 1)) : -1;
 }
 
+/* pat_memtype_list entries that begin at physical address phys. */
+static inline int memtypes_at(unsigned long long phys)
+{
+	char line[256], want[32];
+	FILE *f = fopen("/sys/kernel/debug/x86/pat_memtype_list", "r");
+	int n = 0;
+
+	if (!f)
+		return -1;
+	snprintf(want, sizeof(want), "0x%016llx-", phys);
+	while (fgets(line, sizeof(line), f))
+		if (strstr(line, want))
+			n++;
+	fclose(f);
+	return n;
+}
+
 #endif /* KHUTIL_H */

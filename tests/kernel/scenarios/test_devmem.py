@@ -1,0 +1,73 @@
+"""DM: /dev/mem on x86_64 (drivers/char/mem.c's mmap: remap_pfn_range()
+with PAT memtype tracking), over RAM kept from the kernel with memmap=
+(e820 reserved: outside System RAM, so STRICT_DEVMEM lets it be mapped).
+
+After each step the helper counts the pat_memtype_list entries starting
+at the range (the reservation remap_pfn_range() made). Up to 6.x each VMA
+untracked its own part when it went, so cutting a hole in the middle of
+the mapping or splitting it with mprotect() left the reservation behind
+and logged "x86/PAT: freeing invalid memtype" for each part; 7.x's
+refcounted pfnmap_track_ctx frees the whole range once. The matrix keys
+both by kernel; on those kernels the log lines are expected reports.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+RESERVED = 0x30000000          # 768 MiB into the default 1 GiB guest
+NR = 8
+TRACK_CTX = (7, 0)             # the pfnmap tracking context
+PAT_COMPLAINT = "x86/PAT: freeing invalid memtype"
+
+pytestmark = [pytest.mark.arch("x86_64"), pytest.mark.qemu,
+              pytest.mark.guest(append=f"memmap=4M${RESERVED:#x}")]
+
+
+def khdevmem(guest, op: str, phys: int = RESERVED) -> dict[str, dict[str, str]]:
+    return guest.run(["khdevmem", op, hex(phys), str(NR)], check=True).by_op()
+
+
+def test_DM1_what_dev_mem_lets_a_process_map(guest, behaviour):
+    assert "Reserved" in guest.run(["grep", f"^{RESERVED:08x}-", "/proc/iomem"]).stdout, \
+        "memmap= did not keep the range from the kernel"
+    behaviour.check("mmap of reserved RAM", "0", khdevmem(guest, "open")["mmap"]["result"])
+    # IO_STRICT_DEVMEM: a range a driver claimed (kh_mixedmap's ivshmem BAR) is not for /dev/mem.
+    bar_pfn = int(guest.run(["sed", "-n", "s/bar_pfn //p",
+                             "/sys/kernel/debug/kh_mixedmap/prepop/stats"]).stdout or 0)
+    if not bar_pfn:
+        raise AssertionError("no ivshmem BAR in this guest: QEMU was started without it")
+    behaviour.check("mmap of a driver's BAR", "EPERM",
+                    khdevmem(guest, "open", bar_pfn * 4096)["mmap"]["result"])
+
+
+def test_DM2_fork(guest, kernel, behaviour):
+    f = khdevmem(guest, "fork")
+    assert f["mapped"]["access"] == "ok" and f["child"]["token"] == str(0x42)
+    assert int(f["mapped"]["memtypes"]) == 1 and f["child_exited"]["status"] == "0"
+    # Before 7.x the child's copy reserved the range again (track_pfn_copy()).
+    behaviour.check("memtype entries with the child",
+                    1 if kernel.version >= TRACK_CTX else 2, int(f["child"]["memtypes"]))
+    assert int(f["child_exited"]["memtypes"]) == 1
+    behaviour.check("memtype entries after both exit", 0, int(f["unmapped"]["memtypes"]))
+
+
+STEPS = {   # step -> (its result, leaves the reservation behind before 7.x)
+    "munmap_tail": ("0", False), "munmap_middle": ("0", True), "shrink": ("0", False),
+    "grow": ("EFAULT", False), "move": ("0", False), "mprotect": ("0", True),
+}
+
+
+@pytest.mark.parametrize("step", list(STEPS))
+def test_DM3_cut_grow_move_split_a_tracked_pfnmap(guest, kernel, step, request, behaviour):
+    result, leaks = STEPS[step]
+    leaks = leaks and kernel.version < TRACK_CTX
+    if leaks:
+        request.node.add_marker(pytest.mark.expect_report(PAT_COMPLAINT))
+    f = khdevmem(guest, step)
+    behaviour.check(f"{step}: result", result, f[step]["result"])
+    assert f["after"]["access"] == "ok"
+    # The reservation spans the original range until the last part goes.
+    assert int(f[step]["memtypes"]) == 1
+    behaviour.check(f"{step}: memtype entries after the munmap", int(leaks),
+                    int(f["unmapped"]["memtypes"]))
