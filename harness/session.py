@@ -123,13 +123,13 @@ def launcher(prep: Prepared, workdir: Path) -> Launcher:
     if prep.boot == "initramfs":
         # One image a run and set of kernel modules, not one a guest: a suite
         # restores a guest for every test.
-        swap, pmem = bool(spec.swap_mb), bool(spec.pmem_mb)
-        name = "-".join(["initramfs", *(["swap"] if swap else []), *(["pmem"] if pmem else [])])
-        image = prep.outdir / f"{name}.cpio"
+        wants = {"swap": bool(spec.swap_mb), "pmem": bool(spec.pmem_mb), "vfio": spec.viommu}
+        image = prep.outdir / "-".join(["initramfs", *(w for w, on in wants.items() if on)])
+        image = image.with_name(image.name + ".cpio")
         if image not in prep.images:
             initramfs.build(prep.kernel, list(prep.modules.values()), prep.helpers, image,
-                            wanted=initramfs.wanted_modules(prep.kernel.arch, swap, pmem),
-                            tools=pmem)
+                            wanted=initramfs.wanted_modules(prep.kernel.arch, **wants),
+                            tools=wants["pmem"])
             prep.images.append(image)
         return QemuLauncher(prep.kernel, image, spec)
     return VngLauncher(prep.kernel, prep.helpers[0].parent, spec)
@@ -291,7 +291,8 @@ def _boot(prep: Prepared, launch: Launcher) -> Guest:
     else:
         setup = [f"modprobe {name} {args}".strip()
                  for name, args in initramfs.wanted_modules(
-                     prep.kernel.arch, bool(prep.spec.swap_mb), bool(prep.spec.pmem_mb)).items()]
+                     prep.kernel.arch, swap=bool(prep.spec.swap_mb), pmem=bool(prep.spec.pmem_mb),
+                     vfio=prep.spec.viommu).items()]
         paths = {n: str(p) for n, p in prep.modules.items()}
     try:
         for cmd in setup:

@@ -25,7 +25,7 @@ if TYPE_CHECKING:   # a Machine is made by its Launcher
     from harness.vm.launcher import Launcher
 
 SOCK_PREFIX = "kh-"         # temporary directories of agent sockets: kh-<random>
-IVSHMEM_SIZE = "1M"         # a power of two: the BAR is that size
+IVSHMEM_SIZE = "4M"         # a power of two: the BAR is that size (2 MiB blocks: VF)
 
 _live: set[Machine] = set()
 
@@ -103,10 +103,18 @@ class MachineSpec:
     numa: int = 1                # NUMA nodes, memory split evenly, CPUs on node 0
     swap_mb: int = 0             # a virtio disk of this size, used as swap
     pmem_mb: int = 0             # an NVDIMM of this size, its namespaces made (pmem_layout)
+    viommu: bool = False         # a virtual IOMMU (x86_64: intel-iommu), for vfio-pci
     overcommit: int | None = None  # vm.overcommit_memory
     hugepages: int = 0           # vm.nr_hugepages
     rwdir: str = ""              # virtme-ng: a host directory the guest may write
     vng_root: str = "auto"       # virtme-ng's root: host (the host's /), kh (ours); auto: kh
+
+    @property
+    def kernel_append(self) -> list[str]:
+        """Words the kernel command line gets for these settings: the
+        user's, and the IOMMU on, passing through every device no driver
+        asks to translate (vfio-pci's group gets a domain of its own)."""
+        return [*(["intel_iommu=on", "iommu=pt"] if self.viommu else []), *self.append.split()]
 
     def setup_commands(self) -> list[str]:
         """Guest commands that give a booted guest these settings."""

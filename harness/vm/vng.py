@@ -74,7 +74,7 @@ def kernel_dir(kernel: Kernel, root: bool) -> Path:
     check_config(kernel)
     wanted = [*NEEDS, *dict(kernel.arch.vng_needs), *initramfs.KERNEL_MODULES]
     optional = ("virtio_mmio", *initramfs.SWAP_MODULES, *initramfs.OPTIONAL_MODULES,
-                *initramfs.wanted_modules(kernel.arch, False, pmem=True))
+                *initramfs.wanted_modules(kernel.arch, pmem=True, vfio=True))
     mods = initramfs.module_closure(kernel, wanted, optional)
     key = digest(RECIPE, str(kernel.image.resolve()), kernel.source, *mods,
                  "root" if root else "")
@@ -183,7 +183,7 @@ class VngLauncher(Launcher):
 
     def argv(self, accel: str, sock_dir: Path) -> list[str]:
         append = [a for a in BASE_APPEND if not a.startswith("rdinit=")]
-        append += self.spec.append.split()
+        append += self.spec.kernel_append
         image = self.dir / "boot" / self.kernel.image.name
         argv = ["vng", "-r", str(image), "--verbose", "--force-9p",
                 "--cpus", str(self.spec.cpus), "--memory", f"{self.spec.memory_mb}M",

@@ -260,7 +260,7 @@ def test_suites_are_the_folders_of_the_kernel_suite():
     scenarios = {p.name for p in (folder / "scenarios").glob("test_*.py")}
     assert scenarios == {"test_ringbuf.py", "test_perf_ringbuf.py", "test_daxlike.py",
                          "test_mixedmap.py", "test_pat.py", "test_fsdax.py", "test_devdax.py",
-                         "test_udmabuf.py", "test_devmem.py"}
+                         "test_udmabuf.py", "test_devmem.py", "test_vfio.py"}
     assert not list(folder.glob("test_*.py"))     # every test file is in a suite's folder
 
 

@@ -1,0 +1,85 @@
+"""VF: a PCI BAR through vfio-pci (drivers/vfio/pci/vfio_pci_core.c): QEMU's
+ivshmem-plain device (its 4 MiB BAR 2 over a host file) taken from
+kh_mixedmap and bound to vfio-pci behind a virtual IOMMU (Debian builds
+no VFIO_NOIOMMU; x86_64's intel-iommu, the rest passed through), mapped
+through the device fd with a type1 container (khvfio).
+
+The mapping is VM_PFNMAP, faulted in by vfio_pci_core: 6.1's first fault
+remapped the whole VMA with remap_pfn_range() (and its PAT tracking then
+WARNs in untrack_pfn() when part of the mapping goes: VF4); 6.12 maps
+2 MiB blocks with huge faults where the BAR and address are aligned.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from harness.guest import Guest
+
+pytestmark = [pytest.mark.arch("x86_64"), pytest.mark.qemu, pytest.mark.guest(viommu=True)]
+
+BAR = 2
+MIB = 4
+PAGES = MIB * 256
+HUGE_PFNMAP = (6, 12)      # vfio_pci_mmap_huge_fault()
+
+
+@pytest.fixture
+def vf(guest, kernel) -> tuple[Guest, str]:
+    """The ivshmem device, bound to vfio-pci: its BDF."""
+    if not isinstance(guest, Guest):
+        pytest.skip("the ivshmem BAR is a QEMU device")
+    bdf = guest.run(["sh", "-c", "for d in /sys/bus/pci/devices/*; do "
+                     "[ $(cat $d/vendor):$(cat $d/device) = 0x1af4:0x1110 ] && "
+                     "basename $d; done; true"], check=True).stdout.split()[0]
+    dev = f"/sys/bus/pci/devices/{bdf}"
+    guest.run(["sh", "-c", f"echo {bdf} > {dev}/driver/unbind; "
+                           f"echo vfio-pci > {dev}/driver_override; "
+                           f"echo {bdf} > /sys/bus/pci/drivers_probe"], check=True)
+    driver = guest.run(["readlink", f"{dev}/driver"], check=True).stdout.strip()
+    assert driver.endswith("/vfio-pci"), f"{bdf} is bound to {driver}, not vfio-pci"
+    return guest, bdf
+
+
+def khvfio(vf, op: str) -> dict[str, dict[str, str]]:
+    guest, bdf = vf
+    return guest.run(["khvfio", op, bdf, str(BAR), str(MIB)], check=True).by_op()
+
+
+def test_VF1_fault_every_page_and_read_back(vf, kernel, behaviour):
+    f = khvfio(vf, "fault")
+    assert f["read"]["failed"] == "0"
+    flags = f["mapping"]["vmflags"].split(",")
+    assert {"pf", "io"} <= set(flags), f"not a VM_PFNMAP|VM_IO mapping: {flags}"
+    behaviour.check("read faults", MIB // 2 if kernel.version >= HUGE_PFNMAP else 1,
+                    int(f["read"]["minflt"]))
+    behaviour.check("write faults after read", 0, int(f["write"]["minflt"]))
+    # What the guest wrote through the mapping is in the BAR: QEMU's file behind it.
+    guest = vf[0]
+    data = (guest.machine.sock_dir / "ivshmem").read_bytes()
+    words = [int.from_bytes(data[i * 4096:i * 4096 + 4], "little") for i in range(PAGES)]
+    assert words == [0x6B000000 | i for i in range(PAGES)], "the BAR does not hold the writes"
+
+
+def test_VF2_fork(vf, behaviour):
+    f = khvfio(vf, "fork")
+    behaviour.check("child reads the parent's write", [str(0x42), "0"],
+                    [f["child"]["token"], f["child_exit"]["status"]])
+
+
+def test_VF3_gup_refused(vf, behaviour):
+    f = khvfio(vf, "gup")
+    behaviour.check("process_vm_readv on the BAR", "EFAULT", f["process_vm_readv"]["result"])
+    behaviour.check("O_DIRECT into the BAR", "EFAULT", f["odirect_read"]["result"])
+
+
+def test_VF4_munmap_part_mremap(vf, kernel, request, behaviour):
+    if kernel.version < HUGE_PFNMAP:
+        # The VMA was remapped whole on its first fault; untrack_pfn() looks
+        # the range up from a PTE the cut has zapped, and WARNs.
+        request.node.add_marker(pytest.mark.expect_report("WARNING in untrack_pfn"))
+    f = khvfio(vf, "split")
+    for op in ("munmap_tail", "munmap_middle", "mremap_shrink", "mremap_move"):
+        behaviour.check(op, "0", f[op]["result"])
+    behaviour.check("mremap_grow", "EFAULT", f["mremap_grow"]["result"])
+    assert f["moved"]["access"] == "ok"
