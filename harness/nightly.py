@@ -16,7 +16,7 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from harness import arches, kernels, mutants, repro, session, suites
+from harness import arches, kernels, mutants, repro, resources, session, suites
 from harness.apt import SERIES
 from harness.arches import Arch
 from harness.errors import KhError, UsageError
@@ -32,7 +32,7 @@ from harness.requests import (
 from harness.util import progress
 
 JOB_KEYS = {"name", "kernels", "source", "config", "arches", "cpus", "k", "boot", "repro",
-            "mutants", "optional"}
+            "mutants", "optional", "suite", "selftests_source"}
 REPRO_KEYS = {"signature", "rounds", "command"}
 
 
@@ -49,12 +49,15 @@ class Job:
     boot: str | None = None        # --boot, when the job has its own
     mutants: str = ""              # a folder of mutant patches: a mutants run instead
     optional: bool = False         # run only when --job names it; not in --list
+    suite: tuple[str, ...] = ()    # --suite, when the job has its own
+    selftests_source: str = ""     # --selftests-source, when the job has its own
 
     def to_dict(self) -> dict:
         return {"id": self.id, "arch": self.arch.name, "kernel": self.kernel,
                 "source": self.source, "config": list(self.config), "cpus": self.cpus,
                 "k": self.k, "boot": self.boot, "repro": self.repro, "mutants": self.mutants,
-                "optional": self.optional}
+                "optional": self.optional, "suite": list(self.suite),
+                "selftests_source": self.selftests_source}
 
 
 TOP_KEYS = {"arches", "job"}
@@ -163,7 +166,8 @@ def _check_job(spec: dict, n: int, r: Reader, default_arches: list[Arch]) -> lis
                 str(source).replace(":", "-").rsplit("/", 1)[-1]
             jobs.append(Job(f"{name}-{what}-{arch}", arch, kernel, source or "",
                             tuple(config), spec.get("cpus"), spec.get("k"), rep,
-                            spec.get("boot"), folder, spec.get("optional", False)))
+                            spec.get("boot"), folder, spec.get("optional", False),
+                            tuple(spec.get("suite", ())), spec.get("selftests_source", "")))
     return jobs
 
 
@@ -211,6 +215,17 @@ def _check_settings(spec: dict, bad) -> None:
     boot = spec.get("boot")
     if boot is not None and boot not in session.BOOT_PATHS:
         raise bad(f"boot must be one of {', '.join(session.BOOT_PATHS)}, not {boot!r}", "boot")
+    suite = spec.get("suite")
+    known = (*resources.suites(), "all")
+    if suite is not None and (not _strings(suite) or not suite
+                              or any(s not in known for s in suite)):
+        raise bad(f"suite must be a list of suites ({', '.join(known)}), not {suite!r}",
+                  "suite")
+    selftests = spec.get("selftests_source")
+    if selftests is not None and (not isinstance(selftests, str)
+                                  or (why := _source_ok(selftests)) is not None):
+        raise bad(f"selftests_source: {why if isinstance(selftests, str) else repr(selftests)}",
+                  "selftests_source")
 
 
 def _mutants_of(spec: dict, path: Path, bad) -> str:
@@ -354,7 +369,8 @@ def run(req: NightlyRequest, out: Path) -> int:
         if job.kernel:
             kernels.resolve(job.kernel, job.arch, offline=offline)
     jobs_of_suites = [suites.SuiteJob(specs[j.id], j.arch, out / j.id, k=j.k, cpus=j.cpus,
-                                      boot=j.boot)
+                                      boot=j.boot, suite=list(j.suite) or None,
+                                      selftests_source=j.selftests_source or None)
                       for j in jobs if not j.repro and not j.mutants]
     worst = 0
     guest = req.suite.guest

@@ -37,6 +37,8 @@ class SuiteJob:
     k: str | None = None       # -k, when the job has its own
     cpus: int | None = None    # --cpus, when the job has its own
     boot: str | None = None    # --boot, when the job has its own
+    suite: list[str] | None = None        # --suite, when the job has its own
+    selftests_source: str | None = None   # --selftests-source, when the job has its own
     status: int | None = None  # ours, once it ended
 
     @property
@@ -110,11 +112,12 @@ def _start_suite(req: SuiteRequest, job: SuiteJob, quiet: bool) -> subprocess.Po
     job.junit.unlink(missing_ok=True)
     # The suite folder is the root (its conftest.py serves every suite, also
     # from a wheel, where no ini file says where the root is).
-    argv = [sys.executable, "-m", "pytest", *suite_paths(req.suite),
+    argv = [sys.executable, "-m", "pytest", *suite_paths(job.suite or req.suite),
             f"--rootdir={data('suite')}", "-p", "no:cacheprovider", "-q",
             "-rfE", f"--junitxml={job.junit}",
             *options.to_pytest_argv(req.guest, kernel=job.spec, arch=job.arch, out=job.out,
-                                    selftests_source=req.selftests_source, fresh=req.fresh,
+                                    selftests_source=job.selftests_source or req.selftests_source,
+                                    fresh=req.fresh,
                                     vmcore=req.vmcore,
                                     **({"cpus": job.cpus} if job.cpus else {}),
                                     **({"boot": job.boot} if job.boot else {}))]
@@ -158,7 +161,9 @@ def rerun_line(req: SuiteRequest, job: SuiteJob) -> str:
     return options.rerun("run", req, kernel=[job.spec] if job.spec else None,
                          arch=[job.arch] if job.arch else None, target=job.target,
                          k=job.k or req.k, cpus=job.cpus or req.guest.cpus,
-                         boot=job.boot or req.guest.boot, out=job.out.parent)
+                         boot=job.boot or req.guest.boot, out=job.out.parent,
+                         suite=job.suite or req.suite,
+                         selftests_source=job.selftests_source or req.selftests_source)
 
 
 def run_suite(req: SuiteRequest, spec: str, arch: Arch, out: Path) -> tuple[int, Path]:

@@ -27,7 +27,11 @@ def test_the_projects_matrix_expands():
     race = next(j for j in jobs if j.repro)
     assert race.cpus == 2 and race.arch.name == "arm64" and race.repro["rounds"] == 20
     built = next(j for j in jobs if j.source)
-    assert built.kernel == "" and built.config == ("base", "debug-vm", "debuginfo")
+    assert built.kernel == "" and built.config == ("base", "debug-vm", "debuginfo", "drivers")
+    newest = next(j for j in jobs if j.selftests_source)
+    assert newest.suite == ("mm-selftests",) and newest.selftests_source == "debian-source:7.3"
+    assert {j.kernel for j in jobs if j.selftests_source} == {
+        "debian:6.1", "debian:6.12", "debian:7.2", "debian:7.3"}
 
 
 @pytest.mark.parametrize("body,words", [
@@ -37,6 +41,9 @@ def test_the_projects_matrix_expands():
     ('[[job]]\nname = "a"\nkernel = ["debian:7.2"]\n', ":3: job a: unknown key(s) kernel"),
     ('[[job]]\nname = "a"\n', "give either kernels"),
     ('[[job]]\nname = "a"\nkernels = ["debian:7.2"]\ncpus = 0\n', ":4: job a: cpus"),
+    ('[[job]]\nname = "a"\nkernels = ["debian:7.2"]\nsuite = ["ltp"]\n', ":4: job a: suite must"),
+    ('[[job]]\nname = "a"\nkernels = ["debian:7.2"]\nselftests_source = "debian-source:5.4"\n',
+     ":4: job a: selftests_source: unknown Debian series"),
     ('[[job]\n', "nightly.toml"),
 ])
 def test_bad_matrix_is_one_line_with_its_line_number(tmp_path, body, words):
