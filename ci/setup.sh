@@ -11,7 +11,10 @@ if [ "$(id -u)" != 0 ]; then
 fi
 
 packages=(
-	qemu-system-x86 qemu-system-arm ipxe-qemu qemu-efi-aarch64  # guests
+	qemu-system-x86 qemu-system-arm ipxe-qemu  # guests
+	qemu-efi-aarch64                   # arm64 guests with persistent memory boot through UEFI
+	ndctl daxctl e2fsprogs xfsprogs    # --pmem under virtme-ng on the host's root
+	binutils                           # readelf: what the guests' copies of those load
 	busybox-static                     # the initramfs userland
 	mmdebstrap                         # toolchain roots for gcc-14/16 kernels
 	gcc make libc6-dev bc kmod         # modules on the host (6.1), depmod

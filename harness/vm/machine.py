@@ -49,8 +49,10 @@ PMEM_LABEL = 128 << 10     # the NVDIMM's label area: namespaces can be made and
 # not fitting the space the namespace keeps for them, and WARNs on the way out.
 PMEM_ALIGN = 128
 PMEM_MIN = 6 * PMEM_ALIGN  # MiB: room for the layout below
-PMEM_DEVS = "/tmp/kh-pmem"  # the layout's devices, a file a namespace
-PMEM_ROOT = "/mnt/pmem"    # where the fs-dax namespaces are mounted: ext4/, xfs/
+PMEM_DEVS = "/tmp/kh-pmem/dev"  # the layout's devices, a file a namespace
+# Where the fs-dax namespaces are mounted (ext4/, xfs/): on tmpfs, since
+# virtme-ng's root is read-only.
+PMEM_ROOT = "/tmp/kh-pmem"
 
 
 def pmem_layout(pmem_mb: int) -> list[tuple[str, str, int]]:

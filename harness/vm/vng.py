@@ -32,11 +32,12 @@ from harness.errors import UsageError
 from harness.kernel import Kernel
 from harness.util import cache_root, digest, run
 from harness.vm import initramfs
+from harness.vm import tools as guest_tools
 from harness.vm.launcher import Launcher
 from harness.vm.machine import MachineSpec
 from harness.vm.qemu import BASE_APPEND
 
-RECIPE = "3"   # bump when the directories made here change
+RECIPE = "4"   # bump when the directories made here change
 
 # What virtme-ng itself needs of a kernel: its root and its ports.
 NEEDS = {"9p": "CONFIG_9P_FS", "9pnet_virtio": "CONFIG_NET_9P_VIRTIO",
@@ -68,7 +69,8 @@ def check_config(kernel: Kernel) -> None:
 def kernel_dir(kernel: Kernel, root: bool) -> Path:
     """A directory with the kernel image (boot/) and a module tree that
     holds only what the guest loads (lib/modules/<release>/), and with
-    root, the rest of a root of the kernel's arch (the kh root). virtme-ng
+    root, the rest of a root of the kernel's arch (the kh root, with the
+    tools a --pmem guest runs). virtme-ng
     finds the modules beside the image, so this directory is all it is
     given."""
     check_config(kernel)
@@ -105,7 +107,8 @@ def kernel_dir(kernel: Kernel, root: bool) -> Path:
 
 def _make_root(kernel: Kernel, root: Path) -> None:
     """bash, its libraries and busybox of the kernel's arch, unpacked from
-    Debian's debs; busybox's applets linked where nothing else lies."""
+    Debian's debs, and the --pmem tools; busybox's applets linked where
+    nothing else lies."""
     arch = kernel.arch
     lists = AptConfig("vng-root", (arch.userland_suite,), arch.deb_arch)
     lists.update(offline=False)
@@ -113,6 +116,17 @@ def _make_root(kernel: Kernel, root: Path) -> None:
                           f"{root.name}.debs")
     apt.extract(debs, root)
     shutil.rmtree(root.parent / f"{root.name}.debs", ignore_errors=True)
+    # Debian's ndctl, daxctl and mkfs tools for --pmem guests (vm/tools.py)
+    for rel, content in guest_tools.files(arch).items():
+        dest = root / rel
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        if dest.exists() or dest.is_symlink():
+            continue
+        if isinstance(content, str):
+            dest.symlink_to(content)
+        else:
+            dest.write_bytes(content)
+            dest.chmod(0o755)
     applets = subprocess.run([str(initramfs.busybox_for(arches.host())), "--list-full"],
                              capture_output=True, text=True, check=True).stdout.split()
     for rel in applets:
@@ -169,11 +183,12 @@ class VngLauncher(Launcher):
             # Our root's commands are busybox's: its applets from tmpfs too.
             setup.append(f"{GUEST_BIN}/busybox --install -s {GUEST_BIN}/bin")
             path = f"{GUEST_BIN}:{GUEST_BIN}/bin:{hdir}:$PATH"
-        copies = "; ".join(f"cp {hdir}/{name} {GUEST_BIN}/.{name} && "
-                           f"mv {GUEST_BIN}/.{name} {GUEST_BIN}/{name}"
-                           for name in self.helpers if name != "khagent")
-        if copies:   # inside braces, `&` puts only the copies in the background
-            setup.append(f"{{ {{ {copies}; }} </dev/null >/dev/null 2>&1 & }}")
+        # One loop, not a command a helper: the whole line rides on the kernel's
+        # command line, which stops at 2048 bytes (7.2 panics on a longer one).
+        names = " ".join(n for n in self.helpers if n != "khagent")
+        if names:   # inside braces, `&` puts only the copies in the background
+            setup.append(f"{{ for h in {names}; do cp {hdir}/$h {GUEST_BIN}/.$h && "
+                         f"mv {GUEST_BIN}/.$h {GUEST_BIN}/$h; done </dev/null >/dev/null 2>&1 & }}")
         # The kernel's VMCOREINFO reaches QEMU's memory dumps through fw_cfg
         # (as on the initramfs path: initramfs.OPTIONAL_MODULES), where it has it.
         setup.append(f"{{ {GUEST_BIN}/busybox modprobe {' '.join(initramfs.OPTIONAL_MODULES)} "

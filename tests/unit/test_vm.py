@@ -157,8 +157,8 @@ def test_pmem_on_the_qemu_command_line(tmp_path, monkeypatch):
     assert "ndctl init-labels -f nmem0 2>/dev/null" in cmds
     assert any("-m fsdax -s 256M -n kh-ext4" in c for c in cmds)
     assert any("-m devdax -a 4K -s 128M -n kh-dax4k" in c for c in cmds)
-    assert cmds[-1].endswith("mount -t xfs -o dax /dev/$(cat /tmp/kh-pmem/kh-xfs) "
-                             "/mnt/pmem/xfs")
+    assert cmds[-1].endswith("mount -t xfs -o dax /dev/$(cat /tmp/kh-pmem/dev/kh-xfs) "
+                             "/tmp/kh-pmem/xfs")
     arm = QemuLauncher(fake_kernel(work, "arm64"), work / "i.cpio", spec)
     words = arm.argv("tcg", tmp_path)
     assert words[words.index("-bios") + 1] == "/usr/share/AAVMF/AAVMF_CODE.fd"
@@ -167,6 +167,20 @@ def test_pmem_on_the_qemu_command_line(tmp_path, monkeypatch):
                                                                     0, 0, 0, 0, 255)))
     with pytest.raises(UsageError, match=r"--pmem: 768 MiB is more than the 0 MiB free under"):
         launcher.argv("tcg", tmp_path)
+
+
+def test_vng_command_line_stays_short_with_many_helpers(tmp_path, monkeypatch):
+    """virtme-ng puts the agent's start on the kernel's command line, which
+    stops at 2048 bytes (a longer one panicked 7.2 in start_kernel): its
+    length must not grow with each helper."""
+    monkeypatch.setenv("KHARNESS_CACHE", str(tmp_path / "cache"))
+    (tmp_path / "helpers").mkdir()
+    for name in ("khagent", *(f"khhelper{i}" for i in range(12))):
+        (tmp_path / "helpers" / name).touch(mode=0o755)
+    spec = MachineSpec(workdir=tmp_path)
+    launcher = VngLauncher(fake_kernel(tmp_path, "x86_64"), tmp_path / "helpers", spec,
+                           tree=tmp_path / "vng", busybox=tmp_path / "busybox")
+    assert len(launcher.agent_command()) < 1024
 
 
 def test_vng_names_the_options_a_kernel_lacks(tmp_path):
