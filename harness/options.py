@@ -60,10 +60,13 @@ def _positive_int(name: str) -> Callable[[str], int]:
 
 
 def _pmem(text: str) -> int:
-    size = _positive_int("--pmem")(text)
+    try:
+        size = int(text)
+    except ValueError:
+        raise UsageError(f"--pmem takes a whole number of MiB, not '{text}'") from None
     if size < PMEM_MIN:
         raise UsageError(f"--pmem must be at least {PMEM_MIN} (MiB): its four namespaces "
-                         f"are made in {PMEM_ALIGN} MiB steps, not {size}")
+                         f"are whole {PMEM_ALIGN} MiB memory sections, not {size}")
     return size
 
 

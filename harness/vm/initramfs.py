@@ -43,12 +43,15 @@ PMEM_MODULES = {"nd_pmem": "", "dax_pmem": "", "device_dax": "", "ext4": "", "xf
 # which wants interrupt remapping, which QEMU's intel-iommu has only with a
 # split irqchip (KVM): the scenarios take no interrupts from the device.
 VFIO_MODULES = {"vfio_pci": "", "vfio_iommu_type1": "allow_unsafe_interrupts=1"}
+_PMEM = "for --pmem"
+_VFIO = "for vfio-pci, guest(viommu=True)"
 NEEDED_FOR = {"virtio_blk": "CONFIG_VIRTIO_BLK, for a guest with swap (--swap, swap_mb)",
-              "nfit": "CONFIG_ACPI_NFIT", "of_pmem": "CONFIG_OF_PMEM",
-              "nd_pmem": "CONFIG_BLK_DEV_PMEM", "dax_pmem": "CONFIG_DEV_DAX_PMEM and "
-              "CONFIG_ZONE_DEVICE", "device_dax": "CONFIG_DEV_DAX",
-              "ext4": "CONFIG_EXT4_FS", "xfs": "CONFIG_XFS_FS",
-              "vfio_pci": "CONFIG_VFIO_PCI", "vfio_iommu_type1": "CONFIG_VFIO_IOMMU_TYPE1"}
+              "nfit": f"CONFIG_ACPI_NFIT, {_PMEM}", "of_pmem": f"CONFIG_OF_PMEM, {_PMEM}",
+              "nd_pmem": f"CONFIG_BLK_DEV_PMEM, {_PMEM}",
+              "dax_pmem": f"CONFIG_DEV_DAX_PMEM and CONFIG_ZONE_DEVICE, {_PMEM}",
+              "device_dax": f"CONFIG_DEV_DAX, {_PMEM}", "ext4": f"CONFIG_EXT4_FS, {_PMEM}",
+              "xfs": f"CONFIG_XFS_FS, {_PMEM}", "vfio_pci": f"CONFIG_VFIO_PCI, {_VFIO}",
+              "vfio_iommu_type1": f"CONFIG_VFIO_IOMMU_TYPE1, {_VFIO}"}
 
 
 def wanted_modules(arch: Arch, swap: bool = False, pmem: bool = False,

@@ -182,8 +182,12 @@ def mx(guest, request) -> Device:
 # The fs-dax and device-dax scenarios' guest: --pmem's layout
 # (harness/vm/machine.py pmem_layout), a new guest of its own.
 PMEM_MB = 768
-PMEM_OPTIONS = {"fsdax": ("CONFIG_FS_DAX", "CONFIG_ZONE_DEVICE", "CONFIG_ND_PFN"),
-                "devdax": ("CONFIG_DEV_DAX", "CONFIG_DEV_DAX_PMEM", "CONFIG_ZONE_DEVICE")}
+# What a kernel needs for a family's guest: the pmem guest loads every
+# driver of the layout, whichever family asks (kharness boot --pmem names
+# the same in one line). The drivers fragment builds them all.
+PMEM_NEEDS = ("CONFIG_ACPI_NFIT", "CONFIG_BLK_DEV_PMEM", "CONFIG_ZONE_DEVICE", "CONFIG_FS_DAX",
+              "CONFIG_DEV_DAX", "CONFIG_DEV_DAX_PMEM", "CONFIG_EXT4_FS", "CONFIG_XFS_FS")
+VFIO_NEEDS = ("CONFIG_INTEL_IOMMU", "CONFIG_VFIO_PCI", "CONFIG_VFIO_IOMMU_TYPE1")
 
 
 def kernel_lacks(kernel, options) -> list[str]:
@@ -210,14 +214,21 @@ class Pmem:
         return self.guest.run(["khdax", *map(str, args)], check=True)
 
 
-def pmem_guest(request, kind: str) -> Pmem:
-    """The pmem guest, once the kernel is known to have what `kind`
-    (fsdax, devdax) needs: a kernel without is a skip naming the options."""
+def guest_if_kernel_has(request, needs: tuple[str, ...]) -> Guest:
+    """The test's guest, once the kernel is known to have what it needs: a
+    kernel without is a skip naming the options (not a guest that cannot
+    boot, which would stop the session)."""
+    kernel = request.getfixturevalue("kernel")
+    missing = kernel_lacks(kernel, needs)
+    if missing:
+        pytest.skip(f"kernel {kernel.release} lacks {', '.join(missing)} "
+                    f"(kconfigs/drivers.config has them)")
+    return request.getfixturevalue("guest")
+
+
+def pmem_guest(request) -> Pmem:
+    """The pmem guest (fs-dax and device-dax namespaces)."""
     kernel = request.getfixturevalue("kernel")
     if not kernel.arch.pmem:
         pytest.skip(f"no emulated NVDIMM for {kernel.arch.name} guests")
-    missing = kernel_lacks(kernel, PMEM_OPTIONS[kind])
-    if missing:
-        pytest.skip(f"kernel {kernel.release} lacks {', '.join(missing)}")
-    guest = request.getfixturevalue("guest")
-    return Pmem(guest)
+    return Pmem(guest_if_kernel_has(request, PMEM_NEEDS))

@@ -91,7 +91,8 @@ FOREIGN = next(a for a in ARCHES.values() if not a.native)
     (["run", "--numa", "0"], "--numa must be at least 1"),
     (["run", "--suite", "scenarios,ltp"], "--suite 'ltp' is unknown"),
     (["boot", "--swap", "lots"], "--swap takes a whole number"),
-    (["boot", "--pmem", "0"], "--pmem must be at least 1, not 0"),
+    (["boot", "--pmem", "0"], "--pmem must be at least 768 (MiB)"),
+    (["boot", "--pmem", "lots"], "--pmem takes a whole number of MiB"),
     (["run", "--pmem", "700"], "--pmem must be at least 768 (MiB): its four namespaces"),
     (["boot", "--rw"], "--rw makes your working directory writable in a virtme-ng guest"),
     (["run", "--selftests-source", "/nonexistent"], "--selftests-source /nonexistent: not a "

@@ -22,7 +22,7 @@ PAGES = MIB * 256
 
 @pytest.fixture(params=["2m", "4k"])
 def dd(request) -> tuple[Pmem, str, str]:
-    pm = pmem_guest(request, "devdax")
+    pm = pmem_guest(request)
     return pm, pm.dax(request.param), request.param
 
 

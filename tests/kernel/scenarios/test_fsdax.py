@@ -35,7 +35,7 @@ def rss_kb(kernel, mib: int) -> int:
 
 @pytest.fixture(params=["ext4", "xfs"])
 def fd(request) -> tuple[Pmem, str]:
-    return pmem_guest(request, "fsdax"), request.param
+    return pmem_guest(request), request.param
 
 
 def ops(res) -> dict[str, dict[str, str]]:

@@ -13,6 +13,7 @@ WARNs in untrack_pfn() when part of the mapping goes: VF4); 6.12 maps
 from __future__ import annotations
 
 import pytest
+from conftest import VFIO_NEEDS, guest_if_kernel_has
 
 from harness.guest import Guest
 
@@ -25,8 +26,9 @@ HUGE_PFNMAP = (6, 12)      # vfio_pci_mmap_huge_fault()
 
 
 @pytest.fixture
-def vf(guest, kernel) -> tuple[Guest, str]:
+def vf(request) -> tuple[Guest, str]:
     """The ivshmem device, bound to vfio-pci: its BDF."""
+    guest = guest_if_kernel_has(request, VFIO_NEEDS)
     if not isinstance(guest, Guest):
         pytest.skip("the ivshmem BAR is a QEMU device")
     bdf = guest.run(["sh", "-c", "for d in /sys/bus/pci/devices/*; do "
