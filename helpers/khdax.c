@@ -99,15 +99,11 @@ static char *map_target(const char *path, size_t len, int flags, int *fdp)
 	int fd = open_target(path, len);
 	char *p;
 
-	if (fd < 0) {
-		printf("op=open result=%s\n", errname(errno));
-		exit(2);
-	}
+	if (fd < 0)
+		setup_failed("open");
 	p = map_aligned(fd, len, flags);
-	if (p == MAP_FAILED) {
-		printf("op=mmap result=%s\n", errname(errno));
-		exit(2);
-	}
+	if (p == MAP_FAILED)
+		setup_failed("mmap");
 	if (fdp)
 		*fdp = fd;
 	else

@@ -32,16 +32,12 @@ static char *map_mem(unsigned long long phys, long n, int quiet)
 	int fd = open("/dev/mem", O_RDWR | O_SYNC);
 	char *p;
 
-	if (fd < 0) {
-		printf("op=open result=%s\n", errname(errno));
-		exit(2);
-	}
+	if (fd < 0)
+		setup_failed("open");
 	p = mmap(NULL, n * page_size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, phys);
 	close(fd);
-	if (p == MAP_FAILED && !quiet) {
-		printf("op=mmap result=%s\n", errname(errno));
-		exit(2);
-	}
+	if (p == MAP_FAILED && !quiet)
+		setup_failed("mmap");
 	return p;
 }
 

@@ -93,15 +93,11 @@ static char *map_dev(const char *dev, long npages, int prot, int *fdp)
 	int fd = strcmp(dev, "perf") ? open(dev, O_RDWR) : perf_open();
 	char *p;
 
-	if (fd < 0) {
-		printf("op=open result=%s\n", errname(errno));
-		exit(2);
-	}
+	if (fd < 0)
+		setup_failed("open");
 	p = mmap(NULL, npages * page_size, prot, MAP_SHARED, fd, 0);
-	if (p == MAP_FAILED) {
-		printf("op=mmap result=%s\n", errname(errno));
-		exit(2);
-	}
+	if (p == MAP_FAILED)
+		setup_failed("mmap");
 	if (fdp)
 		*fdp = fd;
 	else

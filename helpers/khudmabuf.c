@@ -43,30 +43,22 @@ static void made(struct buf *b, long n)
 	struct udmabuf_create create = { .flags = UDMABUF_FLAGS_CLOEXEC, .size = n * page_size };
 
 	if (memfd < 0 || ftruncate(memfd, n * page_size) ||
-	    fcntl(memfd, F_ADD_SEALS, F_SEAL_SHRINK)) {
-		printf("op=memfd result=%s\n", errname(errno));
-		exit(2);
-	}
+	    fcntl(memfd, F_ADD_SEALS, F_SEAL_SHRINK))
+		setup_failed("memfd");
 	b->n = n;
 	b->mem = mmap(NULL, n * page_size, PROT_READ | PROT_WRITE, MAP_SHARED, memfd, 0);
 	for (long i = 0; i < n; i++)
 		b->mem[i * page_size] = (char)(i + 1);
 	dev = open("/dev/udmabuf", O_RDWR);
-	if (dev < 0) {
-		printf("op=open result=%s\n", errname(errno));
-		exit(2);
-	}
+	if (dev < 0)
+		setup_failed("open");
 	create.memfd = memfd;
 	dmabuf = ioctl(dev, UDMABUF_CREATE, &create);
-	if (dmabuf < 0) {
-		printf("op=create result=%s\n", errname(errno));
-		exit(2);
-	}
+	if (dmabuf < 0)
+		setup_failed("create");
 	b->dma = mmap(NULL, n * page_size, PROT_READ | PROT_WRITE, MAP_SHARED, dmabuf, 0);
-	if (b->dma == MAP_FAILED) {
-		printf("op=mmap result=%s\n", errname(errno));
-		exit(2);
-	}
+	if (b->dma == MAP_FAILED)
+		setup_failed("mmap");
 	close(dmabuf);
 	close(dev);
 	close(memfd);

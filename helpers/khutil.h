@@ -199,4 +199,11 @@ static inline int memtypes_at(unsigned long long phys)
 	return n;
 }
 
+/* A set-up step that failed: its errno as the op's result, and exit 2. */
+static inline void __attribute__((noreturn)) setup_failed(const char *op)
+{
+	printf("op=%s result=%s\n", op, errname(errno));
+	exit(2);
+}
+
 #endif /* KHUTIL_H */

@@ -38,30 +38,22 @@ static int device_fd(const char *bdf)
 
 	snprintf(path, sizeof(path), "/sys/bus/pci/devices/%s/iommu_group", bdf);
 	len = readlink(path, link, sizeof(link) - 1);
-	if (len < 0) {
-		printf("op=iommu_group result=%s\n", errname(errno));
-		exit(2);
-	}
+	if (len < 0)
+		setup_failed("iommu_group");
 	link[len] = 0;
 	snprintf(path, sizeof(path), "/dev/vfio/%s", strrchr(link, '/') + 1);
 	container = open("/dev/vfio/vfio", O_RDWR);
 	group = open(path, O_RDWR);
-	if (container < 0 || group < 0) {
-		printf("op=open result=%s\n", errname(errno));
-		exit(2);
-	}
+	if (container < 0 || group < 0)
+		setup_failed("open");
 	if (ioctl(group, VFIO_GROUP_GET_STATUS, &status) ||
 	    !(status.flags & VFIO_GROUP_FLAGS_VIABLE) ||
 	    ioctl(group, VFIO_GROUP_SET_CONTAINER, &container) ||
-	    ioctl(container, VFIO_SET_IOMMU, VFIO_TYPE1v2_IOMMU)) {
-		printf("op=container result=%s\n", errname(errno));
-		exit(2);
-	}
+	    ioctl(container, VFIO_SET_IOMMU, VFIO_TYPE1v2_IOMMU))
+		setup_failed("container");
 	dev = ioctl(group, VFIO_GROUP_GET_DEVICE_FD, bdf);
-	if (dev < 0) {
-		printf("op=device result=%s\n", errname(errno));
-		exit(2);
-	}
+	if (dev < 0)
+		setup_failed("device");
 	return dev;
 }
 
@@ -80,10 +72,8 @@ static char *map_bar(const char *bdf, int bar, size_t len)
 	r = mmap(NULL, len + PMD_SIZE, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	a = (char *)(((uintptr_t)r + PMD_SIZE - 1) & ~(PMD_SIZE - 1));
 	p = mmap(a, len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, dev, info.offset);
-	if (p == MAP_FAILED) {
-		printf("op=mmap result=%s\n", errname(errno));
-		exit(2);
-	}
+	if (p == MAP_FAILED)
+		setup_failed("mmap");
 	close(dev);
 	return p;
 }
