@@ -119,3 +119,17 @@ def test_a_failed_suite_job_says_how_to_rerun_it_alone(tmp_path):
     again = resolved("run", line.split()[2:])
     assert (again.kernel, again.arch, again.k, again.cpus, again.swap, again.boot) == (
         ["debian:7.2"], [ARCHES["arm64"]], "DX4", 2, 256, "vng")
+
+
+def test_a_job_with_its_own_suite_and_selftests_source_reruns_with_them(tmp_path):
+    """The nightly newest-selftests job: another source's mm selftests on
+    a kernel; its rerun line (and its pytest) carries both."""
+    from harness import suites
+    req = options.suite_request(resolved("nightly", ["ci/nightly.toml"]))
+    job = suites.SuiteJob("debian:6.1", ARCHES["x86_64"], tmp_path / "newest",
+                          suite=["mm-selftests"], selftests_source="debian-source:7.3")
+    line = suites.rerun_line(req, job)
+    assert "--suite=mm-selftests" in line.split()
+    assert "--selftests-source=debian-source:7.3" in line.split()
+    again = resolved("run", line.split()[2:])
+    assert (again.suite, again.selftests_source) == (["mm-selftests"], "debian-source:7.3")
