@@ -47,6 +47,11 @@ class Arch:
     # tables (NFIT) that describe one. None: QEMU's own tables do.
     pmem_firmware: str | None = None
     pmem_firmware_package: str = ""
+    # The IOMMU a guest gets for vfio-pci (guest(viommu=True)), its driver
+    # module where Debian builds it as one, and the kernel's options for it.
+    viommu: str = "virtio-iommu-pci"
+    viommu_module: str = "virtio_iommu"
+    viommu_append: tuple[str, ...] = ("iommu.passthrough=1",)
 
     @property
     def pmem(self) -> bool:

@@ -51,7 +51,8 @@ NEEDED_FOR = {"virtio_blk": "CONFIG_VIRTIO_BLK, for a guest with swap (--swap, s
               "dax_pmem": f"CONFIG_DEV_DAX_PMEM and CONFIG_ZONE_DEVICE, {_PMEM}",
               "device_dax": f"CONFIG_DEV_DAX, {_PMEM}", "ext4": f"CONFIG_EXT4_FS, {_PMEM}",
               "xfs": f"CONFIG_XFS_FS, {_PMEM}", "vfio_pci": f"CONFIG_VFIO_PCI, {_VFIO}",
-              "vfio_iommu_type1": f"CONFIG_VFIO_IOMMU_TYPE1, {_VFIO}"}
+              "vfio_iommu_type1": f"CONFIG_VFIO_IOMMU_TYPE1, {_VFIO}",
+              "virtio_iommu": f"CONFIG_VIRTIO_IOMMU, {_VFIO}"}
 
 
 def wanted_modules(arch: Arch, swap: bool = False, pmem: bool = False,
@@ -60,7 +61,7 @@ def wanted_modules(arch: Arch, swap: bool = False, pmem: bool = False,
     if pmem and arch.pmem_region:
         out |= {arch.pmem_region: "", **PMEM_MODULES}
     if vfio:
-        out |= VFIO_MODULES
+        out |= {**({arch.viommu_module: ""} if arch.viommu_module else {}), **VFIO_MODULES}
     return out
 
 

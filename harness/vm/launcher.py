@@ -110,10 +110,7 @@ class Launcher:
         """The IOMMU, swap disk, persistent memory and NUMA nodes the spec asks for."""
         spec, args = self.spec, []
         if spec.viommu:
-            if self.arch.name != "x86_64":
-                raise UsageError(f"viommu: no virtual IOMMU for {self.arch.name} guests")
-            # interrupt remapping wants a split irqchip, which TCG has not
-            args += ["-device", "intel-iommu,intremap=off"]
+            args += ["-device", self.arch.viommu]
         if spec.swap_mb:
             disk = _sparse(self.workdir / "swap.img", spec.swap_mb << 20)
             args += ["-drive", f"file={disk},if=none,id=khswap,format=raw,cache=unsafe",

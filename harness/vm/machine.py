@@ -22,6 +22,7 @@ from harness.errors import KhError
 from harness.vm.qmp import Qmp
 
 if TYPE_CHECKING:   # a Machine is made by its Launcher
+    from harness.arches import Arch
     from harness.vm.launcher import Launcher
 
 SOCK_PREFIX = "kh-"         # temporary directories of agent sockets: kh-<random>
@@ -111,12 +112,11 @@ class MachineSpec:
     rwdir: str = ""              # virtme-ng: a host directory the guest may write
     vng_root: str = "auto"       # virtme-ng's root: host (the host's /), kh (ours); auto: kh
 
-    @property
-    def kernel_append(self) -> list[str]:
+    def kernel_append(self, arch: Arch) -> list[str]:
         """Words the kernel command line gets for these settings: the
         user's, and the IOMMU on, passing through every device no driver
         asks to translate (vfio-pci's group gets a domain of its own)."""
-        return [*(["intel_iommu=on", "iommu=pt"] if self.viommu else []), *self.append.split()]
+        return [*(arch.viommu_append if self.viommu else ()), *self.append.split()]
 
     def setup_commands(self) -> list[str]:
         """Guest commands that give a booted guest these settings."""

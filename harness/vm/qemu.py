@@ -34,7 +34,7 @@ class QemuLauncher(Launcher):
                 "-m", str(self.spec.memory_mb), "-smp", str(self.spec.cpus),
                 "-kernel", str(image), "-initrd", str(self.initramfs),
                 "-append", " ".join([f"console={a.console}", *BASE_APPEND,
-                                      *self.spec.kernel_append]),
+                                      *self.spec.kernel_append(self.arch)]),
                 # append: a restored guest's console follows its boot's (snapshot.py)
                 "-chardev", f"file,id=khcon,path={self.console_log},append=on",
                 "-serial", "chardev:khcon",

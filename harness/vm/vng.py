@@ -198,7 +198,7 @@ class VngLauncher(Launcher):
 
     def argv(self, accel: str, sock_dir: Path) -> list[str]:
         append = [a for a in BASE_APPEND if not a.startswith("rdinit=")]
-        append += self.spec.kernel_append
+        append += self.spec.kernel_append(self.arch)
         image = self.dir / "boot" / self.kernel.image.name
         argv = ["vng", "-r", str(image), "--verbose", "--force-9p",
                 "--cpus", str(self.spec.cpus), "--memory", f"{self.spec.memory_mb}M",

@@ -169,6 +169,18 @@ def test_pmem_on_the_qemu_command_line(tmp_path, monkeypatch):
         launcher.argv("tcg", tmp_path)
 
 
+def test_viommu_per_arch(tmp_path):
+    """guest(viommu=True): intel-iommu on x86_64, virtio-iommu on arm64,
+    each with its kernel words; the rest of the devices passed through."""
+    spec = MachineSpec(workdir=tmp_path / "work", viommu=True)
+    for arch, device, words in (("x86_64", "intel-iommu,intremap=off", "intel_iommu=on iommu=pt"),
+                                ("arm64", "virtio-iommu-pci", "iommu.passthrough=1")):
+        argv = QemuLauncher(fake_kernel(tmp_path, arch), tmp_path / "i.cpio",
+                            spec).argv("tcg", tmp_path)
+        assert argv[argv.index(device) - 1] == "-device"
+        assert words in argv[argv.index("-append") + 1]
+
+
 def test_vng_command_line_stays_short_with_many_helpers(tmp_path, monkeypatch):
     """virtme-ng puts the agent's start on the kernel's command line, which
     stops at 2048 bytes (a longer one panicked 7.2 in start_kernel): its

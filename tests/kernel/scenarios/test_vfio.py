@@ -1,8 +1,9 @@
 """VF: a PCI BAR through vfio-pci (drivers/vfio/pci/vfio_pci_core.c): QEMU's
 ivshmem-plain device (its 4 MiB BAR 2 over a host file) taken from
 kh_mixedmap and bound to vfio-pci behind a virtual IOMMU (Debian builds
-no VFIO_NOIOMMU; x86_64's intel-iommu, the rest passed through), mapped
-through the device fd with a type1 container (khvfio).
+no VFIO_NOIOMMU: intel-iommu on x86_64, virtio-iommu on arm64, every other
+device passed through), mapped through the device fd with a type1
+container (khvfio).
 
 The mapping is VM_PFNMAP, faulted in by vfio_pci_core: 6.1's first fault
 remapped the whole VMA with remap_pfn_range() (and its PAT tracking then
@@ -17,7 +18,7 @@ from conftest import VFIO_NEEDS, guest_if_kernel_has
 
 from harness.guest import Guest
 
-pytestmark = [pytest.mark.arch("x86_64"), pytest.mark.qemu, pytest.mark.guest(viommu=True)]
+pytestmark = [pytest.mark.qemu, pytest.mark.guest(viommu=True)]
 
 BAR = 2
 MIB = 4
@@ -26,9 +27,9 @@ HUGE_PFNMAP = (6, 12)      # vfio_pci_mmap_huge_fault()
 
 
 @pytest.fixture
-def vf(request) -> tuple[Guest, str]:
+def vf(request, kernel) -> tuple[Guest, str]:
     """The ivshmem device, bound to vfio-pci: its BDF."""
-    guest = guest_if_kernel_has(request, VFIO_NEEDS)
+    guest = guest_if_kernel_has(request, VFIO_NEEDS[kernel.arch.name])
     if not isinstance(guest, Guest):
         pytest.skip("the ivshmem BAR is a QEMU device")
     bdf = guest.run(["sh", "-c", "for d in /sys/bus/pci/devices/*; do "
