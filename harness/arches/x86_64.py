@@ -1,4 +1,4 @@
-from harness.arches import Arch
+from harness.arches import UNSAFE_INTERRUPTS, Arch
 
 # q35 rather than microvm: microvm hung in half the TCG boots (TSC calibration).
 # -cpu max under TCG boots Debian kernels in 3-4 s (platform notes).
@@ -23,5 +23,5 @@ ARCH = Arch(
     # from 6.12); interrupt remapping wants a split irqchip, which TCG has not
     viommu="intel-iommu,intremap=off",
     viommu_module="",
-    viommu_append=("intel_iommu=on", "iommu=pt"),
+    viommu_append=("intel_iommu=on", "iommu=pt", UNSAFE_INTERRUPTS),
 )
