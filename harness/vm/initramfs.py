@@ -39,10 +39,10 @@ SWAP_MODULES = {"virtio_blk": ""}
 # nfit), the pmem block device with its pfn (fs-dax) and dax devices, the
 # device-dax driver and the two filesystems the fs-dax scenarios mount.
 PMEM_MODULES = {"nd_pmem": "", "dax_pmem": "", "device_dax": "", "ext4": "", "xfs": ""}
-# A guest with an IOMMU (viommu): vfio-pci and the type1 IOMMU backend
-# (its allow_unsafe_interrupts is on the kernel's command line, which
-# reaches it built in or a module: arches.Arch.viommu_append).
-VFIO_MODULES = {"vfio_pci": "", "vfio_iommu_type1": ""}
+# A guest with an IOMMU (viommu): vfio-pci and the type1 IOMMU backend,
+# allowed to run without interrupt remapping: an argument to insmod, and on
+# the kernel's command line for a built-in one (arches.UNSAFE_INTERRUPTS).
+VFIO_MODULES = {"vfio_pci": "", "vfio_iommu_type1": "allow_unsafe_interrupts=1"}
 _PMEM = "for --pmem"
 _VFIO = "for vfio-pci, guest(viommu=True)"
 NEEDED_FOR = {"virtio_blk": "CONFIG_VIRTIO_BLK, for a guest with swap (--swap, swap_mb)",
