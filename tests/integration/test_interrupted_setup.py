@@ -37,7 +37,10 @@ def boot(cache: Path, out: Path, opt) -> subprocess.Popen:
         [sys.executable, "-m", "harness.cli", "boot", f"--kernel={opt('--kernel')}",
          f"--arch={opt('--arch')}", f"--out={out}", "--exec", "uname -r"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        env={**os.environ, "KHARNESS_CACHE": str(cache)}, start_new_session=True)
+        env={**os.environ, "KHARNESS_CACHE": str(cache)}, start_new_session=True,
+        # Ctrl-C must reach it even when this pytest came with SIGINT ignored
+        # (a script's `pytest &`), which a child would inherit.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
 def ours_running(cache: Path) -> list[str]:
