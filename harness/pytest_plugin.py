@@ -268,6 +268,11 @@ def live(guest, kh_pool):
     if not isinstance(guest, Guest):
         pytest.skip("a real machine's memory cannot be dumped: page state is for QEMU guests")
     prep = kh_pool.prepared()
+    if "CONFIG_DEBUG_INFO=y" not in prep.kernel.config.read_text():
+        # Neither the kernel's DWARF nor our modules' (built as the kernel
+        # is): drgn would have symbols and no types to read a page with.
+        pytest.skip(f"kernel {prep.kernel.release} was built without CONFIG_DEBUG_INFO: "
+                    f"page state needs types (build it with the debuginfo fragment)")
     with kh_pool.uncaptured():      # the kernel's DWARF: a download the first time
         try:
             debug.dwarf(prep.kernel, fetch=True)
