@@ -24,6 +24,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from harness import mounts
+from harness.errors import KhError
 from harness.util import progress
 
 MARKER = ".kh-done"
@@ -59,6 +60,62 @@ def write_atomic(path: Path, data: str | bytes) -> None:
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+class Held(KhError):
+    """An entry that should be made again, but another run is using it:
+    it is left as it is, and the caller does without it."""
+
+
+# This process's shared holds (entry -> the open hold file): an entry a run
+# restores guests from is never removed under it by another run.
+_holds: dict[Path, int] = {}
+
+
+def hold_path(entry: Path) -> Path:
+    return entry.with_name(entry.name + ".held")
+
+
+def hold(entry: Path) -> None:
+    """Hold entry (shared) for as long as this process uses it, or until release()."""
+    if entry in _holds:
+        return
+    fd = os.open(hold_path(entry), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    fcntl.flock(fd, fcntl.LOCK_SH)
+    _holds[entry] = fd
+
+
+def release(entry: Path) -> None:
+    fd = _holds.pop(entry, None)
+    if fd is not None:
+        os.close(fd)
+
+
+def remove_unheld(entry: Path) -> bool:
+    """Remove the entry unless another process holds it (True if removed).
+    The caller has the entry's lock (locked(lock_path(entry))), so nobody
+    starts holding it meanwhile; this process's own hold does not count."""
+    fd = _holds.get(entry)
+    own = fd is not None
+    if fd is None:
+        if not hold_path(entry).exists():
+            remove(entry)
+            return True
+        fd = os.open(hold_path(entry), os.O_RDWR | os.O_CLOEXEC)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        if own:     # a failed upgrade drops the shared lock: take it again
+            fcntl.flock(fd, fcntl.LOCK_SH)
+        else:
+            os.close(fd)
+        return False
+    try:
+        remove(entry)
+    finally:
+        _holds.pop(entry, None)
+        os.close(fd)
+    return True
 
 
 class Outdated(ValueError):
@@ -121,12 +178,14 @@ def cached(entry: Path, make: Callable[[Path], Iterable[Path | str]], *,
                 why = f"unreadable: {e}"
         if why is None:
             return entry
+        if entry.exists() and not (keep_partial and why == "unfinished") and \
+                not remove_unheld(entry):
+            raise Held(f"cache entry {entry} is {why}, but another run is using it: "
+                       f"left as it is")
         if why.startswith("out of date"):
             progress(f"cache entry {entry} is {why}; making it again")
         elif why not in ("absent", "unfinished"):
             progress(f"cache entry {entry} is damaged ({why}); making it again")
-        if entry.exists() and not (keep_partial and why == "unfinished"):
-            remove(entry)
         entry.mkdir(parents=True, exist_ok=True)
         products = list(make(entry))
         publish(entry, products)

@@ -33,7 +33,7 @@ from harness.kbuild import patches
 from harness.kernels import resolve
 from harness.observe import reports
 from harness.results import compare, dashboard, matrix, merge
-from harness.util import progress, write_out
+from harness.util import progress, safe_name, write_out
 from harness.vm.machine import kill_all
 
 
@@ -53,7 +53,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         jobs = [suites.SuiteJob(req.guest.kernel, req.guest.arch,
                                    args.out / f"ssh-{args.target.host}", target=args.target)]
     else:
-        jobs = [suites.SuiteJob(spec, arch, args.out / f"{spec.replace(':', '-')}-{arch}")
+        jobs = [suites.SuiteJob(spec, arch,
+                                args.out / f"{safe_name(spec.replace(':', '-'))}-{arch}")
                 for arch in args.arch for spec in args.kernel]
     t0 = time.monotonic()
     try:

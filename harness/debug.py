@@ -306,6 +306,27 @@ def namespace(prog: drgn.Program) -> dict[str, Any]:
     return ns
 
 
+def _script_text(script: Path, code: str | None) -> str:
+    """The script's Python source, or one line (exit 2) saying why not."""
+    if code is not None:
+        raise UsageError(f"debug takes -c CODE or a SCRIPT, not both (-c {code!r} and "
+                         f"{script}): give one")
+    if script.is_dir():
+        raise UsageError(f"cannot read script {script}: it is a directory; give a drgn "
+                         f"script file")
+    try:
+        data = script.read_bytes()
+    except FileNotFoundError:
+        raise UsageError(f"cannot read script {script}: no such file") from None
+    except OSError as e:
+        raise UsageError(f"cannot read script {script}: {e.strerror}") from None
+    try:
+        return data.decode()
+    except UnicodeDecodeError:
+        raise UsageError(f"cannot read script {script}: it is not text (a binary file?); "
+                         f"give a drgn script in Python") from None
+
+
 def run(where: Path, *, code: str | None, script: Path | None, argv: list[str],
         symbols: str) -> int:
     """drgn on the test folder's vmcore: code (-c) or a script run with its
@@ -313,8 +334,7 @@ def run(where: Path, *, code: str | None, script: Path | None, argv: list[str],
     import sys
     import traceback
 
-    if script is not None and not script.is_file():
-        raise UsageError(f"cannot read script {script}: no such file")
+    source = _script_text(script, code) if script is not None else None
     dump = find(where)
     t0 = time.monotonic()
     prog, kind = program(dump, symbols)
@@ -328,7 +348,8 @@ def run(where: Path, *, code: str | None, script: Path | None, argv: list[str],
     try:
         if script is not None:
             sys.argv = [str(script), *argv]
-            exec(compile(script.read_text(), str(script), "exec"), {**ns, "__name__": "__main__"})
+            assert source is not None
+            exec(compile(source, str(script), "exec"), {**ns, "__name__": "__main__"})
         else:
             assert code is not None
             try:

@@ -278,12 +278,15 @@ def load(path: Path) -> list[Job]:
         raise r.bad("job must be [[job]] tables", "job")
     if not specs:
         raise UsageError(f"{path}: no [[job]] in the matrix")
-    jobs = [j for n, spec in enumerate(specs) for j in _check_job(spec, n, r, default_arches)]
-    ids = [j.id for j in jobs]
-    twice = sorted({i for i in ids if ids.count(i) > 1})
-    if twice:
-        raise r.bad(f"job ids twice: {', '.join(twice)}: give the jobs other names",
-                    twice[0].split("-")[0])
+    jobs: list[Job] = []
+    seen: dict[str, int] = {}
+    for n, spec in enumerate(specs):
+        for j in _check_job(spec, n, r, default_arches):
+            if j.id in seen:    # the duplicate's own [[job]], not the first
+                raise r.bad(f"job id {j.id} twice (job {seen[j.id] + 1} has it too): give "
+                            f"this job another name", "name", n)
+            seen[j.id] = n
+            jobs.append(j)
     return jobs
 
 

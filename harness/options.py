@@ -40,7 +40,9 @@ from harness.requests import (
     SuiteRequest,
 )
 from harness.session import BOOT_PATHS
-from harness.vm.machine import PMEM_ALIGN, PMEM_MIN, PMEM_ROOT
+from harness.util import cache_root
+from harness.vm.launcher import check_backing
+from harness.vm.machine import PMEM_ALIGN, PMEM_LABEL, PMEM_MIN, PMEM_ROOT
 
 ACCELS = ("auto", "kvm", "tcg")
 STRESS = ("cpu", "memory")
@@ -257,6 +259,7 @@ class Option:
     flag: bool = False                 # store_true
     many: bool = False                 # may be given more than once: a list
     per_command: dict[str, Any] = field(default_factory=dict)  # other defaults
+    bare: str | None = None            # the value when given with none (--fresh)
 
     @property
     def spelling(self) -> str:
@@ -275,6 +278,7 @@ class Option:
 SUITES = (*resources.suites(), "all")
 VNG_ROOTS = ("auto", "host", "kh")
 FRESH = ("test", "module", "session")
+REPRO_FRESH = ("session", "round")
 VMCORE = ("on-failure", "always", "never")
 BENCH_PATHS = (*BOOT_PATHS, "snapshot")
 GUESTS = ("run", "boot", "repro", "bench", PYTEST)        # boot a --kernel
@@ -315,9 +319,9 @@ TABLE = (
            _positive_int("--cpus")),
     Option(("--fresh",), "how often a test's guest is new, restored from the snapshot "
            "of the booted kernel: test (every test), module (every test file), session "
-           "(one guest; restored only after a test killed it) (default test, "
-           "docs/snapshots.md)", ("run", PYTEST, *BUILT, "nightly"), "test",
-           _choice("--fresh", FRESH)),
+           "(one guest; restored only after a test killed it) (default test, also when "
+           "given alone; docs/snapshots.md)", ("run", PYTEST, *BUILT, "nightly"), "test",
+           _choice("--fresh", FRESH), bare="test"),
     Option(("--vmcore",), "when a test's guest memory is dumped into its artifacts folder "
            "(QEMU's dump-guest-memory, for drgn or crash): on-failure (default), always, "
            "never", ("run", PYTEST, *BUILT, "nightly"), "on-failure",
@@ -338,7 +342,7 @@ TABLE = (
            SETTINGS, None, _positive_int("--swap")),
     Option(("--pmem",), f"MiB of persistent memory for the guest: an NVDIMM with fs-dax "
            f"(ext4, xfs, mounted under {PMEM_ROOT}) and device-dax namespaces, at least "
-           f"{PMEM_MIN} (default none; x86_64)", SETTINGS, None, _pmem),
+           f"{PMEM_MIN} (default none; arm64 guests boot it through UEFI)", SETTINGS, None, _pmem),
     Option(("--overcommit",), "guest vm.overcommit_memory: 0, 1 or 2", SETTINGS, None,
            _choice("--overcommit", ("0", "1", "2"))),
     Option(("--hugepages",), "guest vm.nr_hugepages", SETTINGS, None,
@@ -383,9 +387,10 @@ TABLE = (
            "compare hit rates with and without: cpu, memory or cpu,memory", ("repro",),
            None, _list("--stress", _choice("--stress", STRESS))),
     Option(("--until-hit",), "stop at the first hit", ("repro",), False, flag=True),
-    Option(("--fresh",), "repro: every round in a guest restored from the snapshot of "
-           "the booted kernel, so no round sees another's state (default: rounds one after "
-           "another in one guest, the most rounds a second)", ("repro",), False, flag=True),
+    Option(("--fresh",), "repro: session (default: the rounds one after another in one "
+           "guest, the most rounds a second) or round (also every round in a guest restored "
+           "from the snapshot, so no round sees another's state; also when given alone)",
+           ("repro",), "session", _choice("--fresh", REPRO_FRESH), bare="round"),
     Option(("--paths",), "boot paths to measure, comma-separated: initramfs, vng, snapshot "
            "(guests restored from a snapshot of the initramfs path)", ("bench",),
            ",".join(BOOT_PATHS), _list("--paths", _choice("--paths", BENCH_PATHS))),
@@ -444,8 +449,9 @@ def add_to_argparse(parser: argparse.ArgumentParser, command: str) -> None:
         elif o.many:
             parser.add_argument(*o.flags, dest=o.dest, action="append", help=o.help)
         else:
+            bare = {"nargs": "?", "const": o.bare} if o.bare is not None else {}
             parser.add_argument(*o.flags, dest=o.dest, default=o.default_for(command),
-                                required=required, help=o.help)
+                                required=required, help=o.help, **bare)
 
 
 def add_to_pytest(group: Any) -> None:
@@ -454,8 +460,9 @@ def add_to_pytest(group: Any) -> None:
         if o.flag:
             group.addoption(*o.flags, dest=f"kh_{o.dest}", action="store_true", help=o.help)
         else:
+            bare = {"nargs": "?", "const": o.bare} if o.bare is not None else {}
             group.addoption(*o.flags, dest=f"kh_{o.dest}", default=o.default_for(PYTEST),
-                            help=o.help)
+                            help=o.help, **bare)
 
 
 def from_pytest(config: Any) -> argparse.Namespace:
@@ -486,7 +493,7 @@ def _check_repro(ns: argparse.Namespace) -> None:
     if getattr(ns, "target", None) is not None and (ns.parallel or 1) > 1:
         raise UsageError("repro -j runs several QEMU guests; a --target is one machine: "
                          "drop -j or --target")
-    if ns.fresh and getattr(ns, "target", None) is not None:
+    if ns.fresh == "round" and getattr(ns, "target", None) is not None:
         raise UsageError("repro --fresh restores a QEMU guest from its snapshot for each "
                          "round; a --target is a real machine: drop --fresh or --target")
     if not ns.command and ns.c is None:
@@ -521,6 +528,11 @@ def _check(command: str, ns: argparse.Namespace) -> None:
     if getattr(ns, "cpus", None) is not None:      # a command that boots guests
         for arch in archs:
             _check_guest_arch(ns, arch)
+    if getattr(ns, "pmem", None) and target is None:
+        # The NVDIMM's file is made in each guest's folder under --out: a
+        # size the disk cannot hold is bad input now, not a failed boot later.
+        check_backing(getattr(ns, "out", None) or Path("kharness-out"),
+                      (ns.pmem << 20) + PMEM_LABEL, "--pmem")
 
 
 def _check_boot(ns: argparse.Namespace) -> None:
@@ -532,6 +544,24 @@ def _check_boot(ns: argparse.Namespace) -> None:
     if getattr(ns, "vng_root", "auto") != "auto" and not vng:
         raise UsageError(f"--vng-root {ns.vng_root} is the root of a virtme-ng guest: "
                          f"give --boot vng too (bench: --paths with vng)")
+    if vng:
+        _check_vng_paths(ns)
+
+
+# virtme-ng runs its QEMU through a shell, its options joined by spaces
+# and its folders given as SRC=DST: a path it is given must be plain.
+VNG_PATH = re.compile(r"[A-Za-z0-9._/+@%:~-]*")
+
+
+def _check_vng_paths(ns: argparse.Namespace) -> None:
+    out = getattr(ns, "out", None)
+    for what, path in (("--out", out.absolute() if out else None),
+                       ("TMPDIR", tempfile.gettempdir()), ("KHARNESS_CACHE", cache_root()),
+                       ("the working directory", os.getcwd())):
+        if path is not None and not VNG_PATH.fullmatch(str(path)):
+            raise UsageError(f"--boot vng: {what} {str(path)!r} has characters virtme-ng "
+                             f"cannot pass through its shell (it takes letters, digits and "
+                             f"._/+@%:~-): use a plainer path, or --boot initramfs")
 
 
 def _check_guest_arch(ns: argparse.Namespace, arch: Arch) -> None:

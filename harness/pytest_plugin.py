@@ -27,7 +27,8 @@ from harness import debug, options, session, spawn
 from harness.errors import KhError, UsageError
 from harness.guest import Guest, GuestDied, Target
 from harness.observe import pagestate, reports
-from harness.util import artifact_name, progress
+from harness.results.compare import SUBTEST
+from harness.util import artifact_name, progress, safe_name
 
 SETTINGS = pytest.StashKey[argparse.Namespace]()
 
@@ -66,9 +67,9 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int):
         if (why := _cannot_write(e)) is None:
             raise
         _stop_for_disk(session, why)
-        xml = session.config.option.xmlpath
-        if xml:
-            Path(xml).unlink(missing_ok=True)   # half a JUnit file is worse than none
+        xml = session.config.stash.get(junitxml.xml_key, None)
+        if xml is not None:   # half a JUnit file is worse than none
+            Path(xml.logfile).unlink(missing_ok=True)
     if DISK_FULL in session.config.stash:
         session.exitstatus = 3
     elif exitstatus == pytest.ExitCode.INTERRUPTED:
@@ -118,7 +119,7 @@ class GuestPool:
         if s.target is not None:
             name = f"ssh-{s.target.host}-{stamp}"
         else:
-            name = f"{s.kernel[0].replace(':', '-')}-{s.arch[0]}-{stamp}"
+            name = f"{safe_name(s.kernel[0].replace(':', '-'))}-{s.arch[0]}-{stamp}"
         self.outdir = s.out.resolve() / name
 
     def uncaptured(self):
@@ -181,10 +182,14 @@ class GuestPool:
         if not key:
             return base
         if key not in self.variants:
+            # Settings can hold any text (append='memmap=4M$0x...'): the folder
+            # is named in a safe alphabet, the settings written inside it.
+            outdir = base.outdir / safe_name("-".join(f"{k}{v}" for k, v in key))
+            outdir.mkdir(parents=True, exist_ok=True)
+            (outdir / "guest.json").write_text(json.dumps(dict(key), indent=1) + "\n")
             self.variants[key] = dataclasses.replace(
                 base, spec=dataclasses.replace(base.spec, **dict(key)), boots=0,
-                outdir=base.outdir / "-".join(f"{k}{v}" for k, v in key),
-                snapshot=None, spare=None, images=[], restores=0)
+                outdir=outdir, snapshot=None, spare=None, images=[], restores=0)
         return self.variants[key]
 
     def close(self) -> None:
@@ -441,6 +446,7 @@ def _keep_artifacts(item, call, rep) -> None:
         _dump(g, art, rep)
     if rep.failed:
         art.mkdir(parents=True, exist_ok=True)
+        (art / "test-id").write_text(item.nodeid + "\n")
         (art / "dmesg.txt").write_text(window)
         if g.console_log.exists():
             shutil.copy(g.console_log, art / "console.log")
@@ -487,7 +493,8 @@ def report_subtest(item: pytest.Item, name: str, outcome: str, *, reason: str = 
     rep = pytest.TestReport(nodeid, (path, line, f"{item.name}/{name}"), {item.name: 1},
                             outcome, longrepr, "call",  # type: ignore[arg-type]
                             sections=[("output", text)] if text and outcome != "failed" else [],
-                            duration=seconds, user_properties=properties or [])
+                            duration=seconds,
+                            user_properties=[*(properties or []), (SUBTEST, item.name)])
     if xfail:
         rep.wasxfail = reason or "expected to fail"
     item.ihook.pytest_runtest_logreport(report=rep)

@@ -350,12 +350,13 @@ def run(req: ReproRequest, outdir: Path) -> int:
     runs = []
     # --fresh: the rounds in one guest, then each in a guest of its own, so
     # the report shows whether a round's state carried to the next.
-    for fresh in ([False, True] if req.fresh else [False]):
+    compared = req.fresh == "round"
+    for fresh in ([False, True] if compared else [False]):
         for stress in ([[], req.stress] if req.stress else [[]]):
             def setup(guest: Target, stress: list[str] = stress) -> Teardown | None:
                 extra.install(guest)
                 return start_stress(guest, stress)
-            label = ", ".join(([] if not req.fresh else
+            label = ", ".join(([] if not compared else
                                ["fresh guest each round" if fresh else "rounds share a guest"]) +
                               ([] if not req.stress else
                                [f"stress {','.join(stress)}" if stress else "no stress"]))

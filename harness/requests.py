@@ -101,7 +101,7 @@ class ReproRequest:
     stress: list[str] | None = None
     until_hit: bool = False
     timeout: float = 120.0
-    fresh: bool = False                # every round in a guest restored from the snapshot
+    fresh: str = "session"             # round: also each round in a guest restored anew
 
 
 @dataclass(frozen=True)

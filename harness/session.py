@@ -232,31 +232,66 @@ def _guest(prep: Prepared, workdir: Path) -> Guest:
         return _boot(prep, launch)
     plan = snapshot.Plan(launch, accels[0])
     booted: list[Guest] = []
-    for attempt in (1, 2):
+    for _ in range(3):
         try:
             entry = cache.cached(plan.entry,
                                  partial(_boot_and_save, prep, launch, plan, booted),
                                  check=plan.check)
         except _Unsaved:
             return booted[0]   # booted, but not the guest the snapshot was for
-        prep.snapshot = entry
+        except cache.Held as e:
+            return _boot_instead(prep, launch, str(e))
         if booted:
+            cache.hold(entry)
+            prep.snapshot = entry
             return booted[0]   # saved, and running on
+        cache.hold(entry)
+        if cache.damage(entry) is not None:     # removed between the check and the hold
+            cache.release(entry)
+            continue
+        prep.snapshot = entry
         restorer = _restorer(prep, workdir, entry)
         try:
             guest = Guest.restore(restorer, restorer.record["release"],
                                   quiet=prep.boot == "initramfs")
         except snapshot.RestoreError as e:
-            if attempt == 2:
-                raise
-            progress(f"{e}; making the snapshot again")
             prep.snapshot = None
-            with cache.locked(cache.lock_path(entry)):
-                cache.remove(entry)
+            if not _drop_damaged(entry, e):
+                return _boot_instead(prep, launcher(prep, _beside(workdir, "booted")), str(e))
             continue
         prep.restores += 1
         return guest
-    raise AssertionError("unreachable")
+    raise BootError(f"the snapshot {plan.entry} was made and found damaged three times "
+                    f"(logs: {workdir})")
+
+
+def _drop_damaged(entry: Path, error: snapshot.RestoreError) -> bool:
+    """A snapshot that did not restore, removed (True) only when proven
+    damaged and held by no other run: a failure that proves nothing
+    against it (a slow load, this run's own bad option) leaves it."""
+    why = snapshot.proof_of_damage(entry, error)
+    if why is None:
+        return False
+    with cache.locked(cache.lock_path(entry)):
+        if cache.remove_unheld(entry):
+            progress(f"{error}; the snapshot is damaged ({why}): making it again")
+            return True
+    cache.release(entry)
+    progress(f"the snapshot {entry} is damaged ({why}), but another run is using it: "
+             f"left as it is")
+    return False
+
+
+def _boot_instead(prep: Prepared, launch: Launcher, why: str) -> Guest:
+    """This run's guests from here on booted, not restored: the snapshot
+    is kept for the runs it serves."""
+    progress(f"{why}; the snapshot is kept, and this run boots its guests from here on")
+    prep.snapshots, prep.said_no_snapshot = False, True
+    return _boot(prep, launch)
+
+
+def _beside(workdir: Path, what: str) -> Path:
+    return workdir.with_name(f"{workdir.name}-{what}")
 
 
 class _Unsaved(Exception):

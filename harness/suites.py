@@ -107,6 +107,17 @@ def suite_paths(suites: list[str]) -> list[str]:
     return [str(folder / s) for s in dict.fromkeys(suites)]
 
 
+# pytest expands variables in --junitxml ('o$HOME' would write into the
+# home folder): each '$' of ours is spelt as this variable, whose value is
+# '$', and os.path.expandvars does not expand what it put in.
+DOLLAR = "KH_DOLLAR"
+
+
+def _verbatim(path: Path) -> str:
+    """path as pytest's --junitxml, which expands ~ and $VARIABLES, reads it."""
+    return str(path.absolute()).replace("$", "${" + DOLLAR + "}")
+
+
 def _start_suite(req: SuiteRequest, job: SuiteJob, quiet: bool) -> subprocess.Popen:
     claims.claim(job.out)   # its pytest inherits the claim
     job.junit.unlink(missing_ok=True)
@@ -114,7 +125,7 @@ def _start_suite(req: SuiteRequest, job: SuiteJob, quiet: bool) -> subprocess.Po
     # from a wheel, where no ini file says where the root is).
     argv = [sys.executable, "-m", "pytest", *suite_paths(job.suite or req.suite),
             f"--rootdir={data('suite')}", "-p", "no:cacheprovider", "-q",
-            "-rfE", f"--junitxml={job.junit}",
+            "-rfE", f"--junitxml={_verbatim(job.junit)}",
             *options.to_pytest_argv(req.guest, kernel=job.spec, arch=job.arch, out=job.out,
                                     selftests_source=job.selftests_source or req.selftests_source,
                                     fresh=req.fresh,
@@ -132,7 +143,7 @@ def _start_suite(req: SuiteRequest, job: SuiteJob, quiet: bool) -> subprocess.Po
     # dies with us if we are killed (its QEMUs die with it). SIGINT is how
     # we ask it to stop: it must not inherit that signal ignored (a script's
     # `kharness run &`), see pytest_plugin.
-    env = {**os.environ, spawn.CHILD: "1"}
+    env = {**os.environ, spawn.CHILD: "1", DOLLAR: "$"}
     if not quiet:
         return spawn.spawn(argv, env=env)
     with open(log, "wb") as sink:
@@ -143,6 +154,9 @@ def _finish_suite(req: SuiteRequest, job: SuiteJob, status: int, quiet: bool) ->
     if status == NO_TESTS:
         raise UsageError(f"no test of the suite matches -k {job.k or req.k!r}")
     job.status = PYTEST_STATUS.get(status, 3)
+    if job.status == 0 and not job.junit.exists():
+        progress(f"{job.label}: the suite passed but wrote no JUnit at {job.junit}")
+        job.status = 3
     word = {0: "passed", 1: "FAILED", 130: "interrupted"}.get(job.status, "ERROR")
     summary = ""
     if quiet and job.junit.exists():

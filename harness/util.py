@@ -23,9 +23,31 @@ def cache_root() -> Path:
     return path
 
 
+SAFE = re.compile(r"[A-Za-z0-9._-]+")
+
+
+def safe_name(text: str) -> str:
+    """A folder name for text that any shell, URL or QEMU option takes as
+    it is: letters, digits, '.', '_' and '-'. Text with anything else is
+    spelt in that alphabet with a short hash of the original, so two
+    texts never share a name; the readable text is recorded inside by
+    whoever makes the folder."""
+    if SAFE.fullmatch(text) and not text.startswith(("-", ".")):
+        return text
+    spelt = re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_.-")[:80]
+    return f"{spelt or 'x'}-{hashlib.sha256(text.encode()).hexdigest()[:8]}"
+
+
 def artifact_name(test: str) -> str:
-    """A test id (or name) as its artifact folder is named: the plugin
-    writes tests/<this>/, report merge and the dashboard find it."""
+    """A test id (or name) as its artifact folder is named, in the safe
+    alphabet: the plugin writes tests/<this>/ (the id itself in test-id
+    inside), report merge and the dashboard find it by the name's suffix."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", test)
+
+
+def legacy_artifact_name(test: str) -> str:
+    """How kharness named artifact folders before 2026-12 (brackets kept):
+    older nights on a dashboard."""
     return re.sub(r"[^\w.\-\[\]]+", "_", test)
 
 

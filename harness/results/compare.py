@@ -35,6 +35,7 @@ class Case:
     reports: list[str] = field(default_factory=list)
     checks: dict[str, object] = field(default_factory=dict)   # what -> seen
     alts: dict[str, list[str]] = field(default_factory=dict)  # title -> its other titles
+    subtest: bool = False                         # an upstream selftest's subtest
 
     def names(self, title: str) -> set[str]:
         """A report's title and the titles the same crash has elsewhere."""
@@ -56,6 +57,18 @@ def load_junit(path: Path, label: str = "") -> Run:
     return Run(label or path.parent.name, cases_of(root), path)
 
 
+SUBTEST = "kh-subtest"    # the property a subtest's result carries: its test's name
+
+
+def is_subtest(tc: ET.Element) -> bool:
+    """An upstream selftest's subtest (its binary's result has the row):
+    the property says so; JUnit written before it existed, the name does."""
+    if any(p.get("name") == SUBTEST for p in tc.iter("property")):
+        return True
+    name = tc.get("name", "")
+    return name.startswith("test_upstream") and "/" in name.partition("[")[2]
+
+
 def cases_of(root: ET.Element) -> dict[str, Case]:
     """The test cases below a JUnit element (a file's root, or one testsuite)."""
     cases: dict[str, Case] = {}
@@ -70,7 +83,7 @@ def cases_of(root: ET.Element) -> dict[str, Case]:
             if el is not None:
                 outcome, message = word, el.get("message", "")
                 break
-        case = Case(outcome, message.splitlines()[0] if message else "")
+        case = Case(outcome, message.splitlines()[0] if message else "", subtest=is_subtest(tc))
         for p in tc.iter("property"):
             pname, value = p.get("name", ""), p.get("value", "")
             try:

@@ -29,11 +29,12 @@ from pathlib import Path
 
 import jinja2
 
+from harness.errors import UsageError
 from harness.repro import wilson
 from harness.results import compare
 from harness.results.matrix import short
 from harness.results.merge import NIGHT
-from harness.util import artifact_name, progress, write_out
+from harness.util import artifact_name, legacy_artifact_name, progress, write_out
 
 TEMPLATES = Path(__file__).parent / "templates"
 BAD = "fer"                          # failed, error, kernel report
@@ -82,10 +83,14 @@ def load(dirs: list[str]) -> list[Night]:
 def _night(folder: Path, junit: Path) -> Night:
     root = ET.parse(junit).getroot()
     meta = json.loads((folder / NIGHT).read_text()) if (folder / NIGHT).is_file() else {}
+    if not isinstance(meta, dict):
+        raise ValueError(f"{NIGHT} is not a JSON object")
+    if not isinstance(meta.get("date", ""), str) or not isinstance(meta.get("jobs", {}), dict):
+        raise ValueError(f"{NIGHT}: date must be a YYYY-MM-DD text and jobs an object")
     runs, stamps = {}, []
     for suite in root.iter("testsuite"):
         label = suite.get("name", "") or "job"
-        runs[label] = {n: c for n, c in compare.cases_of(suite).items() if not _subtest(n)}
+        runs[label] = {n: c for n, c in compare.cases_of(suite).items() if not c.subtest}
         if suite.get("timestamp"):
             stamps.append(suite.get("timestamp", ""))
     date = meta.get("date") or (min(stamps)[:10] if stamps else "")
@@ -95,13 +100,8 @@ def _night(folder: Path, junit: Path) -> Night:
     for label in runs:
         dirs = {p.name: p for p in (folder / "logs" / label).glob("*") if p.is_dir()}
         night.logs[label] = {n: dirs[d] for n in runs[label] for d in dirs
-                             if d.endswith(artifact_name(n))}
+                             if d.endswith((artifact_name(n), legacy_artifact_name(n)))}
     return night
-
-
-def _subtest(name: str) -> bool:
-    """An upstream selftest's subtest: its binary has the row."""
-    return "/" in name.partition("[")[2]
 
 
 def family(name: str) -> str:
@@ -303,9 +303,24 @@ def plot(points: list[tuple[int, str, int, int]], days: int, w: int = 320,
     return "".join(parts)
 
 
+def _check_into(dirs: list[str], into: Path) -> None:
+    """The site's folder is its own: never a night's (its pages would mix
+    with the night's files, and the next site would read them as one)."""
+    where = into.resolve()
+    for d in dirs:
+        night = Path(d).resolve()
+        if (night / "junit.xml").is_file() and (where == night or night in where.parents):
+            raise UsageError(f"--into {into}: it is inside the night folder {d}; give the "
+                             f"site a folder of its own")
+    if (where / "junit.xml").is_file() or (where / NIGHT).is_file():
+        raise UsageError(f"--into {into}: it holds a night's results (junit.xml, {NIGHT}); "
+                         f"give the site a folder of its own")
+
+
 def write(dirs: list[str], into: Path, *, nights: int = 30) -> int:
     """The site for these night folders into `into`: 0, or 1 if no night
     could be read (each one that could not said why)."""
+    _check_into(dirs, into)
     loaded = load(dirs)
     if not loaded:
         progress("no night could be read: nothing to show")

@@ -30,6 +30,18 @@ from harness.vm.machine import (
 _said = {"kvm": False}   # what a process says once, however many guests it starts
 
 
+# QEMU options whose value is a list of key=value pairs: a comma ends a
+# value unless doubled, so every path in one goes through qemu_value().
+OPTION_LISTS = frozenset({"-chardev", "-object", "-drive", "-device", "-qmp", "-serial",
+                          "-netdev", "-numa", "-machine", "-fsdev", "-virtfs"})
+
+
+def qemu_value(path: Path | str) -> str:
+    """A path as a value in a QEMU option list: its commas doubled (a
+    --out or TMPDIR with a comma is a user's right)."""
+    return str(path).replace(",", ",,")
+
+
 def _sparse(path: Path, size: int) -> Path:
     """A file of size bytes that costs nothing until written."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -41,8 +53,10 @@ def _sparse(path: Path, size: int) -> Path:
 def check_backing(where: Path, size: int, what: str) -> None:
     """A guest's memory or disk backed by a file under where: one line
     (exit 2) if the file system there cannot hold it once written."""
-    where.mkdir(parents=True, exist_ok=True)
-    st = os.statvfs(where)
+    probe = where.absolute()
+    while not probe.exists() and probe != probe.parent:    # made later, on the same disk
+        probe = probe.parent
+    st = os.statvfs(probe)
     free = st.f_bavail * st.f_frsize
     if size > free:
         raise UsageError(f"{what}: {size >> 20} MiB is more than the {free >> 20} MiB free "
@@ -92,13 +106,13 @@ class Launcher:
         memory with no struct page behind it for kh_mixedmap (ivshmem-plain
         over a host file, which works on x86_64 and arm64; master=on lets
         the guest migrate, its BAR's bytes with it)."""
-        return ["-qmp", f"unix:{sock_dir / 'qmp.sock'},server=on,wait=off",
-                "-chardev", f"socket,id=khagent,path={sock_dir / 'agent.sock'},"
+        return ["-qmp", f"unix:{qemu_value(sock_dir / 'qmp.sock')},server=on,wait=off",
+                "-chardev", f"socket,id=khagent,path={qemu_value(sock_dir / 'agent.sock')},"
                             f"server=on,wait=off",
                 "-device", "virtio-serial-pci,id=khser",
                 "-device", "virtserialport,bus=khser.0,chardev=khagent,name=kh.agent",
                 "-object", f"memory-backend-file,id=khshm,size={IVSHMEM_SIZE},"
-                           f"mem-path={sock_dir / 'ivshmem'},share=on",
+                           f"mem-path={qemu_value(sock_dir / 'ivshmem')},share=on",
                 "-device", "ivshmem-plain,memdev=khshm,master=on",
                 "-device", "vmcoreinfo",     # the kernel's VMCOREINFO in memory dumps
                 # A kernel that panics (panic=-1) or reboots stops its guest
@@ -113,7 +127,7 @@ class Launcher:
             args += ["-device", self.arch.viommu]
         if spec.swap_mb:
             disk = _sparse(self.workdir / "swap.img", spec.swap_mb << 20)
-            args += ["-drive", f"file={disk},if=none,id=khswap,format=raw,cache=unsafe",
+            args += ["-drive", f"file={qemu_value(disk)},if=none,id=khswap,format=raw,cache=unsafe",
                      "-device", "virtio-blk-pci,drive=khswap"]
         if spec.pmem_mb:
             args += self.pmem_devices()
@@ -147,7 +161,8 @@ class Launcher:
             firmware = ["-bios", self.arch.pmem_firmware]
         return [*firmware, "-machine", "nvdimm=on",
                 "-m", f"{spec.memory_mb}M,slots=1,maxmem={spec.memory_mb + spec.pmem_mb + 1}M",
-                "-object", f"memory-backend-file,id=khpmem,share=on,mem-path={disk},size={size}",
+                "-object", f"memory-backend-file,id=khpmem,share=on,"
+                           f"mem-path={qemu_value(disk)},size={size}",
                 "-device", f"nvdimm,id=khnvdimm,memdev=khpmem,label-size={PMEM_LABEL}"]
 
     def accels(self) -> list[str]:

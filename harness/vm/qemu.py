@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from harness.kernel import Kernel
-from harness.vm.launcher import Launcher
+from harness.vm.launcher import Launcher, qemu_value
 from harness.vm.machine import MachineSpec
 
 # panic=-1 with -no-reboot makes a panicked guest end QEMU at once; the
@@ -36,6 +36,6 @@ class QemuLauncher(Launcher):
                 "-append", " ".join([f"console={a.console}", *BASE_APPEND,
                                       *self.spec.kernel_append(self.arch)]),
                 # append: a restored guest's console follows its boot's (snapshot.py)
-                "-chardev", f"file,id=khcon,path={self.console_log},append=on",
+                "-chardev", f"file,id=khcon,path={qemu_value(self.console_log)},append=on",
                 "-serial", "chardev:khcon",
                 *self.devices(sock_dir)]

@@ -33,11 +33,11 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from harness.cache import Outdated
+from harness.cache import Outdated, damage
 from harness.errors import KhError
 from harness.kernel import Kernel
 from harness.util import cache_root
-from harness.vm.launcher import Launcher
+from harness.vm.launcher import OPTION_LISTS, Launcher, qemu_value
 from harness.vm.machine import BootError, Machine, MachineSpec
 
 FORMAT = 1            # what a snapshot entry holds; a change makes every one again
@@ -50,8 +50,36 @@ BANDWIDTH = 64 << 30
 SAVE_TIMEOUT = 120.0
 
 
+# What QEMU says, and only says, when the stream it reads is not a guest
+# it can load (truncated, garbled, another QEMU's): proof of a damaged state.
+LOAD_FAILED = "load of migration failed"
+
+
 class RestoreError(BootError):
-    """QEMU could not load a snapshot: the entry is made again."""
+    """A snapshot's guest did not come up. stream: QEMU said the state
+    itself would not load; anything else (a slow load, a bad option of
+    this run's own) says nothing against the snapshot."""
+
+    def __init__(self, message: str, *, stream: bool = False):
+        super().__init__(message)
+        self.stream = stream
+
+
+def proof_of_damage(entry: Path, error: RestoreError) -> str | None:
+    """Why the entry is proven damaged, or None if nothing proves it: its
+    recorded sizes, the state's checksum, QEMU's own word on the stream."""
+    why = damage(entry)
+    if why is not None:
+        return why
+    try:
+        want = record(entry).get("sha256")
+    except (OSError, ValueError) as e:
+        return f"unreadable record ({e})"
+    if want and _digest(entry / STATE) != want:
+        return "its state is not what was saved (sha256 differs)"
+    if error.stream:
+        return "QEMU could not load its state"
+    return None
 
 
 @cache
@@ -159,6 +187,7 @@ class Plan:
         q.command("cont")
         seconds = time.monotonic() - t0
         record = {"identity": self.identity, "template": self.template,
+                  "sha256": _digest(state),
                   "carried": {p.name: w for p, w in self.carried.items()}, "release": release,
                   "setup": self.setup,
                   "saved_seconds": round(seconds, 3), "size": state.stat().st_size,
@@ -189,12 +218,27 @@ def normalise(argv: list[str], sock_dir: Path, workdir: Path,
     """The command line with this guest's own paths as placeholders: files
     only read come from the snapshot, the rest are the new guest's own (a
     file written, such as the swap disk, is in the guest's folder)."""
-    out = []
+    out, flag = [], ""
     for a in argv:
+        spell = qemu_value if flag in OPTION_LISTS else str
         for path, writable in carried.items():
             if not writable:
-                a = a.replace(str(path), f"{SNAP}/{path.name}")
-        out.append(a.replace(str(sock_dir), SOCK).replace(str(workdir), WORK))
+                a = a.replace(spell(path), f"{SNAP}/{path.name}")
+        out.append(a.replace(spell(sock_dir), SOCK).replace(spell(workdir), WORK))
+        flag = a
+    return out
+
+
+def fill(template: list[str], values: dict[str, Path]) -> list[str]:
+    """The template's placeholders replaced by this guest's paths, spelt as
+    QEMU reads them where they are (commas doubled in an option list)."""
+    out, flag = [], ""
+    for a in template:
+        spell = qemu_value if flag in OPTION_LISTS else str
+        for k, v in values.items():
+            a = a.replace(k, spell(v))
+        out.append(a)
+        flag = a
     return out
 
 
@@ -220,12 +264,8 @@ class Restorer(Launcher):
         for name, writable in self.record["carried"].items():
             if writable:
                 _sparse_copy(self.entry / name, self.workdir / name)
-        fill = {SOCK: str(sock_dir), WORK: str(self.workdir), SNAP: str(self.entry)}
-        argv = []
-        for a in self.record["template"]:
-            for k, v in fill.items():
-                a = a.replace(k, v)
-            argv.append(a)
+        argv = fill(self.record["template"],
+                    {SOCK: sock_dir, WORK: self.workdir, SNAP: self.entry})
         return [*argv, "-incoming", f"exec:cat {shlex.quote(str(self.entry / STATE))}"]
 
 
@@ -249,5 +289,7 @@ def resume(machine: Machine, deadline: float) -> None:
         raise
     except KhError as e:
         machine.wait(2)     # QEMU's own complaint reaches its log as it exits
+        said = machine.launcher_tail(40)
         raise RestoreError(f"QEMU could not load the snapshot: {machine.error_line()} "
-                           f"({e}; log: {machine.launcher_log})") from None
+                           f"({e}; log: {machine.launcher_log})",
+                           stream=LOAD_FAILED in said) from None

@@ -61,6 +61,9 @@ NEEDS = {"repro": ["--signature=W"], "build": ["--source=debian-source:7.2"],
          "bisect": ["--source=debian-source:7.2"], "bisect-step": ["--source=debian-source:7.2"]}
 
 
+PER_COMMAND = {("repro", "fresh"): "round"}   # an option whose values differ by command
+
+
 def resolved(command: str, argv: list[str]):
     ns = cli.parser().parse_args([command, *argv])
     return options.resolve(command, vars(ns))
@@ -74,6 +77,7 @@ CASES = [(c, o.dest) for c in cli.COMMANDS for o in options.options_for(c)
 def test_every_option_round_trips(command, dest, tmp_path, monkeypatch):
     monkeypatch.chdir(REPO)
     value, companions = samples(tmp_path)[dest]
+    value = PER_COMMAND.get((command, dest), value)
     o = next(o for o in options.options_for(command) if o.dest == dest)
     given = [o.flags[-1]] if o.flag else [f"{o.flags[-1]}={value}"]
     if dest == "arch" and command in ("build", "validate", "bisect", "bisect-step", "mutants"):
