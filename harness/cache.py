@@ -160,7 +160,19 @@ def cached(entry: Path, make: Callable[[Path], Iterable[Path | str]], *,
     if given, reads what a caller needs (a JSON record) and raises ValueError
     or OSError if it is not sound: the entry is then made again too. Two
     processes asking for one entry: one makes it, the other waits and finds it.
+    A cache this user may not write (an immutable entry, another user's
+    cache) is one line naming the path, exit 3.
     """
+    try:
+        return _cached(entry, make, keep_partial=keep_partial, check=check)
+    except PermissionError as e:
+        raise KhError(f"cannot write the cache entry {entry}: {e.strerror} "
+                      f"({e.filename or entry}); make the cache writable for this user or "
+                      f"point KHARNESS_CACHE elsewhere") from None
+
+
+def _cached(entry: Path, make: Callable[[Path], Iterable[Path | str]], *,
+            keep_partial: bool, check: Callable[[Path], object] | None) -> Path:
     with locked(lock_path(entry)):
         # Mounts an interrupted run of an older kharness (or a hand-run
         # chroot) left: never build on them, never delete through them.

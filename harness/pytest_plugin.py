@@ -94,6 +94,13 @@ def uncaptured(config: pytest.Config):
     return capman.global_and_fixture_disabled() if capman else contextlib.nullcontext()
 
 
+def _unwritable(e: PermissionError) -> tuple[str, KhError]:
+    """A file this user may not write (an immutable cache entry, another
+    user's cache): the machine's trouble, exit 3, the path named."""
+    why = f"cannot write {e.filename or 'a file'}: {e.strerror}; make it writable for this user"
+    return why, KhError(why)
+
+
 def stop_session(config: pytest.Config, message: str, error: KhError) -> NoReturn:
     """The session ends with the error's exit status and its one line on
     stderr, as kharness says it everywhere (pytest's own banner for an exit
@@ -134,6 +141,8 @@ class GuestPool:
                     self.prep = session.prepare(options.guest_request(s), self.outdir)
             except KhError as e:
                 stop_session(self.config, str(e), e)
+            except PermissionError as e:
+                stop_session(self.config, *_unwritable(e))
             # What ran, for whoever reads the JUnit later (report merge, site)
             xml = self.config.stash.get(junitxml.xml_key, None)
             if xml is not None:
@@ -173,6 +182,8 @@ class GuestPool:
             except KhError as e:
                 # A kernel that does not boot once will not boot for the next test.
                 stop_session(self.config, f"the guest did not boot: {e}", e)
+            except PermissionError as e:
+                stop_session(self.config, *_unwritable(e))
         return guest
 
     def variant(self, key: tuple) -> session.Prepared:

@@ -137,6 +137,8 @@ int main(int argc, char **argv)
 	n = atol(argv[3]);
 	if (!strcmp(argv[1], "open"))
 		return op_open(phys, n);
+	/* What an earlier test left (a leaked reservation): the counts after are against it. */
+	printf("op=before memtypes=%d\n", memtypes_at(phys));
 	if (!strcmp(argv[1], "fork"))
 		return op_fork(phys, n);
 	return op_step(argv[1], phys, n);

@@ -16,8 +16,9 @@ pytestmark = pytest.mark.qemu
 KH = [sys.executable, "-m", "harness.cli"]
 
 
-def kh(*args, env=None):
-    return subprocess.run([*KH, *args], capture_output=True, text=True, env=env, timeout=600)
+def kh(*args, env=None, timeout=600):
+    return subprocess.run([*KH, *args], capture_output=True, text=True, env=env,
+                          timeout=timeout)
 
 
 @pytest.mark.parametrize("args,words", [
@@ -83,3 +84,34 @@ def test_run_two_jobs_side_by_side(request, tmp_path):
         job = next(tmp_path.glob(f"*-{arch}"))
         assert "passed" in (job / "pytest.log").read_text()
         assert (job / "junit.xml").read_text().count("<testcase") >= 3
+
+
+def test_a_hostile_out_path_keeps_results_inside_it(request, tmp_path):
+    """A comma (QEMU's separator), '$' (pytest expands it in --junitxml) and
+    ';' in --out: the run passes, restores its guests from the shared
+    snapshot, and every file it writes is under --out."""
+    opt = option(request)
+    out = tmp_path / "o,comma $HOME;x"
+    res = kh("run", f"--kernel={opt('--kernel')}", f"--arch={opt('--arch')}",
+             "-k", "RB1", f"--out={out}")
+    assert res.returncode == 0, res.stderr[-3000:]
+    job = next(p for p in out.iterdir() if p.is_dir())
+    assert "<testcase" in (job / "junit.xml").read_text()
+    assert f"JUnit: {job / 'junit.xml'}" in res.stderr
+    cmdlines = [p.read_text() for p in job.glob("*/boot-*/cmdline")]
+    assert any("-incoming" in c for c in cmdlines), "no guest was restored"
+    assert not list(tmp_path.glob("o,comma /*")), "results outside --out"
+
+
+def test_the_scenario_suite_holds_in_one_guest(request, tmp_path):
+    """Every scenario measures against its own baseline or asks for a guest
+    of its own: the suite passes with --fresh session too (DM3 once counted
+    a PAT reservation an earlier test had leaked)."""
+    from harness import arches
+    opt = option(request)
+    if opt("--arch") != str(arches.host()):
+        pytest.skip("once a CI run: on the host's arch")
+    res = kh("run", f"--kernel={opt('--kernel')}", f"--arch={opt('--arch')}",
+             f"--boot={opt('--boot')}", "--fresh", "session", f"--out={tmp_path}", timeout=1800)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert len(list(tmp_path.glob("*/*/boot-*"))) <= 8    # a guest a setting, not a test
