@@ -16,6 +16,7 @@ headers, the generated Makefile), so they cannot move once made.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
@@ -77,10 +78,14 @@ def hold_path(entry: Path) -> Path:
 
 
 def hold(entry: Path) -> None:
-    """Hold entry (shared) for as long as this process uses it, or until release()."""
+    """Hold entry (shared) for as long as this process uses it, or until
+    release(). A cache this user cannot write has no holds, nor prunes."""
     if entry in _holds:
         return
-    fd = os.open(hold_path(entry), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        fd = os.open(hold_path(entry), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    except OSError:
+        return
     fcntl.flock(fd, fcntl.LOCK_SH)
     _holds[entry] = fd
 
@@ -189,6 +194,7 @@ def _cached(entry: Path, make: Callable[[Path], Iterable[Path | str]], *,
             except (OSError, ValueError) as e:
                 why = f"unreadable: {e}"
         if why is None:
+            used(entry)
             return entry
         if entry.exists() and not (keep_partial and why == "unfinished") and \
                 not remove_unheld(entry):
@@ -201,7 +207,17 @@ def _cached(entry: Path, make: Callable[[Path], Iterable[Path | str]], *,
         entry.mkdir(parents=True, exist_ok=True)
         products = list(make(entry))
         publish(entry, products)
+    hold(entry)
     return entry
+
+
+def used(entry: Path) -> None:
+    """Note a use of a complete entry (its marker's mtime: what `kharness
+    cache prune` removes least recently used first) and hold it for this
+    process, so no prune or other run removes it meanwhile."""
+    with contextlib.suppress(OSError):      # a read-only cache is still usable
+        os.utime(entry / MARKER)
+    hold(entry)
 
 
 def remove(path: Path) -> None:

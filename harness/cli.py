@@ -16,6 +16,7 @@ from harness import (
     arches,
     bench,
     bisect,
+    cachetool,
     claims,
     debug,
     mutants,
@@ -186,6 +187,19 @@ def cmd_debug(args: argparse.Namespace) -> int:
                      script=Path(args.script) if args.script else None, argv=args.script_args)
 
 
+def cmd_cache(args: argparse.Namespace) -> int:
+    if args.action is None:
+        if args.older_than or args.max_size or args.kind or args.dry_run:
+            raise UsageError("--older-than, --max-size, --kind and --dry-run are for "
+                             "'kharness cache prune'")
+        return cachetool.show(args.verbose)
+    max_size = args.max_size
+    if max_size is None and args.older_than is None:
+        max_size = cachetool.cap() or 0
+    return cachetool.prune(older_than=args.older_than, max_size=max_size,
+                           kinds=set(args.kind) if args.kind else None, dry_run=args.dry_run)
+
+
 def cmd_build(args: argparse.Namespace) -> int:
     """A kernel from source, patches and kconfig fragments; prints its spec."""
     series = patches.load(args.patches) if args.patches else None
@@ -268,6 +282,8 @@ COMMANDS = {
                            "dashboard of merged nights"),
     "parse": (cmd_parse, "print the kernel reports in console logs, with syzkaller's titles; "
                          "exit 1 if there are any"),
+    "cache": (cmd_cache, "what the cache holds, by kind (-v: every entry); prune: remove "
+                         "entries no run holds, least recently used first"),
     "debug": (cmd_debug, "drgn on a failed test's vmcore (its folder under the run's output) "
                          "with the kernel's debug information, fetched on first use"),
 }
@@ -303,6 +319,9 @@ def parser() -> Parser:
         if name == "parse":
             p.add_argument("logs", nargs="+", metavar="LOG",
                            help="console logs or dmesg output; - for stdin")
+        if name == "cache":
+            p.add_argument("action", nargs="?", choices=("prune",),
+                           help="prune: remove entries (default: show the cache)")
         if name == "debug":
             p.add_argument("dir", metavar="DIR", help="a test's folder holding a vmcore "
                                                      "(kharness-out/<run>/tests/<test>)")
@@ -329,6 +348,9 @@ BISECT_ABORT = 128
 # a time there. The others claim the folders they write (boot/, repro/, a
 # nightly job's), so shards of one night share an --out.
 WRITES_ALL_OF_OUT = ("run", "validate", "bisect", "mutants")
+# Commands that add kernels, builds or snapshots: the cache cap is kept after them.
+FILLS_THE_CACHE = ("run", "build", "validate", "bisect", "mutants", "nightly", "repro",
+                   "bench")
 
 
 def _terminate(signum: int, frame: object) -> None:
@@ -342,7 +364,10 @@ def main(argv: list[str] | None = None) -> int:
         args = options.resolve(args.cmd, vars(args))
         if args.cmd in WRITES_ALL_OF_OUT:
             claims.claim(args.out)
-        return args.func(args)
+        status = args.func(args)
+        if args.cmd in FILLS_THE_CACHE:
+            cachetool.enforce_cap()
+        return status
     except KhError as e:
         print(f"kharness: error: {e}", file=sys.stderr)
         if e.detail:

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness import arches, remote, resources
+from harness import arches, cachetool, remote, resources
 from harness.apt import SERIES
 from harness.arches import Arch
 from harness.errors import UsageError
@@ -208,6 +208,14 @@ def _duration(text: str) -> float:
     return float(m.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600}[m.group(2)]
 
 
+def _age(text: str) -> float:
+    return cachetool.parse_age(text)
+
+
+def _size(text: str) -> int:
+    return cachetool.parse_size(text)
+
+
 def _source_spec(name: str) -> Callable[[str], str]:
     """A kernel source named before anything is downloaded: debian-source:
     of a known series, or a tree or tarball that is there."""
@@ -279,6 +287,7 @@ SUITES = (*resources.suites(), "all")
 VNG_ROOTS = ("auto", "host", "kh")
 FRESH = ("test", "module", "session")
 REPRO_FRESH = ("session", "round")
+CACHE_KINDS = cachetool.KIND_NAMES
 VMCORE = ("on-failure", "always", "never")
 BENCH_PATHS = (*BOOT_PATHS, "snapshot")
 GUESTS = ("run", "boot", "repro", "bench", PYTEST)        # boot a --kernel
@@ -415,6 +424,18 @@ TABLE = (
     Option(("--no-ccache",), "build without ccache", SOURCE, False, flag=True),
     Option(("--json",), "JSON for machines", ("parse", "nightly"), False, flag=True),
     Option(("--list",), "print the matrix's job ids and stop", ("nightly",), False, flag=True),
+    Option(("-v", "--verbose"), "cache: every entry with its size, what it is and when a run "
+           "last used it", ("cache",), False, flag=True),
+    Option(("--older-than",), "cache prune: entries no run used for this long (12h, 7d, 2w)",
+           ("cache",), None, _age),
+    Option(("--max-size",), "cache prune: least recently used entries until the cache is "
+           "this size (500M, 20G); prune alone: KHARNESS_CACHE_MAX", ("cache",), None,
+           _size),
+    Option(("--kind",), f"cache prune: only entries of these kinds, comma-separated "
+           f"({', '.join(CACHE_KINDS)}; ccache only when named)", ("cache",), None,
+           _list("--kind", _choice("--kind", CACHE_KINDS))),
+    Option(("--dry-run",), "cache prune: say what would go, remove nothing", ("cache",),
+           False, flag=True),
     Option(("--job",), "run only these jobs of the matrix (ids, comma-separated)",
            ("nightly",)),
     Option(("--shard",), "run the I-th of N equal shares of the matrix's jobs (I/N, from 1): "

@@ -102,3 +102,30 @@ def digest(*parts: bytes | str) -> str:
         h.update(p.encode() if isinstance(p, str) else p)
         h.update(b"\0")
     return h.hexdigest()[:16]
+
+
+def disk_size(path: Path) -> int:
+    """Bytes path takes on disk (sparse files as they are), on its own file
+    system only, links not followed."""
+    try:
+        st = path.lstat()
+    except OSError:
+        return 0
+    total, dev, stack = st.st_blocks * 512, st.st_dev, [path]
+    while stack:
+        try:
+            it = os.scandir(stack.pop())
+        except OSError:
+            continue
+        with it:
+            for e in it:
+                try:
+                    s = e.stat(follow_symlinks=False)
+                except OSError:
+                    continue
+                if s.st_dev != dev:
+                    continue
+                total += s.st_blocks * 512
+                if e.is_dir(follow_symlinks=False):
+                    stack.append(Path(e.path))
+    return total

@@ -39,7 +39,7 @@ from harness.kbuild.kmod import compiler_lines
 from harness.kbuild.source import SourceTree, kernelversion
 from harness.kernel import Kernel
 from harness.requests import SourceRequest
-from harness.util import cache_root, digest, progress, run
+from harness.util import cache_root, digest, disk_size, progress, run
 
 PROGRESS_EVERY = 20.0   # seconds between progress lines during make
 
@@ -245,5 +245,30 @@ def _build(req: BuildRequest, out: Path, key: str, cross: str, cc_version: str,
     seconds = time.monotonic() - t0
     root = out / "root"
     step_make(f"INSTALL_MOD_PATH={root}", "modules_install", what="make modules_install")
+    before = disk_size(out)
+    dropped = _slim(obj)
+    progress(f"the build keeps its image, vmlinux, modules, headers and config: "
+             f"{disk_size(out) >> 20} MiB of {before >> 20} MiB (objects dropped: "
+             f"{dropped >> 20} MiB, which ccache makes again cheaply)")
     kernel = _record(req, out, key, cc_version, start, commands, warning or "", seconds, env)
     return [out / "kernel.json", out / "metadata.json", kernel.image]
+
+
+# What building modules against obj/ still needs besides headers and config:
+# its host programs and objtool, which live here with objects of their own.
+KEEP_OBJECTS_IN = ("scripts", "tools")
+
+
+def _slim(obj: Path) -> int:
+    """Drop the object files of a finished build (bytes freed): running it
+    and building modules against it need the image, vmlinux, the modules,
+    Module.symvers, headers, config and scripts, not the kernel's .o/.a."""
+    freed = 0
+    for path in obj.rglob("*"):
+        rel = path.relative_to(obj)
+        if rel.parts[0] in KEEP_OBJECTS_IN or path.is_symlink() or not path.is_file():
+            continue
+        if path.suffix in (".o", ".a") or path.name.startswith(".tmp_vmlinux"):
+            freed += path.stat().st_blocks * 512
+            path.unlink()
+    return freed
