@@ -59,11 +59,13 @@ def parse_size(text: str, what: str = "--max-size") -> int:
     return int(float(m.group(1)) * UNITS[m.group(2).lower()])
 
 
-def parse_age(text: str) -> float:
-    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*", text)
+def parse_age(text: str) -> int:
+    """Seconds, from 90s, 12h, 7d, 2w (a bare number is seconds)."""
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*", text)
     if not m:
         raise UsageError(f"--older-than takes an age such as 12h, 7d or 2w, not '{text}'")
-    return float(m.group(1)) * {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}[m.group(2)]
+    unit = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}[m.group(2)]
+    return int(float(m.group(1)) * unit)
 
 
 def human(n: float) -> str:

@@ -33,7 +33,7 @@ from harness.kbuild import linux as kbuild
 from harness.kbuild import patches
 from harness.kernels import resolve
 from harness.observe import reports
-from harness.results import compare, dashboard, matrix, merge
+from harness.results import compare, dashboard, known, matrix, merge
 from harness.util import progress, safe_name, write_out
 from harness.vm.machine import kill_all
 
@@ -70,7 +70,10 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_compare(args: argparse.Namespace) -> int:
     """The difference between two runs (directories or JUnit files)."""
     worst = 0
+    entries = known.load(args.known_issues or None)
     for a, b in compare.pair(compare.load(args.runs[0]), compare.load(args.runs[1])):
+        a.judge_known(entries)
+        b.judge_known(entries)
         d = compare.compare(a, b)
         print(d.text())
         worst = max(worst, 1 if d.regressions else 0)

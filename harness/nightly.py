@@ -11,7 +11,6 @@ import json
 import re
 import shlex
 import time
-import tomllib
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +28,7 @@ from harness.requests import (
     SourceRequest,
     SuiteRequest,
 )
+from harness.tomlfile import Reader
 from harness.util import progress
 
 JOB_KEYS = {"name", "kernels", "source", "config", "arches", "cpus", "k", "boot", "repro",
@@ -61,41 +61,6 @@ class Job:
 
 
 TOP_KEYS = {"arches", "job"}
-
-
-class Reader:
-    """A matrix file's text and the line where each thing stands, so every
-    mistake is one UsageError with the file's real line number."""
-
-    def __init__(self, path: Path):
-        self.path = path
-        try:
-            data = path.read_bytes()
-        except OSError as e:
-            raise UsageError(f"cannot read the matrix {path}: {e.strerror}") from None
-        try:
-            self.text = data.decode()
-        except UnicodeDecodeError:
-            raise UsageError(f"{path} is not a text file: the nightly matrix is TOML "
-                             f"(see ci/nightly.toml)") from None
-        self.lines = self.text.splitlines()
-        self.jobs_at = [n for n, line in enumerate(self.lines, 1)
-                        if re.match(r"\s*\[\[\s*job\s*\]\]", line)]
-
-    def line_of(self, needle: str, job: int | None = None) -> int:
-        """The first line at or after job number `job`'s header holding needle
-        as a key (`needle =`) or else anywhere; the header's line if none."""
-        first = self.jobs_at[job] if job is not None and job < len(self.jobs_at) else 1
-        last = (self.jobs_at[job + 1] - 1 if job is not None and job + 1 < len(self.jobs_at)
-                else len(self.lines))
-        window = list(enumerate(self.lines[first - 1:last], first))
-        for n, line in window:
-            if re.match(rf"\s*{re.escape(needle)}\s*=", line):
-                return n
-        return next((n for n, line in window if needle in line), first)
-
-    def bad(self, what: str, needle: str, job: int | None = None) -> UsageError:
-        return UsageError(f"{self.path}:{self.line_of(needle, job)}: {what}")
 
 
 def _strings(value: object) -> bool:
@@ -262,11 +227,8 @@ def _repro_of(rep: object, bad) -> dict:
 def load(path: Path) -> list[Job]:
     """The jobs of a matrix file, checked whole before any job runs: any
     mistake is one UsageError naming the file's line."""
-    r = Reader(path)
-    try:
-        doc = tomllib.loads(r.text)
-    except tomllib.TOMLDecodeError as e:
-        raise UsageError(f"{path}: {e}") from None
+    r = Reader(path, "job", "the nightly matrix", "ci/nightly.toml")
+    doc = r.parse()
     unknown = set(doc) - TOP_KEYS
     if unknown:
         first = sorted(unknown)[0]

@@ -39,6 +39,7 @@ from harness.requests import (
     SourceRequest,
     SuiteRequest,
 )
+from harness.results import known
 from harness.session import BOOT_PATHS
 from harness.util import cache_root
 from harness.vm.launcher import check_backing
@@ -208,7 +209,13 @@ def _duration(text: str) -> float:
     return float(m.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600}[m.group(2)]
 
 
-def _age(text: str) -> float:
+def _known_issues(text: str) -> str:
+    if text != known.NONE:
+        known.load([text])      # any mistake: one line with the file's line, now
+    return text
+
+
+def _age(text: str) -> int:
     return cachetool.parse_age(text)
 
 
@@ -424,6 +431,13 @@ TABLE = (
     Option(("--no-ccache",), "build without ccache", SOURCE, False, flag=True),
     Option(("--json",), "JSON for machines", ("parse", "nightly"), False, flag=True),
     Option(("--list",), "print the matrix's job ids and stop", ("nightly",), False, flag=True),
+    Option(("--known-issues",), "a known-issues file (docs/known-issues.md); repeatable; "
+           "default the shipped ci/known-issues.toml; 'none' for none. A failure an entry "
+           "explains is known (skipped in JUnit with the entry's id), not a failure",
+           ("run", PYTEST, "nightly", "compare", *BUILT), None, _known_issues, many=True),
+    Option(("--strict-known",), "a test a known issue expects to fail that passed (the bug "
+           "may be fixed: 'not seen') fails the run", ("run", PYTEST, "nightly", *BUILT),
+           False, flag=True),
     Option(("-v", "--verbose"), "cache: every entry with its size, what it is and when a run "
            "last used it", ("cache",), False, flag=True),
     Option(("--older-than",), "cache prune: entries no run used for this long (12h, 7d, 2w)",
@@ -480,6 +494,8 @@ def add_to_pytest(group: Any) -> None:
     for o in options_for(PYTEST):
         if o.flag:
             group.addoption(*o.flags, dest=f"kh_{o.dest}", action="store_true", help=o.help)
+        elif o.many:
+            group.addoption(*o.flags, dest=f"kh_{o.dest}", action="append", help=o.help)
         else:
             bare = {"nargs": "?", "const": o.bare} if o.bare is not None else {}
             group.addoption(*o.flags, dest=f"kh_{o.dest}", default=o.default_for(PYTEST),
@@ -618,7 +634,9 @@ def suite_request(ns: Any, **override: Any) -> SuiteRequest:
               "parallel": getattr(ns, "parallel", None),
               "selftests_source": getattr(ns, "selftests_source", None),
               "fresh": getattr(ns, "fresh", None) or "test",
-              "vmcore": getattr(ns, "vmcore", None) or "on-failure"}
+              "vmcore": getattr(ns, "vmcore", None) or "on-failure",
+              "known_issues": getattr(ns, "known_issues", None) or None,
+              "strict_known": bool(getattr(ns, "strict_known", False))}
     return SuiteRequest(guest_request(ns), **{**values, **override})
 
 

@@ -27,10 +27,24 @@ from harness import debug, options, session, spawn
 from harness.errors import KhError, UsageError
 from harness.guest import Guest, GuestDied, Target
 from harness.observe import pagestate, reports
+from harness.results import known
 from harness.results.compare import SUBTEST
 from harness.util import artifact_name, progress, safe_name
 
 SETTINGS = pytest.StashKey[argparse.Namespace]()
+
+
+@dataclasses.dataclass
+class Known:
+    """The known issues of a session and what became of them."""
+    entries: list[known.Entry]
+    failed: dict[str, list[str]] = dataclasses.field(default_factory=dict)   # id -> tests
+    not_seen: dict[str, list[str]] = dataclasses.field(default_factory=dict)
+    matched: set[str] = dataclasses.field(default_factory=set)   # ids some result matched
+
+
+KNOWN = pytest.StashKey[Known]()
+POOL = pytest.StashKey["GuestPool"]()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -41,6 +55,7 @@ def pytest_configure(config: pytest.Config) -> None:
     spawn.listen_to_sigint()
     try:
         config.stash[SETTINGS] = options.from_pytest(config)
+        config.stash[KNOWN] = Known(known.load(config.stash[SETTINGS].known_issues or None))
     except UsageError as e:
         stop_session(config, str(e), e)
     for line in (
@@ -74,6 +89,80 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int):
         session.exitstatus = 3
     elif exitstatus == pytest.ExitCode.INTERRUPTED:
         session.exitstatus = 130
+    elif exitstatus == 0 and session.config.stash[SETTINGS].strict_known and \
+            session.config.stash[KNOWN].not_seen:
+        session.exitstatus = 1      # --strict-known: a known issue that did not show
+
+
+def _where(config: pytest.Config) -> known.Where | None:
+    pool = config.stash.get(POOL, None)
+    prep = pool.prep if pool is not None else None
+    if prep is None:
+        return None
+    return known.Where(prep.kernel.release, prep.kernel.spec, prep.kernel.arch.name, prep.boot)
+
+
+def judge_known(config: pytest.Config, rep: pytest.TestReport, names: tuple[str, ...],
+                texts: list[str]) -> list[tuple[str, str]]:
+    """A failure a known issue explains becomes known: skipped, with the
+    entry's id and title (JUnit: skipped); a pass that an entry expected to
+    fail is 'not seen'. Returns the properties that say which (kh-known,
+    kh-known-not-seen) for the caller to give the test's JUnit case."""
+    state = config.stash.get(KNOWN, None)
+    where = _where(config)
+    if state is None or not state.entries or where is None or rep.when != "call":
+        return []
+    if rep.failed:
+        e = known.explain(state.entries, where, names, texts)
+        if e is None:
+            return []
+        first = next((t.strip().splitlines()[0] for t in texts if t and t.strip()), "")
+        rep.outcome = "skipped"
+        rep.longrepr = (str(rep.fspath), rep.location[1] or 0,
+                        f"known issue {e.label} (it failed: {first[:300]})")
+        state.failed.setdefault(e.id, []).append(names[0])
+        state.matched.add(e.id)
+        return [(known.KNOWN, e.id)]
+    if rep.passed and (e := known.expecting(state.entries, where, names)) is not None:
+        state.not_seen.setdefault(e.id, []).append(names[0])
+        state.matched.add(e.id)
+        return [(known.NOT_SEEN, e.id)]
+    return []
+
+
+def _failure_texts(item, rep) -> list[str]:
+    """What a known issue's match is tried on: the failure's message and the
+    titles of the kernel reports in the test's window."""
+    crash = getattr(rep.longrepr, "reprcrash", None)
+    message = crash.message if crash is not None else str(rep.longrepr or "")
+    return [message, *(r.title for r in item.stash.get(UNEXPECTED, []))]
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:
+    """Known failures, known issues not seen (fixed?), and stale entries."""
+    state = config.stash.get(KNOWN, None)
+    where = _where(config)
+    if state is None or where is None:
+        return
+    tr = terminalreporter
+    by_id = {e.id: e for e in state.entries}
+    if state.failed:
+        tr.write_sep("-", f"known issues: {sum(map(len, state.failed.values()))} failures")
+        for i, tests in sorted(state.failed.items()):
+            tr.write_line(f"KNOWN {by_id[i].label} [{by_id[i].kind}]: {len(tests)} "
+                          f"({', '.join(tests[:3])}{', ...' if len(tests) > 3 else ''})")
+    if state.not_seen:
+        tr.write_sep("-", "known issues not seen (the bug may be fixed here)")
+        for i, tests in sorted(state.not_seen.items()):
+            tr.write_line(f"NOT SEEN {by_id[i].label}: {len(tests)} passed "
+                          f"({', '.join(tests[:3])}{', ...' if len(tests) > 3 else ''})"
+                          + (" -- fails the run (--strict-known)"
+                             if config.stash[SETTINGS].strict_known else ""))
+    if not config.option.keyword and not config.option.markexpr:   # a whole suite ran
+        for e in state.entries:
+            if e.applies(where) and e.id not in state.matched:
+                tr.write_line(f"warning: known issue {e.id} ({e.file}:{e.line}) matched no "
+                              f"test on {where.release} {where.arch}: stale?")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -128,6 +217,7 @@ class GuestPool:
         else:
             name = f"{safe_name(s.kernel[0].replace(':', '-'))}-{s.arch[0]}-{stamp}"
         self.outdir = s.out.resolve() / name
+        config.stash[POOL] = self
 
     def uncaptured(self):
         """Progress of downloads, builds and boots reaches the terminal, not a capture."""
@@ -149,6 +239,8 @@ class GuestPool:
                 xml.add_global_property("kh-kernel", self.prep.kernel.release)
                 xml.add_global_property("kh-arch", str(self.prep.kernel.arch))
                 xml.add_global_property("kh-where", self.prep.where)
+                xml.add_global_property("kh-spec", self.prep.kernel.spec)
+                xml.add_global_property("kh-boot", self.prep.boot)
         return self.prep
 
     def get(self, user: str = "", **settings) -> Target:
@@ -441,6 +533,9 @@ def pytest_runtest_makereport(item, call):
         if (why := _cannot_write(e)) is None:
             raise
         _stop_for_disk(item.session, why)
+    # JUnit takes a case's properties from its teardown report: the item's.
+    item.user_properties += judge_known(item.config, rep, (item.name, item.nodeid),
+                                        _failure_texts(item, rep))
     return rep
 
 
@@ -508,7 +603,17 @@ def report_subtest(item: pytest.Item, name: str, outcome: str, *, reason: str = 
                             user_properties=[*(properties or []), (SUBTEST, item.name)])
     if xfail:
         rep.wasxfail = reason or "expected to fail"
+    else:
+        rep.user_properties += judge_known(
+            item.config, rep, (f"{base.rpartition('::')[2]}/{name}]", nodeid), [reason, text])
     item.ihook.pytest_runtest_logreport(report=rep)
+    # A subtest has no teardown report, from which JUnit takes a case's
+    # properties: they go to its case directly.
+    xml = item.config.stash.get(junitxml.xml_key, None)
+    if xml is not None:
+        case = xml.node_reporter(rep)
+        for prop, value in rep.user_properties:
+            case.add_property(prop, str(value))
     # The progress figure counts collected tests: a subtest is not one of them.
     terminal = item.config.pluginmanager.get_plugin("terminalreporter")
     getattr(terminal, "_progress_nodeids_reported", set()).discard(getattr(rep, "id", nodeid))

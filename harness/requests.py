@@ -84,6 +84,8 @@ class SuiteRequest:
     selftests_source: str | None = None
     fresh: str = "test"                # a guest restored for each: test, module, session
     vmcore: str = "on-failure"         # when a test's guest memory is dumped
+    known_issues: list[str] | None = None   # files (None: the shipped one; ["none"])
+    strict_known: bool = False         # a known issue not seen fails the run
 
 
 @dataclass(frozen=True)

@@ -130,6 +130,8 @@ def _start_suite(req: SuiteRequest, job: SuiteJob, quiet: bool) -> subprocess.Po
                                     selftests_source=job.selftests_source or req.selftests_source,
                                     fresh=req.fresh,
                                     vmcore=req.vmcore,
+                                    known_issues=req.known_issues,
+                                    strict_known=req.strict_known,
                                     **({"cpus": job.cpus} if job.cpus else {}),
                                     **({"boot": job.boot} if job.boot else {}))]
     k = job.k or req.k

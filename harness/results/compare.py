@@ -23,6 +23,8 @@ from pathlib import Path
 import jinja2
 
 from harness.errors import UsageError
+from harness.results import known as knownlib
+from harness.results.known import KNOWN, NOT_SEEN
 
 TEMPLATES = Path(__file__).parent / "templates"
 BAD = ("failed", "error")
@@ -30,12 +32,14 @@ BAD = ("failed", "error")
 
 @dataclass
 class Case:
-    outcome: str                                  # passed, failed, error, skipped
+    outcome: str                                  # passed, failed, error, skipped, known
     message: str = ""
     reports: list[str] = field(default_factory=list)
     checks: dict[str, object] = field(default_factory=dict)   # what -> seen
     alts: dict[str, list[str]] = field(default_factory=dict)  # title -> its other titles
     subtest: bool = False                         # an upstream selftest's subtest
+    known: str = ""        # the known issue that explains its failure (outcome "known")
+    not_seen: str = ""     # the known issue that expected a failure it did not show
 
     def names(self, title: str) -> set[str]:
         """A report's title and the titles the same crash has elsewhere."""
@@ -47,6 +51,18 @@ class Run:
     label: str
     cases: dict[str, Case]                        # test name -> case
     source: Path
+    where: knownlib.Where | None = None           # what it ran on (JUnit's kh-* properties)
+
+    def judge_known(self, entries: list[knownlib.Entry]) -> None:
+        """Failures the known issues explain, as the plugin would have judged
+        them (a run made without those entries, or with older ones)."""
+        if self.where is None:
+            return
+        for name, case in self.cases.items():
+            if case.outcome in BAD:
+                e = knownlib.explain(entries, self.where, (name,), [case.message, *case.reports])
+                if e is not None:
+                    case.outcome, case.known = "known", e.id
 
 
 def load_junit(path: Path, label: str = "") -> Run:
@@ -54,7 +70,16 @@ def load_junit(path: Path, label: str = "") -> Run:
         root = ET.parse(path).getroot()
     except (OSError, ET.ParseError) as e:
         raise UsageError(f"{path} is not a JUnit file: {e}") from None
-    return Run(label or path.parent.name, cases_of(root), path)
+    props = {p.get("name", ""): p.get("value", "") for p in root.iter("property")
+             if p.get("name", "").startswith("kh-") and p.get("name") in GLOBAL}
+    where = None
+    if props.get("kh-kernel") and props.get("kh-arch"):
+        where = knownlib.Where(props["kh-kernel"], props.get("kh-spec", ""), props["kh-arch"],
+                               props.get("kh-boot", ""))
+    return Run(label or path.parent.name, cases_of(root), path, where)
+
+
+GLOBAL = ("kh-kernel", "kh-arch", "kh-spec", "kh-boot", "kh-where")   # the plugin's globals
 
 
 SUBTEST = "kh-subtest"    # the property a subtest's result carries: its test's name
@@ -86,6 +111,10 @@ def cases_of(root: ET.Element) -> dict[str, Case]:
         case = Case(outcome, message.splitlines()[0] if message else "", subtest=is_subtest(tc))
         for p in tc.iter("property"):
             pname, value = p.get("name", ""), p.get("value", "")
+            if pname == KNOWN and outcome == "skipped":
+                case.outcome, case.known = "known", value
+            elif pname == NOT_SEEN:
+                case.not_seen = value
             try:
                 data = json.loads(value)
             except ValueError:
@@ -131,6 +160,7 @@ class Diff:
     removed: list[str] = field(default_factory=list)
     new_reports: list[tuple[str, str]] = field(default_factory=list)    # title, first test
     gone_reports: list[str] = field(default_factory=list)
+    known: list[tuple[str, str]] = field(default_factory=list)     # name, issue id on B
     changed_checks: list[tuple[str, str, object, object]] = field(default_factory=list)
 
     @property
@@ -164,6 +194,7 @@ class Diff:
         section("Newly passing", [f"{n}: {w} -> {now}" for n, w, now in self.fixed])
         section("Newly skipped", [f"{n}: {w} -> {now}" for n, w, now in self.newly_skipped])
         section("Failing on both (not news)", self.fail_on_both)
+        section("Known issues on B (not news)", [f"{n}: {i}" for n, i in self.known])
         section("Kernel reports gone", self.gone_reports)
         section("Behaviour changed", [f"{n} {what}: {_s(x)} -> {_s(y)}"
                                       for n, what, x, y in self.changed_checks])
@@ -214,12 +245,14 @@ def compare(a: Run, b: Run) -> Diff:
             continue
         if cb.outcome in BAD and ca.outcome not in BAD:
             d.new_failures.append((name, ca.outcome, cb.outcome))
-        elif ca.outcome in BAD and cb.outcome == "passed":
+        elif ca.outcome in (*BAD, "known") and cb.outcome == "passed":
             d.fixed.append((name, ca.outcome, cb.outcome))
         elif ca.outcome in BAD and cb.outcome in BAD:
             d.fail_on_both.append(name)
         elif cb.outcome == "skipped" and ca.outcome != "skipped":
             d.newly_skipped.append((name, ca.outcome, cb.outcome))
+        if cb.outcome == "known":
+            d.known.append((name, cb.known))
         for what in sorted(set(ca.checks) & set(cb.checks)):
             if ca.checks[what] != cb.checks[what]:
                 d.changed_checks.append((name, what, ca.checks[what], cb.checks[what]))
@@ -229,6 +262,8 @@ def compare(a: Run, b: Run) -> Diff:
     names_b = {n for c in b.cases.values() for t in c.reports for n in c.names(t)}
     seen: set[str] = set()
     for name, case in sorted(b.cases.items()):
+        if case.outcome == "known":
+            continue        # its reports are what the known issue explains
         for t in case.reports:
             if not case.names(t) & (names_a | seen):
                 seen |= case.names(t)

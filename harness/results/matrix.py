@@ -25,7 +25,8 @@ TEMPLATES = Path(__file__).parent / "templates"
 class Cell:
     expected: object = None
     seen: object = None
-    outcome: str = "not run"   # passed, failed, skipped, error, not run
+    outcome: str = "not run"   # passed, failed, skipped, error, known, not run
+    known: str = ""            # the known issue that explains the failure
 
     @property
     def ok(self) -> bool:
@@ -51,13 +52,18 @@ class Matrix:
                     outcome = {"failure": "failed"}.get(tag, tag)
             props = [(p.get("name", ""), p.get("value", "")) for p in case.iter("property")]
             checks = [(n[3:], json.loads(v)) for n, v in props if n.startswith("kh:")]
+            issue = next((v for n, v in props if n == compare.KNOWN), "")
+            if issue and outcome == "skipped":
+                outcome = "known"
             if not checks:
-                self.rows.setdefault((name, "test"), {})[label] = Cell("passed", outcome, outcome)
+                self.rows.setdefault((name, "test"), {})[label] = Cell("passed", outcome,
+                                                                       outcome, issue)
             for what, d in checks:
                 # A note (a hit rate, a figure) is shown as seen, never judged.
                 expected, seen = (d["note"], d["note"]) if "note" in d else (d["expected"],
                                                                               d["seen"])
-                self.rows.setdefault((name, what), {})[label] = Cell(expected, seen, outcome)
+                self.rows.setdefault((name, what), {})[label] = Cell(expected, seen, outcome,
+                                                                     issue)
 
     def sorted_rows(self):
         def key(item):
@@ -75,6 +81,8 @@ class Matrix:
                 c = cells.get(col)
                 if c is None:
                     row.append("-")
+                elif c.outcome == "known" and not c.ok:
+                    row.append(f"KNOWN {short(c.seen)} ({c.known})")
                 elif c.ok:
                     row.append(f"ok {short(c.seen)}")
                 else:

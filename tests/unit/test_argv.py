@@ -50,7 +50,9 @@ def samples(tmp: Path) -> dict[str, tuple[str, list[str]]]:
         "json": ("", []), "list": ("", []), "job": ("stock-debian-7.2-x86_64", []),
         "fresh": ("module", []), "shard": ("2/5", []), "origin": ("kernelci-kh", []),
         "into": (str(tmp / "m"), []), "date": ("2026-12-01", []), "nights": ("14", []),
-        "vmcore": ("always", []),
+        "vmcore": ("always", []), "known_issues": (str(REPO / "ci" / "known-issues.toml"), []),
+        "strict_known": ("", []), "verbose": ("", []), "older_than": ("7d", []),
+        "max_size": ("20G", []), "kind": ("builds,snapshots", []), "dry_run": ("", []),
     }
 
 

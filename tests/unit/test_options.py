@@ -61,7 +61,7 @@ FOREIGN = next(a for a in ARCHES.values() if not a.native)
      "patch series 'x.mbox' not found"),
     (["compare", "/nonexistent-a", "/nonexistent-b"], "is neither a kharness run directory"),
     (["report", "merge", "/nonexistent-dir"], "is not a directory of kharness results"),
-    (["nightly", "/nonexistent.toml"], "cannot read the matrix /nonexistent.toml"),
+    (["nightly", "/nonexistent.toml"], "cannot read the nightly matrix /nonexistent.toml"),
     (["boot", "--target", "root@board"], "is not an ssh://[user@]host[:port] address"),
     (["boot", "--target", "ssh://root@board:70000"], "port 70000 is out of range"),
     (["run", "--identity", "/etc/hostname"], "--identity is for SSH targets"),

@@ -1,0 +1,95 @@
+"""Known issues on a real kernel (docs/known-issues.md): a deliberate kernel
+report that an entry explains is known (skipped in JUnit with the entry's
+id), the same test failing otherwise is still a failure, a test the entry
+expects to fail that passes is 'not seen', and only what is new is red."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+from conftest import option
+
+pytestmark = pytest.mark.qemu      # kh_splat's report on the console
+
+TRIGGER = "/sys/kernel/debug/kh_splat/trigger"
+INNER = f'''
+import os
+
+
+def test_known_warns(guest):
+    guest.run("echo warn > {TRIGGER}", check=True)
+
+
+def test_known_but_failing_otherwise(guest):
+    assert guest.read("/proc/sys/kernel/ostype").strip() == "not Linux"
+
+
+def test_new_failure(guest):
+    assert guest.read("/proc/sys/kernel/ostype").strip() == "Plan 9"
+
+
+def test_known_yet_passes(guest):
+    assert guest.read("/proc/sys/kernel/ostype").strip() == "Linux"
+'''
+ISSUES = '''
+[[issue]]
+id = "splat-warns"
+title = "kh_splat WARNs when asked to"
+kind = "kernel-bug"
+url = "https://example.org/kh_splat-fix"
+tests = ["test_known_*"]
+kernels = [">=5.0"]
+match = "WARNING in kh_splat"
+'''
+
+
+def _inner(request, tmp_path: Path, *extra: str, tests: str = INNER):
+    (tmp_path / "test_inner.py").write_text(tests)
+    (tmp_path / "known.toml").write_text(ISSUES)
+    opt = option(request)
+    junit = tmp_path / "junit.xml"
+    res = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q",
+                          str(tmp_path / "test_inner.py"), f"--kernel={opt('--kernel')}",
+                          f"--arch={opt('--arch')}", f"--out={tmp_path / 'out'}",
+                          f"--junitxml={junit}", *extra],
+                         cwd=tmp_path, timeout=900, capture_output=True, text=True)
+    cases = {c.get("name", ""): c for c in ET.parse(junit).getroot().iter("testcase")}
+    return res, cases
+
+
+def _props(case: ET.Element) -> dict[str, str]:
+    return {p.get("name", ""): p.get("value", "") for p in case.iter("property")}
+
+
+def test_only_what_no_entry_explains_is_red(request, tmp_path):
+    res, cases = _inner(request, tmp_path, f"--known-issues={tmp_path / 'known.toml'}")
+    assert res.returncode == 1, res.stdout[-3000:]
+    warned = cases["test_known_warns"]
+    skipped = warned.find("skipped")
+    assert skipped is not None and skipped.get("message", "").startswith(
+        "known issue splat-warns: kh_splat WARNs when asked to (it failed: kernel report")
+    assert _props(warned)["kh-known"] == "splat-warns"
+    # covered by the pattern, but not the failure the entry describes
+    assert cases["test_known_but_failing_otherwise"].find("failure") is not None
+    assert cases["test_new_failure"].find("failure") is not None
+    assert _props(cases["test_known_yet_passes"])["kh-known-not-seen"] == "splat-warns"
+    assert "KNOWN splat-warns: kh_splat WARNs when asked to [kernel-bug]: 1" in res.stdout
+    assert "NOT SEEN splat-warns" in res.stdout
+
+
+def test_a_run_whose_failures_are_all_known_passes(request, tmp_path):
+    warns = INNER.split("def test_known_but_failing_otherwise")[0]
+    known = f"--known-issues={tmp_path / 'known.toml'}"
+    res, cases = _inner(request, tmp_path, known, tests=warns)
+    assert res.returncode == 0, res.stdout[-3000:]
+    res, _ = _inner(request, tmp_path, "--known-issues=none", tests=warns)
+    assert res.returncode == 1, "with no known issues the report is a failure"
+    passes = "def test_known_yet_passes(guest):\n    pass\n"
+    res, _ = _inner(request, tmp_path, known, tests=passes)
+    assert res.returncode == 0, res.stdout[-3000:]
+    res, _ = _inner(request, tmp_path, known, "--strict-known", tests=passes)
+    assert res.returncode == 1 and "fails the run (--strict-known)" in res.stdout
