@@ -33,7 +33,7 @@ from harness.kbuild import linux as kbuild
 from harness.kbuild import patches
 from harness.kernels import resolve
 from harness.observe import reports
-from harness.results import compare, dashboard, known, matrix, merge
+from harness.results import compare, dashboard, known, matrix, merge, triage
 from harness.util import progress, safe_name, write_out
 from harness.vm.machine import kill_all
 
@@ -78,6 +78,17 @@ def cmd_compare(args: argparse.Namespace) -> int:
         print(d.text())
         worst = max(worst, 1 if d.regressions else 0)
     return worst
+
+
+def cmd_triage(args: argparse.Namespace) -> int:
+    """The unknown failures of runs, grouped, with known-issue entries to paste."""
+    entries = known.load(args.known_issues or None)
+    runs = [r for spec in args.runs for r in compare.load(spec)]
+    for r in runs:
+        r.judge_known(entries)
+    report, unknown = triage.text(runs)
+    print(report)
+    return 1 if unknown else 0
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
@@ -269,6 +280,9 @@ COMMANDS = {
     "bench": (cmd_bench, "measure boot time and command round trip"),
     "compare": (cmd_compare, "what changed between two runs (output directories or JUnit "
                              "files); exit 1 on regressions"),
+    "triage": (cmd_triage, "the failures of runs that no known issue explains, grouped by "
+                           "signature, each with where it failed and a known-issues entry to "
+                           "paste; exit 1 if there are any"),
     "validate": (cmd_validate, "build the source with and without a patch series, run the "
                                "suite on both, print what the series changed"),
     "bisect": (cmd_bisect, "find the patch of a series (or the git commit) after which a "
@@ -316,6 +330,9 @@ def parser() -> Parser:
             p.add_argument("dirs", nargs="+", metavar="DIR",
                            help="merge, kcidb: job output directories (searched for "
                                 "junit.xml); site: nights (folders report merge wrote)")
+        if name == "triage":
+            p.add_argument("runs", nargs="+", metavar="RUN",
+                           help="kharness run output directories or JUnit files")
         if name == "compare":
             p.add_argument("runs", nargs=2, metavar="RUN",
                            help="a kharness run output directory or a JUnit file")

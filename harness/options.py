@@ -434,7 +434,8 @@ TABLE = (
     Option(("--known-issues",), "a known-issues file (docs/known-issues.md); repeatable; "
            "default the shipped ci/known-issues.toml; 'none' for none. A failure an entry "
            "explains is known (skipped in JUnit with the entry's id), not a failure",
-           ("run", PYTEST, "nightly", "compare", *BUILT), None, _known_issues, many=True),
+           ("run", PYTEST, "nightly", "compare", "triage", *BUILT), None, _known_issues,
+           many=True),
     Option(("--strict-known",), "a test a known issue expects to fail that passed (the bug "
            "may be fixed: 'not seen') fails the run", ("run", PYTEST, "nightly", *BUILT),
            False, flag=True),

@@ -106,7 +106,9 @@ def digest(*parts: bytes | str) -> str:
 
 def disk_size(path: Path) -> int:
     """Bytes path takes on disk (sparse files as they are), on its own file
-    system only, links not followed."""
+    system only, links not followed. A file with several hard links counts
+    its share (a build's src/ shares its files with the source tree's
+    entry): the sizes of the cache's entries add up to the cache's."""
     try:
         st = path.lstat()
     except OSError:
@@ -125,7 +127,8 @@ def disk_size(path: Path) -> int:
                     continue
                 if s.st_dev != dev:
                     continue
-                total += s.st_blocks * 512
+                total += s.st_blocks * 512 // max(s.st_nlink, 1) \
+                    if not e.is_dir(follow_symlinks=False) else s.st_blocks * 512
                 if e.is_dir(follow_symlinks=False):
                     stack.append(Path(e.path))
     return total

@@ -245,11 +245,11 @@ def _build(req: BuildRequest, out: Path, key: str, cross: str, cc_version: str,
     seconds = time.monotonic() - t0
     root = out / "root"
     step_make(f"INSTALL_MOD_PATH={root}", "modules_install", what="make modules_install")
-    before = disk_size(out)
-    dropped = _slim(obj)
-    progress(f"the build keeps its image, vmlinux, modules, headers and config: "
-             f"{disk_size(out) >> 20} MiB of {before >> 20} MiB (objects dropped: "
-             f"{dropped >> 20} MiB, which ccache makes again cheaply)")
+    before = disk_size(obj)
+    _slim(obj)
+    progress(f"the build keeps its image, vmlinux, modules, headers and config: obj/ "
+             f"{before >> 20} MiB -> {disk_size(obj) >> 20} MiB (objects dropped, which ccache "
+             f"makes again cheaply)")
     kernel = _record(req, out, key, cc_version, start, commands, warning or "", seconds, env)
     return [out / "kernel.json", out / "metadata.json", kernel.image]
 
@@ -259,16 +259,13 @@ def _build(req: BuildRequest, out: Path, key: str, cross: str, cc_version: str,
 KEEP_OBJECTS_IN = ("scripts", "tools")
 
 
-def _slim(obj: Path) -> int:
-    """Drop the object files of a finished build (bytes freed): running it
+def _slim(obj: Path) -> None:
+    """Drop the object files of a finished build: running it
     and building modules against it need the image, vmlinux, the modules,
     Module.symvers, headers, config and scripts, not the kernel's .o/.a."""
-    freed = 0
     for path in obj.rglob("*"):
         rel = path.relative_to(obj)
         if rel.parts[0] in KEEP_OBJECTS_IN or path.is_symlink() or not path.is_file():
             continue
         if path.suffix in (".o", ".a") or path.name.startswith(".tmp_vmlinux"):
-            freed += path.stat().st_blocks * 512
             path.unlink()
-    return freed

@@ -153,3 +153,31 @@ def test_a_known_result_reads_as_known_in_compare_and_the_matrix(tmp_path):
     m.add_run("6.12", j)
     assert "KNOWN 1 (pat-leak)" in m.text()
     assert 'class="known"' in m.html()
+
+
+def test_triage_groups_unknown_failures_and_writes_entries(tmp_path):
+    from harness.results import triage
+    cases = ''.join(
+        f'<testcase classname="m" name="test_upstream_mm[guard-regions/guard_regions.{t}]">'
+        f'<properties><property name="kh-subtest" value="x"/></properties>'
+        f'<failure message="madvise at 0x7f00{i}000: errno 22"/></testcase>'
+        for i, t in enumerate(("anon.lazyfree", "anon.fork", "shmem.split")))
+    cases += ('<testcase classname="s" name="test_RB1_x[pfnmap]"><properties>'
+              '<property name="kh-reports" value=\'["WARNING in insert_pfn"]\'/></properties>'
+              '<failure message="kernel report"/></testcase>')
+    run = compare.load_junit(_run(tmp_path, "debian-6.12-x86_64", cases))
+    run.judge_known([])
+    report, unknown = triage.text([run])
+    assert unknown == 4
+    lines = report.splitlines()
+    assert lines[0] == "1 run(s): 4 failure(s) no known issue explains, in 2 group(s); 0 known"
+    assert lines[2] == "1. guard-regions: madvise at ADDR: errno N"
+    assert 'tests = ["test_upstream_mm[guard-regions*"]' in lines
+    assert 'kernels = ["debian:6.12"]' in lines and 'arches = ["x86_64"]' in lines
+    assert "2. WARNING in insert_pfn" in lines
+    # the entry, finished with a kind, explains the failures it was made from
+    entry = report.split("\n\n")[2].replace('kind = "kernel-bug"', 'kind = "missing-feature"')
+    path = tmp_path / "triaged.toml"
+    path.write_text(entry)
+    run.judge_known(known.load([str(path)]))
+    assert triage.text([run])[1] == 1
