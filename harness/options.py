@@ -62,6 +62,18 @@ def _positive_int(name: str) -> Callable[[str], int]:
     return parse
 
 
+def _count(name: str) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise UsageError(f"{name} takes a whole number, not '{text}'") from None
+        if value < 0:
+            raise UsageError(f"{name} must be 0 or more, not {value}")
+        return value
+    return parse
+
+
 def _pmem(text: str) -> int:
     try:
         size = int(text)
@@ -436,6 +448,10 @@ TABLE = (
            "explains is known (skipped in JUnit with the entry's id), not a failure",
            ("run", PYTEST, "nightly", "compare", "triage", *BUILT), None, _known_issues,
            many=True),
+    Option(("--rerun-failures",), "run each failed test N more times, each in a guest "
+           "restored from the snapshot, for a verdict: deterministic, flaky (with the 95% "
+           "interval of its fail rate) or passed on rerun (default 0)",
+           ("run", PYTEST, "nightly", *BUILT), "0", _count("--rerun-failures")),
     Option(("--strict-known",), "a test a known issue expects to fail that passed (the bug "
            "may be fixed: 'not seen') fails the run", ("run", PYTEST, "nightly", *BUILT),
            False, flag=True),
@@ -637,7 +653,8 @@ def suite_request(ns: Any, **override: Any) -> SuiteRequest:
               "fresh": getattr(ns, "fresh", None) or "test",
               "vmcore": getattr(ns, "vmcore", None) or "on-failure",
               "known_issues": getattr(ns, "known_issues", None) or None,
-              "strict_known": bool(getattr(ns, "strict_known", False))}
+              "strict_known": bool(getattr(ns, "strict_known", False)),
+              "rerun_failures": getattr(ns, "rerun_failures", None) or 0}
     return SuiteRequest(guest_request(ns), **{**values, **override})
 
 

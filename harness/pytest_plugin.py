@@ -22,13 +22,15 @@ from typing import NoReturn
 
 import pytest
 from _pytest import junitxml
+from _pytest.runner import runtestprotocol
 
 from harness import debug, options, session, spawn
 from harness.errors import KhError, UsageError
 from harness.guest import Guest, GuestDied, Target
 from harness.observe import pagestate, reports
-from harness.results import known
+from harness.results import compare, known
 from harness.results.compare import SUBTEST
+from harness.stats import percent, wilson
 from harness.util import artifact_name, progress, safe_name
 
 SETTINGS = pytest.StashKey[argparse.Namespace]()
@@ -41,6 +43,7 @@ class Known:
     failed: dict[str, list[str]] = dataclasses.field(default_factory=dict)   # id -> tests
     not_seen: dict[str, list[str]] = dataclasses.field(default_factory=dict)
     matched: set[str] = dataclasses.field(default_factory=set)   # ids some result matched
+    verdicts: dict[str, str] = dataclasses.field(default_factory=dict)  # test -> its reruns'
 
 
 KNOWN = pytest.StashKey[Known]()
@@ -94,6 +97,56 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int):
         session.exitstatus = 1      # --strict-known: a known issue that did not show
 
 
+RERUN = pytest.StashKey[int]()     # which rerun of a failed test this is (--rerun-failures)
+FLAKE = compare.RERUN               # the JUnit property with a failed test's verdict
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None):
+    """--rerun-failures N: a test that failed (and no known issue explains)
+    runs N more times, each in a guest restored from the snapshot, and gets
+    a verdict: deterministic (failed every rerun), flaky (some), or passed
+    on rerun; with the 95% interval of its fail rate over all its runs. The
+    first run's reports stand: a flaky failure is still a failure."""
+    n = item.config.stash[SETTINGS].rerun_failures
+    if not n:
+        return None
+    item.ihook.pytest_runtest_logstart(nodeid=item.nodeid, location=item.location)
+    reports = runtestprotocol(item, nextitem=nextitem, log=False)
+    call = next((r for r in reports if r.when == "call"), None)
+    if call is not None and call.failed:
+        failed = 0
+        for i in range(1, n + 1):
+            item.stash[RERUN] = i
+            again = runtestprotocol(item, nextitem=nextitem, log=False)
+            failed += any(r.when == "call" and (r.failed or _known_prop(r)) for r in again)
+        item.stash[RERUN] = 0
+        verdict = ("deterministic" if failed == n else "passed on rerun" if failed == 0
+                   else "flaky")
+        lo, hi = wilson(failed + 1, n + 1)
+        text = (f"{verdict}: failed {failed} of {n} reruns, each in a fresh guest (fail rate "
+                f"{failed + 1}/{n + 1}, 95% interval {percent(lo)}-{percent(hi)})")
+        call.sections.append(("kharness reruns", text))
+        add = getattr(call.longrepr, "addsection", None)    # the failure's text in JUnit
+        if add is not None:
+            add("kharness reruns", text)
+        elif isinstance(call.longrepr, ReportFailure):
+            call.longrepr.body += f"\n\nkharness reruns: {text}"
+        prop = (FLAKE, json.dumps({"reruns": n, "failed": failed, "verdict": verdict,
+                                   "fail_rate_95": [round(lo, 3), round(hi, 3)]}))
+        for r in reports:       # JUnit reads a case's properties from its teardown
+            r.user_properties.append(prop)
+        item.config.stash[KNOWN].verdicts[item.nodeid] = text
+    for r in reports:
+        item.ihook.pytest_runtest_logreport(report=r)
+    item.ihook.pytest_runtest_logfinish(nodeid=item.nodeid, location=item.location)
+    return True
+
+
+def _known_prop(rep: pytest.TestReport) -> bool:
+    return any(name == known.KNOWN for name, _ in rep.user_properties)
+
+
 def _where(config: pytest.Config) -> known.Where | None:
     pool = config.stash.get(POOL, None)
     prep = pool.prep if pool is not None else None
@@ -139,12 +192,17 @@ def _failure_texts(item, rep) -> list[str]:
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:
-    """Known failures, known issues not seen (fixed?), and stale entries."""
+    """Rerun verdicts, known failures, known issues not seen (fixed?), and
+    stale entries."""
     state = config.stash.get(KNOWN, None)
     where = _where(config)
     if state is None or where is None:
         return
     tr = terminalreporter
+    if state.verdicts:
+        tr.write_sep("-", f"reruns of {len(state.verdicts)} failed test(s)")
+        for test, verdict in state.verdicts.items():
+            tr.write_line(f"{test}: {verdict}")
     by_id = {e.id: e for e in state.entries}
     if state.failed:
         tr.write_sep("-", f"known issues: {sum(map(len, state.failed.values()))} failures")
@@ -356,6 +414,9 @@ def guest(kh_pool, request) -> Target:
     fresh = kh_pool.settings.fresh
     user = {"test": request.node.nodeid, "module": request.node.nodeid.split("::")[0],
             "session": ""}[fresh]
+    rerun = request.node.stash.get(RERUN, 0)
+    if rerun:       # --rerun-failures: every rerun in a guest of its own, in every mode
+        user = f"{request.node.nodeid} rerun {rerun}"
     g = kh_pool.get(user, **settings)
     if prep.target is not None and settings.get("cpus", 1) > 1:
         # A real machine has the CPUs it has: a race test needs them.
@@ -547,7 +608,9 @@ def _keep_artifacts(item, call, rep) -> None:
         return
     g = item.stash[GUEST]
     when = item.config.stash[SETTINGS].vmcore
-    art = g.workdir.parent / "tests" / artifact_name(item.nodeid)
+    rerun = item.stash.get(RERUN, 0)
+    art = g.workdir.parent / "tests" / (artifact_name(item.nodeid)
+                                        + (f"-rerun-{rerun}" if rerun else ""))
     if when == "always" or (rep.failed and when == "on-failure"):
         _dump(g, art, rep)
     if rep.failed:

@@ -13,7 +13,6 @@ the parsed report, and the command line that reproduces it.
 from __future__ import annotations
 
 import json
-import math
 import shlex
 import threading
 import time
@@ -29,33 +28,11 @@ from harness.guest import Guest, Result, Target
 from harness.kbuild import helpers, kmod
 from harness.observe import reports
 from harness.requests import ReproRequest
+from harness.stats import percent, wilson, zero_hit_bound
 from harness.util import progress, write_out
 
 CLEAR_WARN_ONCE = "/sys/kernel/debug/clear_warn_once"
-Z95 = 1.959964          # two-sided 95% normal quantile
 KEEP_RESULTS = 1000     # rounds' Results kept for the caller (the first ones)
-
-
-def wilson(hits: int, n: int, z: float = Z95) -> tuple[float, float]:
-    """Wilson score interval of a hit rate: honest at 0/n and n/n, where
-    the normal approximation gives a zero-width interval."""
-    if n == 0:
-        return 0.0, 1.0
-    p = hits / n
-    denom = 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / denom
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return max(0.0, centre - half), min(1.0, centre + half)
-
-
-def zero_hit_bound(n: int, confidence: float = 0.95) -> float:
-    """The hit rate that n rounds without a hit rule out at this confidence
-    (one-sided, exact: (1 - p)^n = 1 - confidence; about 3/n)."""
-    return 1 - (1 - confidence) ** (1 / n) if n else 1.0
-
-
-def percent(x: float) -> str:
-    return f"{100 * x:.1f}%" if x < 0.1 else f"{100 * x:.0f}%"
 
 
 @dataclass

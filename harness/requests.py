@@ -86,6 +86,7 @@ class SuiteRequest:
     vmcore: str = "on-failure"         # when a test's guest memory is dumped
     known_issues: list[str] | None = None   # files (None: the shipped one; ["none"])
     strict_known: bool = False         # a known issue not seen fails the run
+    rerun_failures: int = 0            # reruns of each failed test, for a flake verdict
 
 
 @dataclass(frozen=True)

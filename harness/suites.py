@@ -132,6 +132,7 @@ def _start_suite(req: SuiteRequest, job: SuiteJob, quiet: bool) -> subprocess.Po
                                     vmcore=req.vmcore,
                                     known_issues=req.known_issues,
                                     strict_known=req.strict_known,
+                                    rerun_failures=req.rerun_failures,
                                     **({"cpus": job.cpus} if job.cpus else {}),
                                     **({"boot": job.boot} if job.boot else {}))]
     k = job.k or req.k

@@ -40,6 +40,7 @@ class Case:
     subtest: bool = False                         # an upstream selftest's subtest
     known: str = ""        # the known issue that explains its failure (outcome "known")
     not_seen: str = ""     # the known issue that expected a failure it did not show
+    verdict: str = ""      # --rerun-failures: "flaky 1/3", "deterministic 3/3", ...
 
     def names(self, title: str) -> set[str]:
         """A report's title and the titles the same crash has elsewhere."""
@@ -79,6 +80,7 @@ def load_junit(path: Path, label: str = "") -> Run:
     return Run(label or path.parent.name, cases_of(root), path, where)
 
 
+RERUN = "kh-rerun"      # the plugin's rerun verdict of a failed test
 GLOBAL = ("kh-kernel", "kh-arch", "kh-spec", "kh-boot", "kh-where")   # the plugin's globals
 
 
@@ -123,6 +125,8 @@ def cases_of(root: ET.Element) -> dict[str, Case]:
                 case.reports = [str(t) for t in data]
             elif pname == "kh-report-alts" and isinstance(data, list):
                 alts = data
+            elif pname == RERUN and isinstance(data, dict):
+                case.verdict = f"{data.get('verdict')} {data.get('failed')}/{data.get('reruns')}"
             elif pname.startswith("kh:") and isinstance(data, dict):
                 case.checks[pname[3:]] = data.get("seen", data.get("note"))
         if alts and len(alts) == len(case.reports):
@@ -174,9 +178,10 @@ class Diff:
 
     def _why(self, name: str) -> str:
         case = self.b.cases[name]
+        verdict = f" <{case.verdict}>" if case.verdict else ""
         if case.reports:
-            return f" [{'; '.join(case.reports)}]"
-        return f" ({case.message[:120]})" if case.message else ""
+            return f" [{'; '.join(case.reports)}]{verdict}"
+        return (f" ({case.message[:120]})" if case.message else "") + verdict
 
     def text(self, width: int = 78) -> str:
         lines = [*wrap(f"A: {self.a.label} ({self.a.source})", width),

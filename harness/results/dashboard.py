@@ -30,10 +30,10 @@ from pathlib import Path
 import jinja2
 
 from harness.errors import UsageError
-from harness.repro import wilson
 from harness.results import compare
 from harness.results.matrix import short
 from harness.results.merge import NIGHT
+from harness.stats import wilson
 from harness.util import artifact_name, legacy_artifact_name, progress, write_out
 
 TEMPLATES = Path(__file__).parent / "templates"

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from harness import repro
+from harness import repro, stats
 from harness.guest import Result
 
 LOG = (Path(__file__).parent.parent / "data" / "reports" /
@@ -71,14 +71,14 @@ def test_no_hit():
     (0, 10, 0.0, 0.2775), (5, 10, 0.2366, 0.7634), (10, 10, 0.7225, 1.0),
     (18, 20, 0.6990, 0.9721), (1, 300, 0.0005885, 0.01862)])
 def test_wilson_interval(hits, n, lo, hi):
-    got = repro.wilson(hits, n)
+    got = stats.wilson(hits, n)
     assert got == pytest.approx((lo, hi), abs=5e-4)
 
 
 def test_no_hit_says_what_the_rounds_rule_out():
     rep = repro.Reproduction("x", "WARNING", rounds=300)
     assert rep.rate_text() == "0/300: hit rate below 1.0% at 95%"
-    assert repro.zero_hit_bound(300) == pytest.approx(0.00994, abs=1e-4)
+    assert stats.zero_hit_bound(300) == pytest.approx(0.00994, abs=1e-4)
     assert rep.to_dict()["upper_bound95"] == pytest.approx(0.00994, abs=1e-4)
 
 

@@ -5,6 +5,7 @@ expects to fail that passes is 'not seen', and only what is new is red."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
@@ -93,3 +94,42 @@ def test_a_run_whose_failures_are_all_known_passes(request, tmp_path):
     assert res.returncode == 0, res.stdout[-3000:]
     res, _ = _inner(request, tmp_path, known, "--strict-known", tests=passes)
     assert res.returncode == 1 and "fails the run (--strict-known)" in res.stdout
+
+
+RERUNS = '''
+from pathlib import Path
+
+COUNT = Path(__file__).with_name("count")
+
+
+def test_flaky(guest):     # fails on its 1st and 3rd runs
+    n = int(COUNT.read_text()) + 1 if COUNT.exists() else 1
+    COUNT.write_text(str(n))
+    assert n % 2 == 0, f"odd run {n}"
+
+
+def test_deterministic(guest):
+    assert guest.read("/proc/sys/kernel/ostype").strip() == "Plan 9"
+
+
+def test_passes(guest):
+    pass
+'''
+
+
+def test_reruns_give_each_failure_a_verdict(request, tmp_path):
+    res, cases = _inner(request, tmp_path, "--rerun-failures=3", "--known-issues=none",
+                        tests=RERUNS)
+    assert res.returncode == 1, res.stdout[-3000:]
+    flaky = json.loads(_props(cases["test_flaky"])["kh-rerun"])
+    assert flaky["verdict"] == "flaky" and flaky["failed"] == 1 and flaky["reruns"] == 3
+    lo, hi = flaky["fail_rate_95"]
+    assert 0 < lo < 0.5 < hi < 1
+    det = json.loads(_props(cases["test_deterministic"])["kh-rerun"])
+    assert (det["verdict"], det["failed"]) == ("deterministic", 3)
+    assert "kh-rerun" not in _props(cases["test_passes"])
+    assert cases["test_flaky"].find("failure") is not None     # still a failure
+    assert "reruns of 2 failed test(s)" in res.stdout
+    assert (tmp_path / "count").read_text() == "4"
+    # a guest a run: 3 tests and 6 reruns (the spare restored ahead may add one)
+    assert len(list((tmp_path / "out").glob("*/boot-*"))) >= 9
