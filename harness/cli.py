@@ -123,12 +123,13 @@ def cmd_report(args: argparse.Namespace) -> int:
         return 0
     if args.action == "site":
         into = args.into or first / "site"
-        status = dashboard.write(args.dirs, into, nights=args.nights)
+        status = dashboard.write(args.dirs, into, nights=args.nights,
+                                 entries=known.load(args.known_issues or None))
         if status == 0:
             progress(f"dashboard: {into}/index.html")
         return status
     into = args.into or first / "kcidb.json"
-    merge.write_kcidb(args.dirs, args.origin, into)
+    merge.write_kcidb(args.dirs, args.origin, into, known.load(args.known_issues or None))
     progress(f"KCIDB JSON: {into}; submit it with: kcidb-submit -p PROJECT -t TOPIC < {into}")
     return 0
 

@@ -446,7 +446,7 @@ TABLE = (
     Option(("--known-issues",), "a known-issues file (docs/known-issues.md); repeatable; "
            "default the shipped ci/known-issues.toml; 'none' for none. A failure an entry "
            "explains is known (skipped in JUnit with the entry's id), not a failure",
-           ("run", PYTEST, "nightly", "compare", "triage", *BUILT), None, _known_issues,
+           ("run", PYTEST, "nightly", "compare", "triage", "report", *BUILT), None, _known_issues,
            many=True),
     Option(("--rerun-failures",), "run each failed test N more times, each in a guest "
            "restored from the snapshot, for a verdict: deterministic, flaky (with the 95% "

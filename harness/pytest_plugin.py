@@ -657,8 +657,8 @@ def report_subtest(item: pytest.Item, name: str, outcome: str, *, reason: str = 
     longrepr: object = None
     if outcome == "skipped":
         longrepr = (str(item.path), (line or 0) + 1, f"Skipped: {reason or 'no reason given'}")
-    elif outcome == "failed":
-        longrepr = f"{reason}\n{text}".strip()
+    elif outcome == "failed":    # a failure always says so first, also with no reason given
+        longrepr = f"{reason or 'FAIL  ' + name}\n{text}".strip()
     rep = pytest.TestReport(nodeid, (path, line, f"{item.name}/{name}"), {item.name: 1},
                             outcome, longrepr, "call",  # type: ignore[arg-type]
                             sections=[("output", text)] if text and outcome != "failed" else [],
@@ -668,7 +668,8 @@ def report_subtest(item: pytest.Item, name: str, outcome: str, *, reason: str = 
         rep.wasxfail = reason or "expected to fail"
     else:
         rep.user_properties += judge_known(
-            item.config, rep, (f"{base.rpartition('::')[2]}/{name}]", nodeid), [reason, text])
+            item.config, rep, (f"{base.rpartition('::')[2]}/{name}]", nodeid),
+            [str(longrepr or ""), text])
     item.ihook.pytest_runtest_logreport(report=rep)
     # A subtest has no teardown report, from which JUnit takes a case's
     # properties: they go to its case directly.

@@ -30,7 +30,7 @@ from pathlib import Path
 import jinja2
 
 from harness.errors import UsageError
-from harness.results import compare
+from harness.results import compare, known
 from harness.results.matrix import short
 from harness.results.merge import NIGHT
 from harness.stats import wilson
@@ -39,7 +39,7 @@ from harness.util import artifact_name, legacy_artifact_name, progress, write_ou
 TEMPLATES = Path(__file__).parent / "templates"
 BAD = "fer"                          # failed, error, kernel report
 WORDS = {"p": "passed", "f": "failed", "e": "error", "s": "skipped", "r": "kernel report",
-         "m": "night missing", "-": "not run"}
+         "k": "known issue", "m": "night missing", "-": "not run"}
 FAMILY_ORDER = ("RB", "DX", "MX", "PAT", "FD", "DD", "VF", "UD", "DM", "upstream", "other")
 RATE = re.compile(r"(\d+)/(\d+)(?: rounds|:)")   # a repro summary's hits/rounds
 
@@ -112,6 +112,8 @@ def family(name: str) -> str:
 
 
 def _char(case: compare.Case) -> str:
+    if case.outcome == "known":
+        return "k"      # a failure a known issue explains: its own colour, never news
     if case.reports:
         return "r"
     return {"passed": "p", "failed": "f", "error": "e", "skipped": "s"}.get(case.outcome, "e")
@@ -130,12 +132,14 @@ class Cell:
     strip: str                     # run-length, oldest first
     log: str | None = None         # link to its logs
     since: tuple[str, str] | None = None   # date it began failing, link
+    issue: tuple[str, str] | None = None   # the known issue: id, link (its url or the page)
 
 
 class Site:
-    def __init__(self, nights: list[Night], keep: int):
+    def __init__(self, nights: list[Night], keep: int, entries: list[known.Entry] | None = None):
         self.nights = nights
         self.keep = keep
+        self.entries = {e.id: e for e in entries or []}
         first = datetime.date.fromisoformat(nights[0].date)
         last = datetime.date.fromisoformat(nights[-1].date)
         by_date = {n.date: n for n in nights}
@@ -191,11 +195,16 @@ class Site:
         night = self.on[i]
         case = night.runs.get(col, {}).get(name) if night else None
         text, title = WORDS[status], WORDS[status]
+        issue = None
         if case is not None:
             checks = [f"{w}: {short(v, 32)}" for w, v in case.checks.items()]
             text = checks[0] if checks else WORDS[status]
             title = "\n".join([WORDS[status], *(case.reports or []),
                                *([case.message] if case.message else []), *checks])
+            if case.known:
+                e = self.entries.get(case.known)
+                issue = (case.known, e.url if e and e.url else f"issues.html#{case.known}")
+                text = f"known: {case.known}"
         log = None
         if night is not None and name in night.logs.get(col, {}):
             log = f"logs/{self.days[i]}/{col}/{night.logs[col][name].name}/index.html"
@@ -208,7 +217,31 @@ class Site:
                 j += 1
             since = (self.days[j], self.page(j))
         lo = max(0, i - self.keep + 1)
-        return Cell(status, text, title, rle(strip[lo:i + 1].decode()), log, since)
+        return Cell(status, text, title, rle(strip[lo:i + 1].decode()), log, since, issue)
+
+    def issues(self, i: int) -> list[dict]:
+        """Each known issue of the file or the nights: the nights it was
+        present (a failure it explained) and not seen (a test it expects to
+        fail passed), first and last seen; latest first."""
+        present: dict[str, dict[str, set[str]]] = {}     # id -> date -> jobs
+        absent: dict[str, dict[str, set[str]]] = {}
+        for d, col, _, case in self.window(i):
+            if case.known:
+                present.setdefault(case.known, {}).setdefault(self.days[d], set()).add(col)
+            if case.not_seen:
+                absent.setdefault(case.not_seen, {}).setdefault(self.days[d], set()).add(col)
+        out = []
+        for iid in sorted(set(self.entries) | set(present) | set(absent)):
+            e = self.entries.get(iid)
+            nights = sorted(present.get(iid, {}))
+            out.append({
+                "id": iid, "title": e.title if e else "(not in the known-issues file)",
+                "kind": e.kind if e else "", "url": e.url if e else "",
+                "nights": {d: sorted(j) for d, j in present.get(iid, {}).items()},
+                "not_seen": {d: sorted(j) for d, j in absent.get(iid, {}).items()},
+                "first": nights[0] if nights else None, "last": nights[-1] if nights else None,
+                "gone_since": nights[-1] if nights and nights[-1] != self.days[i] else None})
+        return sorted(out, key=lambda r: (r["last"] or "", r["id"]), reverse=True)
 
     def window(self, i: int) -> Iterator[tuple[int, str, str, compare.Case]]:
         """Every case of the nights the history shows at day i: (day, job, test, case)."""
@@ -317,7 +350,8 @@ def _check_into(dirs: list[str], into: Path) -> None:
                          f"give the site a folder of its own")
 
 
-def write(dirs: list[str], into: Path, *, nights: int = 30) -> int:
+def write(dirs: list[str], into: Path, *, nights: int = 30,
+          entries: list[known.Entry] | None = None) -> int:
     """The site for these night folders into `into`: 0, or 1 if no night
     could be read (each one that could not said why)."""
     _check_into(dirs, into)
@@ -325,7 +359,7 @@ def write(dirs: list[str], into: Path, *, nights: int = 30) -> int:
     if not loaded:
         progress("no night could be read: nothing to show")
         return 1
-    site = Site(loaded, nights)
+    site = Site(loaded, nights, entries)
     into.mkdir(parents=True, exist_ok=True)
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True,
                              trim_blocks=True, lstrip_blocks=True)
@@ -351,6 +385,8 @@ def write(dirs: list[str], into: Path, *, nights: int = 30) -> int:
     # the plots on a page of their own: a night's page stays small (README)
     write_out(into / "races.html", env.get_template("races.html.j2").render(
         night=site.on[last], races=site.races(last)))
+    write_out(into / "issues.html", env.get_template("issues.html.j2").render(
+        night=site.on[last], issues=site.issues(last), days=site.days[-site.keep:]))
     shutil.copyfile(TEMPLATES / "site.js", into / "site.js")
     shutil.copyfile(TEMPLATES / "site.css", into / "site.css")
     missing = [d for d, n in zip(site.days, site.on, strict=True) if n is None]

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from harness.errors import UsageError
-from harness.results import compare, matrix
+from harness.results import compare, known, matrix
 from harness.util import write_out
 
 
@@ -132,7 +132,11 @@ def keep_logs(jobs: list[JobResult], into: Path) -> None:
 
 # -- KCIDB -------------------------------------------------------------------------
 
-STATUS = {"passed": "PASS", "failed": "FAIL", "error": "ERROR", "skipped": "SKIP"}
+# A known failure is a failure that an issue explains: FAIL, with an incident.
+STATUS = {"passed": "PASS", "failed": "FAIL", "error": "ERROR", "skipped": "SKIP",
+          "known": "FAIL"}
+CULPRIT = {"kernel-bug": "code", "missing-feature": "tool", "flaky": "tool",
+           "harness": "harness", "environment": "harness"}
 
 
 def _id(origin: str, *parts: str) -> str:
@@ -147,10 +151,13 @@ def _path(name: str) -> str:
     return ".".join(p for p in ("kharness", scenario, clean) if p)
 
 
-def kcidb(dirs: list[str], origin: str) -> dict:
+def kcidb(dirs: list[str], origin: str, entries: list[known.Entry] | None = None) -> dict:
     """KCIDB (the schema kcidb-io has as latest) for the jobs' results: a
     checkout per kernel, a build per kernel x arch, a test per test case,
-    and each kernel report title as an issue with an incident per test."""
+    each kernel report title as an issue with an incident per test, and
+    each known issue that explained a failure as an issue (its url, its
+    culprit by kind) with an incident per failure it explained."""
+    by_id = {e.id: e for e in entries or []}
     jobs = collect(dirs)
     now = time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime())
     checkouts: dict[str, dict] = {}
@@ -182,6 +189,21 @@ def kcidb(dirs: list[str], origin: str) -> dict:
             if case.reports:
                 test["misc"]["kernel_reports"] = case.reports
             tests.append(test)
+            if case.known:
+                issue_id = _id(origin, "known", case.known)
+                e = by_id.get(case.known)
+                issue: dict = {"id": issue_id, "version": 0, "origin": origin,
+                               "report_subject": e.title if e else case.known,
+                               "culprit": {CULPRIT[e.kind] if e else "code": True},
+                               "comment": f"kharness known issue {case.known}"
+                                          + (f" ({e.kind})" if e else "")}
+                if e is not None and e.url:
+                    issue["report_url"] = e.url
+                issues.setdefault(issue_id, issue)
+                incidents.append({"id": _id(origin, "incident", test_id, case.known),
+                                  "origin": origin, "issue_id": issue_id, "issue_version": 0,
+                                  "test_id": test_id, "present": True})
+                continue        # its reports are what the known issue explains
             for title in case.reports:
                 # one issue a crash, whichever of its titles a job saw first
                 names = case.names(title)
@@ -200,8 +222,9 @@ def kcidb(dirs: list[str], origin: str) -> dict:
             "incidents": incidents}
 
 
-def write_kcidb(dirs: list[str], origin: str, out: Path) -> Path:
-    data = kcidb(dirs, origin)
+def write_kcidb(dirs: list[str], origin: str, out: Path,
+                entries: list[known.Entry] | None = None) -> Path:
+    data = kcidb(dirs, origin, entries)
     out.parent.mkdir(parents=True, exist_ok=True)
     write_out(out, json.dumps(data, indent=1) + "\n")
     return out

@@ -19,7 +19,8 @@ from harness.results.compare import BAD, Run
 
 HEX = re.compile(r"0x[0-9a-fA-F]+|\b[0-9a-f]{8,}\b")
 NUMBER = re.compile(r"\b\d+(?:\.\d+)?\b")
-UPSTREAM = re.compile(r"(test_upstream\w*)\[([^/\]]+)(?:/([^\]]*))?\]")
+# test_upstream_mm[<binary>[@<device>]] and its subtests [<binary>/<subtest>]
+UPSTREAM = re.compile(r"(test_upstream\w*)\[([^/@\]]+)(@[^/\]]+)?(?:/(.*))?\]")
 
 
 def general(message: str) -> str:
@@ -32,8 +33,20 @@ def signature(name: str, case: compare.Case) -> str:
         return case.reports[0]
     m = UPSTREAM.fullmatch(name)
     if m:
-        return f"{m.group(2)}: {general(case.message) or 'failed'}"
+        return f"{m.group(2)}: {_reason(m.group(2), m.group(4), case.message)}"
     return f"{name.partition('[')[0]}: {general(case.message) or case.outcome}"
+
+
+def _reason(binary: str, subtest: str | None, message: str) -> str:
+    """Why an upstream result failed, without the names that differ between
+    the results of one cause (its subtest's, the binary's counts): 'fail'
+    for a plain failure, a kernel report's title, a crash."""
+    first = message.strip().splitlines()[0] if message.strip() else ""
+    if subtest is None:         # the binary's result: its subtests say why
+        return "fail" if re.match(rf"Failed: {re.escape(binary)}\S*: fail\b", first) \
+            else general(first.removeprefix("Failed: "))
+    first = first.replace(subtest, "").strip()
+    return "fail" if first.lower() in ("", "fail", "failed") else general(first)
 
 
 @dataclass

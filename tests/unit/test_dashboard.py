@@ -63,8 +63,8 @@ def test_races_have_a_point_a_night_and_only_races_that_hit():
 def test_the_site_is_written_with_a_page_a_night(tmp_path, capsys):
     assert dashboard.write(ALL, tmp_path / "site") == 0
     pages = sorted(p.name for p in (tmp_path / "site").glob("*.html"))
-    assert pages == ["index.html", "night-2026-11-28.html", "night-2026-11-29.html",
-                     "night-2026-11-30.html", "races.html"]
+    assert pages == ["index.html", "issues.html", "night-2026-11-28.html",
+                     "night-2026-11-29.html", "night-2026-11-30.html", "races.html"]
     index = (tmp_path / "site" / "index.html").read_text()
     assert index.index("test_PAT1_whole_vma_pfnmap_fork") < index.index('id="matrix"')
     assert "no results arrived for this night" in index
@@ -109,3 +109,43 @@ def test_one_crash_under_two_titles_is_one_report():
     (report,) = s.reports(4)
     assert report["title"] in ("WARNING in untrack_pfn", "WARNING in memtype_free")
     assert len(report["also"]) == 1 and report["nights"] == ["2026-12-02"]
+
+
+def test_a_known_failure_has_its_colour_its_link_and_an_issues_page(tmp_path):
+    """On 2026-11-29 a known issue explained DX4's natural race on 6.1; the
+    nights after it failed without one."""
+    import re
+
+    from harness.results import known
+    nights = []
+    for src in ALL:
+        dest = tmp_path / Path(src).name
+        shutil.copytree(src, dest)
+        nights.append(str(dest))
+    junit = tmp_path / "2026-11-29" / "junit.xml"
+    text = junit.read_text()
+    case = re.search(r'<testcase [^>]*name="test_DX4_natural_race_on_two_vcpus\[special\]".*?'
+                     r'</testcase>', text, re.S)
+    assert case is not None
+    known_case = re.sub(r"<failure .*</failure>", '<skipped message="known issue dx4" />',
+                        case.group(0).replace("<properties>", '<properties><property '
+                                              'name="kh-known" value="dx4-race-6.1" />'), flags=re.S)
+    junit.write_text(text.replace(case.group(0), known_case))
+    entries_file = tmp_path / "known.toml"
+    entries_file.write_text('[[issue]]\nid = "dx4-race-6.1"\ntitle = "the natural race is '
+                            'rare under TCG"\nkind = "flaky"\nurl = "https://example.org/dx4"\n'
+                            'tests = ["test_DX4_natural_race_on_two_vcpus*"]\n')
+    entries = known.load([str(entries_file)])
+    site = dashboard.Site(dashboard.load(nights), keep=30, entries=entries)
+    day = site.days.index("2026-11-29")
+    cell = site.cell(day, NATURAL, "debian-6.1-x86_64")
+    assert cell.status == "k" and cell.issue == ("dx4-race-6.1", "https://example.org/dx4")
+    regressions, _, _ = site.changes(day)
+    assert NATURAL not in [r[0] for r in regressions]          # known: never news
+    (issue,) = site.issues(len(site.on) - 1)
+    assert (issue["first"], issue["last"], issue["gone_since"]) == ("2026-11-29",
+                                                                     "2026-11-29", "2026-11-29")
+    assert dashboard.write(nights, tmp_path / "site", entries=entries) == 0
+    page = (tmp_path / "site" / "issues.html").read_text()
+    assert 'href="https://example.org/dx4">dx4-race-6.1</a>' in page
+    assert "not seen since 2026-11-29" in page

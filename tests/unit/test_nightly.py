@@ -195,6 +195,25 @@ def test_kcidb_carries_report_titles_as_issues(tmp_path):
     assert data["tests"][0]["status"] == "FAIL"
 
 
+def test_kcidb_carries_known_issues_with_their_urls(tmp_path):
+    from harness.results import known
+    job = tmp_path / "n" / "stock-debian-6.12-x86_64"
+    job.mkdir(parents=True)
+    (job / "junit.xml").write_text(
+        '<testsuites><testsuite><testcase name="test_DM3_cut[mprotect]"><properties>'
+        '<property name="kh-known" value="pat-split-pfnmap-leaks-memtype"/>'
+        '<property name="kh-reports" value=\'["x86/PAT: freeing invalid memtype"]\'/>'
+        '</properties><skipped message="known issue ..."/></testcase>'
+        '</testsuite></testsuites>')
+    data = merge.kcidb([str(tmp_path / "n")], "kharness", known.load(None))
+    kcidb_io.schema.LATEST.validate(data)
+    (issue,) = data["issues"]
+    assert issue["culprit"] == {"code": True} and issue["report_url"].startswith("https://")
+    assert issue["report_subject"].startswith("x86/PAT: cutting a hole")
+    assert data["tests"][0]["status"] == "FAIL"
+    assert [i["issue_id"] for i in data["incidents"]] == [issue["id"]]
+
+
 def test_kcidb_counts_a_crash_under_its_alternative_titles_once(tmp_path):
     """arm64 titled it through __arm64_sys_mremap, x86_64 as mremap: one issue."""
     for arch, title, alts in (

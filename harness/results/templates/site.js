@@ -2,7 +2,7 @@
 // No framework: the page reads without this, the strips and filter need it.
 "use strict";
 (function () {
-  var COLOURS = { p: "#5cb85c", f: "#d9534f", e: "#d9534f", r: "#f0883e", s: "#bbb",
+  var COLOURS = { p: "#5cb85c", f: "#d9534f", e: "#d9534f", r: "#f0883e", k: "#e0b04f", s: "#bbb",
                   m: "#fff", "-": "#eee" };
   document.querySelectorAll(".strip").forEach(function (el) {
     var runs = el.dataset.h.match(/[a-z-]\d+/g) || [];
