@@ -51,13 +51,15 @@ def samples(tmp: Path) -> dict[str, tuple[str, list[str]]]:
         "fresh": ("module", []), "shard": ("2/5", []), "origin": ("kernelci-kh", []),
         "into": (str(tmp / "m"), []), "date": ("2026-12-01", []), "nights": ("14", []),
         "vmcore": ("always", []), "known_issues": (str(REPO / "ci" / "known-issues.toml"), []),
-        "strict_known": ("", []), "rerun_failures": ("3", []), "verbose": ("", []), "older_than": ("7d", []),
+        "strict_known": ("", []), "rerun_failures": ("3", []), "verbose": ("", []),
+        "older_than": ("7d", []),
         "max_size": ("20G", []), "kind": ("builds,snapshots", []), "dry_run": ("", []),
     }
 
 
-POSITIONAL = {"repro": ["--", "sh", "-c", "echo a"], "triage": ["a"], "nightly": ["ci/nightly.toml"],
-              "report": ["merge", "results"], "compare": ["a", "b"], "parse": ["x.log"]}
+POSITIONAL = {"repro": ["--", "sh", "-c", "echo a"], "triage": ["a"],
+              "nightly": ["ci/nightly.toml"], "report": ["merge", "results"],
+              "compare": ["a", "b"], "parse": ["x.log"]}
 NEEDS = {"repro": ["--signature=W"], "build": ["--source=debian-source:7.2"],
          "validate": ["--source=debian-source:7.2", "--patches=s.mbox"],
          "bisect": ["--source=debian-source:7.2"], "bisect-step": ["--source=debian-source:7.2"]}
