@@ -44,6 +44,7 @@ class Known:
     not_seen: dict[str, list[str]] = dataclasses.field(default_factory=dict)
     matched: set[str] = dataclasses.field(default_factory=set)   # ids some result matched
     verdicts: dict[str, str] = dataclasses.field(default_factory=dict)  # test -> its reruns'
+    collected: list[str] = dataclasses.field(default_factory=list)   # the session's test names
 
 
 KNOWN = pytest.StashKey[Known]()
@@ -218,13 +219,16 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:
                              if config.stash[SETTINGS].strict_known else ""))
     if not config.option.keyword and not config.option.markexpr:   # a whole suite ran
         for e in state.entries:
-            if e.applies(where) and e.id not in state.matched:
+            if e.applies(where) and e.id not in state.matched and \
+                    e.concerns(state.collected):
                 tr.write_line(f"warning: known issue {e.id} ({e.file}:{e.line}) matched no "
                               f"test on {where.release} {where.arch}: stale?")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     s = config.stash[SETTINGS]
+    if KNOWN in config.stash:
+        config.stash[KNOWN].collected = [i.name for i in items]
     slow = pytest.mark.skip(reason="slow (kernel builds from source): run with --slow")
     qemu = pytest.mark.skip(reason="needs a QEMU guest (its console, devices or death), "
                                    "not an SSH target")

@@ -74,6 +74,12 @@ class Entry:
         """The entry names this test (its JUnit name or its node id)."""
         return any(p.fullmatch(n) for p in self.patterns for n in names if n)
 
+    def concerns(self, names: list[str]) -> bool:
+        """Some of these tests (or their subtests, results of their own
+        that only show at run time) are the entry's to judge."""
+        heads = [re.split(r"[*?/]", t)[0] for t in self.tests]
+        return any(n.startswith(h) or h.startswith(n.rstrip("]")) for h in heads for n in names)
+
     def explains(self, texts: list[str]) -> bool:
         return not self.match or any(re.search(self.match, t) for t in texts if t)
 

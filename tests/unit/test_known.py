@@ -181,3 +181,13 @@ def test_triage_groups_unknown_failures_and_writes_entries(tmp_path):
     path.write_text(entry)
     run.judge_known(known.load([str(path)]))
     assert triage.text([run])[1] == 1
+
+
+def test_an_entry_concerns_a_session_only_with_its_tests_in_it(tmp_path):
+    (e,) = entries(tmp_path)
+    assert e.concerns(["test_upstream_mm[guard-regions]", "test_upstream_mm[merge]"])
+    assert not e.concerns(["test_DM3_cut[mprotect]", "test_upstream_mm[merge]"])
+    pat = next(x for x in known.load(None) if x.id == "pat-split-pfnmap-leaks-memtype")
+    assert pat.concerns(["test_upstream_mm[pfnmap]"])       # its subtests show at run time
+    assert pat.concerns(["test_DM3_cut_grow_move_split_a_tracked_pfnmap[mprotect]"])
+    assert not pat.concerns(["test_RB1_read_every_page[fault]"])
