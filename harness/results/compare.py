@@ -55,8 +55,15 @@ class Run:
     where: knownlib.Where | None = None           # what it ran on (JUnit's kh-* properties)
 
     def judge_known(self, entries: list[knownlib.Entry]) -> None:
-        """Failures the known issues explain, as the plugin would have judged
-        them (a run made without those entries, or with older ones)."""
+        """Failures these known issues explain, as the plugin would have
+        judged them: a result the run took for known is a failure again
+        unless one of these entries explains it (the run may have had other
+        entries, or --known-issues none asks to see every failure)."""
+        for case in self.cases.values():
+            if case.outcome == "known":
+                case.outcome, case.known = "failed", ""
+                case.message = case.message.partition("(it failed: ")[2].removesuffix(")") \
+                    or case.message
         if self.where is None:
             return
         for name, case in self.cases.items():
