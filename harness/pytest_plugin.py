@@ -615,8 +615,8 @@ def _keep_artifacts(item, call, rep) -> None:
     rerun = item.stash.get(RERUN, 0)
     art = g.workdir.parent / "tests" / (artifact_name(item.nodeid)
                                         + (f"-rerun-{rerun}" if rerun else ""))
-    if when == "always" or (rep.failed and when == "on-failure"):
-        _dump(g, art, rep)
+    if (when == "always" or (rep.failed and when == "on-failure")) and not rerun:
+        _dump(g, art, rep)      # a rerun's failure is the first's again: its dump will do
     if rep.failed:
         art.mkdir(parents=True, exist_ok=True)
         (art / "test-id").write_text(item.nodeid + "\n")

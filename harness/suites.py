@@ -165,7 +165,7 @@ def _finish_suite(req: SuiteRequest, job: SuiteJob, status: int, quiet: bool) ->
     if quiet and job.junit.exists():
         cases = compare.load_junit(job.junit).cases.values()
         counts = {o: sum(c.outcome == o for c in cases) for o in ("passed", "failed", "error",
-                                                                 "skipped")}
+                                                                 "known", "skipped")}
         summary = " (" + ", ".join(f"{n} {o}" for o, n in counts.items() if n) + ")"
     where = f"JUnit: {job.junit}" if job.junit.exists() else f"no JUnit; logs: {job.out}"
     progress(f"{job.label}: {word}{summary}; {where}")
