@@ -307,16 +307,30 @@ def prune(*, older_than: float | None = None, max_size: int | None = None,
     return 0
 
 
+CHECKED = ".kh-size-checked"    # when the cap was last checked, and the size then
+RECHECK = 600.0                 # seconds: a cache well under its cap is not walked again sooner
+
+
 def enforce_cap() -> None:
     """At the end of a run: the cache back within KHARNESS_CACHE_MAX, least
-    recently used first, with a line for what went. Never fails the run."""
+    recently used first, with a line for what went. Walking a large cache
+    takes seconds: one that was well under the cap minutes ago is left.
+    Never fails the run."""
     try:
         limit = cap()
         if limit is None:
             return
-        if total_size() > limit:
+        state = cache_root() / CHECKED
+        with contextlib.suppress(OSError, ValueError):
+            last = json.loads(state.read_text())
+            if time.time() - last["checked"] < RECHECK and last["total"] < 0.9 * limit:
+                return
+        total = total_size()
+        if total > limit:
             progress(f"the cache is over {human(limit)} ({MAX_ENV}): pruning the least "
                      f"recently used entries")
             prune(max_size=limit)
+            total = total_size()
+        state.write_text(json.dumps({"checked": time.time(), "total": total}) + "\n")
     except (OSError, KhError) as e:
         progress(f"could not prune the cache: {e}")

@@ -204,3 +204,16 @@ def test_bad_input_is_one_line_and_exit_2(root, argv, says):
     assert out.returncode == 2
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1 and says in lines[0]
+
+
+def test_a_cache_well_under_its_cap_is_not_walked_again_soon(root, monkeypatch):
+    make(root, "toolchains/a", mib=1)
+    monkeypatch.setenv(cachetool.MAX_ENV, "100M")
+    cachetool.enforce_cap()
+    walked = []
+    monkeypatch.setattr(cachetool, "total_size", lambda *a: walked.append(1) or 0)
+    cachetool.enforce_cap()
+    assert walked == []                     # checked a moment ago, far under the cap
+    monkeypatch.setenv(cachetool.MAX_ENV, "1M")
+    cachetool.enforce_cap()                 # near (over) a cap: walked every time
+    assert walked
