@@ -50,28 +50,25 @@ STRESS = ("cpu", "memory")
 PYTEST = "pytest"   # the kernel suites under pytest count as a command here
 
 
-def _positive_int(name: str) -> Callable[[str], int]:
+def _whole(name: str, least: int) -> Callable[[str], int]:
+    """A whole number of at least `least`."""
     def parse(text: str) -> int:
         try:
             value = int(text)
         except ValueError:
             raise UsageError(f"{name} takes a whole number, not '{text}'") from None
-        if value < 1:
-            raise UsageError(f"{name} must be at least 1, not {value}")
+        if value < least:
+            raise UsageError(f"{name} must be at least {least}, not {value}")
         return value
     return parse
+
+
+def _positive_int(name: str) -> Callable[[str], int]:
+    return _whole(name, 1)
 
 
 def _count(name: str) -> Callable[[str], int]:
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise UsageError(f"{name} takes a whole number, not '{text}'") from None
-        if value < 0:
-            raise UsageError(f"{name} must be 0 or more, not {value}")
-        return value
-    return parse
+    return _whole(name, 0)
 
 
 def _pmem(text: str) -> int:

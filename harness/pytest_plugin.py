@@ -157,11 +157,12 @@ def _where(config: pytest.Config) -> known.Where | None:
 
 
 def judge_known(config: pytest.Config, rep: pytest.TestReport, names: tuple[str, ...],
-                texts: list[str]) -> list[tuple[str, str]]:
+                texts: list[str], *, record: bool = True) -> list[tuple[str, str]]:
     """A failure a known issue explains becomes known: skipped, with the
     entry's id and title (JUnit: skipped); a pass that an entry expected to
     fail is 'not seen'. Returns the properties that say which (kh-known,
-    kh-known-not-seen) for the caller to give the test's JUnit case."""
+    kh-known-not-seen) for the caller to give the test's JUnit case. A
+    rerun's result (record=False) is judged the same, but not counted."""
     state = config.stash.get(KNOWN, None)
     where = _where(config)
     if state is None or not state.entries or where is None or rep.when != "call":
@@ -174,12 +175,14 @@ def judge_known(config: pytest.Config, rep: pytest.TestReport, names: tuple[str,
         rep.outcome = "skipped"
         rep.longrepr = (str(rep.fspath), rep.location[1] or 0,
                         f"known issue {e.label} (it failed: {first[:300]})")
-        state.failed.setdefault(e.id, []).append(names[0])
-        state.matched.add(e.id)
+        if record:
+            state.failed.setdefault(e.id, []).append(names[0])
+            state.matched.add(e.id)
         return [(known.KNOWN, e.id)]
     if rep.passed and (e := known.expecting(state.entries, where, names)) is not None:
-        state.not_seen.setdefault(e.id, []).append(names[0])
-        state.matched.add(e.id)
+        if record:
+            state.not_seen.setdefault(e.id, []).append(names[0])
+            state.matched.add(e.id)
         return [(known.NOT_SEEN, e.id)]
     return []
 
@@ -600,7 +603,8 @@ def pytest_runtest_makereport(item, call):
         _stop_for_disk(item.session, why)
     # JUnit takes a case's properties from its teardown report: the item's.
     item.user_properties += judge_known(item.config, rep, (item.name, item.nodeid),
-                                        _failure_texts(item, rep))
+                                        _failure_texts(item, rep),
+                                        record=not item.stash.get(RERUN, 0))
     return rep
 
 
