@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import os
+import shlex
 import subprocess
 import sys
+from pathlib import Path
 
 import pexpect
 import pytest
 from conftest import option
+
+from harness import cache
 
 # The QEMU path itself (boots, consoles, signals): nothing of it is on an SSH target.
 pytestmark = pytest.mark.qemu
@@ -99,7 +103,11 @@ def test_a_hostile_out_path_keeps_results_inside_it(request, tmp_path):
     assert "<testcase" in (job / "junit.xml").read_text()
     assert f"JUnit: {job / 'junit.xml'}" in res.stderr
     cmdlines = [p.read_text() for p in job.glob("*/boot-*/cmdline")]
-    assert any("-incoming" in c for c in cmdlines), "no guest was restored"
+    restored = [c for c in cmdlines if "-incoming" in c]
+    assert restored, "no guest was restored"
+    # the shared snapshot it restored from is whole, for every other run
+    state = Path(shlex.split(restored[0].split("-incoming exec:cat ")[1])[0])
+    assert cache.damage(state.parent) is None
     assert not list(tmp_path.glob("o,comma /*")), "results outside --out"
 
 
