@@ -579,6 +579,9 @@ def _check(command: str, ns: argparse.Namespace) -> None:
     if getattr(ns, "cpus", None) is not None:      # a command that boots guests
         for arch in archs:
             _check_guest_arch(ns, arch)
+    issues = getattr(ns, "known_issues", None) or []
+    if known.NONE in issues and len(issues) > 1:
+        raise UsageError(f"--known-issues {known.NONE} means no file: give it alone")
     if getattr(ns, "pmem", None) and target is None:
         # The NVDIMM's file is made in each guest's folder under --out: a
         # size the disk cannot hold is bad input now, not a failed boot later.

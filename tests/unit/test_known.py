@@ -191,3 +191,12 @@ def test_an_entry_concerns_a_session_only_with_its_tests_in_it(tmp_path):
     assert pat.concerns(["test_upstream_mm[pfnmap]"])       # its subtests show at run time
     assert pat.concerns(["test_DM3_cut_grow_move_split_a_tracked_pfnmap[mprotect]"])
     assert not pat.concerns(["test_RB1_read_every_page[fault]"])
+
+
+def test_none_with_a_file_is_refused_before_anything_starts(tmp_path):
+    res = subprocess.run([sys.executable, "-m", "harness.cli", "run", "--known-issues", "none",
+                          "--known-issues", str(REPO / "ci" / "known-issues.toml"),
+                          "--out", str(tmp_path / "o")], capture_output=True, text=True)
+    assert res.returncode == 2 and not (tmp_path / "o").exists()
+    assert res.stderr.strip().splitlines() == [
+        "kharness: error: --known-issues none means no file: give it alone"]
