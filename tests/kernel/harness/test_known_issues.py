@@ -136,15 +136,16 @@ def test_reruns_give_each_failure_a_verdict(request, tmp_path):
 
 
 def test_the_newest_selftests_job_is_green_but_for_what_is_new(request, tmp_path):
-    """The nightly's newest-selftests job on debian:6.12 (the 7.3 tree's mm
-    selftests): 95 results fail there, every one explained by the shipped
-    known issues (features 6.12 lacks, the PAT leak), so the job passes;
-    without them it is red, and triage groups what it would have to say."""
-    from harness import arches
+    """The nightly's newest-selftests job on the suite's kernel and arch
+    (the 7.3 tree's mm selftests): on debian:6.12 91-95 results fail, every
+    one explained by the shipped known issues (features 6.12 lacks, the PAT
+    leak), so the job passes; without them it is red, and triage groups
+    what it would have to say."""
     opt = option(request)
-    if opt("--kernel") != "debian:6.12" or opt("--arch") != str(arches.host()):
-        pytest.skip("the job of ci/nightly.toml on debian:6.12, on the host's arch")
-    job = f"newest-selftests-debian-6.12-{opt('--arch')}"
+    if not opt("--kernel").startswith("debian:"):
+        pytest.skip(f"ci/nightly.toml's newest-selftests job runs Debian's kernels, not "
+                    f"{opt('--kernel')}")
+    job = f"newest-selftests-{opt('--kernel').replace(':', '-')}-{opt('--arch')}"
     kh = [sys.executable, "-m", "harness.cli"]
     res = subprocess.run([*kh, "nightly", "ci/nightly.toml", "--job", job,
                           f"--out={tmp_path}"], capture_output=True, text=True, timeout=1800,
@@ -153,10 +154,13 @@ def test_the_newest_selftests_job_is_green_but_for_what_is_new(request, tmp_path
     junit = next(tmp_path.glob("*/junit.xml"))
     cases = list(ET.parse(junit).getroot().iter("testcase"))
     known = [c for c in cases if "kh-known" in _props(c)]
-    assert len(known) >= 90 and not [c for c in cases if c.find("failure") is not None]
+    assert not [c for c in cases if c.find("failure") is not None]
+    # 6.12 lacks what the 7.3 tests try (guard regions, VMA merges, mremap of
+    # several VMAs): 90 and more known on either arch
+    assert len(known) >= 90 or opt("--kernel") != "debian:6.12", len(known)
     triage = subprocess.run([*kh, "triage", str(tmp_path), "--known-issues=none"],
                             capture_output=True, text=True, timeout=120)
-    assert triage.returncode == 1
+    assert triage.returncode == (1 if known else 0)
     assert f"{len(known)} failure(s) no known issue explains" in triage.stdout
     assert subprocess.run([*kh, "triage", str(tmp_path)], capture_output=True,
                           timeout=120).returncode == 0
