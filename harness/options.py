@@ -446,7 +446,7 @@ TABLE = (
            ("run", PYTEST, "nightly", "compare", "triage", "report", *BUILT), None, _known_issues,
            many=True),
     Option(("--rerun-failures",), "run each failed test N more times, each in a guest "
-           "restored from the snapshot, for a verdict: deterministic, flaky (with the 95% "
+           "restored from the snapshot, for a verdict: deterministic, flaky (with the 95%% "
            "interval of its fail rate) or passed on rerun (default 0)",
            ("run", PYTEST, "nightly", *BUILT), "0", _count("--rerun-failures")),
     Option(("--strict-known",), "a test a known issue expects to fail that passed (the bug "

@@ -274,3 +274,20 @@ def test_out_checked_by_many_at_once(tmp_path):
         with ThreadPoolExecutor(16) as pool:
             got = list(pool.map(lambda _: options._outdir(where), range(16)))
         assert got == [Path(where)] * 16
+
+
+@pytest.mark.parametrize("command", sorted(cli.COMMANDS))
+def test_every_command_prints_its_help(command, capsys):
+    """argparse formats each help text with %: a bare % in one breaks
+    `kharness COMMAND --help` of every command that has the option."""
+    with pytest.raises(SystemExit) as stop:
+        cli.parser().parse_args([command, "--help"])
+    assert stop.value.code == 0
+    assert f"usage: kharness {command}" in capsys.readouterr().out
+
+
+def test_pytest_prints_the_plugins_help():
+    res = subprocess.run([sys.executable, "-m", "pytest", "--help", "-p", "no:cacheprovider"],
+                         capture_output=True, text=True, cwd=Path(__file__).parent)
+    assert res.returncode == 0, res.stderr
+    assert "--rerun-failures" in res.stdout
