@@ -26,6 +26,7 @@ import re
 import shutil
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -50,6 +51,8 @@ TYPED_SYMBOLS = {
 
 @dataclass
 class Dump:
+    """A guest's memory: a vmcore, or (live_program) the QMP socket of a
+    running guest."""
     vmcore: Path
     kernel: Kernel
     modules: dict[str, Path]       # our modules (name -> .ko with DWARF)
@@ -214,7 +217,6 @@ def program(dump: Dump, symbols: str = "auto") -> tuple[drgn.Program, str]:
     (symbols 'dwarf', or 'auto' where it can be had) or kallsyms and our
     modules' types ('kallsyms')."""
     import drgn
-    from drgn.helpers.linux.kallsyms import load_vmlinux_kallsyms
 
     prog = drgn.Program()
     core = dump.vmcore
@@ -227,9 +229,46 @@ def program(dump: Dump, symbols: str = "auto") -> tuple[drgn.Program, str]:
         prog.set_core_dump(str(core))
     except Exception as e:
         raise UsageError(f"drgn cannot open {dump.vmcore}: {e}") from None
+    return prog, load_symbols(prog, dump, symbols)
+
+
+def live_program(socket: Path, kernel: Kernel, modules: dict[str, Path],
+                 read_info: Callable[[drgn.Program], dict[str, str]] | None = None,
+                 symbols: str = "auto", *, fetch: bool = True,
+                 ) -> tuple[drgn.Program, Dump, str]:
+    """A drgn Program on a running QEMU guest's memory, read over the QMP
+    socket the launcher gives drgn (no dump), what its VMCOREINFO says
+    (read_info reads it through the program; without it, the kernel's own
+    copy, where the DWARF types it) and what it knows. A guest that cannot
+    be reached is a KhError naming the socket."""
+    import drgn
+
+    prog = drgn.Program()
+    try:
+        prog.set_qemu_qmp(str(socket))
+    except Exception as e:
+        raise KhError(f"drgn could not attach to the guest over {socket}: {e}") from None
+    memory = Dump(socket, kernel, modules, read_info(prog) if read_info else {})
+    knows = load_symbols(prog, memory, symbols, fetch=fetch)
+    if not memory.info and knows == "DWARF":
+        try:
+            text = prog.read(prog["vmcoreinfo_data"].value_(), prog["vmcoreinfo_size"].value_())
+            memory.info = dict(line.split("=", 1) for line in
+                               text.decode(errors="replace").splitlines() if "=" in line)
+        except (LookupError, drgn.FaultError):
+            pass
+    return prog, memory, knows
+
+
+def load_symbols(prog: drgn.Program, dump: Dump, symbols: str, *, fetch: bool = True) -> str:
+    """Give prog the kernel's DWARF (symbols 'dwarf', or 'auto' where it
+    can be had) or kallsyms and our modules' types ('kallsyms'); which."""
+    import drgn
+    from drgn.helpers.linux.kallsyms import load_vmlinux_kallsyms
+
     full = None
     if symbols != "kallsyms":
-        full = dwarf(dump.kernel, fetch=True)
+        full = dwarf(dump.kernel, fetch=fetch)
         if full is None and symbols == "dwarf":
             raise UsageError(f"no DWARF for {dump.kernel.spec} ({dump.kernel.release}): "
                              f"a build: kernel needs the 'debuginfo' kconfig fragment; "
@@ -238,7 +277,7 @@ def program(dump: Dump, symbols: str = "auto") -> tuple[drgn.Program, str]:
         vmlinux, kos = full
         have = build_id(vmlinux)
         if dump.build_id and have and have != dump.build_id:
-            raise UsageError(f"{dump.vmcore} was written by the kernel of build ID "
+            raise UsageError(f"{dump.vmcore} is the memory of the kernel of build ID "
                              f"{dump.build_id}; the debug information found ({vmlinux}) is "
                              f"of {have}: rebuild, or use --symbols kallsyms")
         prog.load_debug_info([vmlinux], default=False, main=True)
@@ -247,7 +286,7 @@ def program(dump: Dump, symbols: str = "auto") -> tuple[drgn.Program, str]:
         for module, _ in prog.loaded_modules():
             if module.name in files:
                 module.try_file(str(files[module.name]))
-        return prog, "DWARF"
+        return "DWARF"
     prog.register_symbol_finder("kallsyms", load_vmlinux_kallsyms(prog), enable_index=0)
     # Kernels without CONFIG_KALLSYMS_ALL (Debian's 6.1 arm64) list only
     # functions there; VMCOREINFO names the data a dump reader needs.
@@ -272,7 +311,7 @@ def program(dump: Dump, symbols: str = "auto") -> tuple[drgn.Program, str]:
         return None
 
     prog.register_object_finder("kharness", objects, enable_index=0)
-    return prog, "kallsyms and our modules' types"
+    return "kallsyms and our modules' types"
 
 
 def _vmemmap(prog: drgn.Program, dump: Dump) -> int:

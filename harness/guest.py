@@ -14,6 +14,7 @@ import os
 import select
 import shlex
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NoReturn, Protocol
@@ -96,18 +97,30 @@ class GuestCommandError(KhError):
     pass
 
 
+@dataclass
+class Explanation:
+    """What a failed test's guest says of its own state (observe/explain.py)."""
+    line: str       # for the failure's message
+    text: str       # for the failure's body
+    full: str       # for the test's folder
+
+
 class GuestDied(KhError):
     """The guest stopped answering: it panicked, hung, or QEMU went away."""
 
-    def __init__(self, message: str, *, console_log: Path, found: list[reports.Report]):
+    def __init__(self, message: str, *, console_log: Path, found: list[reports.Report],
+                 hang: Explanation | None = None):
         first = f": {found[0].title}" if found else ""
+        where = f"; {hang.line}" if hang else ""
         # A kernel that reported a bug and died is a finding (1), not a broken rig (3).
         kernel_said = any(r.kind is not reports.Kind.MACHINE for r in found)
-        super().__init__(f"{message}{first} (console log: {console_log})",
-                         detail="\n".join(r.title for r in found),
+        super().__init__(f"{message}{first}{where} (console log: {console_log})",
+                         detail="\n".join([*(r.title for r in found),
+                                           *([hang.text] if hang else [])]),
                          exit_code=1 if kernel_said else 3)
         self.console_log = console_log
         self.reports = found
+        self.hang = hang    # where it hung: the stacks read before it was stopped
 
 
 WORKDIR = "/tmp"    # where the agent runs commands
@@ -135,6 +148,10 @@ class Guest:
         self.died: GuestDied | None = None
         self.busy = False   # a command is in flight: the agent would not hear POWEROFF
         self.console_mark = 0  # console offset where the current dmesg window began
+        self.still = False  # its vCPUs stopped for a reader (hold_still) until the next command
+        # Reads where a guest that stopped answering hangs, before it is
+        # stopped (session.start sets it: drgn, with the kernel's symbols).
+        self.on_hang: Callable[[Guest], Explanation] | None = None
 
     @property
     def workdir(self) -> Path:
@@ -199,6 +216,19 @@ class Guest:
             raise GuestCommandError(f"the restored guest could not take the host's clock "
                                     f"and random bytes: {os.strerror(status)}")
 
+    def hold_still(self) -> None:
+        """Stop its vCPUs (QMP stop), so that its memory holds still for a
+        reader (drgn over QMP), until the next command, which resumes them."""
+        if not self.still:
+            self.machine.qmp().command("stop")
+            self.still = True
+
+    def _go_on(self) -> None:
+        if self.still:
+            self.still = False
+            if self.machine.alive() and self.died is None:
+                self.machine.qmp().command("cont")
+
     def dump(self, dest: Path) -> tuple[int, float]:
         """The guest's memory as a vmcore at dest (QEMU's dump-guest-memory:
         kdump-compressed where this QEMU can for the guest, ELF otherwise),
@@ -210,6 +240,7 @@ class Guest:
         part = dest.with_name(dest.name + ".part")
         t0 = time.monotonic()
         q.command("stop")
+        self.still = False      # resumed below, whoever stopped it
         try:
             q.command("dump-guest-memory", paging=False, protocol=f"file:{part}", format=fmt,
                       deadline=time.monotonic() + DUMP_TIMEOUT)
@@ -248,6 +279,7 @@ class Guest:
     def poweroff(self, timeout: float = 20.0) -> None:
         m = self.machine
         if m.alive() and self.died is None and not self.busy:
+            self._go_on()
             try:
                 m.sock.sendall(b"POWEROFF\n")
             except OSError:
@@ -314,6 +346,7 @@ class Guest:
         (OUT, ERR, LOG)."""
         if self.died is not None:
             raise self.died
+        self._go_on()
         try:
             self.machine.sock.sendall(request)
         except OSError:
@@ -370,14 +403,25 @@ class Guest:
         """Stop the machine; what the kernel said, or else how the machine
         died (syzkaller's vm monitor titles), becomes the reports."""
         m = self.machine
+        hang = None
         if death != "timed out":
             m.settle(5)  # a panicking kernel may still be printing
+        elif self.on_hang is not None and m.alive():
+            hang = self._where_it_hangs()
         if not m.stopped():     # a stopped guest's memory stays for a dump
             m.kill()
         console = self.console_since_mark()
         found = reports.parse(console) or [reports.machine_death(death, m.console_text())]
-        self.died = GuestDied(message, console_log=m.console_log, found=found)
+        self.died = GuestDied(message, console_log=m.console_log, found=found, hang=hang)
         raise self.died
+
+    def _where_it_hangs(self) -> Explanation | None:
+        assert self.on_hang is not None
+        try:
+            return self.on_hang(self)
+        except Exception as e:      # drgn's and QMP's: the timeout is still the news
+            return Explanation(f"its stacks could not be read ({type(e).__name__}: {e})",
+                               "", "")
 
     # -- kernel log -------------------------------------------------------------
     def dmesg_window(self) -> str:

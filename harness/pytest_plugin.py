@@ -26,8 +26,8 @@ from _pytest.runner import runtestprotocol
 
 from harness import debug, options, session, spawn
 from harness.errors import KhError, UsageError
-from harness.guest import Guest, GuestDied, Target
-from harness.observe import pagestate, reports
+from harness.guest import Explanation, Guest, GuestDied, Target
+from harness.observe import explain, pagestate, reports
 from harness.results import compare, known
 from harness.results.compare import SUBTEST
 from harness.stats import percent, wilson
@@ -497,11 +497,17 @@ class ReportFailure:
     """A failure led by kernel reports: JUnit's message is the title line,
     its body the reports' own text (and the test's failure, if any)."""
 
-    def __init__(self, message: str, found: list[reports.Report], also: str, art: Path):
+    def __init__(self, message: str, found: list[reports.Report], also: str, art: Path,
+                 explained: Explanation | None = None):
         self.reprcrash = _Crash(message)
         texts = "\n\n".join(f"{r.title}{' (corrupted: ' + r.reason + ')' if r.corrupted else ''}"
                             f"\n{r.text}" for r in found)
-        self.body = f"{message}\n\n{texts}\n\nkernel log window and console: {art}"
+        self.body = message
+        if explained is not None:     # the page it names, as the guest holds it
+            self.body += f"\n{explained.line}"
+        self.body += f"\n\n{texts}\n\nkernel log window and console: {art}"
+        if explained is not None and explained.text:
+            self.body += f"\n\nwhat the guest says:\n{explained.text}"
         if also:
             self.body += f"\n\nthe test's own failure:\n{also}"
 
@@ -538,6 +544,7 @@ def pytest_runtest_call(item):
 GUEST = pytest.StashKey[Target]()
 WINDOW = pytest.StashKey[str]()
 UNEXPECTED = pytest.StashKey[list]()
+EXPLAINED = pytest.StashKey[Explanation]()
 
 
 def _check_window(item, failure) -> str | None:
@@ -558,12 +565,33 @@ def _check_window(item, failure) -> str | None:
         # the same crash under other titles: compare and merge count it once
         item.user_properties.append(("kh-report-alts",
                                      json.dumps([r.alt_titles for r in unexpected])))
+    if isinstance(failure, GuestDied) and failure.hang is not None:
+        item.stash[EXPLAINED] = failure.hang
+    elif unexpected and isinstance(g, Guest) and g.dumpable():
+        _explain_pages(item, g, unexpected)
     if unexpected:
         return "kernel report in this test's window: " + "; ".join(r.title for r in unexpected)
     missing = [e for e in expected if not any(e in r.title for r in found)]
     if missing:
         return "expected kernel report not seen: " + "; ".join(missing)
     return None
+
+
+def _explain_pages(item, g: Guest, found: list[reports.Report]) -> None:
+    """The pages the reports name, decoded from the guest's memory as the
+    failure left it (live over QMP: the guest still runs, or its kernel
+    stopped it), with the test's VMAs that map them."""
+    pfns = explain.pfns_named("\n".join(r.text for r in found))
+    if not pfns:
+        return
+    prep = item.config.stash[POOL].prepared()
+    try:
+        prog, levels = explain.live(g, prep.kernel, prep.modules)
+        g.hold_still()
+        item.stash[EXPLAINED] = explain.pages(prog, pfns, prep.kernel.arch.name, levels)
+    except Exception as e:      # drgn's and QMP's: the report is still the news
+        item.stash[EXPLAINED] = Explanation(
+            f"the pages it names could not be read ({type(e).__name__}: {e})", "", "")
 
 
 # Errors that mean the output cannot be written: the machine's trouble
@@ -628,11 +656,17 @@ def _keep_artifacts(item, call, rep) -> None:
         if g.console_log.exists():
             shutil.copy(g.console_log, art / "console.log")
         found = item.stash.get(UNEXPECTED, [])
+        explained = item.stash.get(EXPLAINED, None)
+        if explained is not None and explained.full:
+            (art / ("hang.txt" if isinstance(g.died, GuestDied) and g.died.hang is explained
+                    else "pages.txt")).write_text(explained.full + "\n")
         if call.excinfo is not None and call.excinfo.errisinstance(KernelReport) and found:
             cause = call.excinfo.value.__cause__
             rep.longrepr = ReportFailure(str(call.excinfo.value).splitlines()[0], found,
-                                         str(cause) if cause else "", art)
+                                         str(cause) if cause else "", art, explained)
         else:
+            if explained is not None:
+                rep.sections.append(("what the guest says", explained.text or explained.line))
             rep.sections.append(("kernel log window", window[-6000:] or "(empty)"))
         rep.sections.append(("kharness artifacts", str(art)))
 

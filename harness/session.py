@@ -18,7 +18,7 @@ from pathlib import Path
 
 from harness import arches, cache, claims, mounts, remote, resources
 from harness.errors import KhError, UsageError
-from harness.guest import Guest, GuestDied, Target
+from harness.guest import Explanation, Guest, GuestDied, Target
 from harness.kbuild import helpers, kmod
 from harness.kernel import Kernel
 from harness.kernels import resolve, running
@@ -153,11 +153,20 @@ def start(prep: Prepared, *, ahead: bool = False) -> Target:
         return remote.attach(conn, prep.outdir / f"session-{prep.boots}", prep.kernel.release,
                              prep.modules, prep.helpers)
     guest = _take_spare(prep) or _start(prep)
+    guest.on_hang = partial(_where_it_hangs, prep)
     if ahead and prep.snapshot is not None:
         prep.boots += 1
         restorer = _restorer(prep, prep.outdir / f"boot-{prep.boots}", prep.snapshot)
         prep.spare = Spare(restorer.start(connect=False), restorer.record["release"])
     return guest
+
+
+def _where_it_hangs(prep: Prepared, guest: Guest) -> Explanation:
+    """The stacks of a guest that stopped answering, read before it is stopped."""
+    from harness.observe import explain
+    prog, _ = explain.live(guest, prep.kernel, prep.modules)
+    guest.hold_still()
+    return explain.hang(prog)
 
 
 def _restorer(prep: Prepared, workdir: Path, entry: Path) -> snapshot.Restorer:

@@ -74,12 +74,14 @@ def _entire_mapcount(prog: drgn.Program, head: drgn.Object) -> int | None:
 
 
 class Live:
-    """A running guest's memory as drgn sees it, mid-test: state() pauses
-    the guest, dumps it beside its boot's logs, resumes it and opens the
-    dump (with the kernel's DWARF where there is some, as `kharness debug`
-    does: kallsyms alone lacks data symbols on kernels built without
-    KALLSYMS_ALL). holding() keeps a khmap mapping alive meanwhile
-    (KH_HOLD)."""
+    """A running guest's memory as drgn sees it, mid-test: state() stops
+    the guest's vCPUs (until the test next talks to it) and hands back a
+    drgn Program that reads its memory over QMP, live, no dump (with the
+    kernel's DWARF where there is some, as `kharness debug` does: kallsyms
+    alone lacks data symbols on kernels built without KALLSYMS_ALL); one
+    Program a test, opened on first use. dumped() is the same through a
+    dump, as `--vmcore` writes one. holding() keeps a khmap mapping alive
+    meanwhile (KH_HOLD)."""
 
     def __init__(self, guest, kernel, modules: dict[str, Path], workdir: Path):
         self.guest = guest
@@ -87,9 +89,32 @@ class Live:
         self.modules = modules
         self.workdir = workdir
         self.dumps: list[Path] = []
-        self.levels = 4             # of page tables, as the last dump's kernel runs
+        self.levels = 4             # of page tables, as the last read kernel runs
+        self._prog: drgn.Program | None = None
 
     def state(self) -> drgn.Program:
+        if self._prog is None:
+            self._prog = self.open()
+        self.guest.hold_still()
+        return self._prog
+
+    def open(self) -> drgn.Program:
+        """A new Program on the running guest (the guest left running)."""
+        from harness import debug
+        from harness.vm.launcher import DRGN_QMP
+
+        # Where the kernel's VMCOREINFO note is: asked while the guest runs.
+        where = self.guest.read("/sys/kernel/vmcoreinfo").split()
+        note = (int(where[0], 16), int(where[1], 16))
+        prog, memory, _ = debug.live_program(
+            self.guest.machine.sock_dir / DRGN_QMP, self.kernel, self.modules,
+            lambda prog: vmcoreinfo(prog.read(note[0], note[1], True)))
+        self.levels = levels(memory.info)
+        return prog
+
+    def dumped(self) -> drgn.Program:
+        """The guest's memory through a dump (paused meanwhile, resumed),
+        beside its boot's logs: what `kharness debug` reads at a failure."""
         from harness import debug
         from harness.vm import kdump
 
@@ -97,7 +122,7 @@ class Live:
         self.dumps.append(path)
         self.guest.dump(path)
         dump = debug.Dump(path, self.kernel, self.modules, kdump.info(path))
-        self.levels = 5 if dump.info.get("NUMBER(pgtable_l5_enabled)") == "1" else 4
+        self.levels = levels(dump.info)
         prog, _ = debug.program(dump, "auto")
         return prog
 
@@ -108,6 +133,8 @@ class Live:
         return find_task(prog, pid).real_parent.pid.value_()
 
     def vma(self, prog: drgn.Program, pid: int, addr: int) -> drgn.Object:
+        """The task's VMA covering addr: a reference into the guest's
+        memory, so read what it holds while the guest holds still."""
         from drgn.helpers.linux.mm import vma_find
         return vma_find(find_task(prog, pid).mm, addr)
 
@@ -137,6 +164,7 @@ class Live:
             held.collect(" ".join(argv))
 
     def close(self) -> None:
+        self._prog = None
         for path in self.dumps:
             path.unlink(missing_ok=True)
             path.with_name(path.name + ".elf").unlink(missing_ok=True)
@@ -174,6 +202,19 @@ class Held:
         rc = int(self.guest.run(["cat", f"{self.tag}.rc"], check=True).stdout.strip() or -1)
         self.guest.run(["rm", "-f", f"{self.tag}.out", f"{self.tag}.rc", f"{self.tag}.held"])
         self.result = Result(cmd, rc, out, "", 0.0).check()
+
+
+def vmcoreinfo(note: bytes) -> dict[str, str]:
+    """The VMCOREINFO of a kernel's ELF note (Elf64_Nhdr, name, text), as
+    /sys/kernel/vmcoreinfo locates it in physical memory."""
+    namesz, descsz = int.from_bytes(note[0:4], "little"), int.from_bytes(note[4:8], "little")
+    text = note[12 + (namesz + 3) // 4 * 4:][:descsz].decode(errors="replace")
+    return dict(line.split("=", 1) for line in text.splitlines() if "=" in line)
+
+
+def levels(info: dict[str, str]) -> int:
+    """Page-table levels the kernel runs with: 5 where x86_64's LA57 is on."""
+    return 5 if info.get("NUMBER(pgtable_l5_enabled)") == "1" else 4
 
 
 # -- page table entries -------------------------------------------------------

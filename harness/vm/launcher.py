@@ -32,6 +32,8 @@ _said = {"kvm": False}   # what a process says once, however many guests it star
 
 # QEMU options whose value is a list of key=value pairs: a comma ends a
 # value unless doubled, so every path in one goes through qemu_value().
+DRGN_QMP = "drgn.sock"    # the QMP socket drgn reads the guest through
+
 OPTION_LISTS = frozenset({"-chardev", "-object", "-drive", "-device", "-qmp", "-serial",
                           "-netdev", "-numa", "-machine", "-fsdev", "-virtfs"})
 
@@ -102,11 +104,15 @@ class Launcher:
 
     def devices(self, sock_dir: Path) -> list[str]:
         """What every guest gets on either path: the agent's virtio port,
-        QMP (harness/vm/qmp.py: snapshots, memory dumps), and a PCI BAR of
+        QMP (harness/vm/qmp.py: snapshots, memory dumps) and a second QMP
+        socket for drgn to read the running guest's memory through
+        (pagestate.Live, `boot --drgn`: a QMP socket serves one client at a
+        time), and a PCI BAR of
         memory with no struct page behind it for kh_mixedmap (ivshmem-plain
         over a host file, which works on x86_64 and arm64; master=on lets
         the guest migrate, its BAR's bytes with it)."""
         return ["-qmp", f"unix:{qemu_value(sock_dir / 'qmp.sock')},server=on,wait=off",
+                "-qmp", f"unix:{qemu_value(sock_dir / DRGN_QMP)},server=on,wait=off",
                 "-chardev", f"socket,id=khagent,path={qemu_value(sock_dir / 'agent.sock')},"
                             f"server=on,wait=off",
                 "-device", "virtio-serial-pci,id=khser",

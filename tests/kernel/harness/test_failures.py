@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -16,7 +17,7 @@ from pathlib import Path
 import pytest
 from conftest import interruptible, option, qemus_of
 
-from harness import session
+from harness import debug, session
 from harness.arches import ARCHES
 from harness.guest import Guest
 from harness.vm import initramfs
@@ -262,3 +263,56 @@ def test_full_disk_is_one_line_and_exit_3(request, tmp_path):
     assert res.returncode == 3, res.stderr[-2000:]
     assert len(errors) == 1 and "No space left on device" in errors[0], res.stderr[-2000:]
     assert str(small) in errors[0] and "Traceback" not in res.stderr
+
+
+EXPLAINED = """\
+def test_hangs(guest):
+    guest.run("echo hang > /sys/kernel/debug/kh_splat/trigger", timeout=2)
+
+
+def test_bad_page(guest):
+    guest.run("echo badpage > /sys/kernel/debug/kh_splat/trigger", check=True)
+"""
+
+
+def test_failures_explain_themselves(request, tmp_path, kh_pool):
+    """A test that hangs in the kernel (kh_splat sleeps 6 s uninterruptibly;
+    the test waits 2): its failure names where, from the stacks read live
+    before the guest was stopped. A page freed with a bogus mapping (Bad page
+    state): its failure decodes the page from the guest's memory."""
+    debug.dwarf(kh_pool.prepared().kernel, fetch=True)     # stacks need the kernel's DWARF
+    (tmp_path / "test_explained.py").write_text(EXPLAINED)
+    opt = option(request)
+    junit = tmp_path / "junit.xml"
+    subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q",
+                    str(tmp_path / "test_explained.py"), f"--kernel={opt('--kernel')}",
+                    f"--arch={opt('--arch')}", f"--boot={opt('--boot')}",
+                    f"--out={tmp_path / 'out'}", f"--junitxml={junit}"],
+                   cwd=tmp_path, timeout=900, capture_output=True)
+    cases = ET.parse(junit).getroot().iter("testcase")
+    failures = {c.get("name"): c.find("failure") for c in cases}
+    hang = failures["test_hangs"]
+    assert hang is not None and "waits in kh_splat_hang" in (hang.get("message") or "")
+    assert "state D" in (hang.text or "")
+    (folder,) = (tmp_path / "out").glob("*/tests/*test_hangs")
+    assert "kh_splat_hang" in (folder / "hang.txt").read_text()
+    bad = failures["test_bad_page"]
+    assert bad is not None and bad.get("message", "").startswith(
+        "kernel report in this test's window: BUG: Bad page state")
+    line = (bad.text or "").splitlines()[1]
+    assert re.fullmatch(r"pfn 0x[0-9a-f]+: flags .*, _refcount 0, _mapcount -1, folio 0x[0-9a-f]+"
+                        r", mapping 0x[0-9a-f]+ <kh_splat_bogus_mapping>", line), line
+    (folder,) = (tmp_path / "out").glob("*/tests/*test_bad_page")
+    assert "no VMA of the test's processes maps it" in (folder / "pages.txt").read_text()
+
+
+def test_boot_exec_past_its_timeout_says_where_it_hangs(request, tmp_path, kh_pool):
+    debug.dwarf(kh_pool.prepared().kernel, fetch=True)
+    opt = option(request)
+    res = subprocess.run(
+        [sys.executable, "-m", "harness.cli", "boot", f"--kernel={opt('--kernel')}",
+         f"--arch={opt('--arch')}", f"--boot={opt('--boot')}", f"--out={tmp_path}",
+         "--timeout", "2", "--exec", "echo hang > /sys/kernel/debug/kh_splat/trigger"],
+        capture_output=True, text=True, timeout=600)
+    assert res.returncode == 3, res.stderr[-2000:]
+    assert "waits in kh_splat_hang" in res.stderr, res.stderr[-2000:]

@@ -34,7 +34,7 @@ def test_DX1_read_fault_every_page(dx, behaviour):
 
 
 def test_DX1_struct_pages_while_mapped(dx, live, behaviour):
-    """The inserted pages' struct page in a dump of the guest, the mapping
+    """The inserted pages' struct page read live from the guest, the mapping
     live: _refcount and _mapcount exactly (kpagecount is only the mapcount,
     and the module's own view is what page_ref_count() says)."""
     with live.holding(dx.khmap_argv("read")):
@@ -191,7 +191,7 @@ def test_DX5_fork_shared_mapping(dx, behaviour):
     assert parent.kpagecount == want // 2
 
 
-def test_DX5_fork_in_a_dump(dx, live, behaviour):
+def test_DX5_fork_read_live(dx, live, behaviour):
     """Right after fork, before the child touches anything: its PTE of
     block 0 (the parent wrote it) is the parent's copied, special in
     special mode (vmf_insert_mixed(): no struct page to count), normal in

@@ -5,7 +5,7 @@ through khdax.
 drivers/dax/device.c maps the namespace's pages on fault at the device's
 alignment (a PMD a fault for 2 MiB), refuses private mappings and splits
 below the alignment (dev_dax_may_split()). As with fs-dax, the pages are
-out of /proc/kpagecount's reach: their counts come from a dump (DD5).
+out of /proc/kpagecount's reach: their counts are read from the guest's memory (DD5).
 """
 
 from __future__ import annotations

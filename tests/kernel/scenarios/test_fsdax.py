@@ -3,7 +3,7 @@ NVDIMM (--pmem: harness/vm/machine.py pmem_layout), through khdax.
 
 The pages are the NVDIMM's own (ZONE_DEVICE, their struct pages in the
 namespace itself), which /proc/kpagecount never counts (beyond its end on
-x86_64, not online memory on arm64), so their counts are read from a dump
+x86_64, not online memory on arm64), so their counts are read from the guest's memory
 of the guest (FD8).
 The DAX page refcount series (6.15) made them folios like any other:
 refcounted and mapcounted while mapped, counted in Rss; the matrix keys

@@ -56,7 +56,7 @@ def test_MX2_struct_pages_and_pageless_pfns_side_by_side(mx, behaviour):
     behaviour.check("GUP, BAR pages", ["EFAULT"], sorted({p["gup"] for p in theirs}))
 
 
-def test_MX2_struct_pages_in_a_dump(mx, live, behaviour):
+def test_MX2_struct_pages_read_live(mx, live, behaviour):
     """What the dump of the live mapping holds at each PFN: the module's
     pages a struct page mapped once (and its own reference), the BAR's
     PFNs none at all (no memory behind their place in vmemmap)."""
@@ -110,9 +110,9 @@ def test_MX3_fork_copies_mixedmap_ptes(mx, behaviour):
     assert (parent.mapcount, parent.refcount) == (1, 2)
 
 
-def test_MX3_child_ptes_in_a_dump(mx, live, behaviour):
+def test_MX3_child_ptes_read_live(mx, live, behaviour):
     """The child's page table right after fork, before it touches anything,
-    read from a dump: which PTEs fork copied, to which PFN, with which bits
+    read from the guest's memory: which PTEs fork copied, to which PFN, with which bits
     (pagemap in the child shows presence only, not pte_special)."""
     bar_pfn, nr = bar(mx)
     with live.holding(mx.khmap_argv("fork", mx.debugfs)) as held:

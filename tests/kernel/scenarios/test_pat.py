@@ -39,8 +39,8 @@ def test_PAT1_whole_vma_pfnmap_fork(guest, kernel, behaviour):
     behaviour.check("memtype entries after both exit", 0, int(ops["unmapped"]["memtypes"]))
 
 
-def test_PAT1_tracking_context_in_a_dump(guest, kernel, live, behaviour):
-    """The parent's and the child's VMAs, read from a dump while the child
+def test_PAT1_tracking_context_read_live(guest, kernel, live, behaviour):
+    """The parent's and the child's VMAs, read from the guest's memory while the child
     lives: 7.x hangs one refcounted pfnmap_track_ctx off both (2
     references); before, struct vm_area_struct has no such member and
     each VMA's copy was reserved again."""
@@ -48,17 +48,17 @@ def test_PAT1_tracking_context_in_a_dump(guest, kernel, live, behaviour):
     bar_pfn = need_bar(d, NR)["bar_pfn"]
     with live.holding(["khmap", "pat", d.dev, str(NR), "fork", str(bar_pfn)]) as held:
         pid, addr = held.point()
-        prog = live.state()
+        prog = live.state()     # read while it is held: the memory is live
         child, parent = (live.vma(prog, p, addr) for p in (pid, live.parent(prog, pid)))
+        assert child.value_() and parent.value_() and child.value_() != parent.value_()
+        if not prog.type("struct vm_area_struct").has_member("pfnmap_track_ctx"):
+            seen = "no context: each VMA reserves its own"
+        else:
+            ctx = child.pfnmap_track_ctx
+            shared = ctx.value_() != 0 and ctx.value_() == parent.pfnmap_track_ctx.value_()
+            refs = ctx.kref.refcount.refs.counter.value_() if ctx.value_() else 0
+            seen = f"{'one shared' if shared else 'separate'} context, {refs} references"
     d.assert_released()
-    assert child.value_() and parent.value_() and child.value_() != parent.value_()
-    if not prog.type("struct vm_area_struct").has_member("pfnmap_track_ctx"):
-        seen = "no context: each VMA reserves its own"
-    else:
-        ctx = child.pfnmap_track_ctx
-        shared = ctx.value_() != 0 and ctx.value_() == parent.pfnmap_track_ctx.value_()
-        refs = ctx.kref.refcount.refs.counter.value_() if ctx.value_() else 0
-        seen = f"{'one shared' if shared else 'separate'} context, {refs} references"
     behaviour.check("pfnmap tracking with the child (drgn)",
                     "one shared context, 2 references" if kernel.version >= (7, 0)
                     else "no context: each VMA reserves its own", seen)
@@ -72,7 +72,7 @@ def test_PAT2_partial_munmap_of_a_tracked_pfnmap(guest, behaviour):
     behaviour.check("memtype entries after the last munmap", 0, int(ops["unmapped"]["memtypes"]))
 
 
-def test_PAT2_tracking_context_after_a_partial_munmap_in_a_dump(guest, kernel, live,
+def test_PAT2_tracking_context_after_a_partial_munmap_read_live(guest, kernel, live,
                                                                behaviour):
     """After munmap of the upper half, the VMA left still holds the whole
     range's reservation: on 7.x through its pfnmap_track_ctx, which it now
@@ -81,16 +81,17 @@ def test_PAT2_tracking_context_after_a_partial_munmap_in_a_dump(guest, kernel, l
     bar_pfn = need_bar(d, NR)["bar_pfn"]
     with live.holding(["khmap", "pat", d.dev, str(NR), "split", str(bar_pfn)]) as held:
         pid, addr = held.point()
-        prog = live.state()
+        prog = live.state()     # read while it is held: the memory is live
         vma = live.vma(prog, pid, addr)
+        span = vma.vm_end.value_() - vma.vm_start.value_()
+        if not prog.type("struct vm_area_struct").has_member("pfnmap_track_ctx"):
+            seen = "no context"
+        else:
+            ctx = vma.pfnmap_track_ctx
+            seen = (f"{ctx.kref.refcount.refs.counter.value_()} reference, "
+                    f"{ctx.size.value_() // 4096} pages") if ctx.value_() else "none"
     d.assert_released()
-    assert vma.vm_end.value_() - vma.vm_start.value_() == NR // 2 * 4096
-    if not prog.type("struct vm_area_struct").has_member("pfnmap_track_ctx"):
-        seen = "no context"
-    else:
-        ctx = vma.pfnmap_track_ctx
-        seen = (f"{ctx.kref.refcount.refs.counter.value_()} reference, "
-                f"{ctx.size.value_() // 4096} pages") if ctx.value_() else "none"
+    assert span == NR // 2 * 4096
     behaviour.check("pfnmap tracking of the half left (drgn)",
                     f"1 reference, {NR} pages" if kernel.version >= (7, 0) else "no context",
                     seen)

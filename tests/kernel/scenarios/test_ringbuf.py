@@ -136,7 +136,7 @@ def test_RB5_fork_child_reads_and_exits(rb, behaviour):
     assert rb.delta(before, after, "buffers_freed") == 1
 
 
-def test_RB5_child_ptes_in_a_dump(rb, live, behaviour):
+def test_RB5_child_ptes_read_live(rb, live, behaviour):
     """What pagemap cannot show: the child's PTEs of the VM_PFNMAP mapping
     right after fork (page walks skip it). A dump's page table has them:
     copied like VM_MIXEDMAP's, and special; the plain shared mapping's are

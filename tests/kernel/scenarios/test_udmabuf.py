@@ -44,7 +44,7 @@ def test_UD1_fault_every_page(ud, kernel, behaviour):
 
 
 def test_UD2_fork_copies_the_ptes(ud, live, kernel, behaviour):
-    """The child's PTEs right after fork, from a dump (pagemap skips
+    """The child's PTEs right after fork, read from the guest's memory (pagemap skips
     VM_PFNMAP): copied, special where they are PFNs; then it reads them all."""
     with live.holding(["khudmabuf", "fork", str(PAGES)]) as held:
         pid, addr = held.point()
