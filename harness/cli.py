@@ -198,8 +198,12 @@ def cmd_repro(args: argparse.Namespace) -> int:
 
 def cmd_debug(args: argparse.Namespace) -> int:
     """drgn on a test's vmcore with its kernel's debug information."""
+    if args.summary and (args.command or args.script):
+        raise UsageError("--summary prints the failure's summary: give it without -c or "
+                         "a script")
     return debug.run(Path(args.dir), code=args.command, symbols=args.symbols,
-                     script=Path(args.script) if args.script else None, argv=args.script_args)
+                     script=Path(args.script) if args.script else None, argv=args.script_args,
+                     summarise=args.summary)
 
 
 def cmd_cache(args: argparse.Namespace) -> int:
@@ -349,6 +353,10 @@ def parser() -> Parser:
             p.add_argument("-c", dest="command", metavar="CODE",
                            help="run this Python (drgn's globals, page_state(pfn)); an "
                                 "expression's value is printed")
+            p.add_argument("--summary", action="store_true",
+                           help="print what the vmcore says of the failure: the pages its "
+                                "kernel reports name, decoded, with the VMAs that map them, "
+                                "and the stacks of its processes and of tasks in D state")
             p.add_argument("--symbols", choices=("auto", "dwarf", "kallsyms"), default="auto",
                            help="auto: the kernel's DWARF where it can be had (Debian's -dbg "
                                 "package, fetched once), else kallsyms; kallsyms: no "

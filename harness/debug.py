@@ -366,10 +366,32 @@ def _script_text(script: Path, code: str | None) -> str:
                          f"give a drgn script in Python") from None
 
 
+def summary(prog: drgn.Program, dump: Dump) -> str:
+    """What the failure's memory says of it, as a failed test's message
+    does when the guest could be read at the failure: the pages its
+    kernel reports name (the test folder's dmesg.txt), decoded, with the
+    VMAs that map them; its processes' stacks and those of every task in
+    uninterruptible sleep."""
+    from harness.observe import explain, reports
+    from harness.observe.pagestate import levels
+
+    window = dump.vmcore.parent / "dmesg.txt"
+    found = reports.parse(window.read_text(errors="replace")) if window.is_file() else []
+    parts = [f"kernel reports: {'; '.join(r.title for r in found) or 'none'}"
+             + ("" if window.is_file() else f" (no {window.name} beside the vmcore)")]
+    pfns = explain.pfns_named("\n".join(r.text for r in found))
+    if pfns:
+        parts.append("pages they name:\n" + explain.pages(prog, pfns, dump.kernel.arch.name,
+                                                           levels(dump.info)).text)
+    parts.append("tasks:\n" + explain.hang(prog).text)
+    return "\n\n".join(parts)
+
+
 def run(where: Path, *, code: str | None, script: Path | None, argv: list[str],
-        symbols: str) -> int:
+        symbols: str, summarise: bool = False) -> int:
     """drgn on the test folder's vmcore: code (-c) or a script run with its
-    result printed, or drgn's interactive prompt. 0 unless the code raised."""
+    result printed, the failure's summary, or drgn's interactive prompt. 0
+    unless the code raised."""
     import sys
     import traceback
 
@@ -379,6 +401,9 @@ def run(where: Path, *, code: str | None, script: Path | None, argv: list[str],
     prog, kind = program(dump, symbols)
     progress(f"{dump.vmcore}: {dump.kernel.release} ({dump.kernel.arch}), {kind}, "
              f"opened in {time.monotonic() - t0:.2f}s")
+    if summarise:
+        print(summary(prog, dump))
+        return 0
     ns = namespace(prog)
     if code is None and script is None:
         from drgn.cli import run_interactive

@@ -183,7 +183,8 @@ def page(prog: drgn.Program, pfn: int) -> str:
     if st is None:
         return f"pfn {pfn:#x}: no struct page (no memory behind its place in vmemmap)"
     p = pfn_to_page(prog, pfn)
-    parts = [f"pfn {pfn:#x}: flags {st.flags or 'none'}", f"_refcount {st.refcount}",
+    flags = st.flags if st.flags not in ("", "0") else "none"
+    parts = [f"pfn {pfn:#x}: flags {flags}", f"_refcount {st.refcount}",
              f"_mapcount {st.mapcount - 1}"]
     parts.append(f"folio {st.head:#x}" + (" (head)" if st.head == pfn and st.flag("head")
                                           else ""))
@@ -263,6 +264,6 @@ def pages(prog: drgn.Program, pfns: list[int], arch: str, levels: int) -> Explan
         lines.append(one)
         maps = mappers(prog, pfn, arch, levels, ours) if ours else []
         blocks.append("\n".join([one, *(f"    {m}" for m in maps or
-                                       ["    no VMA of the test's processes maps it"])]))
+                                       ["no VMA of the test's processes maps it"])]))
     text = "\n".join(blocks)
     return Explanation("; ".join(lines), text, text)

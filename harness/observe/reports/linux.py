@@ -245,9 +245,11 @@ BUG = Oops("BUG:", (
       report=r"BUG: Dentry .* still in use \([0-9]+\) \[(unmount) of ([^\]]+)\]",
       alt=("BUG: Dentry still in use [{0} of {1}]",)),
     f(r"BUG: Bad page (state|cache)", "BUG: Bad page {0} in {1}", K.BUG,
-      stack=Stack((rx("page last allocated"), PARSE), (),
+      # Where page_owner is off (Debian's kernels), the freeing call trace.
+      stack=Stack((rx("page last allocated"), PARSE), (CALL_TRACE, PARSE),
                   ("(free|put|get|update|release)_page", "free_unref", "^_*folio",
-                   "truncate_inode_pages", "page_frag_free", "alloc", "vmap", "page_owner"))),
+                   "truncate_inode_pages", "page_frag_free", "alloc", "vmap", "page_owner",
+                   "bad_page", "free_frozen"))),
     f(r"BUG: Bad page map", "BUG: Bad page map", K.BUG),
     f(r"BUG: workqueue lockup", "BUG: workqueue lockup", K.HANG, no_stack_trace=True),
     f(r"BUG: sleeping function called from invalid context at (.*)",

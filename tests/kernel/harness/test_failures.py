@@ -300,10 +300,17 @@ def test_failures_explain_themselves(request, tmp_path, kh_pool):
     assert bad is not None and bad.get("message", "").startswith(
         "kernel report in this test's window: BUG: Bad page state")
     line = (bad.text or "").splitlines()[1]
-    assert re.fullmatch(r"pfn 0x[0-9a-f]+: flags .*, _refcount 0, _mapcount -1, folio 0x[0-9a-f]+"
-                        r", mapping 0x[0-9a-f]+ <kh_splat_bogus_mapping>", line), line
+    assert re.fullmatch(r"pfn 0x[0-9a-f]+: flags [^,]+, _refcount 0, _mapcount -1, "
+                        r"folio 0x[0-9a-f]+, mapping 0x[0-9a-f]+ <kh_splat_bogus_mapping>",
+                        line), line
     (folder,) = (tmp_path / "out").glob("*/tests/*test_bad_page")
     assert "no VMA of the test's processes maps it" in (folder / "pages.txt").read_text()
+    # The same, later, from the failure's vmcore.
+    res = subprocess.run([sys.executable, "-m", "harness.cli", "debug", str(folder), "--summary"],
+                         capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "kernel reports: BUG: Bad page state in kh_splat_badpage" in res.stdout
+    assert line in res.stdout.splitlines()
 
 
 def test_boot_exec_past_its_timeout_says_where_it_hangs(request, tmp_path, kh_pool):

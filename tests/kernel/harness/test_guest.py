@@ -23,7 +23,7 @@ SPLATS = [
     # syzkaller's title: "refcount" frames are skipped, kh_splat_refcount among them.
     pytest.param("refcount", "WARNING: refcount bug in kh_splat_write", "", id="refcount"),
     # 6.1 checks a freed page only when its per-cpu list drains, later. Without
-    # page_owner there is no allocation stack to name: "... in corrupted".
+    # page_owner the frame is the freeing call trace's: "... in kh_splat_badpage".
     pytest.param("badpage", "BUG: Bad page state", "", id="badpage",
                  marks=pytest.mark.kernel(">=6.12")),
     pytest.param("hang", "INFO: task hung in kh_splat_hang",
