@@ -28,13 +28,14 @@ from harness import (
     validate,
 )
 from harness.errors import KhError, UsageError
-from harness.guest import Result, Target
+from harness.guest import Guest, Result, Target
 from harness.kbuild import linux as kbuild
 from harness.kbuild import patches
 from harness.kernels import resolve
 from harness.observe import reports
 from harness.results import compare, dashboard, known, matrix, merge, triage
 from harness.util import progress, safe_name, write_out
+from harness.vm.launcher import DRGN_QMP
 from harness.vm.machine import kill_all
 
 
@@ -158,6 +159,12 @@ def _show(guest: Target, res: Result) -> bool:
 
 
 def cmd_boot(args: argparse.Namespace) -> int:
+    script = Path(args.drgn_script) if args.drgn_script else None
+    if args.attach:     # another run's guest: read, never booted nor stopped here
+        socket, kernel, modules = debug.running_guest(Path(args.attach))
+        return debug.on_guest(socket, kernel, modules, code=args.drgn_code, script=script,
+                              argv=args.drgn_args, offline=args.offline,
+                              alive=socket.exists)
     req = options.guest_request(args)
     here = os.getcwd()
     if req.vng_root == "auto" and (req.arch or arches.host()).native:
@@ -174,7 +181,15 @@ def cmd_boot(args: argparse.Namespace) -> int:
         if args.exec is not None:
             res = guest.run(where(args.exec), timeout=args.timeout)
             # A kernel report is the news, whatever the command's own status.
-            return 1 if _show(guest, res) else res.status
+            status = 1 if _show(guest, res) else res.status
+            if not args.drgn:
+                return status
+        if args.drgn:
+            assert isinstance(guest, Guest)     # --target is refused with --drgn
+            return debug.on_guest(guest.machine.sock_dir / DRGN_QMP, prep.kernel,
+                                  prep.modules, code=args.drgn_code, script=script,
+                                  argv=args.drgn_args, offline=args.offline,
+                                  alive=guest.alive)
         progress(f"{prep.kernel.release} ready; commands run in the guest "
                  f"(Ctrl-D to leave). Console: {guest.console_log}")
         while True:
@@ -347,6 +362,14 @@ def parser() -> Parser:
         if name == "cache":
             p.add_argument("action", nargs="?", choices=("prune",),
                            help="prune: remove entries (default: show the cache)")
+        if name == "boot":
+            p.add_argument("-c", dest="drgn_code", metavar="CODE",
+                           help="with --drgn: run this Python (drgn's globals, "
+                                "page_state(pfn)); an expression's value is printed")
+            p.add_argument("drgn_script", nargs="?", metavar="SCRIPT",
+                           help="with --drgn: a drgn script to run instead of the prompt")
+            p.add_argument("drgn_args", nargs="*", default=[], metavar="ARG",
+                           help="the script's arguments (after -- if they start with -)")
         if name == "debug":
             p.add_argument("dir", metavar="DIR", help="a test's folder holding a vmcore "
                                                      "(kharness-out/<run>/tests/<test>)")

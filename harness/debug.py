@@ -392,9 +392,6 @@ def run(where: Path, *, code: str | None, script: Path | None, argv: list[str],
     """drgn on the test folder's vmcore: code (-c) or a script run with its
     result printed, the failure's summary, or drgn's interactive prompt. 0
     unless the code raised."""
-    import sys
-    import traceback
-
     source = _script_text(script, code) if script is not None else None
     dump = find(where)
     t0 = time.monotonic()
@@ -404,6 +401,16 @@ def run(where: Path, *, code: str | None, script: Path | None, argv: list[str],
     if summarise:
         print(summary(prog, dump))
         return 0
+    return drive(prog, code=code, script=script, source=source, argv=argv)
+
+
+def drive(prog: drgn.Program, *, code: str | None, script: Path | None, source: str | None,
+          argv: list[str]) -> int:
+    """code (-c) or a script run on prog with its result printed, or
+    drgn's interactive prompt. 0 unless the code raised."""
+    import sys
+    import traceback
+
     ns = namespace(prog)
     if code is None and script is None:
         from drgn.cli import run_interactive
@@ -428,3 +435,67 @@ def run(where: Path, *, code: str | None, script: Path | None, argv: list[str],
         traceback.print_exc()
         return 1
     return 0
+
+
+# -- drgn on a running guest (kharness boot --drgn) ---------------------------------
+
+# The QMP socket a guest's QEMU serves drgn, as its boot folder's cmdline names it.
+DRGN_SOCKET = re.compile(r"unix:(/\S+?/drgn\.sock),")
+
+
+def running_guest(where: Path) -> tuple[Path, Kernel, dict[str, Path]]:
+    """The QMP socket of the newest guest still running under a run's
+    folder (a repro's, a boot's), with its kernel and modules; UsageError
+    naming what is missing."""
+    where = where.resolve()
+    if not where.is_dir():
+        raise UsageError(f"--attach {where}: no such folder; give the folder of a running "
+                         f"kharness run (its --out, e.g. kharness-out/repro)")
+    lines = sorted(where.rglob("cmdline"), key=lambda p: p.stat().st_mtime, reverse=True)
+    for cmdline in lines:
+        m = DRGN_SOCKET.search(cmdline.read_text(errors="replace"))
+        if m is None or not Path(m.group(1)).exists():
+            continue
+        record = next((d for d in cmdline.parents if (d / "kernel.json").is_file()
+                       and (d / "modules.json").is_file()), None)
+        if record is None:
+            continue
+        kernel = Kernel.load(record / "kernel.json")
+        modules = {k: Path(v) for k, v in
+                   json.loads((record / "modules.json").read_text()).items()}
+        return Path(m.group(1)), kernel, modules
+    raise UsageError(f"--attach {where}: no guest of it is running (none of its "
+                     f"{len(lines)} boot folders has a live QMP socket)")
+
+
+def live_symbols(kernel: Kernel, offline: bool) -> str:
+    """'auto' where the kernel's DWARF is here or can be fetched, else
+    'kallsyms', said once."""
+    try:
+        if dwarf(kernel, fetch=not offline) is not None:
+            return "auto"
+        why = "none is cached (--offline)" if offline else "this kernel has none"
+    except KhError as e:
+        why = str(e)
+    progress(f"no DWARF for {kernel.release} ({why}): drgn has kallsyms and our "
+             f"modules' types")
+    return "kallsyms"
+
+
+def on_guest(socket: Path, kernel: Kernel, modules: dict[str, Path], *, code: str | None,
+             script: Path | None, argv: list[str], offline: bool,
+             alive: Callable[[], bool]) -> int:
+    """drgn's prompt, code or a script on a running guest, read live (it
+    is neither paused nor stopped: it runs on afterwards). A guest that
+    went away meanwhile is a KhError (exit 3) naming it."""
+    source = _script_text(script, code) if script is not None else None
+    t0 = time.monotonic()
+    prog, _, kind = live_program(socket, kernel, modules,
+                                 symbols=live_symbols(kernel, offline), fetch=not offline)
+    progress(f"drgn on the running guest ({kernel.release}, {kernel.arch}, over {socket}): "
+             f"{kind}, opened in {time.monotonic() - t0:.2f}s")
+    status = drive(prog, code=code, script=script, source=source, argv=argv)
+    if not alive():
+        raise KhError(f"the guest went away under drgn (its QMP socket {socket} is gone); "
+                      f"its console log is in its boot folder")
+    return status

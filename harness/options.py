@@ -388,6 +388,12 @@ TABLE = (
     Option(("--bad",), "a git revision where it fails", ("bisect",)),
     Option(("--exec",), "run this one command in the guest and exit with its status",
            ("boot",), None, _nonempty("--exec")),
+    Option(("--drgn",), "after --exec (if given), drgn on the running guest's memory, read "
+           "live over QMP with the kernel's debug information: its prompt, -c CODE or a "
+           "SCRIPT [ARG...]; the guest runs on meanwhile", ("boot",), False, flag=True),
+    Option(("--attach",), "with --drgn: no boot; drgn on the newest guest still running "
+           "under this run's folder (a repro's --out while it runs: the state a race left)",
+           ("boot",), None, _nonempty("--attach")),
     Option(("--rw",), "with --boot vng: your working directory (where commands run) is "
            "writable in the guest; read-only otherwise", ("boot",), False, flag=True),
     Option(("--put",), "copy a file into the guest before anything runs: LOCAL:GUEST "
@@ -590,7 +596,21 @@ def _check(command: str, ns: argparse.Namespace) -> None:
 
 
 def _check_boot(ns: argparse.Namespace) -> None:
-    """--rw and --vng-root belong to virtme-ng."""
+    """--rw and --vng-root belong to virtme-ng; --attach, -c and a script to --drgn."""
+    drgn = getattr(ns, "drgn", False)
+    for given, what in ((getattr(ns, "attach", None), "--attach"),
+                        (getattr(ns, "drgn_code", None), "-c"),
+                        (getattr(ns, "drgn_script", None), "a script")):
+        if given and not drgn:
+            raise UsageError(f"{what} is for drgn on the guest: give --drgn too")
+    if drgn and getattr(ns, "target", None) is not None:
+        raise UsageError("--drgn reads a QEMU guest's memory over QMP; an SSH target has "
+                         "none to give: drop --target, or run drgn on the machine itself")
+    if drgn and getattr(ns, "drgn_code", None) and getattr(ns, "drgn_script", None):
+        raise UsageError("--drgn runs -c CODE or a script, not both")
+    if getattr(ns, "attach", None) and getattr(ns, "exec", None) is not None:
+        raise UsageError("--attach looks at a guest another run started: --exec would "
+                         "run in it behind that run's back; drop --exec")
     if getattr(ns, "rw", False) and ns.boot != "vng":
         raise UsageError("--rw makes your working directory writable in a virtme-ng guest: "
                          "give --boot vng too")

@@ -98,6 +98,13 @@ FOREIGN = next(a for a in ARCHES.values() if not a.native)
     (["run", "--selftests-source", "/nonexistent"], "--selftests-source /nonexistent: not a "
      "kernel tree"),
     (["run", "--selftests-source", "debian-source:5.4"], "unknown Debian series"),
+    (["boot", "--drgn", "--target", "ssh://b"], "an SSH target has none to give"),
+    (["boot", "--attach", "/tmp"], "--attach is for drgn on the guest: give --drgn too"),
+    (["boot", "-c", "prog"], "-c is for drgn on the guest: give --drgn too"),
+    (["boot", "--drgn", "-c", "prog", "x.py"], "--drgn runs -c CODE or a script, not both"),
+    (["boot", "--drgn", "--attach", "/nonexistent/run"], "--attach /nonexistent/run: no such"),
+    (["boot", "--drgn", "--attach", "/tmp", "--exec", "true"], "drop --exec"),
+    (["debug", "/tmp", "--summary", "-c", "1"], "--summary prints the failure's summary"),
     (["boot", "--target", "ssh://b", "--known-hosts", "/tmp"],
      "--known-hosts /tmp: is a directory; give a known_hosts file (e.g. /tmp/known_hosts)"),
     (["boot", "--target", "ssh://b", "--known-hosts", "/nonexistent/dir/kh"],
