@@ -3,15 +3,19 @@
 A guest of the default size, dumped --rounds times (QEMU's kdump-zlib,
 reassembled, arm64's made 4 KiB pages); then drgn opened on the last dump
 with kallsyms and our modules' types, and with the kernel's DWARF (fetched
-first if the cache has none; that first fetch is timed on its own).
+first if the cache has none; that first fetch is timed on its own). Then
+a page's state read as the `live` fixture reads it, --rounds times: live
+over QMP (the guest held still; drgn opened once a test, timed apart) and
+through a dump (dump, open, read: what each read cost before).
 
 usage: .venv/bin/python benchmarks/vmcore.py [--kernel debian:6.12] [--arch x86_64]
-           [--rounds 5]
+           [--rounds 10]
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import statistics
 import sys
 import tempfile
@@ -19,6 +23,7 @@ import time
 from pathlib import Path
 
 from harness import arches, debug, session
+from harness.observe import pagestate
 from harness.requests import GuestRequest
 from harness.vm import kdump
 
@@ -31,7 +36,7 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--kernel", default="debian:6.12")
     ap.add_argument("--arch", default=arches.host().name)
-    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--rounds", type=int, default=10)
     args = ap.parse_args()
     out = Path(tempfile.mkdtemp(prefix="kh-bench-vmcore-"))
     req = GuestRequest(args.kernel, arches.get(args.arch))
@@ -58,7 +63,35 @@ def main() -> int:
                 prog["init_task"].comm.string_()
                 opened.append(time.monotonic() - t0)
             print(f"  drgn open + first read, {symbols}: {median(opened)}")
+        live_vs_dump(guest, prep, out, args.rounds)
     return 0
+
+
+def live_vs_dump(guest, prep, out: Path, rounds: int) -> None:
+    view = pagestate.Live(guest, prep.kernel, prep.modules, out)
+    pfn = prep.spec.memory_mb << 8 >> 1          # a page of RAM halfway up
+    if prep.kernel.arch.name == "arm64":
+        pfn += 0x40000                            # RAM starts at 1 GiB on QEMU's virt
+    opened, live, dumped = [], [], []
+    for _ in range(rounds):
+        guest.drgn = None
+        gc.collect()            # the last Program's QMP connection closed: one client at a time
+        t0 = time.monotonic()
+        view.state()
+        opened.append(time.monotonic() - t0)
+        guest.run("true", check=True)
+        t0 = time.monotonic()
+        a = pagestate.page_state(view.state(), pfn)
+        live.append(time.monotonic() - t0)
+        guest.run("true", check=True)
+        t0 = time.monotonic()
+        b = pagestate.page_state(view.dumped(), pfn)
+        dumped.append(time.monotonic() - t0)
+        view.close()
+        assert a is not None and (a.flags, a.mapping) == (b.flags, b.mapping) if b else a is None
+    print(f"  page state live over QMP: open (once a test) {median(opened)}; "
+          f"a read {median(live)}")
+    print(f"  page state through a dump (dump, open, read): {median(dumped)}")
 
 
 if __name__ == "__main__":

@@ -243,6 +243,7 @@ def live_program(socket: Path, kernel: Kernel, modules: dict[str, Path],
     be reached is a KhError naming the socket."""
     import drgn
 
+    _served(socket)
     prog = drgn.Program()
     try:
         prog.set_qemu_qmp(str(socket))
@@ -258,6 +259,24 @@ def live_program(socket: Path, kernel: Kernel, modules: dict[str, Path],
         except (LookupError, drgn.FaultError):
             pass
     return prog, memory, knows
+
+
+def _served(socket: Path, timeout: float = 5.0) -> None:
+    """QEMU greets a QMP client at once, unless another client holds the
+    socket (it serves one at a time): a KhError then, not a wait forever."""
+    import socket as sockets
+
+    with sockets.socket(sockets.AF_UNIX) as s:
+        s.settimeout(timeout)
+        try:
+            s.connect(str(socket))
+            if not s.recv(64).startswith(b'{"QMP"'):
+                raise OSError("no QMP greeting")
+        except TimeoutError:
+            raise KhError(f"another drgn reads this guest ({socket}): QEMU serves one "
+                          f"QMP client at a time; end that one first") from None
+        except OSError as e:
+            raise KhError(f"drgn could not attach to the guest over {socket}: {e}") from None
 
 
 def load_symbols(prog: drgn.Program, dump: Dump, symbols: str, *, fetch: bool = True) -> str:

@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NoReturn, Protocol
+from typing import Any, NoReturn, Protocol
 
 from harness.errors import KhError
 from harness.observe import reports
@@ -152,6 +152,9 @@ class Guest:
         # Reads where a guest that stopped answering hangs, before it is
         # stopped (session.start sets it: drgn, with the kernel's symbols).
         self.on_hang: Callable[[Guest], Explanation] | None = None
+        # The drgn Program that reads its memory, and its page-table levels
+        # (observe/pagestate.program_of): one, as QMP serves one client.
+        self.drgn: tuple[Any, int] | None = None
 
     @property
     def workdir(self) -> Path:

@@ -153,7 +153,21 @@ def _where(config: pytest.Config) -> known.Where | None:
     prep = pool.prep if pool is not None else None
     if prep is None:
         return None
-    return known.Where(prep.kernel.release, prep.kernel.spec, prep.kernel.arch.name, prep.boot)
+    return known.Where(prep.kernel.release, prep.kernel.spec, prep.kernel.arch.name, prep.boot,
+                       config.stash.get(SELFTESTS, ""))
+
+
+SELFTESTS = pytest.StashKey[str]()
+
+
+def selftests_ran(config: pytest.Config, version: str) -> None:
+    """The upstream selftests this session runs are of a tree of this
+    version (`make kernelversion`): known issues read it (their
+    `selftests` ranges), and so does whoever reads the JUnit later."""
+    config.stash[SELFTESTS] = version
+    xml = config.stash.get(junitxml.xml_key, None)
+    if xml is not None:
+        xml.add_global_property("kh-selftests", version)
 
 
 def judge_known(config: pytest.Config, rep: pytest.TestReport, names: tuple[str, ...],

@@ -35,8 +35,9 @@ from harness.kbuild.helpers import compiler
 from harness.kbuild.source import SourceTree, kernelversion
 from harness.util import cache_root, digest, progress, run, step
 
-RECIPE = "6"     # bump when how we build changes what comes out
+RECIPE = "7"     # bump when how we build changes what comes out
 SUBDIR = Path("tools/testing/selftests/mm")
+OLD_SUBDIR = Path("tools/testing/selftests/vm")    # their folder's name before 6.3
 # Debian -dev packages whose static archives some tests link, from the
 # host's release (its glibc is the one the binaries are linked with).
 LIBRARIES = {"liburing": "liburing-dev", "libnuma": "libnuma-dev", "libcap": "libcap-dev"}
@@ -87,8 +88,15 @@ def build(tree: SourceTree, arch: Arch, names: list[str]) -> Selftests:
     return Selftests.load(cached(entry, make, check=Selftests.load))
 
 
+def subdir(tree: Path) -> Path:
+    """Where tree keeps its mm selftests: mm, or vm before 6.3."""
+    return OLD_SUBDIR if not (tree / SUBDIR).is_dir() and (tree / OLD_SUBDIR).is_dir() \
+        else SUBDIR
+
+
 def _build(tree: SourceTree, arch: Arch, names: list[str], cc: str, out: Path) -> dict:
-    src = tree.path / SUBDIR
+    where = subdir(tree.path)
+    src = tree.path / where
     if not src.is_dir():
         raise KhError(f"{tree.spec} has no {SUBDIR}: not a kernel tree with mm selftests")
     logs = out / "logs"
@@ -98,7 +106,7 @@ def _build(tree: SourceTree, arch: Arch, names: list[str], cc: str, out: Path) -
          f"INSTALL_HDR_PATH={hdr}", "headers_install"],
         what=f"make headers_install of {tree.spec}", log=logs / "headers.log")
     mounts.remove_tree(out / "hdr-obj")
-    shadow = _shadow(tree.path, out / "tree")
+    shadow = _shadow(tree.path, out / "tree", where)
     # Headers through gcc's CPATH, which also reaches check_config.sh (before
     # 6.13 it runs "$CC -c" without CFLAGS); archives through LDFLAGS (a cross
     # gcc ignores LIBRARY_PATH).
@@ -109,7 +117,7 @@ def _build(tree: SourceTree, arch: Arch, names: list[str], cc: str, out: Path) -
         (src / "Makefile").read_text())}
     bindir = out / "bin"
     bindir.mkdir()
-    make = ["make", "-C", str(shadow / SUBDIR), f"OUTPUT={bindir}", f"ARCH={arch.name}",
+    make = ["make", "-C", str(shadow / where), f"OUTPUT={bindir}", f"ARCH={arch.name}",
             f"CROSS_COMPILE={arch.cross_compile}", f"KHDR_INCLUDES=-isystem {hdr / 'include'}",
             f"LDFLAGS=-static{f' -L{libdir}' if libs else ''}"]
     built, missing, harness = {}, {}, []
@@ -143,11 +151,11 @@ def _build(tree: SourceTree, arch: Arch, names: list[str], cc: str, out: Path) -
             "libraries": {lib: libs.get(lib, "not available") for lib in LIBRARIES}}
 
 
-def _shadow(top: Path, dest: Path) -> Path:
+def _shadow(top: Path, dest: Path, folder: Path = SUBDIR) -> Path:
     """dest mirrors top with symlinks, except the mm selftests folder, which
     is a copy the Makefile may write into."""
     here, there = top, dest
-    for part in SUBDIR.parts:
+    for part in folder.parts:
         there.mkdir(parents=True)
         for entry in here.iterdir():
             if entry.name != part:

@@ -17,7 +17,7 @@ import re
 from typing import TYPE_CHECKING
 
 from harness.guest import Explanation
-from harness.observe.pagestate import page_state, pte
+from harness.observe.pagestate import page_state, program_of, pte
 
 if TYPE_CHECKING:
     import drgn
@@ -33,16 +33,10 @@ PFN = re.compile(r"\bpfn:(?:0x)?([0-9a-f]+)\b")
 
 
 def live(guest, kernel, modules) -> tuple[drgn.Program, int]:
-    """A Program on the guest as it stands (running, hung, or stopped where
-    its kernel panicked), with the debug information already here (no
-    download at a failure), and its page-table levels."""
-    from harness import debug
-    from harness.observe.pagestate import levels
-    from harness.vm.launcher import DRGN_QMP
-
-    prog, memory, _ = debug.live_program(guest.machine.sock_dir / DRGN_QMP, kernel, modules,
-                                         fetch=False)
-    return prog, levels(memory.info)
+    """The guest's Program as it stands (running, hung, or stopped where
+    its kernel panicked: nothing asked of it), with the debug information
+    already here, and its page-table levels."""
+    return program_of(guest, kernel, modules, ask=False)
 
 
 def pfns_named(text: str) -> list[int]:

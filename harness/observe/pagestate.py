@@ -90,26 +90,10 @@ class Live:
         self.workdir = workdir
         self.dumps: list[Path] = []
         self.levels = 4             # of page tables, as the last read kernel runs
-        self._prog: drgn.Program | None = None
 
     def state(self) -> drgn.Program:
-        if self._prog is None:
-            self._prog = self.open()
+        prog, self.levels = program_of(self.guest, self.kernel, self.modules)
         self.guest.hold_still()
-        return self._prog
-
-    def open(self) -> drgn.Program:
-        """A new Program on the running guest (the guest left running)."""
-        from harness import debug
-        from harness.vm.launcher import DRGN_QMP
-
-        # Where the kernel's VMCOREINFO note is: asked while the guest runs.
-        where = self.guest.read("/sys/kernel/vmcoreinfo").split()
-        note = (int(where[0], 16), int(where[1], 16))
-        prog, memory, _ = debug.live_program(
-            self.guest.machine.sock_dir / DRGN_QMP, self.kernel, self.modules,
-            lambda prog: vmcoreinfo(prog.read(note[0], note[1], True)))
-        self.levels = levels(memory.info)
         return prog
 
     def dumped(self) -> drgn.Program:
@@ -164,7 +148,6 @@ class Live:
             held.collect(" ".join(argv))
 
     def close(self) -> None:
-        self._prog = None
         for path in self.dumps:
             path.unlink(missing_ok=True)
             path.with_name(path.name + ".elf").unlink(missing_ok=True)
@@ -202,6 +185,30 @@ class Held:
         rc = int(self.guest.run(["cat", f"{self.tag}.rc"], check=True).stdout.strip() or -1)
         self.guest.run(["rm", "-f", f"{self.tag}.out", f"{self.tag}.rc", f"{self.tag}.held"])
         self.result = Result(cmd, rc, out, "", 0.0).check()
+
+
+def program_of(guest, kernel, modules: dict[str, Path], *,
+               ask: bool = True) -> tuple[drgn.Program, int]:
+    """The drgn Program that reads this guest live over QMP, and the page
+    table levels its kernel runs with: one a guest (its QMP socket serves
+    one client at a time), opened on first use, with the kernel's DWARF
+    where there is some. ask: the guest answers commands (where its
+    VMCOREINFO is: asked of the guest; else the kernel's copy is read)."""
+    from harness import debug
+    from harness.vm.launcher import DRGN_QMP
+
+    if guest.drgn is None:
+        read_info = None
+        if ask:
+            where = guest.read("/sys/kernel/vmcoreinfo").split()
+            note = (int(where[0], 16), int(where[1], 16))
+
+            def read_info(prog: drgn.Program) -> dict[str, str]:
+                return vmcoreinfo(prog.read(note[0], note[1], True))
+        prog, memory, _ = debug.live_program(guest.machine.sock_dir / DRGN_QMP, kernel,
+                                             modules, read_info, fetch=ask)
+        guest.drgn = (prog, levels(memory.info))
+    return guest.drgn
 
 
 def vmcoreinfo(note: bytes) -> dict[str, str]:

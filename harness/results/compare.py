@@ -83,12 +83,13 @@ def load_junit(path: Path, label: str = "") -> Run:
     where = None
     if props.get("kh-kernel") and props.get("kh-arch"):
         where = knownlib.Where(props["kh-kernel"], props.get("kh-spec", ""), props["kh-arch"],
-                               props.get("kh-boot", ""))
+                               props.get("kh-boot", ""), props.get("kh-selftests", ""))
     return Run(label or path.parent.name, cases_of(root), path, where)
 
 
 RERUN = "kh-rerun"      # the plugin's rerun verdict of a failed test
-GLOBAL = ("kh-kernel", "kh-arch", "kh-spec", "kh-boot", "kh-where")   # the plugin's globals
+# the plugin's globals
+GLOBAL = ("kh-kernel", "kh-arch", "kh-spec", "kh-boot", "kh-where", "kh-selftests")
 
 
 SUBTEST = "kh-subtest"    # the property a subtest's result carries: its test's name

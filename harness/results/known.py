@@ -21,7 +21,8 @@ from harness.errors import UsageError
 from harness.tomlfile import Reader
 
 KINDS = ("missing-feature", "kernel-bug", "flaky", "harness", "environment")
-KEYS = {"id", "title", "kind", "url", "tests", "kernels", "arches", "boot", "match", "added"}
+KEYS = {"id", "title", "kind", "url", "tests", "kernels", "selftests", "arches", "boot",
+        "match", "added"}
 NONE = "none"
 ID = re.compile(r"[a-z0-9][a-z0-9._-]*")
 # The JUnit properties a result carries: the entry that explains its
@@ -37,11 +38,16 @@ class Where:
     spec: str           # debian:6.12, build:<key>
     arch: str
     boot: str           # initramfs, vng, ssh
+    selftests: str = ""  # the `make kernelversion` of the upstream selftests run, if any
 
     @property
     def version(self) -> tuple[int, int, int]:
-        m = re.match(r"(\d+)\.(\d+)(?:\.(\d+))?", self.release)
-        return (int(m.group(1)), int(m.group(2)), int(m.group(3) or 0)) if m else (0, 0, 0)
+        return _version(self.release)
+
+
+def _version(release: str) -> tuple[int, int, int]:
+    m = re.match(r"(\d+)\.(\d+)(?:\.(\d+))?", release)
+    return (int(m.group(1)), int(m.group(2)), int(m.group(3) or 0)) if m else (0, 0, 0)
 
 
 @dataclass(frozen=True)
@@ -59,6 +65,9 @@ class Entry:
     file: str = ""
     line: int = 0
     patterns: tuple[re.Pattern, ...] = field(default=(), compare=False, repr=False)
+    # Version ranges of the upstream selftests' tree: a test that came with
+    # a feature fails on older kernels only where a newer tree's tests run.
+    selftests: tuple[str, ...] = ()
 
     @property
     def label(self) -> str:
@@ -68,7 +77,9 @@ class Entry:
         """The entry speaks of this kernel, arch and boot path."""
         return ((not self.arches or where.arch in self.arches)
                 and (not self.boot or where.boot in self.boot)
-                and (not self.kernels or any(_kernel_matches(k, where) for k in self.kernels)))
+                and (not self.kernels or any(_kernel_matches(k, where) for k in self.kernels))
+                and (not self.selftests or bool(where.selftests) and any(
+                    _in_range(r, _version(where.selftests)) for r in self.selftests)))
 
     def covers(self, *names: str) -> bool:
         """The entry names this test (its JUnit name or its node id)."""
@@ -88,11 +99,17 @@ def _kernel_matches(item: str, where: Where) -> bool:
     """`<6.13`, `>=6.1,<6.13` (all must hold), or a kernel spec with * (`debian:6.12`)."""
     if ":" in item:
         return glob(item).fullmatch(where.spec) is not None
+    return _in_range(item, where.version)
+
+
+def _in_range(item: str, version: tuple[int, int, int]) -> bool:
+    """`<6.13`, `>=6.1,<6.13`: all must hold (a range without a patch
+    level compares major.minor only)."""
     for cond in item.split(","):
         m = RANGE.fullmatch(cond.strip())
         assert m is not None     # checked at load
         want = (int(m.group(2)), int(m.group(3)), int(m.group(4) or 0))
-        have = where.version if m.group(4) else where.version[:2] + (0,)
+        have = version if m.group(4) else version[:2] + (0,)
         if not {"==": have == want, ">=": have >= want, "<=": have <= want,
                 "<": have < want, ">": have > want}[m.group(1) or "=="]:
             return False
@@ -177,7 +194,7 @@ def _entry(spec: dict, n: int, r: Reader) -> Entry:
         raise bad("tests must be a list of test name patterns, e.g. "
                   "[\"test_upstream_mm[guard-regions*\"]", "tests")
     lists = {}
-    for key in ("kernels", "arches", "boot"):
+    for key in ("kernels", "selftests", "arches", "boot"):
         value = spec.get(key, [])
         if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
             raise bad(f"{key} must be a list of texts, not {value!r}", key)
@@ -186,6 +203,10 @@ def _entry(spec: dict, n: int, r: Reader) -> Entry:
         if ":" not in k and not all(RANGE.fullmatch(c.strip()) for c in k.split(",")):
             raise bad(f"kernels: {k!r} is neither a version range (<6.13, >=6.1,<6.13) nor "
                       f"a kernel spec (debian:6.12)", "kernels")
+    for k in lists["selftests"]:
+        if not all(RANGE.fullmatch(c.strip()) for c in k.split(",")):
+            raise bad(f"selftests: {k!r} is not a version range of the selftests' tree "
+                      f"(>=6.13, >=6.1,<7.0)", "selftests")
     match = spec.get("match", "")
     try:
         re.compile(match if isinstance(match, str) else "(")
@@ -201,7 +222,7 @@ def _entry(spec: dict, n: int, r: Reader) -> Entry:
     return Entry(name, spec["title"].strip(), spec["kind"], tuple(tests), url,
                  lists["kernels"], lists["arches"], lists["boot"], match, added,
                  str(r.path), r.tables_at[n] if n < len(r.tables_at) else 1,
-                 tuple(glob(t) for t in tests))
+                 tuple(glob(t) for t in tests), lists["selftests"])
 
 
 def explain(entries: list[Entry], where: Where, names: tuple[str, ...],

@@ -69,6 +69,22 @@ def test_ranges_arches_and_specs(tmp_path):
     assert known.explain(es, old, name, ["EINVAL"]) is not None      # below the patch level
 
 
+def test_selftests_ranges_name_the_tree_not_the_kernel(tmp_path):
+    """A test that came with a feature fails on an older kernel only where a
+    newer tree's tests run: the kernel's own tree has no such test, and the
+    entry is neither not seen nor stale there."""
+    es = entries(tmp_path, ENTRY.replace('kernels = ["<6.13"]',
+                                         'kernels = ["<6.13"]\nselftests = [">=6.13"]'))
+    name = ("test_upstream_mm[guard-regions]",)
+    newest = known.Where(W612.release, W612.spec, W612.arch, W612.boot, "7.3.0")
+    own = known.Where(W612.release, W612.spec, W612.arch, W612.boot, "6.12.118")
+    assert known.explain(es, newest, name, ["EINVAL"]) is not None
+    assert known.explain(es, own, name, ["EINVAL"]) is None
+    assert known.expecting(es, own, name) is None
+    assert known.explain(es, W612, name, ["EINVAL"]) is None     # no selftests ran
+    assert not es[0].applies(own) and es[0].applies(newest)
+
+
 def test_a_pass_an_entry_expects_to_fail_is_not_seen(tmp_path):
     es = entries(tmp_path)
     assert known.expecting(es, W612, ("test_upstream_mm[guard-regions]",)).id == \
@@ -78,6 +94,7 @@ def test_a_pass_an_entry_expects_to_fail_is_not_seen(tmp_path):
 
 @pytest.mark.parametrize("text,says", [
     ("[[issue]\n", "known.toml: "),
+    (ENTRY + 'selftests = ["7"]\n', "selftests: '7' is not a version range"),
     (ENTRY + "owner = 'me'\n", ":8: issue guard-regions-6.13: unknown key(s) owner"),
     (ENTRY.replace("missing-feature", "feature"), ":4: issue guard-regions-6.13: kind "
                                                   "'feature' is unknown"),

@@ -174,3 +174,14 @@ def test_a_kernel_report_fails_a_binary_that_said_ok():
                          subtests=upstream._subtests(run), reports=reports.parse(log))
     o = upstream.judge(o, 0, run, timeout=900)
     assert o.verdict == ktap.FAIL and o.why.startswith("kernel report: WARNING in ")
+
+
+def test_trees_before_6_3_keep_their_mm_selftests_in_vm(tmp_path):
+    from harness.kbuild import selftests
+    old, new = tmp_path / "6.1", tmp_path / "6.12"
+    (old / selftests.OLD_SUBDIR).mkdir(parents=True)
+    (new / selftests.SUBDIR).mkdir(parents=True)
+    (new / selftests.OLD_SUBDIR).mkdir(parents=True)     # a stale folder: mm wins
+    assert selftests.subdir(old) == selftests.OLD_SUBDIR
+    assert selftests.subdir(new) == selftests.SUBDIR
+    assert selftests.subdir(tmp_path / "none") == selftests.SUBDIR    # and says it lacks it

@@ -15,7 +15,7 @@ import pytest
 from harness import upstream
 from harness.errors import KhError, UsageError
 from harness.observe import ktap
-from harness.pytest_plugin import SETTINGS, report_subtest
+from harness.pytest_plugin import SETTINGS, report_subtest, selftests_ran
 
 
 def _param(t: upstream.Selftest):
@@ -29,7 +29,9 @@ def mm_selftests(kh_pool, request):
     try:
         with kh_pool.uncaptured():
             s = request.config.stash[SETTINGS]
-            return upstream.selftests_for(prep.kernel, s.selftests_source, offline=s.offline)
+            built = upstream.selftests_for(prep.kernel, s.selftests_source, offline=s.offline)
+            selftests_ran(request.config, built.version)
+            return built
     except UsageError as e:     # a source that is not one: bad input, exit 2
         pytest.exit(f"kharness: error: {e}", returncode=e.exit_code)
     except KhError as e:
