@@ -52,7 +52,7 @@ def samples(tmp: Path) -> dict[str, tuple[str, list[str]]]:
         "into": (str(tmp / "m"), []), "date": ("2026-12-01", []), "nights": ("14", []),
         "vmcore": ("always", []), "known_issues": (str(REPO / "ci" / "known-issues.toml"), []),
         "strict_known": ("", []), "rerun_failures": ("3", []), "verbose": ("", []),
-        "older_than": ("7d", []),
+        "older_than": ("7d", []), "drgn": ("", []), "attach": (str(tmp), ["--drgn"]),
         "max_size": ("20G", []), "kind": ("builds,snapshots", []), "dry_run": ("", []),
     }
 
