@@ -600,7 +600,7 @@ def _explain_pages(item, g: Guest, found: list[reports.Report]) -> None:
         return
     prep = item.config.stash[POOL].prepared()
     try:
-        prog, levels = explain.live(g, prep.kernel, prep.modules)
+        prog, levels = explain.live(g, prep.kernel, prep.modules, ask=g.died is None)
         g.hold_still()
         item.stash[EXPLAINED] = explain.pages(prog, pfns, prep.kernel.arch.name, levels)
     except Exception as e:      # drgn's and QMP's: the report is still the news

@@ -32,11 +32,12 @@ WALK = 1 << 16          # page-table lookups at most, looking for the VMAs that 
 PFN = re.compile(r"\bpfn:(?:0x)?([0-9a-f]+)\b")
 
 
-def live(guest, kernel, modules) -> tuple[drgn.Program, int]:
+def live(guest, kernel, modules, *, ask: bool = False) -> tuple[drgn.Program, int]:
     """The guest's Program as it stands (running, hung, or stopped where
-    its kernel panicked: nothing asked of it), with the debug information
-    already here, and its page-table levels."""
-    return program_of(guest, kernel, modules, ask=False)
+    its kernel panicked), with the debug information already here, and its
+    page-table levels. ask: the guest still answers commands (where its
+    VMCOREINFO is, which a kernel without DWARF here needs)."""
+    return program_of(guest, kernel, modules, ask=ask, fetch=False)
 
 
 def pfns_named(text: str) -> list[int]:

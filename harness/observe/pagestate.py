@@ -187,13 +187,14 @@ class Held:
         self.result = Result(cmd, rc, out, "", 0.0).check()
 
 
-def program_of(guest, kernel, modules: dict[str, Path], *,
-               ask: bool = True) -> tuple[drgn.Program, int]:
+def program_of(guest, kernel, modules: dict[str, Path], *, ask: bool = True,
+               fetch: bool = True) -> tuple[drgn.Program, int]:
     """The drgn Program that reads this guest live over QMP, and the page
     table levels its kernel runs with: one a guest (its QMP socket serves
     one client at a time), opened on first use, with the kernel's DWARF
     where there is some. ask: the guest answers commands (where its
-    VMCOREINFO is: asked of the guest; else the kernel's copy is read)."""
+    VMCOREINFO is: asked of the guest; else the kernel's copy is read).
+    fetch: the kernel's DWARF may be downloaded (not at a failure)."""
     from harness import debug
     from harness.vm.launcher import DRGN_QMP
 
@@ -206,7 +207,7 @@ def program_of(guest, kernel, modules: dict[str, Path], *,
             def read_info(prog: drgn.Program) -> dict[str, str]:
                 return vmcoreinfo(prog.read(note[0], note[1], True))
         prog, memory, _ = debug.live_program(guest.machine.sock_dir / DRGN_QMP, kernel,
-                                             modules, read_info, fetch=ask)
+                                             modules, read_info, fetch=fetch)
         guest.drgn = (prog, levels(memory.info))
     return guest.drgn
 
