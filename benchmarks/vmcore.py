@@ -22,8 +22,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from harness import arches, debug, session
-from harness.observe import pagestate
+from harness import arches, session
+from harness.observe import memory, pagestate
 from harness.requests import GuestRequest
 from harness.vm import kdump
 
@@ -47,19 +47,19 @@ def main() -> int:
             sizes.append(size)
             times.append(seconds)
         last = out / f"vmcore-{args.rounds - 1}"
-        dump = debug.Dump(last, prep.kernel, prep.modules, kdump.info(last))
+        dump = memory.Dump(last, prep.kernel, prep.modules, kdump.info(last))
         print(f"{prep.kernel.release} ({prep.kernel.arch}), {prep.spec.memory_mb} MiB guest, "
               f"{args.rounds} dumps")
         print(f"  dump: {statistics.median(sizes) / 2**20:.0f} MiB on disk, {median(times)}")
         for symbols in ("kallsyms", "dwarf"):
-            if symbols == "dwarf" and debug.dwarf(prep.kernel, fetch=False) is None:
+            if symbols == "dwarf" and memory.dwarf(prep.kernel, fetch=False) is None:
                 t0 = time.monotonic()
-                debug.dwarf(prep.kernel, fetch=True)
+                memory.dwarf(prep.kernel, fetch=True)
                 print(f"  first fetch of the kernel's DWARF: {time.monotonic() - t0:.0f}s")
             opened = []
             for _ in range(args.rounds):
                 t0 = time.monotonic()
-                prog, _ = debug.program(dump, symbols)
+                prog, _ = memory.program(dump, symbols)
                 prog["init_task"].comm.string_()
                 opened.append(time.monotonic() - t0)
             print(f"  drgn open + first read, {symbols}: {median(opened)}")

@@ -24,10 +24,10 @@ import pytest
 from _pytest import junitxml
 from _pytest.runner import runtestprotocol
 
-from harness import debug, options, session, spawn
+from harness import options, session, spawn
 from harness.errors import KhError, UsageError
 from harness.guest import Explanation, Guest, GuestDied, Target
-from harness.observe import explain, pagestate, reports
+from harness.observe import explain, memory, pagestate, reports
 from harness.results import compare, known
 from harness.results.compare import SUBTEST
 from harness.stats import percent, wilson
@@ -465,7 +465,7 @@ def live(guest, kh_pool):
                     f"page state needs types (build it with the debuginfo fragment)")
     with kh_pool.uncaptured():      # the kernel's DWARF: a download the first time
         try:
-            debug.dwarf(prep.kernel, fetch=True)
+            memory.dwarf(prep.kernel, fetch=True)
         except KhError as e:
             stop_session(kh_pool.config, f"the kernel's debug information: {e}", e)
     view = pagestate.Live(guest, prep.kernel, prep.modules, guest.workdir)

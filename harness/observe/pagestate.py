@@ -1,7 +1,7 @@
 """struct page as a dump shows it: what /proc/kpagecount and kpageflags
 cannot (the _mapcount and _refcount as stored, the compound head, mapping).
 
-Works on a drgn Program from harness.debug.program(), with the kernel's
+Works on a drgn Program from harness.observe.memory, with the kernel's
 DWARF or with only kallsyms and our modules' types."""
 
 from __future__ import annotations
@@ -99,15 +99,15 @@ class Live:
     def dumped(self) -> drgn.Program:
         """The guest's memory through a dump (paused meanwhile, resumed),
         beside its boot's logs: what `kharness debug` reads at a failure."""
-        from harness import debug
+        from harness.observe import memory
         from harness.vm import kdump
 
         path = self.workdir / f"state-{len(self.dumps) + 1}.vmcore"
         self.dumps.append(path)
         self.guest.dump(path)
-        dump = debug.Dump(path, self.kernel, self.modules, kdump.info(path))
+        dump = memory.Dump(path, self.kernel, self.modules, kdump.info(path))
         self.levels = levels(dump.info)
-        prog, _ = debug.program(dump, "auto")
+        prog, _ = memory.program(dump, "auto")
         return prog
 
     def page(self, prog: drgn.Program, pfn: int) -> PageState | None:
@@ -195,7 +195,7 @@ def program_of(guest, kernel, modules: dict[str, Path], *, ask: bool = True,
     where there is some. ask: the guest answers commands (where its
     VMCOREINFO is: asked of the guest; else the kernel's copy is read).
     fetch: the kernel's DWARF may be downloaded (not at a failure)."""
-    from harness import debug
+    from harness.observe import memory
     from harness.vm.launcher import DRGN_QMP
 
     if guest.drgn is None:
@@ -206,9 +206,9 @@ def program_of(guest, kernel, modules: dict[str, Path], *, ask: bool = True,
 
             def read_info(prog: drgn.Program) -> dict[str, str]:
                 return vmcoreinfo(prog.read(note[0], note[1], True))
-        prog, memory, _ = debug.live_program(guest.machine.sock_dir / DRGN_QMP, kernel,
+        prog, mem, _ = memory.live_program(guest.machine.sock_dir / DRGN_QMP, kernel,
                                              modules, read_info, fetch=fetch)
-        guest.drgn = (prog, levels(memory.info))
+        guest.drgn = (prog, levels(mem.info))
     return guest.drgn
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import tempfile
 from pathlib import Path
 
@@ -11,7 +12,17 @@ from harness.vm.machine import SOCK_PREFIX
 
 
 def _ours() -> set[Path]:
-    return set(Path(tempfile.gettempdir()).glob(SOCK_PREFIX + "*"))
+    """The socket folders of this process, or of one that is gone (a
+    subprocess of a test): another run's, going on beside, are not ours."""
+    found = set()
+    for d in Path(tempfile.gettempdir()).glob(SOCK_PREFIX + "*"):
+        try:
+            owner = int((d / "owner").read_text())
+        except (OSError, ValueError):
+            continue        # being made, or not a folder of ours
+        if owner == os.getpid() or not Path(f"/proc/{owner}").exists():
+            found.add(d)
+    return found
 
 
 @pytest.fixture(autouse=True, scope="session")

@@ -17,9 +17,10 @@ from pathlib import Path
 import pytest
 from conftest import interruptible, option, qemus_of
 
-from harness import debug, session
+from harness import session
 from harness.arches import ARCHES
 from harness.guest import Guest
+from harness.observe import memory
 from harness.vm import initramfs
 from harness.vm.machine import BootError
 from harness.vm.qemu import QemuLauncher
@@ -280,7 +281,7 @@ def test_failures_explain_themselves(request, tmp_path, kh_pool):
     the test waits 2): its failure names where, from the stacks read live
     before the guest was stopped. A page freed with a bogus mapping (Bad page
     state): its failure decodes the page from the guest's memory."""
-    debug.dwarf(kh_pool.prepared().kernel, fetch=True)     # stacks need the kernel's DWARF
+    memory.dwarf(kh_pool.prepared().kernel, fetch=True)     # stacks need the kernel's DWARF
     (tmp_path / "test_explained.py").write_text(EXPLAINED)
     opt = option(request)
     junit = tmp_path / "junit.xml"
@@ -314,7 +315,7 @@ def test_failures_explain_themselves(request, tmp_path, kh_pool):
 
 
 def test_boot_exec_past_its_timeout_says_where_it_hangs(request, tmp_path, kh_pool):
-    debug.dwarf(kh_pool.prepared().kernel, fetch=True)
+    memory.dwarf(kh_pool.prepared().kernel, fetch=True)
     opt = option(request)
     res = subprocess.run(
         [sys.executable, "-m", "harness.cli", "boot", f"--kernel={opt('--kernel')}",

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from conftest import option, qemus_of
 
-from harness import debug
+from harness.observe import memory
 
 pytestmark = pytest.mark.qemu
 
@@ -118,7 +118,7 @@ def test_debug_with_the_kernels_dwarf(failed, kernel):
     and cached; a build: kernel's own vmlinux), our modules' with it. A
     build without the debuginfo fragment has none: --symbols dwarf says so
     in one line."""
-    if not kernel.spec.startswith("debian:") and debug.dwarf(kernel, fetch=False) is None:
+    if not kernel.spec.startswith("debian:") and memory.dwarf(kernel, fetch=False) is None:
         res = _debug(failed, "--symbols", "dwarf", "-c", "1")
         lines = res.stderr.strip().splitlines()
         assert res.returncode == 2 and len(lines) == 1, res.stderr
