@@ -167,7 +167,7 @@ def selftests_ran(config: pytest.Config, version: str) -> None:
     config.stash[SELFTESTS] = version
     xml = config.stash.get(junitxml.xml_key, None)
     if xml is not None:
-        xml.add_global_property("kh-selftests", version)
+        xml.add_global_property("kh-selftests-version", version)
 
 
 def judge_known(config: pytest.Config, rep: pytest.TestReport, names: tuple[str, ...],

@@ -78,18 +78,20 @@ def load_junit(path: Path, label: str = "") -> Run:
         root = ET.parse(path).getroot()
     except (OSError, ET.ParseError) as e:
         raise UsageError(f"{path} is not a JUnit file: {e}") from None
-    props = {p.get("name", ""): p.get("value", "") for p in root.iter("property")
-             if p.get("name", "").startswith("kh-") and p.get("name") in GLOBAL}
+    # The suites' own properties, not a test case's of the same name.
+    props = {p.get("name", ""): p.get("value", "") for suite in root.iter("testsuite")
+             for p in suite.findall("properties/property") if p.get("name") in GLOBAL}
     where = None
     if props.get("kh-kernel") and props.get("kh-arch"):
         where = knownlib.Where(props["kh-kernel"], props.get("kh-spec", ""), props["kh-arch"],
-                               props.get("kh-boot", ""), props.get("kh-selftests", ""))
+                               props.get("kh-boot", ""), props.get("kh-selftests-version", ""))
     return Run(label or path.parent.name, cases_of(root), path, where)
 
 
 RERUN = "kh-rerun"      # the plugin's rerun verdict of a failed test
 # the plugin's globals
-GLOBAL = ("kh-kernel", "kh-arch", "kh-spec", "kh-boot", "kh-where", "kh-selftests")
+GLOBAL = ("kh-kernel", "kh-arch", "kh-spec", "kh-boot", "kh-where",
+          "kh-selftests-version")
 
 
 SUBTEST = "kh-subtest"    # the property a subtest's result carries: its test's name

@@ -85,6 +85,22 @@ def test_selftests_ranges_name_the_tree_not_the_kernel(tmp_path):
     assert not es[0].applies(own) and es[0].applies(newest)
 
 
+def test_a_junit_tells_which_selftests_ran_from_its_suite_properties(tmp_path):
+    junit = tmp_path / "junit.xml"
+    junit.write_text(
+        '<testsuites><testsuite name="pytest"><properties>'
+        '<property name="kh-kernel" value="6.12.118+deb13-amd64"/>'
+        '<property name="kh-arch" value="x86_64"/>'
+        '<property name="kh-selftests-version" value="7.3.0"/></properties>'
+        '<testcase name="test_upstream_mm[merge]"><properties>'
+        '<property name="kh-selftests-version" value="debian-source:7.3"/>'
+        '<property name="kh-kernel" value="other"/></properties></testcase>'
+        '</testsuite></testsuites>')
+    where = compare.load_junit(junit).where
+    assert where is not None and (where.selftests, where.release) == \
+        ("7.3.0", "6.12.118+deb13-amd64")
+
+
 def test_a_pass_an_entry_expects_to_fail_is_not_seen(tmp_path):
     es = entries(tmp_path)
     assert known.expecting(es, W612, ("test_upstream_mm[guard-regions]",)).id == \

@@ -208,8 +208,11 @@ def test_a_swap_disk_travels_with_the_snapshot(own):
         assert (g.workdir / "swap.img").is_file()
         assert "/dev/vda" in g.read("/proc/swaps")
         # more than the guest's free memory: the restored guest's disk takes pages
-        res = g.run("khhog 700 >/dev/null 2>&1 & sleep 4; cat /proc/swaps; kill $!",
-                    timeout=60, check=True)
+        # (until swap is used, or a minute: a fixed wait lost the race on a busy host)
+        res = g.run("khhog 700 >/dev/null 2>&1 & for i in $(seq 120); do "
+                    "awk 'NR > 1 && $4 > 0 { used = 1 } END { exit !used }' /proc/swaps "
+                    "&& break; sleep 0.5; done; cat /proc/swaps; kill $!",
+                    timeout=90, check=True)
         used = [ln.split() for ln in res.stdout.splitlines()[1:]]
         assert used and int(used[0][3]) > 0, res.stdout
     finally:
