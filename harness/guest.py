@@ -155,6 +155,7 @@ class Guest:
         # The drgn Program that reads its memory, and its page-table levels
         # (observe/pagestate.program_of): one, as QMP serves one client.
         self.drgn: tuple[Any, int] | None = None
+        self.drgn_ahead: tuple[Any, dict[str, Any]] | None = None   # pagestate.open_ahead
 
     @property
     def workdir(self) -> Path:

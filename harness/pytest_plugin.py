@@ -446,6 +446,10 @@ def guest(kh_pool, request) -> Target:
             pytest.skip(f"needs {settings['cpus']} CPUs; {prep.target.url} has {have}")
     g.dmesg_window()  # whatever came before is not this test's
     request.node.stash[GUEST] = g
+    if "live" in request.fixturenames and isinstance(g, Guest) and \
+            memory.dwarf(prep.kernel, fetch=False) is not None:
+        # drgn opens on the guest while the test's other fixtures set up
+        pagestate.open_ahead(g, prep.kernel, prep.modules)
     return g
 
 
@@ -469,6 +473,7 @@ def live(guest, kh_pool):
         except KhError as e:
             stop_session(kh_pool.config, f"the kernel's debug information: {e}", e)
     view = pagestate.Live(guest, prep.kernel, prep.modules, guest.workdir)
+    pagestate.open_ahead(guest, prep.kernel, prep.modules)     # unless the guest fixture did
     yield view
     view.close()
 

@@ -7,12 +7,13 @@ DWARF or with only kallsyms and our modules' types."""
 from __future__ import annotations
 
 import shlex
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from harness.guest import Result
 
@@ -148,6 +149,8 @@ class Live:
             held.collect(" ".join(argv))
 
     def close(self) -> None:
+        if self.guest.drgn_ahead is not None:     # not left connecting to a guest going away
+            self.guest.drgn_ahead[0].join()
         for path in self.dumps:
             path.unlink(missing_ok=True)
             path.with_name(path.name + ".elf").unlink(missing_ok=True)
@@ -191,25 +194,61 @@ def program_of(guest, kernel, modules: dict[str, Path], *, ask: bool = True,
                fetch: bool = True) -> tuple[drgn.Program, int]:
     """The drgn Program that reads this guest live over QMP, and the page
     table levels its kernel runs with: one a guest (its QMP socket serves
-    one client at a time), opened on first use, with the kernel's DWARF
-    where there is some. ask: the guest answers commands (where its
-    VMCOREINFO is: asked of the guest; else the kernel's copy is read).
-    fetch: the kernel's DWARF may be downloaded (not at a failure)."""
+    one client at a time), opened on first use (or taken from open_ahead),
+    with the kernel's DWARF where there is some. ask: the guest answers
+    commands (where its VMCOREINFO is: asked of the guest where the
+    kernel's own copy cannot be read). fetch: the kernel's DWARF may be
+    downloaded (not at a failure)."""
+    if guest.drgn is None and guest.drgn_ahead is not None:
+        thread, box = guest.drgn_ahead
+        thread.join()
+        guest.drgn_ahead = None
+        guest.drgn = box.get("opened")      # else (it failed) open here, and say why
+    if guest.drgn is None:
+        prog, lv, _ = _open(guest, kernel, modules, ask=ask, fetch=fetch)
+        guest.drgn = (prog, lv)
+    return guest.drgn
+
+
+def open_ahead(guest, kernel, modules: dict[str, Path]) -> None:
+    """Start opening the guest's Program in a thread: drgn leaves the GIL
+    while it connects and indexes the DWARF (~0.25 s), so the test's own
+    commands go on meanwhile, and program_of() takes it when done. Only
+    with the kernel's DWARF here (the guest is not asked anything)."""
+    if guest.drgn is not None or guest.drgn_ahead is not None:
+        return
+    box: dict[str, Any] = {}
+
+    def work() -> None:
+        try:
+            opened = _open(guest, kernel, modules, ask=False, fetch=False)
+        except Exception:       # program_of() opens again, and raises what it meets
+            return
+        if opened[2]:           # its VMCOREINFO was read (the DWARF typed it)
+            box["opened"] = opened[:2]
+
+    thread = threading.Thread(target=work, name="kh-drgn-open", daemon=True)
+    thread.start()
+    guest.drgn_ahead = (thread, box)
+
+
+def _open(guest, kernel, modules: dict[str, Path], *, ask: bool,
+          fetch: bool) -> tuple[drgn.Program, int, bool]:
+    """A new Program on the guest, its page-table levels, and whether its
+    VMCOREINFO was read."""
     from harness.observe import memory
     from harness.vm.launcher import DRGN_QMP
 
-    if guest.drgn is None:
-        read_info = None
-        if ask:
-            where = guest.read("/sys/kernel/vmcoreinfo").split()
-            note = (int(where[0], 16), int(where[1], 16))
+    read_info = None
+    if ask:
+        where = guest.read("/sys/kernel/vmcoreinfo").split()
+        note = (int(where[0], 16), int(where[1], 16))
 
-            def read_info(prog: drgn.Program) -> dict[str, str]:
-                return vmcoreinfo(prog.read(note[0], note[1], True))
-        prog, mem, _ = memory.live_program(guest.machine.sock_dir / DRGN_QMP, kernel,
-                                             modules, read_info, fetch=fetch)
-        guest.drgn = (prog, levels(mem.info))
-    return guest.drgn
+        def read_info(prog: drgn.Program) -> dict[str, str]:
+            return vmcoreinfo(prog.read(note[0], note[1], True))
+    prog, mem, _ = memory.live_program(guest.machine.sock_dir / DRGN_QMP, kernel, modules,
+                                       read_info, fetch=fetch)
+    return prog, levels(mem.info), bool(mem.info)
 
 
 def vmcoreinfo(note: bytes) -> dict[str, str]:
