@@ -297,6 +297,8 @@ def test_failures_explain_themselves(request, tmp_path, kh_pool):
     assert "state D" in (hang.text or "")
     (folder,) = (tmp_path / "out").glob("*/tests/*test_hangs")
     assert "kh_splat_hang" in (folder / "hang.txt").read_text()
+    if kh_pool.prepared().kernel.version < (6, 12):
+        return      # 6.1 checks a freed page when its per-cpu list drains: later, elsewhere
     bad = failures["test_bad_page"]
     assert bad is not None and bad.get("message", "").startswith(
         "kernel report in this test's window: BUG: Bad page state")
