@@ -193,6 +193,11 @@ def judge_known(config: pytest.Config, rep: pytest.TestReport, names: tuple[str,
             state.failed.setdefault(e.id, []).append(names[0])
             state.matched.add(e.id)
         return [(known.KNOWN, e.id)]
+    if rep.passed and record:
+        # A flaky entry's test passing is what a flake mostly does: it was
+        # there to be matched (not stale), and is not news (not "not seen").
+        state.matched.update(e.id for e in state.entries
+                             if e.kind == "flaky" and e.applies(where) and e.covers(*names))
     if rep.passed and (e := known.expecting(state.entries, where, names)) is not None:
         if record:
             state.not_seen.setdefault(e.id, []).append(names[0])

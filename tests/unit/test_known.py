@@ -101,6 +101,12 @@ def test_a_junit_tells_which_selftests_ran_from_its_suite_properties(tmp_path):
         ("7.3.0", "6.12.118+deb13-amd64")
 
 
+def test_a_flaky_entry_passing_is_not_news(tmp_path):
+    es = entries(tmp_path, ENTRY.replace("missing-feature", "flaky"))
+    assert known.expecting(es, W612, ("test_upstream_mm[guard-regions]",)) is None
+    assert known.explain(es, W612, ("test_upstream_mm[guard-regions]",), ["EINVAL"]) is not None
+
+
 def test_a_pass_an_entry_expects_to_fail_is_not_seen(tmp_path):
     es = entries(tmp_path)
     assert known.expecting(es, W612, ("test_upstream_mm[guard-regions]",)).id == \
