@@ -102,7 +102,8 @@ class Explanation:
     """What a failed test's guest says of its own state (observe/explain.py)."""
     line: str       # for the failure's message
     text: str       # for the failure's body
-    full: str       # for the test's folder
+    full: str       # for the test's folder,
+    file: str = ""  # as this file (hang.txt, pages.txt)
 
 
 class GuestDied(KhError):

@@ -451,20 +451,17 @@ def guest(kh_pool, request) -> Target:
             pytest.skip(f"needs {settings['cpus']} CPUs; {prep.target.url} has {have}")
     g.dmesg_window()  # whatever came before is not this test's
     request.node.stash[GUEST] = g
-    if "live" in request.fixturenames and isinstance(g, Guest) and \
-            memory.dwarf(prep.kernel, fetch=False) is not None:
-        # drgn opens on the guest while the test's other fixtures set up
-        pagestate.open_ahead(g, prep.kernel, prep.modules)
+    if "live" in request.fixturenames:
+        _live_ahead(g, kh_pool)
     return g
 
 
-@pytest.fixture
-def live(guest, kh_pool):
-    """The guest's memory mid-test through drgn (harness/observe/pagestate.py):
-    live.state() dumps it and returns a drgn Program, live.holding(argv)
-    keeps a khmap mapping alive meanwhile, live.page(prog, pfn) reads a
-    struct page."""
-    if not isinstance(guest, Guest):
+def _live_ahead(g: Target, kh_pool) -> None:
+    """For a test that reads page state (the live fixture): a QEMU guest and
+    the kernel's DWARF (fetched once; else a skip naming what is missing),
+    and drgn opening on the guest while the test's other fixtures set up
+    (pagestate.open_ahead)."""
+    if not isinstance(g, Guest):
         pytest.skip("a real machine's memory cannot be dumped: page state is for QEMU guests")
     prep = kh_pool.prepared()
     if "CONFIG_DEBUG_INFO=y" not in prep.kernel.config.read_text():
@@ -477,8 +474,18 @@ def live(guest, kh_pool):
             memory.dwarf(prep.kernel, fetch=True)
         except KhError as e:
             stop_session(kh_pool.config, f"the kernel's debug information: {e}", e)
+    pagestate.open_ahead(g, prep.kernel, prep.modules)
+
+
+@pytest.fixture
+def live(guest, kh_pool):
+    """The guest's memory mid-test through drgn (harness/observe/pagestate.py):
+    live.state() holds the guest still and returns a drgn Program reading
+    it over QMP, live.holding(argv)
+    keeps a khmap mapping alive meanwhile, live.page(prog, pfn) reads a
+    struct page."""
+    prep = kh_pool.prepared()     # the guest fixture made it ready (_live_ahead)
     view = pagestate.Live(guest, prep.kernel, prep.modules, guest.workdir)
-    pagestate.open_ahead(guest, prep.kernel, prep.modules)     # unless the guest fixture did
     yield view
     view.close()
 
@@ -611,7 +618,6 @@ def _explain_pages(item, g: Guest, found: list[reports.Report]) -> None:
     prep = item.config.stash[POOL].prepared()
     try:
         prog, levels = explain.live(g, prep.kernel, prep.modules, ask=g.died is None)
-        g.hold_still()
         item.stash[EXPLAINED] = explain.pages(prog, pfns, prep.kernel.arch.name, levels)
     except Exception as e:      # drgn's and QMP's: the report is still the news
         item.stash[EXPLAINED] = Explanation(
@@ -682,8 +688,7 @@ def _keep_artifacts(item, call, rep) -> None:
         found = item.stash.get(UNEXPECTED, [])
         explained = item.stash.get(EXPLAINED, None)
         if explained is not None and explained.full:
-            (art / ("hang.txt" if isinstance(g.died, GuestDied) and g.died.hang is explained
-                    else "pages.txt")).write_text(explained.full + "\n")
+            (art / explained.file).write_text(explained.full + "\n")
         if call.excinfo is not None and call.excinfo.errisinstance(KernelReport) and found:
             cause = call.excinfo.value.__cause__
             rep.longrepr = ReportFailure(str(call.excinfo.value).splitlines()[0], found,

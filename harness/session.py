@@ -165,7 +165,6 @@ def _where_it_hangs(prep: Prepared, guest: Guest) -> Explanation:
     """The stacks of a guest that stopped answering, read before it is stopped."""
     from harness.observe import explain
     prog, _ = explain.live(guest, prep.kernel, prep.modules)
-    guest.hold_still()
     return explain.hang(prog)
 
 

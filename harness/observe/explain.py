@@ -33,11 +33,14 @@ PFN = re.compile(r"\bpfn:(?:0x)?([0-9a-f]+)\b")
 
 
 def live(guest, kernel, modules, *, ask: bool = False) -> tuple[drgn.Program, int]:
-    """The guest's Program as it stands (running, hung, or stopped where
-    its kernel panicked), with the debug information already here, and its
-    page-table levels. ask: the guest still answers commands (where its
-    VMCOREINFO is, which a kernel without DWARF here needs)."""
-    return program_of(guest, kernel, modules, ask=ask, fetch=False)
+    """The guest's Program, the guest held still as the failure left it
+    (running, hung, or stopped where its kernel panicked), with the debug
+    information already here, and its page-table levels. ask: the guest
+    still answers commands (where its VMCOREINFO is, which a kernel without
+    DWARF here needs)."""
+    opened = program_of(guest, kernel, modules, ask=ask, fetch=False)
+    guest.hold_still()
+    return opened
 
 
 def pfns_named(text: str) -> list[int]:
@@ -165,7 +168,8 @@ def hang(prog: drgn.Program) -> Explanation:
                 f"state {state(first)}) waits in {waits_in(stack(prog, first))}; "
                 f"{len(blocked)} task(s) in D state")
     full = "\n\n".join(_task_text(prog, t, None) for t in every)
-    return Explanation(line, text or "(no test process and no task in D state)", full)
+    return Explanation(line, text or "(no test process and no task in D state)", full,
+                       "hang.txt")
 
 
 # -- pages --------------------------------------------------------------------------
@@ -261,4 +265,4 @@ def pages(prog: drgn.Program, pfns: list[int], arch: str, levels: int) -> Explan
         blocks.append("\n".join([one, *(f"    {m}" for m in maps or
                                        ["no VMA of the test's processes maps it"])]))
     text = "\n".join(blocks)
-    return Explanation("; ".join(lines), text, text)
+    return Explanation("; ".join(lines), text, text, "pages.txt")

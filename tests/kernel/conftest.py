@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -138,6 +139,20 @@ def option(request) -> Callable[[str], str]:
     """The suite's options as resolved: option("--arch") is "x86_64" also
     when none was given (pytest_plugin.resolved)."""
     return resolved(request.config)
+
+
+def inner_pytest(request, test_file: Path, out: Path, *extra: str,
+                 boot: bool = True) -> subprocess.CompletedProcess:
+    """pytest on a test file written by a test, with the suite's kernel and
+    arch (and boot path), its output under out: how a harness test sees
+    what a run of tests writes and says."""
+    opt = option(request)
+    return subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q",
+                           str(test_file), f"--kernel={opt('--kernel')}",
+                           f"--arch={opt('--arch')}",
+                           *([f"--boot={opt('--boot')}"] if boot else []),
+                           f"--out={out}", *extra],
+                          cwd=test_file.parent, timeout=900, capture_output=True, text=True)
 
 
 def interruptible() -> None:

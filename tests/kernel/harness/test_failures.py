@@ -15,7 +15,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
-from conftest import interruptible, option, qemus_of
+from conftest import inner_pytest, interruptible, option, qemus_of
 
 from harness import session
 from harness.arches import ARCHES
@@ -231,13 +231,8 @@ def test_junit_failure_is_the_report_title_and_text(request, tmp_path):
     (tmp_path / "test_splat.py").write_text(
         "def test_warns(guest):\n"
         "    guest.run('echo warn > /sys/kernel/debug/kh_splat/trigger', check=True)\n")
-    opt = option(request)
     junit = tmp_path / "junit.xml"
-    subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q",
-                    str(tmp_path / "test_splat.py"), f"--kernel={opt('--kernel')}",
-                    f"--arch={opt('--arch')}", f"--boot={opt('--boot')}",
-                    f"--out={tmp_path / 'out'}", f"--junitxml={junit}"],
-                   cwd=tmp_path, timeout=900, capture_output=True)
+    inner_pytest(request, tmp_path / "test_splat.py", tmp_path / "out", f"--junitxml={junit}")
     (failure,) = ET.parse(junit).getroot().iter("failure")
     assert failure.get("message") == \
         "kernel report in this test's window: WARNING in kh_splat_warn"
@@ -283,13 +278,9 @@ def test_failures_explain_themselves(request, tmp_path, kh_pool):
     state): its failure decodes the page from the guest's memory."""
     memory.dwarf(kh_pool.prepared().kernel, fetch=True)     # stacks need the kernel's DWARF
     (tmp_path / "test_explained.py").write_text(EXPLAINED)
-    opt = option(request)
     junit = tmp_path / "junit.xml"
-    subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q",
-                    str(tmp_path / "test_explained.py"), f"--kernel={opt('--kernel')}",
-                    f"--arch={opt('--arch')}", f"--boot={opt('--boot')}",
-                    f"--out={tmp_path / 'out'}", f"--junitxml={junit}"],
-                   cwd=tmp_path, timeout=900, capture_output=True)
+    inner_pytest(request, tmp_path / "test_explained.py", tmp_path / "out",
+                 f"--junitxml={junit}")
     cases = ET.parse(junit).getroot().iter("testcase")
     failures = {c.get("name"): c.find("failure") for c in cases}
     hang = failures["test_hangs"]

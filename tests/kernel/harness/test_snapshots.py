@@ -16,7 +16,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
-from conftest import option, qemus_of
+from conftest import inner_pytest, qemus_of
 
 from harness import cache, session
 from harness.guest import Guest, GuestDied
@@ -61,14 +61,9 @@ def test_4_memory_is_free(guest):
 
 def _inner(request, tmp_path: Path, fresh: str) -> dict[str, ET.Element]:
     (tmp_path / "test_leaves_state.py").write_text(LEAVES_STATE)
-    opt = option(request)
     junit = tmp_path / f"junit-{fresh}.xml"
-    res = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q",
-                          str(tmp_path / "test_leaves_state.py"), f"--kernel={opt('--kernel')}",
-                          f"--arch={opt('--arch')}", f"--boot={opt('--boot')}",
-                          f"--fresh={fresh}", f"--out={tmp_path / fresh}",
-                          f"--junitxml={junit}"],
-                         cwd=tmp_path, timeout=900, capture_output=True, text=True)
+    res = inner_pytest(request, tmp_path / "test_leaves_state.py", tmp_path / fresh,
+                       f"--fresh={fresh}", f"--junitxml={junit}")
     assert res.returncode in (0, 1), res.stdout[-3000:] + res.stderr[-3000:]
     return {c.get("name", ""): c for c in ET.parse(junit).getroot().iter("testcase")}
 

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import option, qemus_of
+from conftest import inner_pytest, qemus_of
 
 from harness.observe import memory
 
@@ -35,12 +35,7 @@ def test_panics(guest):
 
 def _inner(request, tmp_path: Path, out: Path, *args: str) -> subprocess.CompletedProcess:
     (tmp_path / "test_inner.py").write_text(INNER)
-    opt = option(request)
-    return subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q",
-                           "-rA", str(tmp_path / "test_inner.py"),
-                           f"--kernel={opt('--kernel')}", f"--arch={opt('--arch')}",
-                           f"--boot={opt('--boot')}", f"--out={out}", *args],
-                          cwd=tmp_path, timeout=900, capture_output=True, text=True)
+    return inner_pytest(request, tmp_path / "test_inner.py", out, "-rA", *args)
 
 
 def _vmcores(out: Path) -> dict[str, Path]:
