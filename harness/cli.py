@@ -160,10 +160,11 @@ def _show(guest: Target, res: Result) -> bool:
 
 def cmd_boot(args: argparse.Namespace) -> int:
     script = Path(args.drgn_script) if args.drgn_script else None
+    source = debug.script_text(script, None) if script else None     # bad input: before a boot
     if args.attach:     # another run's guest: read, never booted nor stopped here
         socket, kernel, modules = debug.running_guest(Path(args.attach))
         return debug.on_guest(socket, kernel, modules, code=args.drgn_code, script=script,
-                              argv=args.drgn_args, offline=args.offline,
+                              source=source, argv=args.drgn_args, offline=args.offline,
                               alive=socket.exists)
     req = options.guest_request(args)
     here = os.getcwd()
@@ -188,7 +189,7 @@ def cmd_boot(args: argparse.Namespace) -> int:
             assert isinstance(guest, Guest)     # --target is refused with --drgn
             return debug.on_guest(guest.machine.sock_dir / DRGN_QMP, prep.kernel,
                                   prep.modules, code=args.drgn_code, script=script,
-                                  argv=args.drgn_args, offline=args.offline,
+                                  source=source, argv=args.drgn_args, offline=args.offline,
                                   alive=guest.alive)
         progress(f"{prep.kernel.release} ready; commands run in the guest "
                  f"(Ctrl-D to leave). Console: {guest.console_log}")
@@ -213,6 +214,8 @@ def cmd_repro(args: argparse.Namespace) -> int:
 
 def cmd_debug(args: argparse.Namespace) -> int:
     """drgn on a test's vmcore with its kernel's debug information."""
+    if args.command == "":
+        raise UsageError("-c needs Python to run, e.g. -c 'page_state(0x1234)'")
     if args.summary and (args.command or args.script):
         raise UsageError("--summary prints the failure's summary: give it without -c or "
                          "a script")

@@ -80,7 +80,7 @@ def namespace(prog: drgn.Program) -> dict[str, Any]:
     return ns
 
 
-def _script_text(script: Path, code: str | None) -> str:
+def script_text(script: Path, code: str | None) -> str:
     """The script's Python source, or one line (exit 2) saying why not."""
     if code is not None:
         raise UsageError(f"debug takes -c CODE or a SCRIPT, not both (-c {code!r} and "
@@ -127,7 +127,7 @@ def run(where: Path, *, code: str | None, script: Path | None, argv: list[str],
     """drgn on the test folder's vmcore: code (-c) or a script run with its
     result printed, the failure's summary, or drgn's interactive prompt. 0
     unless the code raised."""
-    source = _script_text(script, code) if script is not None else None
+    source = script_text(script, code) if script is not None else None
     dump = find(where)
     t0 = time.monotonic()
     prog, kind = program(dump, symbols)
@@ -218,12 +218,12 @@ def live_symbols(kernel: Kernel, offline: bool) -> str:
 
 
 def on_guest(socket: Path, kernel: Kernel, modules: dict[str, Path], *, code: str | None,
-             script: Path | None, argv: list[str], offline: bool,
+             script: Path | None, source: str | None, argv: list[str], offline: bool,
              alive: Callable[[], bool]) -> int:
-    """drgn's prompt, code or a script on a running guest, read live (it
-    is neither paused nor stopped: it runs on afterwards). A guest that
-    went away meanwhile is a KhError (exit 3) naming it."""
-    source = _script_text(script, code) if script is not None else None
+    """drgn's prompt, code or a script (its source read by the caller,
+    before any guest started: script_text) on a running guest, read live
+    (it is neither paused nor stopped: it runs on afterwards). A guest
+    that went away meanwhile is a KhError (exit 3) naming it."""
     t0 = time.monotonic()
     prog, _, kind = live_program(socket, kernel, modules,
                                  symbols=live_symbols(kernel, offline), fetch=not offline)

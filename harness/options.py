@@ -608,6 +608,8 @@ def _check_boot(ns: argparse.Namespace) -> None:
                          "none to give: drop --target, or run drgn on the machine itself")
     if drgn and getattr(ns, "drgn_code", None) and getattr(ns, "drgn_script", None):
         raise UsageError("--drgn runs -c CODE or a script, not both")
+    if getattr(ns, "drgn_code", None) == "":
+        raise UsageError("-c needs Python to run, e.g. -c 'prog[\"jiffies\"]'")
     if getattr(ns, "attach", None) and getattr(ns, "exec", None) is not None:
         raise UsageError("--attach looks at a guest another run started: --exec would "
                          "run in it behind that run's back; drop --exec")
