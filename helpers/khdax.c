@@ -30,6 +30,13 @@
  *                 does the punch wait for the pipe to let go (the layout
  *                 break's busy-page wait)?; truncate to half and touch
  *                 both halves
+ *   content OFF PAGES [private] [unaligned]
+ *                 the object stamped with its pages' indexes (uapi/
+ *                 kh_stamp.h; a file through write(2), a device through a
+ *                 first mapping of it all), then PAGES mapped from page OFF
+ *                 (at a 2 MiB-aligned address, or 4 KiB past one): what
+ *                 each page shows against the object read another way
+ *                 (read(2) of the file, the first mapping of the device)
  *
  * With KH_HOLD=PATH, fault (pages mapped, before munmap) and fork's child
  * (before it touches anything) stop while PATH exists (khutil.h's hold).
@@ -356,6 +363,50 @@ static int op_trunc(const char *path, long n)
 	return 0;
 }
 
+static int op_content(const char *path, long n, long off, long pages, int argc, char **argv)
+{
+	int priv = 0, shift = 0, fd, chr;
+	size_t len = n * page_size, plen = pages * page_size;
+	char *whole = NULL, *ref = malloc(plen), *r, *p;
+	struct stat st;
+	ssize_t got;
+
+	for (int i = 0; i < argc; i++) {
+		priv |= !strcmp(argv[i], "private");
+		shift |= !strcmp(argv[i], "unaligned");
+	}
+	chr = stat(path, &st) == 0 && S_ISCHR(st.st_mode);
+	fd = open_target(path, len);
+	if (fd < 0)
+		setup_failed("open");
+	catch_faults();
+	if (chr) {
+		whole = map_aligned(fd, len, MAP_SHARED);
+		if (whole == MAP_FAILED)
+			setup_failed("mmap_whole");
+		stamp_pages(whole, 0, n);
+		memcpy(ref, whole + off * page_size, plen);
+		got = plen;
+	} else {
+		stamp_pages(ref = realloc(ref, len), 0, n);
+		if (pwrite(fd, ref, len, 0) != (ssize_t)len || fsync(fd))
+			setup_failed("stamp");
+		got = pread(fd, ref, plen, off * page_size);
+	}
+	/* A 2 MiB-aligned address (or 4 KiB past one), then the mapping over it. */
+	r = map_aligned(-1, plen + PMD_SIZE, MAP_PRIVATE | MAP_ANONYMOUS);
+	if (r == MAP_FAILED)
+		setup_failed("mmap_anon");
+	p = mmap(r + (shift ? page_size : 0), plen, PROT_READ | PROT_WRITE,
+		 (priv ? MAP_PRIVATE : MAP_SHARED) | MAP_FIXED, fd, off * page_size);
+	if (p == MAP_FAILED) {
+		printf("op=content result=%s\n", errname(errno));
+		return 0;
+	}
+	report_content("content", p, ref, pages, got > 0 ? got / page_size : 0);
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	long n;
@@ -377,6 +428,8 @@ int main(int argc, char **argv)
 		return op_partial(argv[2], n);
 	if (!strcmp(argv[1], "trunc"))
 		return op_trunc(argv[2], n);
+	if (!strcmp(argv[1], "content") && argc >= 6)
+		return op_content(argv[2], n, atol(argv[4]), atol(argv[5]), argc - 6, argv + 6);
 	fprintf(stderr, "khdax: unknown op %s\n", argv[1]);
 	return 2;
 }

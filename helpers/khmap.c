@@ -29,6 +29,15 @@
  *                 parent's byte after
  *   hole [PGDIR]  (kh_daxlike) punch a hole in block 0, read it: the zero
  *                 page; then write it: the block's page (DX3)
+ *   content OFF [private] [populate] [fixed] [write]
+ *                 map NPAGES from page OFF of the device (MAP_SHARED unless
+ *                 private; MAP_POPULATE; MAP_FIXED over an anonymous
+ *                 mapping), read them and compare with read(2) of the device
+ *                 at that offset and with the pages' stamps; with write, a
+ *                 token in each page, then read(2) says where it landed;
+ *                 with parts (NPAGES >= 3), mprotect of page 1 and
+ *                 MADV_DONTNEED of the rest but page 0, then the stamps of
+ *                 all, and of pages 2.. NPAGES-1 moved away by mremap
  *   race ROUNDS WINDOW_US  (kh_daxlike) a thread writes block 0 while the
  *                 main thread moves it to a new page (DX4), ROUNDS times
  *   mixed         (kh_mixedmap) read every page, then for each: its PFN,
@@ -653,6 +662,121 @@ static int op_pat(const char *dev, long n, const char *how, unsigned long long p
 	return 0;
 }
 
+static int has_word(int argc, char **argv, const char *word)
+{
+	for (int i = 0; i < argc; i++)
+		if (!strcmp(argv[i], word))
+			return 1;
+	return 0;
+}
+
+/*
+ * Write a token in the last-but-one word of each page (through the
+ * mapping), then read the object back: the pages whose token the object
+ * holds at the same offset (a shared mapping: all; a private one: none).
+ * The object's words are put back after.
+ */
+static void write_tokens(char *p, int fd, long off, long n)
+{
+	size_t len = n * page_size, at = page_size / 8 - 2;
+	uint64_t *obj = malloc(len);
+	long landed = 0, sig = 0;
+
+	for (long i = 0; i < n; i++)
+		if (write_word((uint64_t *)(p + i * page_size) + at, ~KH_STAMP(off + i, at)))
+			sig++;
+	if (pread(fd, obj, len, off * page_size) != (ssize_t)len)
+		setup_failed("pread");
+	for (long i = 0; i < n; i++) {
+		uint64_t *w = obj + i * (page_size / 8) + at;
+
+		if (*w == ~KH_STAMP(off + i, at)) {
+			landed++;
+			*w = KH_STAMP(off + i, at);
+			if (pwrite(fd, w, 8, (off + i) * page_size + at * 8) != 8)
+				/* no write(2): put it back through the mapping */
+				((uint64_t *)(p + i * page_size))[at] = *w;
+		}
+	}
+	printf("op=write_tokens pages=%ld landed=%ld signals=%ld\n", n, landed, sig);
+	free(obj);
+}
+
+/*
+ * Operations on part of the mapping: what each page shows after the VMA
+ * is split by mprotect, after MADV_DONTNEED made the rest refault, and
+ * where the pages after the split moved to with mremap.
+ */
+static void content_parts(char *p, long n)
+{
+	size_t mid = (n - 2) * page_size;
+	char *to;
+	int r;
+
+	r = mprotect(p + page_size, page_size, PROT_READ);
+	printf("op=mprotect_part result=%s\n", errname(r ? errno : 0));
+	r = madvise(p + page_size, (n - 1) * page_size, MADV_DONTNEED);
+	printf("op=dontneed_part result=%s ", errname(r ? errno : 0));
+	print_shows(p, n);
+	putchar('\n');
+	to = mmap(NULL, mid, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (to == MAP_FAILED)
+		setup_failed("mmap_anon");
+	to = mremap(p + 2 * page_size, mid, mid, MREMAP_MAYMOVE | MREMAP_FIXED, to);
+	printf("op=mremap_part result=%s ", errname(to == MAP_FAILED ? errno : 0));
+	if (to != MAP_FAILED) {
+		print_shows(to, n - 2);
+		munmap(to, mid);
+	}
+	putchar('\n');
+}
+
+static int op_content(const char *dev, long n, int argc, char **argv)
+{
+	int priv = has_word(argc, argv, "private"), write = has_word(argc, argv, "write");
+	int flags = (priv ? MAP_PRIVATE : MAP_SHARED) |
+		    (has_word(argc, argv, "populate") ? MAP_POPULATE : 0);
+	long off = argc ? atol(argv[0]) : 0, before;
+	size_t len = n * page_size;
+	int fd = open(dev, O_RDWR);
+	char *at = NULL, *p, *ref = malloc(len);
+	ssize_t got;
+
+	if (fd < 0)
+		setup_failed("open");
+	catch_faults();
+	if (has_word(argc, argv, "fixed")) {
+		at = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+		if (at == MAP_FAILED)
+			setup_failed("mmap_anon");
+		memset(at, 0x77, len);
+		flags |= MAP_FIXED;
+	}
+	before = minflt();
+	p = mmap(at, len, PROT_READ | (write ? PROT_WRITE : 0), flags, fd, off * page_size);
+	if (p == MAP_FAILED) {
+		printf("op=content result=%s\n", errname(errno));
+		return 0;
+	}
+	printf("op=mmap result=0 minflt=%ld fixed=%s\n", minflt() - before,
+	       at ? (p == at ? "in_place" : "moved") : "no");
+	before = minflt();
+	printf("op=reads ");
+	print_shows(p, n);
+	printf(" minflt=%ld\n", minflt() - before);
+	got = pread(fd, ref, len, off * page_size);
+	report_content("content", p, ref, n, got > 0 ? got / page_size : 0);
+	if (write)
+		write_tokens(p, fd, off, n);
+	report_mapping("content_vma", p);
+	if (has_word(argc, argv, "parts") && n >= 3)
+		content_parts(p, n);
+	munmap(p, len);
+	close(fd);
+	free(ref);
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	setvbuf(stdout, NULL, _IOLBF, 0);
@@ -690,6 +814,8 @@ int main(int argc, char **argv)
 		return op_mxrace(dev, n, atol(argv[4]));
 	if (!strcmp(op, "hole"))
 		return op_hole(dev, n, pgdir);
+	if (!strcmp(op, "content"))
+		return op_content(dev, n, argc - 4, argv + 4);
 	if (!strcmp(op, "race") && argc == 6)
 		return op_race(dev, n, atol(argv[4]), atoi(argv[5]));
 	fprintf(stderr, "khmap: unknown op '%s'\n", op);

@@ -3,7 +3,7 @@
  * khudmabuf - exercise a udmabuf mapping from inside the guest: a dma-buf
  * made by /dev/udmabuf from a sealed memfd, mapped through the dma-buf.
  *
- * usage: khudmabuf OP NPAGES
+ * usage: khudmabuf OP NPAGES [ARGS...]
  *
  * The memfd's pages are written with their index (one byte a page) and
  * mapped too, so each udmabuf page can be told from the memfd page it
@@ -18,6 +18,11 @@
  *   gup     process_vm_readv, an O_DIRECT read into it from /dev/ram0 and
  *           vmsplice of page 1
  *   split   munmap of the last page and a grow by mremap
+ *   content FROM MAP_OFF MAP_PAGES [private]
+ *           the memfd's pages stamped with their index (uapi/kh_stamp.h),
+ *           the dma-buf made of its pages FROM.. NPAGES-1 (udmabuf_create's
+ *           offset), MAP_PAGES of it mapped from page MAP_OFF: what each
+ *           page shows against read(2) of the memfd at that offset
  *
  * With KH_HOLD=PATH, fault (pages mapped, before munmap) and fork's child
  * (before it touches anything) stop while PATH exists (khutil.h's hold).
@@ -185,17 +190,52 @@ static int op_split(long n)
 	return 0;
 }
 
+static int op_content(long n, long from, long off, long pages, int priv)
+{
+	int memfd = memfd_create("khudmabuf", MFD_ALLOW_SEALING), dev, dmabuf;
+	struct udmabuf_create create = { .flags = UDMABUF_FLAGS_CLOEXEC,
+					 .offset = from * page_size,
+					 .size = (n - from) * page_size };
+	char *stamp = malloc(n * page_size), *ref = malloc(pages * page_size), *p;
+	ssize_t got;
+
+	stamp_pages(stamp, 0, n);
+	if (memfd < 0 || pwrite(memfd, stamp, n * page_size, 0) != n * page_size ||
+	    fcntl(memfd, F_ADD_SEALS, F_SEAL_SHRINK))
+		setup_failed("memfd");
+	dev = open("/dev/udmabuf", O_RDWR);
+	if (dev < 0)
+		setup_failed("open");
+	create.memfd = memfd;
+	dmabuf = ioctl(dev, UDMABUF_CREATE, &create);
+	if (dmabuf < 0)
+		setup_failed("create");
+	catch_faults();
+	p = mmap(NULL, pages * page_size, PROT_READ | PROT_WRITE, priv ? MAP_PRIVATE : MAP_SHARED,
+		 dmabuf, off * page_size);
+	if (p == MAP_FAILED) {
+		printf("op=content result=%s\n", errname(errno));
+		return 0;
+	}
+	got = pread(memfd, ref, pages * page_size, (from + off) * page_size);
+	report_content("content", p, ref, pages, got > 0 ? got / page_size : 0);
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	long n;
 
 	setvbuf(stdout, NULL, _IOLBF, 0);
 	page_size = sysconf(_SC_PAGESIZE);
-	if (argc != 3) {
-		fprintf(stderr, "usage: khudmabuf OP NPAGES\n");
+	if (argc < 3) {
+		fprintf(stderr, "usage: khudmabuf OP NPAGES [ARGS...]\n");
 		return 2;
 	}
 	n = atol(argv[2]);
+	if (!strcmp(argv[1], "content") && argc >= 6)
+		return op_content(n, atol(argv[3]), atol(argv[4]), atol(argv[5]),
+				  argc > 6 && !strcmp(argv[6], "private"));
 	if (!strcmp(argv[1], "fault"))
 		return op_fault(n);
 	if (!strcmp(argv[1], "fork"))

@@ -2,8 +2,9 @@
 /*
  * khutil.h - what the guest helpers share: results as errno and signal
  * names, faults caught as results, /proc words (pagemap, kpagecount,
- * kpageflags), smaps and the KH_HOLD hold point. Header-only: each helper
- * is one static binary built from one .c file.
+ * kpageflags), smaps, the KH_HOLD hold point, and what a mapping shows
+ * against the object's own content (stamps, uapi/kh_stamp.h). Header-only:
+ * each helper is one static binary built from one .c file.
  */
 #ifndef KHUTIL_H
 #define KHUTIL_H
@@ -18,6 +19,8 @@
 #include <string.h>
 #include <sys/resource.h>
 #include <unistd.h>
+
+#include "kh_stamp.h"
 
 static long page_size;
 /* Per thread: the racer's writer takes its SIGBUS on a thread of its own. */
@@ -85,6 +88,34 @@ static inline const char *touch(volatile char *p, int write, char val, char *got
 	else
 		(void)*p;
 	return "ok";
+}
+
+/* The 64-bit word at p, or the signal that reading it raised (0: none). */
+static inline int read_word(const volatile uint64_t *p, uint64_t *v)
+{
+	fault_sig = 0;
+	if (sigsetjmp(fault_jmp, 1))
+		return fault_sig;
+	*v = *p;
+	return 0;
+}
+
+static inline int write_word(volatile uint64_t *p, uint64_t v)
+{
+	fault_sig = 0;
+	if (sigsetjmp(fault_jmp, 1))
+		return fault_sig;
+	*p = v;
+	return 0;
+}
+
+/* 1 if the page at a holds the bytes at b, 0 if not or the read faulted. */
+static inline int same_page(const char *a, const char *b)
+{
+	fault_sig = 0;
+	if (sigsetjmp(fault_jmp, 1))
+		return 0;
+	return !memcmp(a, b, page_size);
 }
 
 static inline long minflt(void)
@@ -197,6 +228,84 @@ static inline int memtypes_at(unsigned long long phys)
 			n++;
 	fclose(f);
 	return n;
+}
+
+/* Fill n pages at buf with the stamps of object pages first.. first+n-1. */
+static inline void stamp_pages(void *buf, long first, long n)
+{
+	uint64_t *w = buf;
+	long words = page_size / 8;
+
+	for (long i = 0; i < n; i++)
+		for (long j = 0; j < words; j++)
+			w[i * words + j] = KH_STAMP(first + i, j);
+}
+
+/*
+ * Which object page each of n mapped pages shows, by the stamp in its last
+ * word, as ranges ("3-10", "0,0,2-5"; "x" where there is no stamp, or the
+ * signal's name where the read faulted).
+ */
+static inline void print_shows(const char *map, long n)
+{
+	long prev = -1, from = -1;
+	const char *sep = "";
+
+	printf("shows=");
+	for (long i = 0; i <= n; i++) {
+		long shows = -1;
+		const char *sig = NULL;
+		uint64_t v;
+
+		if (i < n) {
+			int r = read_word((const uint64_t *)(map + (i + 1) * page_size) - 1, &v);
+
+			if (r)
+				sig = signame(r);
+			else
+				shows = KH_STAMP_PAGE(v);
+		}
+		if (from >= 0 && shows >= 0 && shows == prev + 1) {
+			prev = shows;
+			continue;
+		}
+		if (from >= 0) {		/* the run from..prev ends */
+			printf(prev > from ? "%s%ld-%ld" : "%s%ld", sep, from, prev);
+			sep = ",";
+		}
+		from = prev = shows;
+		if (i < n && shows < 0) {
+			printf("%s%s", sep, sig ? sig : "x");
+			sep = ",";
+		}
+	}
+}
+
+/*
+ * What n pages of a mapping show against the object's bytes at the same
+ * offset read another way (ref, `have` pages of it): the pages that
+ * differ, the first, which ref page it shows instead (-1: none), and each
+ * page's stamp. A signal on a read is a page that differs.
+ */
+static inline void report_content(const char *op, const char *map, const char *ref, long n,
+				  long have)
+{
+	long differ = 0, first = -1, instead = -1;
+
+	for (long i = 0; i < have && i < n; i++) {
+		if (same_page(map + i * page_size, ref + i * page_size))
+			continue;
+		if (!differ++) {
+			first = i;
+			for (long j = 0; j < have && instead < 0; j++)
+				if (same_page(map + i * page_size, ref + j * page_size))
+					instead = j;
+		}
+	}
+	printf("op=%s pages=%ld compared=%ld differ=%ld first_differ=%ld instead=%ld ", op, n,
+	       have < n ? have : n, differ, first, instead);
+	print_shows(map, n);
+	putchar('\n');
 }
 
 /* A set-up step that failed: its errno as the op's result, and exit 2. */

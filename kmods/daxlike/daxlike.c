@@ -36,6 +36,7 @@
 #include <linux/seq_file.h>
 
 #include "kh_compat.h"
+#include "kh_pages.h"
 #include "uapi/kh_daxlike.h"
 
 static unsigned int nr_blocks = 8;
@@ -275,9 +276,22 @@ static long kh_dx_ioctl(struct file *file, unsigned int cmd, unsigned long arg)
 	return -ENOTTY;
 }
 
+/* The blocks' bytes at the file offset (a hole's block is zeroed). */
+static ssize_t kh_dx_read(struct file *file, char __user *ubuf, size_t count, loff_t *ppos)
+{
+	struct kh_dx_dev *dev = container_of(file->private_data, struct kh_dx_dev, misc);
+	ssize_t ret;
+
+	mutex_lock(&dev->lock);
+	ret = kh_read_pages(dev->blocks, nr_blocks, ubuf, count, ppos);
+	mutex_unlock(&dev->lock);
+	return ret;
+}
+
 static const struct file_operations kh_dx_fops = {
 	.owner = THIS_MODULE,
 	.open = kh_dx_open,
+	.read = kh_dx_read,
 	.mmap = kh_dx_mmap,
 	.unlocked_ioctl = kh_dx_ioctl,
 	.compat_ioctl = compat_ptr_ioctl,
@@ -368,11 +382,12 @@ static int __init kh_dx_init(void)
 			return -ENOMEM;
 		}
 		for (b = 0; b < nr_blocks; b++) {
-			dev->blocks[b] = alloc_page(GFP_KERNEL | __GFP_ZERO);
+			dev->blocks[b] = alloc_page(GFP_KERNEL);
 			if (!dev->blocks[b]) {
 				kh_dx_cleanup(i);
 				return -ENOMEM;
 			}
+			kh_stamp_page(dev->blocks[b], b);
 		}
 		snprintf(dev->name, sizeof(dev->name), "kh_daxlike_%s", kh_dx_mode_names[i]);
 		dev->misc.minor = MISC_DYNAMIC_MINOR;

@@ -34,6 +34,7 @@
 #include <linux/seq_file.h>
 
 #include "kh_compat.h"
+#include "kh_pages.h"
 
 static unsigned int nr_pages = 32;
 module_param(nr_pages, uint, 0444);
@@ -208,9 +209,23 @@ static int kh_mx_open(struct inode *inode, struct file *file)
 	return 0;	/* misc_open() has set private_data to our miscdevice */
 }
 
+/*
+ * The module's pages' bytes at the file offset; the BAR's are not read
+ * here (nothing past the module's pages, nothing for the BAR-only devices).
+ */
+static ssize_t kh_mx_read(struct file *file, char __user *ubuf, size_t count, loff_t *ppos)
+{
+	struct kh_mx_dev *dev = container_of(file->private_data, struct kh_mx_dev, misc);
+
+	if (dev->mode == KH_MX_PFNMAP || dev->mode == KH_MX_PFNMAP_HALF)
+		return 0;
+	return kh_read_pages(dev->pages, nr_pages, ubuf, count, ppos);
+}
+
 static const struct file_operations kh_mx_fops = {
 	.owner = THIS_MODULE,
 	.open = kh_mx_open,
+	.read = kh_mx_read,
 	.mmap = kh_mx_mmap,
 };
 
@@ -328,9 +343,10 @@ static int __init kh_mx_init(void)
 		if (!dev->pages)
 			goto fail;
 		for (p = 0; p < nr_pages; p++) {
-			dev->pages[p] = alloc_page(GFP_KERNEL | __GFP_ZERO);
+			dev->pages[p] = alloc_page(GFP_KERNEL);
 			if (!dev->pages[p])
 				goto fail;
+			kh_stamp_page(dev->pages[p], p);
 		}
 		snprintf(dev->name, sizeof(dev->name), "kh_mixedmap_%s", kh_mx_mode_names[i]);
 		dev->misc.minor = MISC_DYNAMIC_MINOR;

@@ -28,6 +28,7 @@
 #include <linux/slab.h>
 
 #include "kh_compat.h"
+#include "kh_pages.h"
 
 static unsigned int data_order = 3;
 module_param(data_order, uint, 0444);
@@ -84,6 +85,7 @@ static struct kh_rb_buf *kh_rb_alloc(struct kh_rb_dev *dev, unsigned long nr)
 		buf->pages[i] = alloc_page(GFP_KERNEL | __GFP_ZERO);
 		if (!buf->pages[i])
 			goto fail;
+		kh_stamp_page(buf->pages[i], i);
 		atomic_long_inc(&dev->pages_held);
 	}
 	atomic_long_inc(&dev->buffers);
@@ -279,9 +281,23 @@ static int kh_rb_open(struct inode *inode, struct file *file)
 	return 0;	/* misc_open() has set private_data to our miscdevice */
 }
 
+/* The live buffer's bytes at the file offset; nothing while none is mapped. */
+static ssize_t kh_rb_read(struct file *file, char __user *ubuf, size_t count, loff_t *ppos)
+{
+	struct kh_rb_dev *dev = container_of(file->private_data, struct kh_rb_dev, misc);
+	ssize_t ret = 0;
+
+	mutex_lock(&dev->lock);
+	if (dev->buf)
+		ret = kh_read_pages(dev->buf->pages, dev->buf->nr_pages, ubuf, count, ppos);
+	mutex_unlock(&dev->lock);
+	return ret;
+}
+
 static const struct file_operations kh_rb_fops = {
 	.owner = THIS_MODULE,
 	.open = kh_rb_open,
+	.read = kh_rb_read,
 	.mmap = kh_rb_mmap,
 };
 

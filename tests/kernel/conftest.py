@@ -63,6 +63,13 @@ class Device:
     def khmap(self, op: str, *args: str | int) -> Result:
         return self.guest.run(self.khmap_argv(op, *args), check=True)
 
+    def content(self, offset: int, pages: int, *how: str) -> dict[str, dict[str, str]]:
+        """khmap content: `pages` pages mapped from page `offset` (how:
+        private, populate, fixed, write), read and compared with read(2) of
+        the device at that offset; the helper's records by op."""
+        return self.guest.run(["khmap", "content", self.dev, str(pages), str(offset), *how],
+                              check=True).by_op()
+
     @staticmethod
     def assert_pipe_pin(ops: dict[str, dict[str, str]]) -> None:
         """vmsplice: the pipe holds a reference to the page until it is read."""
@@ -107,6 +114,63 @@ def pytest_collection_modifyitems(config, items):
                   if item.path.parent.name in SUITE_ORDER else len(SUITE_ORDER))
     for i, item in zip(at, ours, strict=True):
         items[i] = item
+
+
+def stamps(first: int, pages: int) -> str:
+    """What a helper's shows= says of pages that show object pages first..
+    first+pages-1, each stamped with its index (uapi/kh_stamp.h)."""
+    last = first + pages - 1
+    return f"{first}-{last}" if last > first else str(first)
+
+
+def assert_content(rec: dict[str, str], first: int, pages: int) -> None:
+    """A helper's content record: every page of the mapping shows the
+    object's page at its offset, byte for byte as read another way."""
+    assert rec["shows"] == stamps(first, pages), \
+        f"the mapping shows object pages {rec['shows']}, not {stamps(first, pages)}"
+    assert rec["compared"] == str(pages), f"only {rec['compared']} of {pages} pages read back"
+    instead = int(rec["instead"])
+    assert rec["differ"] == "0", (
+        f"{rec['differ']} page(s) differ from the object read another way, the first at "
+        f"page {rec['first_differ']} of the mapping"
+        + (f" (it holds the object's page {first + instead})" if instead >= 0 else ""))
+
+
+def content_cases(d: Device, cases: list[tuple[int, int, str]]) -> list[str]:
+    """Each (offset, pages, how) of `cases` mapped and read back in the
+    test's guest (khmap content): what went wrong with each, as lines.
+    how is words of: private, populate (the reads then fault nothing),
+    fixed (over an anonymous mapping), write (a token a page: it lands in
+    the object through a shared mapping, never through a private one),
+    parts (mprotect of page 1 and MADV_DONTNEED of the rest: every page
+    still shows its own; pages 2.. moved by mremap show the same at their
+    new place)."""
+    bad = []
+    for offset, pages, how in cases:
+        case = f"offset {offset} pages {pages} {how}"
+        c = d.content(offset, pages, *how.split())
+        try:
+            assert c["mmap"]["result"] == "0", c.get("content")
+            if "fixed" in how:
+                assert c["mmap"]["fixed"] == "in_place", "MAP_FIXED mapped elsewhere"
+            if "populate" in how:
+                assert c["reads"]["minflt"] == "0", "MAP_POPULATE left pages to fault"
+            assert_content(c["content"], offset, pages)
+            if "write" in how:
+                landed = 0 if "private" in how else pages
+                assert c["write_tokens"]["landed"] == str(landed), \
+                    (f"{c['write_tokens']['landed']} of {pages} writes through the mapping "
+                     f"reached the object at their offset, not {landed}")
+            if "parts" in how:
+                assert c["mprotect_part"]["result"] == "0"
+                assert c["dontneed_part"]["shows"] == stamps(offset, pages), \
+                    f"after MADV_DONTNEED of part: shows {c['dontneed_part']['shows']}"
+                assert c["mremap_part"].get("shows") == stamps(offset + 2, pages - 2), \
+                    (f"pages 2.. moved by mremap ({c['mremap_part']['result']}) show "
+                     f"{c['mremap_part'].get('shows')}")
+        except AssertionError as e:
+            bad.append(f"{case}: {e}")
+    return bad
 
 
 def settled_nr_mapped(guest, expect: int | None = None) -> int:

@@ -11,7 +11,7 @@ out of /proc/kpagecount's reach: their counts are read from the guest's memory (
 from __future__ import annotations
 
 import pytest
-from conftest import PMEM_MB, Pmem, pmem_guest
+from conftest import PMEM_MB, Pmem, assert_content, pmem_guest
 from test_fsdax import REFCOUNTED
 
 pytestmark = [pytest.mark.guest(pmem_mb=PMEM_MB), pytest.mark.qemu]
@@ -24,6 +24,25 @@ PAGES = MIB * 256
 def dd(request) -> tuple[Pmem, str, str]:
     pm = pmem_guest(request)
     return pm, pm.dax(request.param), request.param
+
+
+def test_DD1_content_at_every_offset(dd, behaviour):
+    """Each page of a mapping from an offset shows the device's page at
+    that offset, as a first mapping of the whole device wrote it (each
+    page stamped with its index). Offsets and addresses below the device's
+    alignment: allowed at 4 KiB; at 2 MiB what each kernel does is in the
+    matrix."""
+    pm, dev, align = dd
+    c = pm.khdax("content", dev, MIB, 512, 512).by_op()
+    assert_content(c["content"], 512, 512)
+    for first, pages, how in [(3, 100, ""), (0, 16, "unaligned")]:
+        c = pm.khdax("content", dev, MIB, first, pages, *how.split()).by_op()["content"]
+        if align == "4k":
+            assert_content(c, first, pages)
+        behaviour.check(f"mapping at offset {first} {how or 'aligned'}, align {align}",
+                        "EINVAL" if align == "2m" else "shows its pages",
+                        c.get("result") or ("shows its pages" if c.get("differ") == "0"
+                                            else f"shows {c.get('shows')}"))
 
 
 def test_DD1_fault_every_page(dd, kernel, behaviour):

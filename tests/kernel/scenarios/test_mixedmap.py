@@ -9,7 +9,7 @@ come through the fault handler (vmf_insert_mixed()).
 from __future__ import annotations
 
 import pytest
-from conftest import device, need_bar
+from conftest import content_cases, device, need_bar
 
 from harness.observe.proc import parse_page_lines
 
@@ -36,6 +36,18 @@ def test_MX1_write_notify_after_prepopulation(mx, behaviour):
                     mx.delta(before, after, "page_mkwrite_calls"))
     # The BAR page is inserted read-only on fault in every mode: one pfn_mkwrite.
     behaviour.check("pfn_mkwrite calls", 1, mx.delta(before, after, "pfn_mkwrite_calls"))
+
+
+def test_MX2_content_at_every_offset(mx):
+    """The module's pages mapped from other offsets than 0 and shorter
+    than all of them (prepopulation inserts from vm_pgoff on), populated,
+    fixed over another mapping: each page shows the module's page at its
+    offset, as read(2) returns it; writes land there."""
+    n = mx.nr_pages
+    bad = content_cases(mx, [(0, n, "write"), (5, 9, "write parts"), (n - 1, 1, "populate"),
+                             (8, 16, "fixed")])
+    mx.assert_released()
+    assert not bad, "; ".join(bad)
 
 
 def test_MX2_struct_pages_and_pageless_pfns_side_by_side(mx, behaviour):

@@ -8,6 +8,8 @@ one day depend on the kernel, sits in the EXPECT table, not in the tests.
 
 from __future__ import annotations
 
+from conftest import content_cases
+
 from harness.observe.proc import parse_page_lines
 
 # mode -> what the catalogue's scenarios expect of it.
@@ -59,6 +61,29 @@ def test_RB1_read_every_page(rb, behaviour):
     assert len(pages) == n
     assert {p.kpagecount for p in pages} == {want["mapped_kpagecount"]}
     assert all(p.kpagecount == p.mapcount for p in pages)
+
+
+def test_RB1_content_read_back(rb):
+    """Each page of the mapping is the buffer's page at that offset, byte
+    for byte as read(2) of the device returns it (every page stamped with
+    its index): a mapping of the wrong or a shifted page cannot pass. The
+    same through MAP_POPULATE (nothing left to fault) and MAP_FIXED over an
+    existing mapping."""
+    n = rb.nr_pages
+    bad = content_cases(rb, [(0, n, "plain"), (0, n, "populate"), (0, n, "fixed")])
+    rb.assert_released()
+    assert not bad, "; ".join(bad)
+
+
+def test_RB3_other_than_the_whole_shared_buffer_refused(rb):
+    """The buffer is mapped whole and shared, as perf's: another offset,
+    a shorter length or a private mapping is refused at mmap (kh_rb_mmap)."""
+    n = rb.nr_pages
+    seen = {how: rb.content(off, pages, how)["content"].get("result")
+            for off, pages, how in [(1, n - 1, "offset"), (0, n - 1, "short"),
+                                    (0, n, "private")]}
+    rb.assert_released()
+    assert seen == {"offset": "EINVAL", "short": "EINVAL", "private": "EINVAL"}
 
 
 def test_RB2_write_control_page_then_data_page(rb, behaviour):

@@ -11,6 +11,7 @@ own mapping is the control: its pages keep their single mapcount.
 from __future__ import annotations
 
 import pytest
+from conftest import assert_content
 
 PAGES = 16
 PFNMAP = (6, 11)      # udmabuf's folio rework: vmf_insert_pfn() into VM_PFNMAP
@@ -41,6 +42,23 @@ def test_UD1_fault_every_page(ud, kernel, behaviour):
                     1 if pfnmap else 2, int(r["kpagecount0"]))
     assert f["write"]["access"] == "ok" and f["write"]["memfd_sees"] == str(0x5A)
     assert f["unmapped"]["kpagecount0"] == "1", "the memfd page's mapcount did not come back"
+
+
+@pytest.mark.parametrize("frm,off,pages", [(0, 0, PAGES), (3, 0, PAGES - 3), (0, 5, 4),
+                                           (2, 7, 1)],
+                         ids=["whole", "memfd_offset", "map_offset", "both"])
+def test_UD1_content_at_every_offset(ud, frm, off, pages):
+    """A dma-buf of the memfd's pages from `frm` on (udmabuf_create's
+    offset), mapped from its page `off`: each page shows the memfd's page
+    frm + off + i, byte for byte as read(2) of the memfd returns it."""
+    f = khudmabuf(ud, "content", PAGES, frm, off, pages)
+    assert_content(f["content"], frm + off, pages)
+
+
+def test_UD1_private_mapping_refused(ud):
+    """A dma-buf is mapped shared only (udmabuf_mmap)."""
+    f = khudmabuf(ud, "content", PAGES, 0, 0, PAGES, "private")
+    assert f["content"]["result"] == "EINVAL"
 
 
 def test_UD2_fork_copies_the_ptes(ud, live, kernel, behaviour):
