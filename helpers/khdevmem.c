@@ -18,6 +18,9 @@
  *            mremap, or one page mprotect()ed (a VMA split); then all of
  *            it unmapped: the step's result and the reservations after
  *            the step and after the munmap
+ *   content  stamp the range's pages with their indexes (uapi/kh_stamp.h)
+ *            through one mapping, then map it again from its page 3: what
+ *            each page of the second shows against the first at that offset
  *
  * With KH_HOLD=PATH, fork's child stops (after its read) while PATH exists.
  */
@@ -122,6 +125,19 @@ static int op_step(const char *how, unsigned long long phys, long n)
 	return 0;
 }
 
+static int op_content(unsigned long long phys, long n)
+{
+	char *whole = map_mem(phys, n, 0), *part;
+
+	stamp_pages(whole, 0, n);
+	part = map_mem(phys + 3 * page_size, n - 3, 0);
+	catch_faults();
+	report_content("content", part, whole + 3 * page_size, n - 3, n - 3);
+	munmap(part, (n - 3) * page_size);
+	munmap(whole, n * page_size);
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	unsigned long long phys;
@@ -137,6 +153,8 @@ int main(int argc, char **argv)
 	n = atol(argv[3]);
 	if (!strcmp(argv[1], "open"))
 		return op_open(phys, n);
+	if (!strcmp(argv[1], "content") && n > 3)
+		return op_content(phys, n);
 	/* What an earlier test left (a leaked reservation): the counts after are against it. */
 	printf("op=before memtypes=%d\n", memtypes_at(phys));
 	if (!strcmp(argv[1], "fork"))

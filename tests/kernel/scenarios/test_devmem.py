@@ -15,6 +15,7 @@ the latter; the former is a kernel bug, a known issue there
 from __future__ import annotations
 
 import pytest
+from conftest import assert_content
 
 RESERVED = 0x30000000          # 768 MiB into the default 1 GiB guest
 NR = 8
@@ -45,6 +46,13 @@ def test_DM1_what_dev_mem_lets_a_process_map(guest, behaviour):
         raise AssertionError("no ivshmem BAR in this guest: QEMU was started without it")
     behaviour.check("mmap of a driver's BAR", "EPERM",
                     khdevmem(guest, "open", bar_pfn * 4096)["mmap"]["result"])
+
+
+def test_DM1_content_through_a_second_mapping(guest):
+    """The reserved RAM stamped page by page through one mapping, mapped
+    again from its page 3: each page of the second shows the first's page
+    at that offset (remap_pfn_range() from the right PFN on)."""
+    assert_content(khdevmem(guest, "content")["content"], 3, NR - 3)
 
 
 def test_DM2_fork(guest, kernel, behaviour):
