@@ -17,6 +17,10 @@
  *   gup     process_vm_readv and an O_DIRECT read into the mapping
  *   split   munmap of the last page and of a middle one, mremap that
  *           shrinks, grows and moves it
+ *   content OFF PAGES  stamp every page with its index (uapi/kh_stamp.h)
+ *           through the mapping (the caller reads QEMU's file behind the
+ *           BAR), map PAGES again from BAR page OFF: what each shows
+ *           against the first mapping at that offset
  */
 #define _GNU_SOURCE
 #include <linux/vfio.h>
@@ -57,6 +61,10 @@ static int device_fd(const char *bdf)
 	return dev;
 }
 
+/* The device and its BAR's region, kept for a second mapping. */
+static int bar_dev;
+static unsigned long long bar_offset;
+
 static char *map_bar(const char *bdf, int bar, size_t len)
 {
 	struct vfio_region_info info = { .argsz = sizeof(info), .index = bar };
@@ -74,8 +82,28 @@ static char *map_bar(const char *bdf, int bar, size_t len)
 	p = mmap(a, len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, dev, info.offset);
 	if (p == MAP_FAILED)
 		setup_failed("mmap");
-	close(dev);
+	bar_dev = dev;
+	bar_offset = info.offset;
 	return p;
+}
+
+static int op_content(char *p, long n, long off, long pages)
+{
+	char *q;
+
+	stamp_pages(p, 0, n);
+	if (off + pages > n) {
+		printf("op=content result=past_the_mapping\n");
+		return 2;
+	}
+	q = mmap(NULL, pages * page_size, PROT_READ, MAP_SHARED, bar_dev,
+		 bar_offset + off * page_size);
+	if (q == MAP_FAILED) {
+		printf("op=content result=%s\n", errname(errno));
+		return 0;
+	}
+	report_content("content", q, p + off * page_size, pages, pages);
+	return 0;
 }
 
 static int op_fault(char *p, long n)
@@ -162,8 +190,8 @@ int main(int argc, char **argv)
 
 	setvbuf(stdout, NULL, _IOLBF, 0);
 	page_size = sysconf(_SC_PAGESIZE);
-	if (argc != 5) {
-		fprintf(stderr, "usage: khvfio OP BDF BAR MIB\n");
+	if (argc != 5 && !(argc == 7 && !strcmp(argv[1], "content"))) {
+		fprintf(stderr, "usage: khvfio OP BDF BAR MIB [OFF PAGES]\n");
 		return 2;
 	}
 	n = atol(argv[4]) * (1L << 20) / page_size;
@@ -177,6 +205,8 @@ int main(int argc, char **argv)
 		return op_gup(p, n);
 	if (!strcmp(argv[1], "split"))
 		return op_split(p, n);
+	if (!strcmp(argv[1], "content"))
+		return op_content(p, n, atol(argv[5]), atol(argv[6]));
 	fprintf(stderr, "khvfio: unknown op %s\n", argv[1]);
 	return 2;
 }

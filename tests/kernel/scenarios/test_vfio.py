@@ -14,7 +14,7 @@ WARNs in untrack_pfn() when part of the mapping goes, a known issue: VF4); 6.12 
 from __future__ import annotations
 
 import pytest
-from conftest import VFIO_NEEDS, guest_if_kernel_has
+from conftest import VFIO_NEEDS, assert_content, guest_if_kernel_has
 
 from harness.guest import Guest
 
@@ -45,9 +45,29 @@ def vf(request, kernel) -> tuple[Guest, str]:
     return guest, bdf
 
 
-def khvfio(vf, op: str) -> dict[str, dict[str, str]]:
+def khvfio(vf, op: str, *args: int) -> dict[str, dict[str, str]]:
     guest, bdf = vf
-    return guest.run(["khvfio", op, bdf, str(BAR), str(MIB)], check=True).by_op()
+    return guest.run(["khvfio", op, bdf, str(BAR), str(MIB), *map(str, args)],
+                     check=True).by_op()
+
+
+def test_VF1_content_from_an_offset(vf):
+    """Every BAR page stamped with its index through one mapping lands in
+    QEMU's file behind the BAR at that page; mappings from BAR page 3, 512
+    (2 MiB: a huge fault) and 513, shorter than the BAR, show the pages at
+    their offset."""
+    bad = []
+    for off, pages in [(3, 100), (512, 512), (513, 200)]:
+        try:
+            assert_content(khvfio(vf, "content", off, pages)["content"], off, pages)
+        except AssertionError as e:
+            bad.append(f"offset {off} pages {pages}: {e}")
+    data = (vf[0].machine.sock_dir / "ivshmem").read_bytes()
+    last = [int.from_bytes(data[(i + 1) * 4096 - 8:(i + 1) * 4096], "little")
+            for i in range(PAGES)]
+    wrong = [i for i, w in enumerate(last) if w != (0x4B48 << 48 | i << 20 | 511)]
+    assert not bad, "; ".join(bad)
+    assert not wrong, f"BAR pages {wrong[:8]} do not hold their stamp in QEMU's file"
 
 
 def test_VF1_fault_every_page_and_read_back(vf, kernel, behaviour):
