@@ -501,9 +501,15 @@ class Behaviour:
         self.node = node
 
     def check(self, what: str, expected, seen) -> None:
+        assert self.record(what, expected, seen), \
+            f"{what}: expected {expected!r}, the kernel did {seen!r}"
+
+    def record(self, what: str, expected, seen) -> bool:
+        """A check kept for the matrix, not asserted: whether it held. For a
+        test that tries many inputs and reports every one that failed."""
         self.node.user_properties.append(
             (f"kh:{what}", json.dumps({"expected": expected, "seen": seen})))
-        assert seen == expected, f"{what}: expected {expected!r}, the kernel did {seen!r}"
+        return seen == expected
 
     def note(self, what: str, value) -> None:
         """A figure for the report that is not a check (a hit rate, a time)."""

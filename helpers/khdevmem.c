@@ -133,6 +133,7 @@ static int op_content(unsigned long long phys, long n)
 	part = map_mem(phys + 3 * page_size, n - 3, 0);
 	catch_faults();
 	report_content("content", part, whole + 3 * page_size, n - 3, n - 3);
+	report_vmflags(part);
 	munmap(part, (n - 3) * page_size);
 	munmap(whole, n * page_size);
 	return 0;

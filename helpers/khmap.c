@@ -636,6 +636,7 @@ static int op_pat(const char *dev, long n, const char *how, unsigned long long p
 	catch_faults();
 	printf("op=touch access=%s\n", touch(p, 0, 0, NULL));
 	printf("op=mapped phys=0x%llx memtypes=%d\n", phys, memtypes_at(phys));
+	report_vmflags(p);
 	if (!strcmp(how, "fork")) {
 		fflush(stdout);
 		pid_t pid = fork();

@@ -165,6 +165,16 @@ static inline void smaps_of(void *addr, long *rss_kb, char *flags, size_t flen)
 	fclose(f);
 }
 
+/* The mapping's smaps: "op=mapping rss_kb=.. vmflags=a,b,..". */
+static inline void report_vmflags(void *addr)
+{
+	char flags[256];
+	long rss;
+
+	smaps_of(addr, &rss, flags, sizeof(flags));
+	printf("op=mapping rss_kb=%ld vmflags=%s\n", rss, flags);
+}
+
 /* KH_HOLD: wait here, the mapping live, until the host says go on. */
 static inline void hold(const char *where, const void *addr)
 {

@@ -13,7 +13,7 @@ those by kernel.
 from __future__ import annotations
 
 import pytest
-from conftest import PMEM_MB, Pmem, assert_content, pmem_guest
+from conftest import PMEM_MB, Pmem, content_row, pmem_guest
 
 pytestmark = [pytest.mark.guest(pmem_mb=PMEM_MB), pytest.mark.qemu]
 
@@ -53,6 +53,7 @@ def test_FD1_read_fault_every_page(fd, kernel, behaviour):
                     int(f["read"]["kpagecount"]) > 0)
     behaviour.check("Rss of the mapping (kB)", rss_kb(kernel, MIB), int(f["mapping"]["rss_kb"]))
     assert "hg" in f["mapping"]["vmflags"].split(","), "fs-dax mappings are VM_HUGEPAGE"
+    behaviour.note(f"VmFlags of a mapping ({fs})", f["mapping"]["vmflags"])
 
 
 # (first page, pages, how) of the file, mapped: the whole file; from an
@@ -62,19 +63,15 @@ FD_CONTENT = [(0, PAGES, ""), (PER_PMD + 3, 100, ""), (PER_PMD, PER_PMD, "unalig
               (5, 10, "private")]
 
 
-def test_FD1_content_at_every_offset(fd):
+def test_FD1_content_at_every_offset(fd, behaviour):
     """Each page of a mapping of the file shows the file's page at its
     offset, byte for byte as read(2) returns it (each page stamped with its
     index), whatever the offset, length, alignment and sharing."""
     pm, fs = fd
-    bad = []
-    for first, pages, how in FD_CONTENT:
-        c = pm.khdax("content", pm.file(fs, "fdc"), MIB, first, pages, *how.split()).by_op()
-        try:
-            assert_content(c["content"], first, pages)
-        except AssertionError as e:
-            bad.append(f"offset {first} pages {pages} {how}: {e}")
-    assert not bad, "; ".join(bad)
+    bad = [content_row(behaviour, pm.khdax("content", pm.file(fs, "fdc"), MIB, first, pages,
+                                           *how.split()).by_op()["content"], first, pages, how)
+           for first, pages, how in FD_CONTENT]
+    assert not any(bad), "; ".join(b for b in bad if b)
 
 
 def test_FD2_write_after_read_is_the_mkwrite_path(fd, behaviour):

@@ -38,14 +38,14 @@ def test_MX1_write_notify_after_prepopulation(mx, behaviour):
     behaviour.check("pfn_mkwrite calls", 1, mx.delta(before, after, "pfn_mkwrite_calls"))
 
 
-def test_MX2_content_at_every_offset(mx):
+def test_MX2_content_at_every_offset(mx, behaviour):
     """The module's pages mapped from other offsets than 0 and shorter
     than all of them (prepopulation inserts from vm_pgoff on), populated,
     fixed over another mapping: each page shows the module's page at its
     offset, as read(2) returns it; writes land there."""
     n = mx.nr_pages
-    bad = content_cases(mx, [(0, n, "write"), (5, 9, "write parts"), (n - 1, 1, "populate"),
-                             (8, 16, "fixed")])
+    bad = content_cases(mx, behaviour, [(0, n, "write"), (5, 9, "write parts"),
+                                        (n - 1, 1, "populate"), (8, 16, "fixed")])
     mx.assert_released()
     assert not bad, "; ".join(bad)
 

@@ -30,6 +30,7 @@ def test_PAT1_whole_vma_pfnmap_fork(guest, kernel, behaviour):
     ops = pat(guest, "pfnmap", "fork")
     assert ops["child"]["access"] == "ok"
     assert int(ops["mapped"]["memtypes"]) == 1
+    behaviour.note("VmFlags of the BAR's remap_pfn_range() mapping", ops["mapping"]["vmflags"])
     # Up to 6.x the child's copy reserved the range again (track_pfn_copy());
     # 7.x shares one refcounted reservation between parent and child
     # (pfnmap_track_ctx): seen as 2 entries on 6.1, 1 on 7.2.

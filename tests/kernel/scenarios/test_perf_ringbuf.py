@@ -26,6 +26,7 @@ def test_RB7_perf_read_every_page(guest, kernel, behaviour):
     assert f["failed"] == "0"
     behaviour.check("read minflt", want["read minflt"], int(f["minflt"]))
     behaviour.check("VM_PFNMAP", want["VM_PFNMAP"], "pf" in f["vmflags"].split(","))
+    behaviour.note("VmFlags of the perf buffer's mapping", f["vmflags"])
 
 
 def test_RB7_perf_write_control_page_then_data_page(guest, behaviour):

@@ -11,7 +11,7 @@ own mapping is the control: its pages keep their single mapcount.
 from __future__ import annotations
 
 import pytest
-from conftest import assert_content
+from conftest import content_row
 
 PAGES = 16
 PFNMAP = (6, 11)      # udmabuf's folio rework: vmf_insert_pfn() into VM_PFNMAP
@@ -35,6 +35,7 @@ def test_UD1_fault_every_page(ud, kernel, behaviour):
     assert r["failed"] == "0" and r["wrong"] == "0", "a page is not the memfd's"
     pfnmap = kernel.version >= PFNMAP
     behaviour.check("VM_PFNMAP mapping", pfnmap, "pf" in f["mapping"]["vmflags"].split(","))
+    behaviour.note("VmFlags of the dma-buf's mapping", f["mapping"]["vmflags"])
     behaviour.check("faults to read every page",
                     1 if kernel.version >= PREFAULT else PAGES, int(r["minflt"]))
     behaviour.check("pages pagemap sees", 0 if pfnmap else PAGES, int(r["pagemap_present"]))
@@ -47,18 +48,21 @@ def test_UD1_fault_every_page(ud, kernel, behaviour):
 @pytest.mark.parametrize("frm,off,pages", [(0, 0, PAGES), (3, 0, PAGES - 3), (0, 5, 4),
                                            (2, 7, 1)],
                          ids=["whole", "memfd_offset", "map_offset", "both"])
-def test_UD1_content_at_every_offset(ud, frm, off, pages):
+def test_UD1_content_at_every_offset(ud, frm, off, pages, behaviour):
     """A dma-buf of the memfd's pages from `frm` on (udmabuf_create's
     offset), mapped from its page `off`: each page shows the memfd's page
     frm + off + i, byte for byte as read(2) of the memfd returns it."""
     f = khudmabuf(ud, "content", PAGES, frm, off, pages)
-    assert_content(f["content"], frm + off, pages)
+    bad = content_row(behaviour, f["content"], frm + off, pages,
+                      f"dma-buf from memfd page {frm}, mapped from its page {off}")
+    assert not bad, bad
 
 
-def test_UD1_private_mapping_refused(ud):
+def test_UD1_private_mapping_refused(ud, behaviour):
     """A dma-buf is mapped shared only (udmabuf_mmap)."""
     f = khudmabuf(ud, "content", PAGES, 0, 0, PAGES, "private")
-    assert f["content"]["result"] == "EINVAL"
+    bad = content_row(behaviour, f["content"], 0, PAGES, "private", expect="EINVAL")
+    assert not bad, bad
 
 
 def test_UD2_fork_copies_the_ptes(ud, live, kernel, behaviour):
