@@ -10,7 +10,9 @@ header names the scenarios that must catch it and how:
 Targets are scenario ids (RB1..RB7, DX1..DX6, MX1..MX5, PAT1, PAT2) or
 invariants (refcount, mapcount, RSS, PAT memtype, write-notify). The
 runner builds the clean tree and each mutant (ccache makes a one-file
-change about a minute), runs the suite on each and prints a table: the
+change about a minute), runs the suite on each (the clean tree the whole
+of it; a mutant of a driver only the families that driver's code reaches,
+REACH) and prints a table: the
 tests that failed, the kernel reports seen, and whether the mutant was
 caught by a test of a scenario it targets. The clean kernel must show no
 failure; a mutant only invariants target is caught by any failure.
@@ -18,6 +20,7 @@ failure; a mutant only invariants target is caught by any failure.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import time
@@ -35,6 +38,18 @@ from harness.util import progress, write_out
 
 INVARIANTS = ("refcount", "mapcount", "RSS", "PAT memtype", "write-notify")
 
+# The scenario families whose kernel code runs through a file: a mutant of
+# that file can change only what their tests see. A file not here (mm/,
+# headers) may change any scenario: its mutants run the whole suite.
+REACH = {
+    "fs/dax.c": ("FD",),
+    "drivers/dax/": ("DD",),
+    "drivers/dma-buf/": ("UD",),
+    "drivers/vfio/": ("VF",),
+    "arch/x86/mm/init.c": ("DM",),       # devmem_is_allowed(): /dev/mem only
+    "kernel/events/": ("RB7",),
+}
+
 
 @dataclass(frozen=True)
 class Mutant:
@@ -47,6 +62,30 @@ class Mutant:
     @property
     def scenarios(self) -> list[str]:
         return [t for t in self.targets if t not in INVARIANTS]
+
+    def files(self) -> list[str]:
+        """The kernel files the patch changes."""
+        return re.findall(r"^diff --git a/(\S+) ", self.path.read_text(errors="replace"), re.M)
+
+    def reach(self) -> list[str] | None:
+        """The scenario families (or ids) whose tests the mutant can change,
+        its own targets among them; None: any (a file REACH does not name)."""
+        out: set[str] = set(self.scenarios)
+        for f in self.files():
+            fams = next((v for k, v in REACH.items() if f.startswith(k)), None)
+            if fams is None or not self.scenarios:
+                return None
+            out.update(fams)
+        return sorted(out)
+
+
+def selection(m: Mutant, k: str | None) -> str | None:
+    """pytest -k for a mutant: the tests its files can reach (and the user's -k)."""
+    reach = m.reach()
+    if reach is None:
+        return k
+    mine = " or ".join(f"test_{s}" for s in reach)
+    return f"({k}) and ({mine})" if k else mine
 
 
 def _header(text: str, key: str) -> str:
@@ -163,7 +202,9 @@ def run(req: MutantsRequest, out: Path) -> int:
             rows.append(Row(name, targets, "not run", seconds=time.monotonic() - t0,
                             note=f"build failed: {e}"))
             continue
-        status, junit = run_suite(req.suite, spec, arch, out / name)
+        suite = req.suite if m is None or req.whole_suite else \
+            dataclasses.replace(req.suite, k=selection(m, req.suite.k))
+        status, junit = run_suite(suite, spec, arch, out / name)
         if status not in (0, 1) or not junit.exists():
             if m is None:
                 raise KhError(f"the suite could not run on the clean kernel {spec}: "

@@ -436,6 +436,9 @@ TABLE = (
            "this checkout)", ("mutants",), None, _path),
     Option(("--only",), "only these mutants (names of their .patch files, comma-separated)",
            ("mutants",), None, _list("--only", str)),
+    Option(("--whole-suite",), "run every scenario on each mutant (default: only the families "
+           "a mutant's files can reach; a mutant of mm/ runs them all)", ("mutants",), False,
+           flag=True),
     Option(("--config",), "comma-separated kconfig fragments: names in kconfigs/ or paths "
            "(default base; mutants: base,debug-vm)", SOURCE, "base", _list("--config", str),
            per_command={"mutants": "base,debug-vm"}),
@@ -696,7 +699,8 @@ def bisect_request(ns: Any) -> BisectRequest:
 
 def mutants_request(ns: Any) -> MutantsRequest:
     return MutantsRequest(source_request(ns), suite_request(ns, suite=["scenarios"]),
-                          ns.arch[0], mutants=ns.mutants, only=ns.only)
+                          ns.arch[0], mutants=ns.mutants, only=ns.only,
+                          whole_suite=ns.whole_suite)
 
 
 def nightly_request(ns: Any) -> NightlyRequest:

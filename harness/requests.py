@@ -140,6 +140,7 @@ class MutantsRequest:
     arch: Arch
     mutants: Path | None = None        # None: the mutants shipped with kharness
     only: list[str] | None = None
+    whole_suite: bool = False          # every scenario on each mutant, not only its reach
 
 
 @dataclass(frozen=True)

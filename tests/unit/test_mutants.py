@@ -68,3 +68,29 @@ def test_table_counts_mutants_caught_by_their_target():
     text = mutants.table(rows)
     assert "caught by their target: 1/2; clean kernel: passed" in text
     assert "WARNING in y" in text and "test_RB2_x[pfnmap]" in text
+
+
+def test_a_mutant_runs_the_families_its_files_reach_and_always_its_targets():
+    by_name = {m.name: m for m in mutants.load(data("mutants"))}
+    assert by_name["ud-prefault-from-buffer-start"].reach() == ["UD", "UD1"]
+    assert mutants.selection(by_name["vf-bar-not-copied"], None) == "test_VF or test_VF2"
+    assert mutants.selection(by_name["vf-bar-not-copied"], "not slow") == \
+        "(not slow) and (test_VF or test_VF2)"
+    # A file REACH does not name (mm/): the whole suite, and the user's -k alone.
+    assert by_name["rb2-pfnmap-skips-pfn-mkwrite"].reach() is None
+    assert mutants.selection(by_name["rb2-pfnmap-skips-pfn-mkwrite"], "RB") == "RB"
+
+
+def test_the_selection_never_hides_a_catch():
+    """A verdict is "caught" when a test of a targeted scenario fails: every
+    target's tests are in its mutant's selection, so selecting can only
+    leave out tests whose failure would not count (and files of other
+    families, which the mutant's code does not run)."""
+    for m in mutants.load(data("mutants")):
+        k = mutants.selection(m, None)
+        if k is None:
+            continue
+        assert m.scenarios, m.name     # only-invariant mutants run everything
+        for s in m.scenarios:
+            assert f"test_{s}" in k.split(" or ") or f"test_{s.rstrip('0123456789')}" in \
+                k.split(" or "), (m.name, s, k)
