@@ -30,7 +30,7 @@
  *                 does the punch wait for the pipe to let go (the layout
  *                 break's busy-page wait)?; truncate to half and touch
  *                 both halves
- *   content OFF PAGES [private] [unaligned]
+ *   content OFF PAGES [private] [unaligned] [populate]
  *                 the object stamped with its pages' indexes (uapi/
  *                 kh_stamp.h; a file through write(2), a device through a
  *                 first mapping of it all), then PAGES mapped from page OFF
@@ -365,7 +365,7 @@ static int op_trunc(const char *path, long n)
 
 static int op_content(const char *path, long n, long off, long pages, int argc, char **argv)
 {
-	int priv = 0, shift = 0, fd, chr;
+	int priv = 0, shift = 0, populate = 0, fd, chr;
 	size_t len = n * page_size, plen = pages * page_size;
 	char *whole = NULL, *ref = malloc(plen), *r, *p;
 	struct stat st;
@@ -374,6 +374,7 @@ static int op_content(const char *path, long n, long off, long pages, int argc, 
 	for (int i = 0; i < argc; i++) {
 		priv |= !strcmp(argv[i], "private");
 		shift |= !strcmp(argv[i], "unaligned");
+		populate |= !strcmp(argv[i], "populate");
 	}
 	chr = stat(path, &st) == 0 && S_ISCHR(st.st_mode);
 	fd = open_target(path, len);
@@ -398,7 +399,8 @@ static int op_content(const char *path, long n, long off, long pages, int argc, 
 	if (r == MAP_FAILED)
 		setup_failed("mmap_anon");
 	p = mmap(r + (shift ? page_size : 0), plen, PROT_READ | PROT_WRITE,
-		 (priv ? MAP_PRIVATE : MAP_SHARED) | MAP_FIXED, fd, off * page_size);
+		 (priv ? MAP_PRIVATE : MAP_SHARED) | MAP_FIXED | (populate ? MAP_POPULATE : 0), fd,
+		 off * page_size);
 	if (p == MAP_FAILED) {
 		printf("op=content result=%s\n", errname(errno));
 		return 0;

@@ -29,11 +29,15 @@
  *                 parent's byte after
  *   hole [PGDIR]  (kh_daxlike) punch a hole in block 0, read it: the zero
  *                 page; then write it: the block's page (DX3)
- *   content OFF [private] [populate] [fixed] [write]
+ *   content OFF [private] [populate] [fixed] [fork] [exec] [write] [parts]
  *                 map NPAGES from page OFF of the device (MAP_SHARED unless
  *                 private; MAP_POPULATE; MAP_FIXED over an anonymous
- *                 mapping), read them and compare with read(2) of the device
- *                 at that offset and with the pages' stamps; with write, a
+ *                 mapping); with fork, a child reads them before anything
+ *                 touched them; read them and compare with read(2) of the
+ *                 device at that offset and with the pages' stamps; with
+ *                 exec, a return instruction written in the last page
+ *                 through the mapping is called through a second,
+ *                 PROT_EXEC one; with write, a
  *                 token in each page, then read(2) says where it landed;
  *                 with parts (NPAGES >= 3), mprotect of page 1 and
  *                 MADV_DONTNEED of the rest but page 0, then the stamps of
@@ -732,6 +736,63 @@ static void content_parts(char *p, long n)
 	putchar('\n');
 }
 
+/* A child reads the pages before anything has touched them: which it sees. */
+static void content_child(char *p, long n)
+{
+	int status;
+	pid_t pid;
+
+	fflush(stdout);
+	pid = fork();
+	if (pid == 0) {
+		printf("op=child ");
+		print_shows(p, n);
+		putchar('\n');
+		fflush(stdout);
+		_exit(0);
+	}
+	waitpid(pid, &status, 0);
+}
+
+/*
+ * A return instruction written at the start of the last page through the
+ * mapping p, called through a second mapping of that page with PROT_EXEC:
+ * what mmap says, and what the call did (ok or the signal). The page's
+ * bytes are put back.
+ */
+static void content_exec(int fd, char *p, long off, long n)
+{
+#if defined(__x86_64__)
+	static const unsigned char ret[] = { 0xc3 };
+#elif defined(__aarch64__)
+	static const unsigned char ret[] = { 0xc0, 0x03, 0x5f, 0xd6 };
+#else
+#error "a return instruction for this arch"
+#endif
+	char *page = p + (n - 1) * page_size, keep[sizeof(ret)], *x;
+	const char *r;
+
+	memcpy(keep, page, sizeof(ret));
+	memcpy(page, ret, sizeof(ret));
+	x = mmap(NULL, page_size, PROT_READ | PROT_EXEC, MAP_SHARED, fd,
+		 (off + n - 1) * page_size);
+	if (x == MAP_FAILED) {
+		printf("op=exec mmap=%s\n", errname(errno));
+	} else {
+		__builtin___clear_cache(x, x + sizeof(ret));
+		fault_sig = 0;
+		if (sigsetjmp(fault_jmp, 1))
+			r = signame(fault_sig);
+		else {
+			((void (*)(void))x)();
+			r = "ok";
+		}
+		printf("op=exec mmap=0 call=%s\n", r);
+		munmap(x, page_size);
+	}
+	memcpy(page, keep, sizeof(ret));
+}
+
 static int op_content(const char *dev, long n, int argc, char **argv)
 {
 	int priv = has_word(argc, argv, "private"), write = has_word(argc, argv, "write");
@@ -761,6 +822,8 @@ static int op_content(const char *dev, long n, int argc, char **argv)
 	}
 	printf("op=mmap result=0 minflt=%ld fixed=%s\n", minflt() - before,
 	       at ? (p == at ? "in_place" : "moved") : "no");
+	if (has_word(argc, argv, "fork"))
+		content_child(p, n);
 	before = minflt();
 	printf("op=reads ");
 	print_shows(p, n);
@@ -769,6 +832,8 @@ static int op_content(const char *dev, long n, int argc, char **argv)
 	report_content("content", p, ref, n, got > 0 ? got / page_size : 0);
 	if (write)
 		write_tokens(p, fd, off, n);
+	if (write && !priv && has_word(argc, argv, "exec"))
+		content_exec(fd, p, off, n);
 	report_mapping("content_vma", p);
 	if (has_word(argc, argv, "parts") && n >= 3)
 		content_parts(p, n);

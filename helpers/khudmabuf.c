@@ -18,7 +18,7 @@
  *   gup     process_vm_readv, an O_DIRECT read into it from /dev/ram0 and
  *           vmsplice of page 1
  *   split   munmap of the last page and a grow by mremap
- *   content FROM MAP_OFF MAP_PAGES [private]
+ *   content FROM MAP_OFF MAP_PAGES [private|populate]
  *           the memfd's pages stamped with their index (uapi/kh_stamp.h),
  *           the dma-buf made of its pages FROM.. NPAGES-1 (udmabuf_create's
  *           offset), MAP_PAGES of it mapped from page MAP_OFF: what each
@@ -190,7 +190,7 @@ static int op_split(long n)
 	return 0;
 }
 
-static int op_content(long n, long from, long off, long pages, int priv)
+static int op_content(long n, long from, long off, long pages, const char *how)
 {
 	int memfd = memfd_create("khudmabuf", MFD_ALLOW_SEALING), dev, dmabuf;
 	struct udmabuf_create create = { .flags = UDMABUF_FLAGS_CLOEXEC,
@@ -211,8 +211,9 @@ static int op_content(long n, long from, long off, long pages, int priv)
 	if (dmabuf < 0)
 		setup_failed("create");
 	catch_faults();
-	p = mmap(NULL, pages * page_size, PROT_READ | PROT_WRITE, priv ? MAP_PRIVATE : MAP_SHARED,
-		 dmabuf, off * page_size);
+	p = mmap(NULL, pages * page_size, PROT_READ | PROT_WRITE,
+		 !strcmp(how, "private") ? MAP_PRIVATE :
+		 MAP_SHARED | (!strcmp(how, "populate") ? MAP_POPULATE : 0), dmabuf, off * page_size);
 	if (p == MAP_FAILED) {
 		printf("op=content result=%s\n", errname(errno));
 		return 0;
@@ -235,7 +236,7 @@ int main(int argc, char **argv)
 	n = atol(argv[2]);
 	if (!strcmp(argv[1], "content") && argc >= 6)
 		return op_content(n, atol(argv[3]), atol(argv[4]), atol(argv[5]),
-				  argc > 6 && !strcmp(argv[6], "private"));
+				  argc > 6 ? argv[6] : "");
 	if (!strcmp(argv[1], "fault"))
 		return op_fault(n);
 	if (!strcmp(argv[1], "fork"))

@@ -155,7 +155,8 @@ def content_row(behaviour, rec: dict[str, str], first: int, pages: int, how: str
                 expect: str = OWN_PAGES) -> str:
     """One input of a content test: a matrix row (its cell on each kernel)
     and, if it did not hold, what went wrong as a line ("" if it held)."""
-    case = f"mapped from page {first}, {pages} pages" + (f", {how}" if how else "")
+    case = f"mapped from page {first}, {pages} page{'s' if pages != 1 else ''}" + \
+        (f", {how}" if how else "")
     if behaviour.record(f"content {case}", expect, content_seen(rec, first, pages)):
         return ""
     if expect != OWN_PAGES:
@@ -176,7 +177,9 @@ def content_cases(d: Device, behaviour, cases: list[tuple[int, int, str]]) -> li
     the object through a shared mapping, never through a private one),
     parts (mprotect of page 1 and MADV_DONTNEED of the rest: every page
     still shows its own; pages 2.. moved by mremap show the same at their
-    new place)."""
+    new place), fork (a child reads every page before anything touched
+    them), exec (with write: a return instruction called through a
+    PROT_EXEC mapping of the last page, a matrix row)."""
     bad = []
     for i, (offset, pages, how) in enumerate(cases):
         c = d.content(offset, pages, *how.split())
@@ -184,7 +187,7 @@ def content_cases(d: Device, behaviour, cases: list[tuple[int, int, str]]) -> li
             behaviour.note(f"VmFlags of a {d.mode} mapping", c["content_vma"]["vmflags"])
         bad.append(content_row(behaviour, c.get("content", c.get("mmap", {})), offset, pages,
                                how))
-        case = f"mapped from page {offset}, {pages} pages, {how}"
+        case = f"mapped from page {offset}, {pages} page(s), {how}"
         try:
             if "content" not in c:
                 continue
@@ -197,6 +200,14 @@ def content_cases(d: Device, behaviour, cases: list[tuple[int, int, str]]) -> li
                 assert c["write_tokens"]["landed"] == str(landed), \
                     (f"{c['write_tokens']['landed']} of {pages} writes through the mapping "
                      f"reached the object at their offset, not {landed}")
+            if "fork" in how:
+                assert c["child"]["shows"] == stamps(offset, pages), \
+                    f"a child forked before the first touch sees {c['child']['shows']}"
+            if "exec" in how:
+                ex = c["exec"]
+                if not behaviour.record(f"exec through a PROT_EXEC mapping of a {d.mode} page",
+                                        "ok", ex.get("call", f"mmap {ex['mmap']}")):
+                    bad.append(f"{case}: a call into the page gave {ex}")
             if "parts" in how:
                 assert c["mprotect_part"]["result"] == "0"
                 assert c["dontneed_part"]["shows"] == stamps(offset, pages), \

@@ -42,7 +42,7 @@ def test_DX1_content_at_every_offset(dx, behaviour):
     left out: DX3 makes it a hole and DX4 moves it, so in a guest shared
     with them it holds no stamp.)"""
     n = dx.nr_pages
-    bad = content_cases(dx, behaviour, [(1, n - 1, "write parts"), (3, 4, "write"),
+    bad = content_cases(dx, behaviour, [(1, n - 1, "write parts exec"), (3, 4, "write fork"),
                                         (n - 1, 1, "populate"), (2, 5, "fixed"),
                                         (1, n - 2, "private write")])
     bad.append(content_row(behaviour, dx.content(n - 2, 4)["content"], n - 2, 4,

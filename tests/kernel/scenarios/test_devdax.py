@@ -37,7 +37,8 @@ def test_DD1_content_at_every_offset(dd, behaviour):
     bad = [content_row(behaviour, pm.khdax("content", dev, MIB, first, pages,
                                            *how.split()).by_op()["content"], first, pages,
                        how, expect=want)
-           for first, pages, how, want in [(512, 512, "", OWN_PAGES), (3, 100, "", below),
+           for first, pages, how, want in [(512, 512, "", OWN_PAGES),
+                                           (0, 1024, "populate", OWN_PAGES), (3, 100, "", below),
                                            (0, 16, "unaligned", below)]]
     assert not any(bad), "; ".join(b for b in bad if b)
 

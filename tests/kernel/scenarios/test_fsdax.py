@@ -58,9 +58,9 @@ def test_FD1_read_fault_every_page(fd, kernel, behaviour):
 
 # (first page, pages, how) of the file, mapped: the whole file; from an
 # offset inside a 2 MiB block, shorter than the file; a block mapped at an
-# address 4 KiB past 2 MiB alignment (no PMD can map it); private.
+# address 4 KiB past 2 MiB alignment (no PMD can map it); private; MAP_POPULATE.
 FD_CONTENT = [(0, PAGES, ""), (PER_PMD + 3, 100, ""), (PER_PMD, PER_PMD, "unaligned"),
-              (5, 10, "private")]
+              (5, 10, "private"), (PER_PMD, 2 * PER_PMD, "populate")]
 
 
 def test_FD1_content_at_every_offset(fd, behaviour):

@@ -44,7 +44,7 @@ def test_MX2_content_at_every_offset(mx, behaviour):
     fixed over another mapping: each page shows the module's page at its
     offset, as read(2) returns it; writes land there."""
     n = mx.nr_pages
-    bad = content_cases(mx, behaviour, [(0, n, "write"), (5, 9, "write parts"),
+    bad = content_cases(mx, behaviour, [(0, n, "write fork"), (5, 9, "write parts exec"),
                                         (n - 1, 1, "populate"), (8, 16, "fixed")])
     mx.assert_released()
     assert not bad, "; ".join(bad)

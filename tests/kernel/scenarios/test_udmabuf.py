@@ -45,16 +45,17 @@ def test_UD1_fault_every_page(ud, kernel, behaviour):
     assert f["unmapped"]["kpagecount0"] == "1", "the memfd page's mapcount did not come back"
 
 
-@pytest.mark.parametrize("frm,off,pages", [(0, 0, PAGES), (3, 0, PAGES - 3), (0, 5, 4),
-                                           (2, 7, 1)],
-                         ids=["whole", "memfd_offset", "map_offset", "both"])
-def test_UD1_content_at_every_offset(ud, frm, off, pages, behaviour):
+@pytest.mark.parametrize("frm,off,pages,how", [(0, 0, PAGES, ""), (3, 0, PAGES - 3, ""),
+                                               (0, 5, 4, ""), (2, 7, 1, ""),
+                                               (1, 2, 8, "populate")],
+                         ids=["whole", "memfd_offset", "map_offset", "both", "populate"])
+def test_UD1_content_at_every_offset(ud, frm, off, pages, how, behaviour):
     """A dma-buf of the memfd's pages from `frm` on (udmabuf_create's
     offset), mapped from its page `off`: each page shows the memfd's page
     frm + off + i, byte for byte as read(2) of the memfd returns it."""
-    f = khudmabuf(ud, "content", PAGES, frm, off, pages)
+    f = khudmabuf(ud, "content", PAGES, frm, off, pages, how)
     bad = content_row(behaviour, f["content"], frm + off, pages,
-                      f"dma-buf from memfd page {frm}, mapped from its page {off}")
+                      f"dma-buf from memfd page {frm}, mapped from its page {off} {how}".strip())
     assert not bad, bad
 
 
