@@ -29,10 +29,11 @@
  *                 parent's byte after
  *   hole [PGDIR]  (kh_daxlike) punch a hole in block 0, read it: the zero
  *                 page; then write it: the block's page (DX3)
- *   content OFF [private] [populate] [fixed] [fork] [exec] [write] [parts]
+ *   content OFF [private] [populate] [fixed|noreplace] [fork] [exec] [write]
+ *                 [parts] [move]
  *                 map NPAGES from page OFF of the device (MAP_SHARED unless
- *                 private; MAP_POPULATE; MAP_FIXED over an anonymous
- *                 mapping); with fork, a child reads them before anything
+ *                 private; MAP_POPULATE; MAP_FIXED, or MAP_FIXED_NOREPLACE,
+ *                 over an anonymous mapping); with fork, a child reads them before anything
  *                 touched them; read them and compare with read(2) of the
  *                 device at that offset and with the pages' stamps; with
  *                 exec, a return instruction written in the last page
@@ -41,7 +42,8 @@
  *                 token in each page, then read(2) says where it landed;
  *                 with parts (NPAGES >= 3), mprotect of page 1 and
  *                 MADV_DONTNEED of the rest but page 0, then the stamps of
- *                 all, and of pages 2.. NPAGES-1 moved away by mremap
+ *                 all, and of pages 2.. NPAGES-1 moved away by mremap; with
+ *                 move, the stamps after mremap moved the whole mapping
  *   race ROUNDS WINDOW_US  (kh_daxlike) a thread writes block 0 while the
  *                 main thread moves it to a new page (DX4), ROUNDS times
  *   mixed         (kh_mixedmap) read every page, then for each: its PFN,
@@ -807,12 +809,12 @@ static int op_content(const char *dev, long n, int argc, char **argv)
 	if (fd < 0)
 		setup_failed("open");
 	catch_faults();
-	if (has_word(argc, argv, "fixed")) {
+	if (has_word(argc, argv, "fixed") || has_word(argc, argv, "noreplace")) {
 		at = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 		if (at == MAP_FAILED)
 			setup_failed("mmap_anon");
 		memset(at, 0x77, len);
-		flags |= MAP_FIXED;
+		flags |= has_word(argc, argv, "fixed") ? MAP_FIXED : MAP_FIXED_NOREPLACE;
 	}
 	before = minflt();
 	p = mmap(at, len, PROT_READ | (write ? PROT_WRITE : 0), flags, fd, off * page_size);
@@ -835,6 +837,19 @@ static int op_content(const char *dev, long n, int argc, char **argv)
 	if (write && !priv && has_word(argc, argv, "exec"))
 		content_exec(fd, p, off, n);
 	report_mapping("content_vma", p);
+	if (has_word(argc, argv, "move")) {
+		char *to = mmap(NULL, len, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+
+		if (to == MAP_FAILED)
+			setup_failed("mmap_anon");
+		to = mremap(p, len, len, MREMAP_MAYMOVE | MREMAP_FIXED, to);
+		printf("op=moved result=%s ", errname(to == MAP_FAILED ? errno : 0));
+		if (to != MAP_FAILED) {
+			print_shows(to, n);
+			p = to;
+		}
+		putchar('\n');
+	}
 	if (has_word(argc, argv, "parts") && n >= 3)
 		content_parts(p, n);
 	munmap(p, len);

@@ -179,7 +179,8 @@ def content_cases(d: Device, behaviour, cases: list[tuple[int, int, str]]) -> li
     still shows its own; pages 2.. moved by mremap show the same at their
     new place), fork (a child reads every page before anything touched
     them), exec (with write: a return instruction called through a
-    PROT_EXEC mapping of the last page, a matrix row)."""
+    PROT_EXEC mapping of the last page, a matrix row), move (mremap of the
+    whole mapping: the same pages at the new place)."""
     bad = []
     for i, (offset, pages, how) in enumerate(cases):
         c = d.content(offset, pages, *how.split())
@@ -200,6 +201,9 @@ def content_cases(d: Device, behaviour, cases: list[tuple[int, int, str]]) -> li
                 assert c["write_tokens"]["landed"] == str(landed), \
                     (f"{c['write_tokens']['landed']} of {pages} writes through the mapping "
                      f"reached the object at their offset, not {landed}")
+            if "move" in how:
+                assert c["moved"].get("shows") == stamps(offset, pages), \
+                    f"moved by mremap ({c['moved']['result']}): shows {c['moved'].get('shows')}"
             if "fork" in how:
                 assert c["child"]["shows"] == stamps(offset, pages), \
                     f"a child forked before the first touch sees {c['child']['shows']}"

@@ -43,10 +43,12 @@ def test_DX1_content_at_every_offset(dx, behaviour):
     with them it holds no stamp.)"""
     n = dx.nr_pages
     bad = content_cases(dx, behaviour, [(1, n - 1, "write parts exec"), (3, 4, "write fork"),
-                                        (n - 1, 1, "populate"), (2, 5, "fixed"),
+                                        (n - 1, 1, "populate"), (2, 5, "fixed move"),
                                         (1, n - 2, "private write")])
     bad.append(content_row(behaviour, dx.content(n - 2, 4)["content"], n - 2, 4,
                            "past the end", expect="EINVAL"))
+    bad.append(content_row(behaviour, dx.content(1, 2, "noreplace")["content"], 1, 2,
+                           "MAP_FIXED_NOREPLACE over a mapping", expect="EEXIST"))
     dx.assert_released()
     assert not any(bad), "; ".join(b for b in bad if b)
 

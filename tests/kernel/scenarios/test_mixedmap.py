@@ -41,11 +41,13 @@ def test_MX1_write_notify_after_prepopulation(mx, behaviour):
 def test_MX2_content_at_every_offset(mx, behaviour):
     """The module's pages mapped from other offsets than 0 and shorter
     than all of them (prepopulation inserts from vm_pgoff on), populated,
-    fixed over another mapping: each page shows the module's page at its
-    offset, as read(2) returns it; writes land there."""
+    fixed over another mapping, moved whole by mremap, private: each page
+    shows the module's page at its offset, as read(2) returns it; writes
+    land there through a shared mapping, nowhere through a private one."""
     n = mx.nr_pages
     bad = content_cases(mx, behaviour, [(0, n, "write fork"), (5, 9, "write parts exec"),
-                                        (n - 1, 1, "populate"), (8, 16, "fixed")])
+                                        (n - 1, 1, "populate"), (8, 16, "fixed move"),
+                                        (3, 6, "private write")])
     mx.assert_released()
     assert not bad, "; ".join(bad)
 

@@ -68,10 +68,11 @@ def test_RB1_content_read_back(rb, behaviour):
     for byte as read(2) of the device returns it (every page stamped with
     its index): a mapping of the wrong or a shifted page cannot pass. The
     same through MAP_POPULATE (nothing left to fault), MAP_FIXED over an
-    existing mapping, and for a child forked before the first touch."""
+    existing mapping, for a child forked before the first touch, and after
+    mremap moved it whole."""
     n = rb.nr_pages
     bad = content_cases(rb, behaviour, [(0, n, "plain"), (0, n, "populate"), (0, n, "fixed"),
-                                        (0, n, "fork")])
+                                        (0, n, "fork move")])
     rb.assert_released()
     assert not bad, "; ".join(bad)
 
