@@ -23,7 +23,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -171,8 +173,34 @@ def table(rows: list[Row]) -> str:
     return "\n".join(lines)
 
 
+def ahead(fn: Callable[[], str]) -> Callable[[], str]:
+    """fn run now in a thread of its own: a function that waits for its
+    result or raises its error. The thread is a daemon, so an interrupted
+    run does not wait for it; its make dies with it (spawn's parent-death
+    signal)."""
+    box: dict[str, object] = {}
+
+    def work() -> None:
+        try:
+            box["spec"] = fn()
+        except BaseException as e:      # handed to the waiter, raised there
+            box["error"] = e
+
+    thread = threading.Thread(target=work, name="kh-build-ahead", daemon=True)
+    thread.start()
+
+    def result() -> str:
+        thread.join()
+        if "error" in box:
+            raise box["error"]          # type: ignore[misc]
+        return str(box["spec"])
+    return result
+
+
 def run(req: MutantsRequest, out: Path) -> int:
-    """Exit 0 only if the clean kernel passed and every mutant was caught."""
+    """Exit 0 only if the clean kernel passed and every mutant was caught.
+    The next kernel is built while the suite runs on this one: make beside
+    one TCG guest keeps both cores of a small machine busy."""
     arch = req.arch
     muts = load(req.mutants or data("mutants"), req.only)
     base = patches.load(req.build.patches) if req.build.patches else []
@@ -186,14 +214,20 @@ def run(req: MutantsRequest, out: Path) -> int:
     out = out / f"mutants-{arch}"
     rows: list[Row] = []
     t_all = time.monotonic()
-    for i, m in enumerate([None, *muts]):
+    kernels = [None, *muts]
+
+    def build(m: Mutant | None) -> Callable[[], str]:
+        series = series_of[m.name] if m else base
+        return ahead(lambda: kbuild.build(kbuild.request(req.build, arch, series)).spec)
+
+    built = build(kernels[0])
+    for i, m in enumerate(kernels):
         name = m.name if m else "clean"
         targets = list(m.targets) if m else []
         progress(f"mutant {i}/{len(muts)}: {name}" + (f" ({m.subject})" if m else ""))
         t0 = time.monotonic()
-        series = series_of[m.name] if m else base
         try:
-            spec = kbuild.build(kbuild.request(req.build, arch, series)).spec
+            spec = built()
         except UsageError as e:
             raise UsageError(f"{name}: {e}") from None
         except KhError as e:
@@ -201,7 +235,11 @@ def run(req: MutantsRequest, out: Path) -> int:
                 raise KhError(f"the clean tree does not build: {e}", detail=e.detail) from None
             rows.append(Row(name, targets, "not run", seconds=time.monotonic() - t0,
                             note=f"build failed: {e}"))
+            if i + 1 < len(kernels):
+                built = build(kernels[i + 1])
             continue
+        if i + 1 < len(kernels):
+            built = build(kernels[i + 1])
         suite = req.suite if m is None or req.whole_suite else \
             dataclasses.replace(req.suite, k=selection(m, req.suite.k))
         status, junit = run_suite(suite, spec, arch, out / name)

@@ -94,3 +94,20 @@ def test_the_selection_never_hides_a_catch():
         for s in m.scenarios:
             assert f"test_{s}" in k.split(" or ") or f"test_{s.rstrip('0123456789')}" in \
                 k.split(" or "), (m.name, s, k)
+
+
+def test_the_next_kernel_builds_ahead_and_its_error_reaches_the_waiter():
+    import threading
+
+    started = threading.Event()
+
+    def build() -> str:
+        started.set()
+        return "build:abc"
+    result = mutants.ahead(build)
+    assert started.wait(5) and result() == "build:abc"
+
+    def broken() -> str:
+        raise UsageError("no such patch")
+    with pytest.raises(UsageError, match="no such patch"):
+        mutants.ahead(broken)()
