@@ -22,6 +22,7 @@ from harness.errors import KhError, UsageError
 from harness.kbuild import kconfig
 from harness.kbuild import linux as kbuild
 from harness.requests import (
+    BOOT_PATHS,
     GuestRequest,
     MutantsRequest,
     NightlyRequest,
@@ -178,8 +179,8 @@ def _check_settings(spec: dict, bad) -> None:
     if not isinstance(spec.get("optional", False), bool):
         raise bad("optional must be true or false", "optional")
     boot = spec.get("boot")
-    if boot is not None and boot not in session.BOOT_PATHS:
-        raise bad(f"boot must be one of {', '.join(session.BOOT_PATHS)}, not {boot!r}", "boot")
+    if boot is not None and boot not in BOOT_PATHS:
+        raise bad(f"boot must be one of {', '.join(BOOT_PATHS)}, not {boot!r}", "boot")
     suite = spec.get("suite")
     known = (*resources.suites(), "all")
     if suite is not None and (not _strings(suite) or not suite

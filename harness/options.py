@@ -25,12 +25,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness import arches, cachetool, remote, resources
+from harness import addresses, arches, cachetool, resources
 from harness.apt import SERIES
 from harness.arches import Arch
 from harness.errors import UsageError
 from harness.kernels import DEFAULT_SPEC, validate
 from harness.requests import (
+    BOOT_PATHS,
     BisectRequest,
     GuestRequest,
     MutantsRequest,
@@ -40,7 +41,6 @@ from harness.requests import (
     SuiteRequest,
 )
 from harness.results import known
-from harness.session import BOOT_PATHS
 from harness.util import cache_root
 from harness.vm.launcher import check_backing
 from harness.vm.machine import PMEM_ALIGN, PMEM_LABEL, PMEM_MIN, PMEM_ROOT
@@ -320,7 +320,7 @@ TABLE = (
            (*GUESTS, *SOURCE), None, _arches),
     Option(("--target",), "a real machine that already runs the kernel under test, "
            "instead of a QEMU guest: ssh://[user@]host[:port]", GUESTS, None,
-           remote.parse_url),
+           addresses.parse_url),
     Option(("--identity",), "SSH private key for --target (default: ssh-agent and "
            "~/.ssh/id_*)", GUESTS, None, _readable("--identity")),
     Option(("--known-hosts",), "known_hosts file checked (and, with --accept-new-host-key, "

@@ -15,13 +15,13 @@ import re
 import select
 import shlex
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import NoReturn
 
 import paramiko
 from paramiko.ssh_exception import NoValidConnectionsError
 
+from harness.addresses import Access
 from harness.errors import KhError, UsageError
 from harness.guest import GuestCommandError, GuestDied, Result, quote
 from harness.observe import reports
@@ -29,42 +29,6 @@ from harness.util import progress
 
 CONNECT_TIMEOUT = 15.0
 KMSG_TAIL = 40      # kernel log lines a lost connection's report carries
-
-
-@dataclass(frozen=True)
-class SshUrl:
-    user: str
-    host: str
-    port: int = 22
-
-    def __str__(self) -> str:
-        return f"ssh://{self.user}@{self.host}:{self.port}"
-
-    @property
-    def known_hosts_name(self) -> str:
-        """How OpenSSH's known_hosts names this host."""
-        return self.host if self.port == 22 else f"[{self.host}]:{self.port}"
-
-
-def parse_url(text: str) -> SshUrl:
-    m = re.fullmatch(r"ssh://(?:([\w.\-]+)@)?(\[[0-9a-fA-F:]+\]|[\w.\-]+)(?::(\d+))?/?", text)
-    if not m:
-        raise UsageError(f"--target '{text}' is not an ssh://[user@]host[:port] address "
-                         f"(e.g. ssh://root@board.lab:22)")
-    port = int(m.group(3) or 22)
-    if not 0 < port < 65536:
-        raise UsageError(f"--target '{text}': port {port} is out of range")
-    return SshUrl(m.group(1) or "root", m.group(2).strip("[]"), port)
-
-
-@dataclass(frozen=True)
-class Access:
-    """How to reach the target: its address and the trust settings."""
-    url: SshUrl
-    identity: Path | None = None
-    known_hosts: Path | None = None      # besides ~/.ssh/known_hosts
-    accept_new: bool = False             # OpenSSH's StrictHostKeyChecking=accept-new
-    reboot_wait: float | None = None     # seconds a target that went away may take to return
 
 
 class _HostKeys(paramiko.MissingHostKeyPolicy):

@@ -16,13 +16,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from harness.addresses import Access, SshUrl
 from harness.arches import Arch
-from harness.remote import Access, SshUrl
 
 # MachineSpec fields set by options of these names.
 MACHINE_FIELDS = {"memory": "memory_mb", "append": "append", "numa": "numa",
                   "swap": "swap_mb", "pmem": "pmem_mb", "overcommit": "overcommit",
                   "hugepages": "hugepages", "vng_root": "vng_root"}
+
+BOOT_PATHS = ("initramfs", "vng")      # how a QEMU guest boots: our initramfs, virtme-ng
 
 
 @dataclass(frozen=True)

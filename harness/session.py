@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
-from harness import arches, cache, claims, mounts, remote, resources
+from harness import addresses, arches, cache, claims, mounts, remote, resources
 from harness.errors import KhError, UsageError
 from harness.guest import Explanation, Guest, GuestDied, Target
 from harness.kbuild import helpers, kmod
@@ -31,7 +31,6 @@ from harness.vm.machine import BootError, Machine, MachineSpec
 from harness.vm.qemu import QemuLauncher
 from harness.vm.vng import VngLauncher
 
-BOOT_PATHS = ("initramfs", "vng")
 SMP_BOOT_ATTEMPTS = 3
 
 
@@ -46,7 +45,7 @@ class Prepared:
     spec: MachineSpec
     boots: int = 0
     boot_retries: int = 0                      # boots that failed in the rig and were redone
-    target: remote.Access | None = None        # a real machine, not a QEMU guest
+    target: addresses.Access | None = None        # a real machine, not a QEMU guest
     conn: remote.Connection | None = None      # the connection prepare() made to it
     # Guests come from a snapshot of the first boot (harness/vm/snapshot.py)
     # where the boot path allows; False boots every one (bench's "initramfs").

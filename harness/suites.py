@@ -14,9 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from harness import claims, options, spawn
+from harness.addresses import SshUrl
 from harness.arches import Arch
 from harness.errors import UsageError
-from harness.remote import SshUrl
 from harness.requests import SuiteRequest
 from harness.resources import data
 from harness.results import compare

@@ -45,7 +45,7 @@ def samples(tmp: Path) -> dict[str, tuple[str, list[str]]]:
         "kmod": (str(tmp / "kmod"), []), "stress": ("cpu,memory", []),
         "until_hit": ("", []), "paths": ("vng", []), "commands": ("5", []),
         "source": (str(tree), []), "patches": ("series.mbox", []),
-        "mutants": (str(tmp), []), "only": ("a,b", []), "config": ("base,kasan", []),
+        "mutants": (str(tmp), []), "only": ("a,b", []), "whole_suite": ("", []), "config": ("base,kasan", []),
         "strict_config": ("", []), "jobs": ("3", []), "no_ccache": ("", []),
         "json": ("", []), "list": ("", []), "job": ("stock-debian-7.2-x86_64", []),
         "fresh": ("module", []), "shard": ("2/5", []), "origin": ("kernelci-kh", []),

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from harness import cli, options, remote
+from harness import addresses, cli, options
 from harness.arches import ARCHES, host
 
 REPO = Path(__file__).resolve().parents[2]
@@ -187,7 +187,7 @@ def test_unknown_source_is_bad_input_not_a_build_failure(command, tmp_path):
     ("ssh://root@[fe80::1]:22", "root", "fe80::1", 22),
 ])
 def test_ssh_target_addresses(text, user, host, port):
-    url = remote.parse_url(text)
+    url = addresses.parse_url(text)
     assert (url.user, url.host, url.port) == (user, host, port)
     assert url.known_hosts_name == (host if port == 22 else f"[{host}]:{port}")
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from sshd import Keys, SshdGuest, free_port, have_dropbear
 
-from harness import remote, session
+from harness import addresses, remote, session
 from harness.errors import KhError
 from harness.guest import GuestCommandError, GuestDied
 from harness.requests import GuestRequest
@@ -40,9 +40,9 @@ def sshd(kh_pool, tmp_path_factory):
     guest.stop()
 
 
-def access(sshd: SshdGuest, known: Path | None = None, **kw) -> remote.Access:
+def access(sshd: SshdGuest, known: Path | None = None, **kw) -> addresses.Access:
     known = known or sshd.keys.known_hosts(sshd.port)
-    return remote.Access(remote.parse_url(sshd.url), sshd.keys.user_key, known, **kw)
+    return addresses.Access(addresses.parse_url(sshd.url), sshd.keys.user_key, known, **kw)
 
 
 def target_of(sshd: SshdGuest, out: Path, **kw) -> tuple[session.Prepared, remote.SshTarget]:
