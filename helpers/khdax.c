@@ -17,8 +17,9 @@
  *                 first; after munmap, kpagecount again
  *   fork shared|private  the parent writes a token and faults every page;
  *                 the child counts the pages present before it touches
- *                 any, reads the token, writes page 1: its PFN against the
- *                 parent's, and what the parent reads there after
+ *                 any, reads the token, writes pages 1..16: page 1's PFN
+ *                 against the parent's, the faults the writes took, and
+ *                 what the parent reads in page 1 after
  *   gup           process_vm_readv of page 1; O_DIRECT from page 1 to
  *                 /dev/ram0 and back into page 2; vmsplice of page 1; page 1
  *                 as an io_uring fixed buffer (FOLL_LONGTERM)
@@ -55,6 +56,7 @@
 
 #define PMD_SIZE	(2UL << 20)
 #define PAGE_OFF	8		/* where the tests' bytes go in a page */
+#define WRITES		16		/* pages fork's child writes, from page 1 */
 
 static int fill(int fd, size_t len)
 {
@@ -181,7 +183,7 @@ static int op_fork(const char *path, long n, const char *how)
 	fflush(stdout);
 	pid = fork();
 	if (pid == 0) {
-		long present = 0;
+		long present = 0, before;
 		const char *r;
 		char got = 0;
 
@@ -191,8 +193,12 @@ static int op_fork(const char *path, long n, const char *how)
 		hold("child_before", p);
 		r = touch(p + PAGE_OFF, 0, 0, &got);
 		printf("op=child_read access=%s token=%d\n", r, got);
+		before = minflt();
 		r = touch(p + page_size + PAGE_OFF, 1, 0x6b, NULL);
-		printf("op=child_write access=%s pfn1=%ld\n", r, pagemap_pfn(p + page_size));
+		for (long i = 2; i <= WRITES; i++)
+			touch(p + i * page_size + PAGE_OFF, 1, 0x6b, NULL);
+		printf("op=child_write access=%s pfn1=%ld pages=%d minflt=%ld\n", r,
+		       pagemap_pfn(p + page_size), WRITES, minflt() - before);
 		fflush(stdout);
 		_exit(got == 0x42 ? 0 : 1);
 	}
