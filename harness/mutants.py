@@ -197,63 +197,74 @@ def ahead(fn: Callable[[], str]) -> Callable[[], str]:
     return result
 
 
+def series(req: MutantsRequest, muts: list[Mutant]) -> dict[str, list]:
+    """Each mutant's patch series (under --patches), checked to apply before
+    the first (long) build."""
+    base = patches.load(req.build.patches) if req.build.patches else []
+    out = {m.name: base + patches.load(str(m.path)) for m in muts}
+    out["clean"] = base
+    for name, s in out.items():
+        try:
+            kbuild.request(req.build, req.arch, s)
+        except UsageError as e:
+            raise UsageError(f"{name}: {e}") from None
+    return out
+
+
+def verdict_row(req: MutantsRequest, m: Mutant | None, spec: str, out: Path,
+                t0: float) -> Row:
+    """The suite on one built kernel (a mutant's: only what its files
+    reach) and what it caught."""
+    name = m.name if m else "clean"
+    targets = list(m.targets) if m else []
+    suite = req.suite if m is None or req.whole_suite else \
+        dataclasses.replace(req.suite, k=selection(m, req.suite.k))
+    status, junit = run_suite(suite, spec, req.arch, out / name)
+    if status not in (0, 1) or not junit.exists():
+        if m is None:
+            raise KhError(f"the suite could not run on the clean kernel {spec}: "
+                          f"see {out / name}")
+        return Row(name, targets, "not run", seconds=time.monotonic() - t0,
+                   note=f"the suite could not run ({spec}): see {out / name}")
+    failed, reports = outcome(junit)
+    v = ("passed" if not failed else "FAILED") if m is None else verdict(m, failed)
+    return Row(name, targets, v, failed, reports, time.monotonic() - t0, kernel=spec)
+
+
 def run(req: MutantsRequest, out: Path) -> int:
     """Exit 0 only if the clean kernel passed and every mutant was caught.
     The next kernel is built while the suite runs on this one: make beside
     one TCG guest keeps both cores of a small machine busy."""
-    arch = req.arch
     muts = load(req.mutants or data("mutants"), req.only)
-    base = patches.load(req.build.patches) if req.build.patches else []
-    # Every mutant is a patch that applies, before the first (long) build.
-    series_of = {m.name: base + patches.load(str(m.path)) for m in muts}
-    for name, series in series_of.items():
-        try:
-            kbuild.request(req.build, arch, series)
-        except UsageError as e:
-            raise UsageError(f"{name}: {e}") from None
-    out = out / f"mutants-{arch}"
+    series_of = series(req, muts)
+    out = out / f"mutants-{req.arch}"
     rows: list[Row] = []
     t_all = time.monotonic()
-    kernels = [None, *muts]
+    kernels: list[Mutant | None] = [None, *muts]
 
     def build(m: Mutant | None) -> Callable[[], str]:
-        series = series_of[m.name] if m else base
-        return ahead(lambda: kbuild.build(kbuild.request(req.build, arch, series)).spec)
+        s = series_of[m.name if m else "clean"]
+        return ahead(lambda: kbuild.build(kbuild.request(req.build, req.arch, s)).spec)
 
     built = build(kernels[0])
     for i, m in enumerate(kernels):
         name = m.name if m else "clean"
-        targets = list(m.targets) if m else []
         progress(f"mutant {i}/{len(muts)}: {name}" + (f" ({m.subject})" if m else ""))
         t0 = time.monotonic()
         try:
-            spec = built()
+            spec: str | None = built()
         except UsageError as e:
             raise UsageError(f"{name}: {e}") from None
         except KhError as e:
             if m is None:
                 raise KhError(f"the clean tree does not build: {e}", detail=e.detail) from None
-            rows.append(Row(name, targets, "not run", seconds=time.monotonic() - t0,
-                            note=f"build failed: {e}"))
-            if i + 1 < len(kernels):
-                built = build(kernels[i + 1])
-            continue
+            rows.append(Row(name, list(m.targets), "not run",
+                            seconds=time.monotonic() - t0, note=f"build failed: {e}"))
+            spec = None
         if i + 1 < len(kernels):
             built = build(kernels[i + 1])
-        suite = req.suite if m is None or req.whole_suite else \
-            dataclasses.replace(req.suite, k=selection(m, req.suite.k))
-        status, junit = run_suite(suite, spec, arch, out / name)
-        if status not in (0, 1) or not junit.exists():
-            if m is None:
-                raise KhError(f"the suite could not run on the clean kernel {spec}: "
-                              f"see {out / name}")
-            rows.append(Row(name, targets, "not run", seconds=time.monotonic() - t0,
-                            note=f"the suite could not run ({spec}): see {out / name}"))
-            continue
-        failed, reports = outcome(junit)
-        v = ("passed" if not failed else "FAILED") if m is None else verdict(m, failed)
-        rows.append(Row(name, targets, v, failed, reports, time.monotonic() - t0,
-                        kernel=spec))
+        if spec is not None:
+            rows.append(verdict_row(req, m, spec, out, t0))
         write_out(out / "mutants.json", json.dumps([asdict(r) for r in rows], indent=1))
     text = table(rows) + f"\nwall time: {(time.monotonic() - t_all) / 60:.1f} min"
     write_out(out / "mutants.txt", text + "\n")
