@@ -126,8 +126,6 @@ def regranulate(path: Path, page: int) -> None:
     arm64 dumps in 64 KiB blocks whatever granule the guest runs with;
     libkdumpfile numbers the file's pages by VMCOREINFO's PAGESIZE, so with
     4 KiB pages every read lands on the wrong block ("Excluded page")."""
-    import zlib
-
     with open(path, "rb") as src:
         block0 = src.read(GEOMETRY_AT + HEADER_FIELDS.size)
         block, sub_blocks, bitmap_blocks, _ = HEADER_FIELDS.unpack_from(block0, GEOMETRY_AT)
@@ -171,35 +169,45 @@ def regranulate(path: Path, page: int) -> None:
             out.write(bytes(sub[:new_sub_blocks * page]).ljust(new_sub_blocks * page, b"\0"))
             _write_sparse(out, new_valid, page)     # mostly holes: the
             _write_sparse(out, new_dumped, page)    # PCI window above RAM
-            table = bytearray()
             out.seek(data_at)
-            zero_at, zero_page = None, bytes(page)
-            for offset, size, flags, _ in descs:
-                src.seek(offset)
-                data = src.read(size)
-                if flags & ZLIB:
-                    data = zlib.decompress(data)
-                elif flags:
-                    raise Unreadable(f"{path}: a page compressed other than with zlib "
-                                     f"(flags {flags:#x})")
-                for i in range(ratio):
-                    piece = data[i * page:(i + 1) * page]
-                    if piece == zero_page:
-                        if zero_at is None:
-                            zero_at, zero = out.tell(), zlib.compress(piece, 1)
-                            out.write(zero)
-                        table += PAGE_DESC.pack(zero_at, len(zero), ZLIB, 0)
-                        continue
-                    packed = zlib.compress(piece, 1)
-                    if len(packed) < page:
-                        table += PAGE_DESC.pack(out.tell(), len(packed), ZLIB, 0)
-                        out.write(packed)
-                    else:
-                        table += PAGE_DESC.pack(out.tell(), page, 0, 0)
-                        out.write(piece)
+            table = _split_pages(src, out, descs, ratio, page, path)
             out.seek(desc_at)
             out.write(table)
     tmp.replace(path)
+
+
+def _split_pages(src, out, descs, ratio: int, page: int, path: Path) -> bytes:
+    """Each block the descriptors name, read from src, written to out as
+    `ratio` pages (zlib where it pays, one copy of the zero page): the new
+    descriptor table."""
+    import zlib
+
+    table = bytearray()
+    zero_at, zero, zero_page = None, b"", bytes(page)
+    for offset, size, flags, _ in descs:
+        src.seek(offset)
+        data = src.read(size)
+        if flags & ZLIB:
+            data = zlib.decompress(data)
+        elif flags:
+            raise Unreadable(f"{path}: a page compressed other than with zlib "
+                             f"(flags {flags:#x})")
+        for i in range(ratio):
+            piece = data[i * page:(i + 1) * page]
+            if piece == zero_page:
+                if zero_at is None:
+                    zero_at, zero = out.tell(), zlib.compress(piece, 1)
+                    out.write(zero)
+                table += PAGE_DESC.pack(zero_at, len(zero), ZLIB, 0)
+                continue
+            packed = zlib.compress(piece, 1)
+            if len(packed) < page:
+                table += PAGE_DESC.pack(out.tell(), len(packed), ZLIB, 0)
+                out.write(packed)
+            else:
+                table += PAGE_DESC.pack(out.tell(), page, 0, 0)
+                out.write(piece)
+    return bytes(table)
 
 
 def _bits(bitmap: bytes):
