@@ -40,9 +40,9 @@
  *                 through the mapping is called through a second,
  *                 PROT_EXEC one; with write, a
  *                 token in each page, then read(2) says where it landed;
- *                 with parts (NPAGES >= 3), mprotect of page 1 and
+ *                 with parts (NPAGES >= 5), mprotect of page 1 and
  *                 MADV_DONTNEED of the rest but page 0, then the stamps of
- *                 all, and of pages 2.. NPAGES-1 moved away by mremap; with
+ *                 all, and of pages 3.. NPAGES-2 moved away by mremap; with
  *                 move, the stamps after mremap moved the whole mapping
  *   race ROUNDS WINDOW_US  (kh_daxlike) a thread writes block 0 while the
  *                 main thread moves it to a new page (DX4), ROUNDS times
@@ -712,11 +712,12 @@ static void write_tokens(char *p, int fd, long off, long n)
 /*
  * Operations on part of the mapping: what each page shows after the VMA
  * is split by mprotect, after MADV_DONTNEED made the rest refault, and
- * where the pages after the split moved to with mremap.
+ * where pages 3.. n-2 moved to with mremap: from inside the VMA that
+ * begins at page 2, so the new VMA's file offset is its own.
  */
 static void content_parts(char *p, long n)
 {
-	size_t mid = (n - 2) * page_size;
+	size_t mid = (n - 4) * page_size;
 	char *to;
 	int r;
 
@@ -729,10 +730,10 @@ static void content_parts(char *p, long n)
 	to = mmap(NULL, mid, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	if (to == MAP_FAILED)
 		setup_failed("mmap_anon");
-	to = mremap(p + 2 * page_size, mid, mid, MREMAP_MAYMOVE | MREMAP_FIXED, to);
+	to = mremap(p + 3 * page_size, mid, mid, MREMAP_MAYMOVE | MREMAP_FIXED, to);
 	printf("op=mremap_part result=%s ", errname(to == MAP_FAILED ? errno : 0));
 	if (to != MAP_FAILED) {
-		print_shows(to, n - 2);
+		print_shows(to, n - 4);
 		munmap(to, mid);
 	}
 	putchar('\n');
@@ -850,7 +851,7 @@ static int op_content(const char *dev, long n, int argc, char **argv)
 		}
 		putchar('\n');
 	}
-	if (has_word(argc, argv, "parts") && n >= 3)
+	if (has_word(argc, argv, "parts") && n >= 5)
 		content_parts(p, n);
 	munmap(p, len);
 	close(fd);
