@@ -803,7 +803,7 @@ static int op_content(const char *dev, long n, int argc, char **argv)
 		    (has_word(argc, argv, "populate") ? MAP_POPULATE : 0);
 	long off = argc ? atol(argv[0]) : 0, before;
 	size_t len = n * page_size;
-	int fd = open(dev, O_RDWR);
+	int fd = strcmp(dev, "perf") ? open(dev, O_RDWR) : perf_open();
 	char *at = NULL, *p, *ref = malloc(len);
 	ssize_t got;
 

@@ -177,10 +177,11 @@ def content_cases(d: Device, behaviour, cases: list[tuple[int, int, str]]) -> li
     the object through a shared mapping, never through a private one),
     parts (mprotect of page 1 and MADV_DONTNEED of the rest: every page
     still shows its own; pages 3..pages-2, moved by mremap from inside the
-    VMA that begins at page 2, show the same at their new place), fork (a child reads every page before anything touched
-    them), exec (with write: a return instruction called through a
-    PROT_EXEC mapping of the last page, a matrix row), move (mremap of the
-    whole mapping: the same pages at the new place)."""
+    VMA that begins at page 2, show the same at their new place), fork (a
+    child reads every page before anything touched them), exec (with
+    write: a return instruction called through a PROT_EXEC mapping of the
+    last page, a matrix row), move (mremap of the whole mapping: the same
+    pages at the new place)."""
     bad = []
     for i, (offset, pages, how) in enumerate(cases):
         c = d.content(offset, pages, *how.split())

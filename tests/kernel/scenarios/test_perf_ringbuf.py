@@ -7,6 +7,8 @@ handler that set page->mapping to remap_pfn_range() in mmap, VM_PFNMAP:
 
 from __future__ import annotations
 
+from conftest import content_row
+
 NR_PAGES = 9   # one control page and 8 data pages
 
 
@@ -43,6 +45,18 @@ def test_RB7_perf_partial_unmap_refused(guest, behaviour):
     behaviour.check("munmap part", "EINVAL", ops["munmap_tail"])
     behaviour.check("mremap shrink", "EINVAL", ops["mremap_shrink"])
     assert ops["intact"] == "yes"
+
+
+def test_RB7_perf_other_than_a_whole_shared_buffer_refused(guest, behaviour):
+    """perf maps its buffer whole and shared: the control page and 2^n data
+    pages from offset 0 (a later offset is the AUX area, which needs a
+    buffer first); a private mapping is refused."""
+    bad = [content_row(behaviour, guest.run(["khmap", "content", "perf", str(pages), str(off),
+                                             how], check=True).by_op()["content"],
+                       off, pages, how, expect="EINVAL")
+           for off, pages, how in [(1, NR_PAGES - 1, "offset"), (0, NR_PAGES - 5, "3 data pages"),
+                                   (0, NR_PAGES, "private")]]
+    assert not any(bad), "; ".join(b for b in bad if b)
 
 
 def test_RB7_perf_gup(guest, kernel, behaviour):
