@@ -149,7 +149,7 @@ def entries(root: Path | None = None) -> list[Entry]:
                          describe(path, kind)))
     # A kernel is in use as long as a snapshot of it is: least recently used
     # goes by the newest of the two, so a kernel never goes before its snapshots.
-    for kernel, snaps in _snapshots_of(out).items():
+    for kernel, snaps in snapshots_of(out).items():
         e = next(e for e in out if e.path == kernel)
         e.used = max(e.used, *(s.used for s in snaps))
     ccache = root / "ccache"
@@ -257,7 +257,7 @@ def remove(entry: Entry) -> str | None:
     return None
 
 
-def _snapshots_of(all_: list[Entry]) -> dict[Path, list[Entry]]:
+def snapshots_of(all_: list[Entry]) -> dict[Path, list[Entry]]:
     """Kernel and build entries -> the snapshots made of them."""
     out: dict[Path, list[Entry]] = {}
     for snap in all_:
@@ -278,7 +278,7 @@ def prune(*, older_than: float | None = None, max_size: int | None = None,
     root = cache_root()
     all_ = entries(root)
     p = plan(all_, total_size(root), older_than=older_than, max_size=max_size, kinds=kinds)
-    snapshots = _snapshots_of(all_)
+    snapshots = snapshots_of(all_)
     done: set[Path] = set()
     queue = list(p.remove)
     freed = 0

@@ -29,6 +29,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from harness import cachetool
 from harness.errors import KhError, UsageError
 from harness.kbuild import linux as kbuild
 from harness.kbuild import patches
@@ -36,7 +37,7 @@ from harness.requests import MutantsRequest
 from harness.resources import data, scenario_ids
 from harness.results import compare
 from harness.suites import run_suite
-from harness.util import progress, write_out
+from harness.util import cache_root, progress, write_out
 
 INVARIANTS = ("refcount", "mapcount", "RSS", "PAT memtype", "write-notify")
 
@@ -231,6 +232,21 @@ def verdict_row(req: MutantsRequest, m: Mutant | None, spec: str, out: Path,
     return Row(name, targets, v, failed, reports, time.monotonic() - t0, kernel=spec)
 
 
+def forget(spec: str) -> None:
+    """A mutant's kernel and the snapshots made of it, once its suite has
+    run: nothing else boots it (a rerun builds it again, one file through
+    ccache), and kept, 36 mutants' snapshots fill tens of GiB. The clean
+    kernel stays; an entry another run holds is kept."""
+    key = spec.removeprefix("build:")
+    everything = cachetool.entries(cache_root())
+    snapshots = cachetool.snapshots_of(everything)
+    for build in [e for e in everything if e.kind == "builds" and e.path.name.endswith(key)]:
+        for e in [*snapshots.get(build.path, []), build]:
+            why = cachetool.remove(e)
+            if why:
+                progress(f"kept {e.name}: {why}")
+
+
 def run(req: MutantsRequest, out: Path) -> int:
     """Exit 0 only if the clean kernel passed and every mutant was caught.
     The next kernel is built while the suite runs on this one: make beside
@@ -265,6 +281,8 @@ def run(req: MutantsRequest, out: Path) -> int:
             built = build(kernels[i + 1])
         if spec is not None:
             rows.append(verdict_row(req, m, spec, out, t0))
+            if m is not None:
+                forget(spec)
         write_out(out / "mutants.json", json.dumps([asdict(r) for r in rows], indent=1))
     text = table(rows) + f"\nwall time: {(time.monotonic() - t_all) / 60:.1f} min"
     write_out(out / "mutants.txt", text + "\n")

@@ -349,8 +349,9 @@ TABLE = (
            _choice("--fresh", FRESH), bare="test"),
     Option(("--vmcore",), "when a test's guest memory is dumped into its artifacts folder "
            "(QEMU's dump-guest-memory, for drgn or crash): on-failure (default), always, "
-           "never", ("run", PYTEST, *BUILT, "nightly"), "on-failure",
-           _choice("--vmcore", VMCORE)),
+           "never (mutants: default never, a dump a failed test of a broken kernel is "
+           "gigabytes)", ("run", PYTEST, *BUILT, "nightly"), "on-failure",
+           _choice("--vmcore", VMCORE), per_command={"mutants": "never"}),
     Option(("--selftests-source",), "where the upstream mm selftests come from: a kernel "
            "tree, a .tar.* of one, or debian-source:<series> (default: the kernel's own "
            "source)", ("run", PYTEST), None, _source_spec("--selftests-source")),

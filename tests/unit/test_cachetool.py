@@ -217,3 +217,14 @@ def test_a_cache_well_under_its_cap_is_not_walked_again_soon(root, monkeypatch):
     monkeypatch.setenv(cachetool.MAX_ENV, "1M")
     cachetool.enforce_cap()                 # near (over) a cap: walked every time
     assert walked
+
+
+def test_a_mutants_kernel_and_its_snapshots_go_once_its_suite_ran(root):
+    from harness import mutants
+
+    mutant = make(root, "builds/x86_64-7.2.13-abc123", files={"vmlinuz": ""})
+    snap(root, mutant, "m1")
+    clean = make(root, "builds/x86_64-7.2.13-def456", files={"vmlinuz": ""})
+    snap(root, clean, "c1")
+    mutants.forget("build:abc123")
+    assert names(root) == {"builds/x86_64-7.2.13-def456", "snapshots/x86_64/6.12-c1"}
