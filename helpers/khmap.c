@@ -42,7 +42,8 @@
  *                 token in each page, then read(2) says where it landed;
  *                 with parts (NPAGES >= 5), mprotect of page 1 and
  *                 MADV_DONTNEED of the rest but page 0, then the stamps of
- *                 all, and of pages 3.. NPAGES-2 moved away by mremap; with
+ *                 all, and of pages 3.. NPAGES-2 moved away by mremap, as
+ *                 moved and refaulted after MADV_DONTNEED; with
  *                 move, the stamps after mremap moved the whole mapping
  *   race ROUNDS WINDOW_US  (kh_daxlike) a thread writes block 0 while the
  *                 main thread moves it to a new page (DX4), ROUNDS times
@@ -733,6 +734,10 @@ static void content_parts(char *p, long n)
 	to = mremap(p + 3 * page_size, mid, mid, MREMAP_MAYMOVE | MREMAP_FIXED, to);
 	printf("op=mremap_part result=%s ", errname(to == MAP_FAILED ? errno : 0));
 	if (to != MAP_FAILED) {
+		print_shows(to, n - 4);
+		/* The moved PTEs came along; faults after a zap ask the new VMA's offset. */
+		printf("\nop=mremap_part_refault result=%s ",
+		       errname(madvise(to, mid, MADV_DONTNEED) ? errno : 0));
 		print_shows(to, n - 4);
 		munmap(to, mid);
 	}
