@@ -42,30 +42,41 @@ struct buf {
 	long n;
 };
 
+/* A dma-buf of the memfd's pages from..n-1, made by /dev/udmabuf. */
+static int udmabuf_of(int memfd, long from, long n)
+{
+	struct udmabuf_create create = { .memfd = memfd, .flags = UDMABUF_FLAGS_CLOEXEC,
+					 .offset = from * page_size,
+					 .size = (n - from) * page_size };
+	int dev, dmabuf;
+
+	if (fcntl(memfd, F_ADD_SEALS, F_SEAL_SHRINK))
+		setup_failed("memfd");
+	dev = open("/dev/udmabuf", O_RDWR);
+	if (dev < 0)
+		setup_failed("open");
+	dmabuf = ioctl(dev, UDMABUF_CREATE, &create);
+	if (dmabuf < 0)
+		setup_failed("create");
+	close(dev);
+	return dmabuf;
+}
+
 static void made(struct buf *b, long n)
 {
-	int memfd = memfd_create("khudmabuf", MFD_ALLOW_SEALING), dev, dmabuf;
-	struct udmabuf_create create = { .flags = UDMABUF_FLAGS_CLOEXEC, .size = n * page_size };
+	int memfd = memfd_create("khudmabuf", MFD_ALLOW_SEALING), dmabuf;
 
-	if (memfd < 0 || ftruncate(memfd, n * page_size) ||
-	    fcntl(memfd, F_ADD_SEALS, F_SEAL_SHRINK))
+	if (memfd < 0 || ftruncate(memfd, n * page_size))
 		setup_failed("memfd");
 	b->n = n;
 	b->mem = mmap(NULL, n * page_size, PROT_READ | PROT_WRITE, MAP_SHARED, memfd, 0);
 	for (long i = 0; i < n; i++)
 		b->mem[i * page_size] = (char)(i + 1);
-	dev = open("/dev/udmabuf", O_RDWR);
-	if (dev < 0)
-		setup_failed("open");
-	create.memfd = memfd;
-	dmabuf = ioctl(dev, UDMABUF_CREATE, &create);
-	if (dmabuf < 0)
-		setup_failed("create");
+	dmabuf = udmabuf_of(memfd, 0, n);
 	b->dma = mmap(NULL, n * page_size, PROT_READ | PROT_WRITE, MAP_SHARED, dmabuf, 0);
 	if (b->dma == MAP_FAILED)
 		setup_failed("mmap");
 	close(dmabuf);
-	close(dev);
 	close(memfd);
 }
 
@@ -192,24 +203,14 @@ static int op_split(long n)
 
 static int op_content(long n, long from, long off, long pages, const char *how)
 {
-	int memfd = memfd_create("khudmabuf", MFD_ALLOW_SEALING), dev, dmabuf;
-	struct udmabuf_create create = { .flags = UDMABUF_FLAGS_CLOEXEC,
-					 .offset = from * page_size,
-					 .size = (n - from) * page_size };
+	int memfd = memfd_create("khudmabuf", MFD_ALLOW_SEALING), dmabuf;
 	char *stamp = malloc(n * page_size), *ref = malloc(pages * page_size), *p;
 	ssize_t got;
 
 	stamp_pages(stamp, 0, n);
-	if (memfd < 0 || pwrite(memfd, stamp, n * page_size, 0) != n * page_size ||
-	    fcntl(memfd, F_ADD_SEALS, F_SEAL_SHRINK))
+	if (memfd < 0 || pwrite(memfd, stamp, n * page_size, 0) != n * page_size)
 		setup_failed("memfd");
-	dev = open("/dev/udmabuf", O_RDWR);
-	if (dev < 0)
-		setup_failed("open");
-	create.memfd = memfd;
-	dmabuf = ioctl(dev, UDMABUF_CREATE, &create);
-	if (dmabuf < 0)
-		setup_failed("create");
+	dmabuf = udmabuf_of(memfd, from, n);
 	catch_faults();
 	p = mmap(NULL, pages * page_size, PROT_READ | PROT_WRITE,
 		 !strcmp(how, "private") ? MAP_PRIVATE :
