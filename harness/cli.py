@@ -115,6 +115,7 @@ def cmd_nightly(args: argparse.Namespace) -> int:
 
 def cmd_report(args: argparse.Namespace) -> int:
     """merge: one JUnit, matrix and summary from many jobs; kcidb: KCIDB JSON;
+    night: tonight's merged results into the nights the dashboard keeps;
     site: the dashboard of nights (harness/results/dashboard.py)."""
     first = Path(args.dirs[0])
     if args.action == "merge":
@@ -129,6 +130,12 @@ def cmd_report(args: argparse.Namespace) -> int:
         if status == 0:
             progress(f"dashboard: {into}/index.html")
         return status
+    if args.action == "night":
+        if len(args.dirs) != 1:
+            raise UsageError(f"report night takes one folder, the one report merge wrote "
+                             f"(got {len(args.dirs)})")
+        dashboard.add_night(first, args.previous, args.keep)
+        return 0
     into = args.into or first / "kcidb.json"
     merge.write_kcidb(args.dirs, args.origin, into, known.load(args.known_issues or None))
     progress(f"KCIDB JSON: {into}; submit it with: kcidb-submit -p PROJECT -t TOPIC < {into}")
@@ -349,10 +356,11 @@ def parser() -> Parser:
         if name == "nightly":
             p.add_argument("matrix", help="the matrix file, e.g. ci/nightly.toml")
         if name == "report":
-            p.add_argument("action", choices=("merge", "kcidb", "site"))
+            p.add_argument("action", choices=("merge", "kcidb", "night", "site"))
             p.add_argument("dirs", nargs="+", metavar="DIR",
                            help="merge, kcidb: job output directories (searched for "
-                                "junit.xml); site: nights (folders report merge wrote)")
+                                "junit.xml); night: the folder report merge wrote; site: "
+                                "nights (folders report merge wrote)")
         if name == "triage":
             p.add_argument("runs", nargs="+", metavar="RUN",
                            help="kharness run output directories or JUnit files")

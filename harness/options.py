@@ -487,6 +487,10 @@ TABLE = (
            "job started, UTC)", ("report",), None, _date),
     Option(("--nights",), "site: the history strips and race plots cover this many nights "
            "(default 30)", ("report",), "30", _positive_int("--nights")),
+    Option(("--previous",), "night: the folder of nights the last night's artifact carried "
+           "(absent on the first night: none carried)", ("report",), None, Path),
+    Option(("--keep",), "night: how many nights to keep, the newest (default 90)",
+           ("report",), "90", _positive_int("--keep")),
     Option(("--slow",), "also run tests marked slow (kernel builds from source, tens of "
            "minutes)", (PYTEST,), False, flag=True),
 )

@@ -30,6 +30,7 @@ from pathlib import Path
 import jinja2
 
 from harness.errors import UsageError
+from harness.mounts import remove_tree
 from harness.results import compare, known
 from harness.results.matrix import short
 from harness.results.merge import NIGHT
@@ -393,6 +394,45 @@ def write(dirs: list[str], into: Path, *, nights: int = 30,
     progress(f"{len(loaded)} nights from {site.days[0]} to {site.days[-1]}"
              + (f"; {len(missing)} missing ({', '.join(missing[-5:])})" if missing else ""))
     return 0
+
+
+NIGHT_FILES = ("junit.xml", NIGHT, "logs")
+
+
+def add_night(merged: Path, previous: Path | None, keep: int) -> Path:
+    """The nights a dashboard is drawn from, in merged/nights/<date>: the
+    nights the previous night's artifact carried (previous, a folder of
+    night folders; absent on the first night), tonight's (merged's JUnit,
+    night.json and logs) and no more than the newest keep. A folder is
+    pruned only if it is a night (night.json in it), never through a
+    mount. What pipelines call between `report merge` and `report site`."""
+    meta = merged / NIGHT
+    if not meta.is_file():
+        raise UsageError(f"{merged}: no {NIGHT}; run `kharness report merge ... --into "
+                         f"{merged}` first")
+    nights = merged / "nights"
+    if previous is not None and previous.is_dir() and previous.resolve() != nights.resolve():
+        for old in sorted(previous.iterdir()):
+            if (old / NIGHT).is_file() and not (nights / old.name).exists():
+                shutil.copytree(old, nights / old.name, symlinks=True)
+    date = json.loads(meta.read_text()).get("date", "")
+    datetime.date.fromisoformat(date)
+    tonight = nights / date
+    if tonight.exists():
+        remove_tree(tonight)
+    tonight.mkdir(parents=True)
+    for name in NIGHT_FILES:
+        src = merged / name
+        if src.is_dir():
+            shutil.copytree(src, tonight / name, symlinks=True)
+        elif src.is_file():
+            shutil.copyfile(src, tonight / name)
+    ours = sorted(d for d in nights.iterdir() if (d / NIGHT).is_file())
+    for old in ours[:-keep]:
+        remove_tree(old)
+    progress(f"nights: {len(ours[-keep:])} in {nights}, tonight {date}"
+             + (f"; {len(ours) - keep} older pruned" if len(ours) > keep else ""))
+    return tonight
 
 
 def _copy_logs(night: Night, into: Path) -> None:

@@ -51,6 +51,7 @@ def samples(tmp: Path) -> dict[str, tuple[str, list[str]]]:
         "json": ("", []), "list": ("", []), "job": ("stock-debian-7.2-x86_64", []),
         "fresh": ("module", []), "shard": ("2/5", []), "origin": ("kernelci-kh", []),
         "into": (str(tmp / "m"), []), "date": ("2026-12-01", []), "nights": ("14", []),
+        "previous": (str(tmp / "p"), []), "keep": ("30", []),
         "vmcore": ("always", []), "known_issues": (str(REPO / "ci" / "known-issues.toml"), []),
         "strict_known": ("", []), "rerun_failures": ("3", []), "verbose": ("", []),
         "older_than": ("7d", []), "drgn": ("", []), "attach": (str(tmp), ["--drgn"]),

@@ -11,6 +11,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+from harness.errors import UsageError
 from harness.results import dashboard
 
 NIGHTS = Path(__file__).resolve().parents[1] / "data" / "nights"
@@ -150,3 +153,28 @@ def test_a_known_failure_has_its_colour_its_link_and_an_issues_page(tmp_path):
     page = (tmp_path / "site" / "issues.html").read_text()
     assert 'href="https://example.org/dx4">dx4-race-6.1</a>' in page
     assert "not seen since 2026-11-29" in page
+
+
+def test_a_night_joins_the_carried_nights_and_the_oldest_go(tmp_path, capsys):
+    previous = tmp_path / "previous"
+    for night in ALL[:3]:
+        shutil.copytree(night, previous / Path(night).name)
+    (previous / "not-a-night").mkdir()          # not ours: neither carried nor pruned
+    merged = tmp_path / "merged"
+    shutil.copytree(ALL[3], merged)
+    (merged / "nights" / "kept-by-hand").mkdir(parents=True)
+    tonight = dashboard.add_night(merged, previous, keep=3)
+    assert tonight == merged / "nights" / "2026-12-02"
+    assert (tonight / "junit.xml").read_bytes() == (merged / "junit.xml").read_bytes()
+    assert sorted(p.name for p in (merged / "nights").iterdir()) == \
+        ["2026-11-29", "2026-11-30", "2026-12-02", "kept-by-hand"]
+    assert "1 older pruned" in capsys.readouterr().err
+    # the site reads them as four nights with a gap
+    assert dashboard.Site(dashboard.load(sorted(str(p) for p in (merged / "nights").iterdir()
+                                                if (p / "junit.xml").is_file())),
+                          keep=30).days[-1] == "2026-12-02"
+
+
+def test_a_night_without_night_json_is_refused(tmp_path):
+    with pytest.raises(UsageError, match="report merge"):
+        dashboard.add_night(tmp_path, None, keep=90)
