@@ -218,26 +218,14 @@ def reproduce_parallel(start: Callable[[int], Target], guests: int, cmd: str | l
     def one(i: int) -> None:
         if plan.stop.is_set():
             return
-        if fresh:
-            try:
-                _fresh_rounds(lambda: start(i), setup, cmd, signature, parts[i], plan, timeout)
-            except BaseException:
-                plan.stop.set()
-                raise
-            return
-        guest = start(i)
-        teardown = None
         try:
-            if setup is not None:
-                teardown = setup(guest)
-            _rounds(guest, cmd, signature, parts[i], plan, timeout)
+            if fresh:
+                _fresh_rounds(lambda: start(i), setup, cmd, signature, parts[i], plan, timeout)
+            else:
+                _guest_rounds(start(i), setup, cmd, signature, parts[i], plan, timeout)
         except BaseException:
             plan.stop.set()     # one guest's failure ends the run
             raise
-        finally:
-            if teardown is not None and guest.alive():
-                teardown()
-            guest.poweroff()
 
     with ThreadPoolExecutor(max_workers=guests) as pool:
         futures = [pool.submit(one, i) for i in range(guests)]
@@ -249,6 +237,21 @@ def reproduce_parallel(start: Callable[[int], Target], guests: int, cmd: str | l
     out.seconds = time.monotonic() - plan.t0
     out.guests = guests
     return out
+
+
+def _guest_rounds(guest: Target, setup: Callable[[Target], Teardown | None] | None,
+                  cmd: str | list[str], signature: str, out: Reproduction, plan: Plan,
+                  timeout: float | None) -> None:
+    """Rounds on one guest, set up once, torn down and powered off at the end."""
+    teardown = None
+    try:
+        if setup is not None:
+            teardown = setup(guest)
+        _rounds(guest, cmd, signature, out, plan, timeout)
+    finally:
+        if teardown is not None and guest.alive():
+            teardown()
+        guest.poweroff()
 
 
 def merge(parts: list[Reproduction]) -> Reproduction:

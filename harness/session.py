@@ -256,20 +256,29 @@ def _guest(prep: Prepared, workdir: Path) -> Guest:
         if cache.damage(entry) is not None:     # removed between the check and the hold
             cache.release(entry)
             continue
-        prep.snapshot = entry
-        restorer = _restorer(prep, workdir, entry)
-        try:
-            guest = Guest.restore(restorer, restorer.record["release"],
-                                  quiet=prep.boot == "initramfs")
-        except snapshot.RestoreError as e:
-            prep.snapshot = None
-            if not _drop_damaged(entry, e):
-                return _boot_instead(prep, launcher(prep, _beside(workdir, "booted")), str(e))
-            continue
-        prep.restores += 1
-        return guest
+        guest = _restore(prep, workdir, entry)
+        if guest is not None:
+            return guest
     raise BootError(f"the snapshot {plan.entry} was made and found damaged three times "
                     f"(logs: {workdir})")
+
+
+def _restore(prep: Prepared, workdir: Path, entry: Path) -> Guest | None:
+    """The guest restored from the snapshot entry (held); None if the entry
+    proved damaged and was removed: make it again. Where the failure proves
+    nothing against it, a guest booted instead."""
+    prep.snapshot = entry
+    restorer = _restorer(prep, workdir, entry)
+    try:
+        guest = Guest.restore(restorer, restorer.record["release"],
+                              quiet=prep.boot == "initramfs")
+    except snapshot.RestoreError as e:
+        prep.snapshot = None
+        if not _drop_damaged(entry, e):
+            return _boot_instead(prep, launcher(prep, _beside(workdir, "booted")), str(e))
+        return None
+    prep.restores += 1
+    return guest
 
 
 def _drop_damaged(entry: Path, error: snapshot.RestoreError) -> bool:

@@ -151,75 +151,103 @@ def _path(name: str) -> str:
     return ".".join(p for p in ("kharness", scenario, clean) if p)
 
 
+class _Kcidb:
+    """The KCIDB objects of one submission, added a job and a test at a time."""
+
+    def __init__(self, origin: str, entries: list[known.Entry] | None):
+        self.origin = origin
+        self.by_id = {e.id: e for e in entries or []}
+        self.now = time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime())
+        self.checkouts: dict[str, dict] = {}
+        self.builds: list[dict] = []
+        self.tests: list[dict] = []
+        self.issues: dict[str, dict] = {}
+        self.crash_ids: dict[str, str] = {}     # a title or alternative title -> its issue
+        self.incidents: list[dict] = []
+
+    def id(self, *parts: str) -> str:
+        return _id(self.origin, *parts)
+
+    def job(self, job: JobResult) -> None:
+        kernel, _, arch = job.label.rpartition("-")
+        checkout_id = self.id("checkout", kernel)
+        self.checkouts.setdefault(checkout_id, {
+            "id": checkout_id, "origin": self.origin, "tree_name": kernel or job.label,
+            "start_time": self.now, "valid": True, "misc": {"kharness_job": job.label}})
+        build_id = self.id("build", job.label)
+        self.builds.append({"id": build_id, "origin": self.origin, "checkout_id": checkout_id,
+                            "architecture": arch, "start_time": self.now, "status": "PASS",
+                            "misc": {"kharness_job": job.label}})
+        for name, case in sorted(job.run.cases.items()):
+            test_id = self.test(job, build_id, arch, name, case)
+            if case.known:
+                self.known_incident(test_id, case.known)
+            else:       # a known issue's reports are what it explains
+                self.crash_incidents(test_id, case)
+
+    def test(self, job: JobResult, build_id: str, arch: str, name: str,
+             case: compare.Case) -> str:
+        test_id = self.id("test", job.label, name)
+        test: dict = {"id": test_id, "origin": self.origin, "build_id": build_id,
+                      "path": _path(name), "status": STATUS[case.outcome],
+                      "start_time": self.now, "environment": {"comment": f"QEMU guest, {arch}"},
+                      "output_files": [{"name": "junit.xml",
+                                        "url": job.junit.resolve().as_uri()}],
+                      "misc": {"kharness_test": name}}
+        if case.message:
+            test["comment"] = case.message[:400]
+        if case.reports:
+            test["misc"]["kernel_reports"] = case.reports
+        self.tests.append(test)
+        return test_id
+
+    def incident(self, test_id: str, issue_id: str, what: str) -> None:
+        self.incidents.append({"id": self.id("incident", test_id, what), "origin": self.origin,
+                               "issue_id": issue_id, "issue_version": 0, "test_id": test_id,
+                               "present": True})
+
+    def known_incident(self, test_id: str, known_id: str) -> None:
+        issue_id = self.id("known", known_id)
+        e = self.by_id.get(known_id)
+        issue: dict = {"id": issue_id, "version": 0, "origin": self.origin,
+                       "report_subject": e.title if e else known_id,
+                       "culprit": {CULPRIT[e.kind] if e else "code": True},
+                       "comment": f"kharness known issue {known_id}"
+                                  + (f" ({e.kind})" if e else "")}
+        if e is not None and e.url:
+            issue["report_url"] = e.url
+        self.issues.setdefault(issue_id, issue)
+        self.incident(test_id, issue_id, known_id)
+
+    def crash_incidents(self, test_id: str, case: compare.Case) -> None:
+        for title in case.reports:
+            # one issue a crash, whichever of its titles a job saw first
+            names = case.names(title)
+            issue_id = next((self.crash_ids[n] for n in sorted(names) if n in self.crash_ids),
+                            self.id("issue", title))
+            self.crash_ids.update(dict.fromkeys(names, issue_id))
+            self.issues.setdefault(issue_id, {
+                "id": issue_id, "version": 0, "origin": self.origin,
+                "report_subject": title, "culprit": {"code": True},
+                "comment": "a kernel report seen by kharness"})
+            self.incident(test_id, issue_id, title)
+
+    def data(self) -> dict:
+        return {"version": {"major": 5, "minor": 3}, "checkouts": list(self.checkouts.values()),
+                "builds": self.builds, "tests": self.tests,
+                "issues": list(self.issues.values()), "incidents": self.incidents}
+
+
 def kcidb(dirs: list[str], origin: str, entries: list[known.Entry] | None = None) -> dict:
     """KCIDB (the schema kcidb-io has as latest) for the jobs' results: a
     checkout per kernel, a build per kernel x arch, a test per test case,
     each kernel report title as an issue with an incident per test, and
     each known issue that explained a failure as an issue (its url, its
     culprit by kind) with an incident per failure it explained."""
-    by_id = {e.id: e for e in entries or []}
-    jobs = collect(dirs)
-    now = time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime())
-    checkouts: dict[str, dict] = {}
-    builds: list[dict] = []
-    tests: list[dict] = []
-    issues: dict[str, dict] = {}
-    crash_ids: dict[str, str] = {}     # a title or alternative title -> its issue
-    incidents: list[dict] = []
-    for job in jobs:
-        kernel, _, arch = job.label.rpartition("-")
-        checkout_id = _id(origin, "checkout", kernel)
-        checkouts.setdefault(checkout_id, {
-            "id": checkout_id, "origin": origin, "tree_name": kernel or job.label,
-            "start_time": now, "valid": True, "misc": {"kharness_job": job.label}})
-        build_id = _id(origin, "build", job.label)
-        builds.append({"id": build_id, "origin": origin, "checkout_id": checkout_id,
-                       "architecture": arch, "start_time": now, "status": "PASS",
-                       "misc": {"kharness_job": job.label}})
-        for name, case in sorted(job.run.cases.items()):
-            test_id = _id(origin, "test", job.label, name)
-            test: dict = {"id": test_id, "origin": origin, "build_id": build_id,
-                    "path": _path(name), "status": STATUS[case.outcome], "start_time": now,
-                    "environment": {"comment": f"QEMU guest, {arch}"},
-                    "output_files": [{"name": "junit.xml",
-                                      "url": job.junit.resolve().as_uri()}],
-                    "misc": {"kharness_test": name}}
-            if case.message:
-                test["comment"] = case.message[:400]
-            if case.reports:
-                test["misc"]["kernel_reports"] = case.reports
-            tests.append(test)
-            if case.known:
-                issue_id = _id(origin, "known", case.known)
-                e = by_id.get(case.known)
-                issue: dict = {"id": issue_id, "version": 0, "origin": origin,
-                               "report_subject": e.title if e else case.known,
-                               "culprit": {CULPRIT[e.kind] if e else "code": True},
-                               "comment": f"kharness known issue {case.known}"
-                                          + (f" ({e.kind})" if e else "")}
-                if e is not None and e.url:
-                    issue["report_url"] = e.url
-                issues.setdefault(issue_id, issue)
-                incidents.append({"id": _id(origin, "incident", test_id, case.known),
-                                  "origin": origin, "issue_id": issue_id, "issue_version": 0,
-                                  "test_id": test_id, "present": True})
-                continue        # its reports are what the known issue explains
-            for title in case.reports:
-                # one issue a crash, whichever of its titles a job saw first
-                names = case.names(title)
-                issue_id = next((crash_ids[n] for n in sorted(names) if n in crash_ids),
-                                _id(origin, "issue", title))
-                crash_ids.update(dict.fromkeys(names, issue_id))
-                issues.setdefault(issue_id, {
-                    "id": issue_id, "version": 0, "origin": origin,
-                    "report_subject": title, "culprit": {"code": True},
-                    "comment": "a kernel report seen by kharness"})
-                incidents.append({"id": _id(origin, "incident", test_id, title),
-                                  "origin": origin, "issue_id": issue_id, "issue_version": 0,
-                                  "test_id": test_id, "present": True})
-    return {"version": {"major": 5, "minor": 3}, "checkouts": list(checkouts.values()),
-            "builds": builds, "tests": tests, "issues": list(issues.values()),
-            "incidents": incidents}
+    out = _Kcidb(origin, entries)
+    for job in collect(dirs):
+        out.job(job)
+    return out.data()
 
 
 def write_kcidb(dirs: list[str], origin: str, out: Path,
