@@ -167,110 +167,65 @@ static int op_fault(const char *path, long n)
 	return 0;
 }
 
+struct forked {
+	char *p;
+	long n;
+};
+
+/* The child of op_fork: the pages fork copied, the token, its own writes. */
+static int fork_child(void *arg)
+{
+	struct forked *f = arg;
+	char *p = f->p, got = 0;
+	long present = 0, before;
+	const char *r;
+
+	for (long i = 0; i < f->n; i++)
+		present += pagemap_pfn(p + i * page_size) >= 0;
+	printf("op=child_before present=%ld\n", present);
+	hold("child_before", p);
+	r = touch(p + PAGE_OFF, 0, 0, &got);
+	printf("op=child_read access=%s token=%d\n", r, got);
+	before = minflt();
+	r = touch(p + page_size + PAGE_OFF, 1, 0x6b, NULL);
+	for (long i = 2; i <= WRITES; i++)
+		touch(p + i * page_size + PAGE_OFF, 1, 0x6b, NULL);
+	printf("op=child_write access=%s pfn1=%ld pages=%d minflt=%ld\n", r,
+	       pagemap_pfn(p + page_size), WRITES, minflt() - before);
+	return got == 0x42 ? 0 : 1;
+}
+
 static int op_fork(const char *path, long n, const char *how)
 {
-	int private = !strcmp(how, "private"), status;
-	char *p = map_target(path, n * page_size, private ? MAP_PRIVATE : MAP_SHARED, NULL);
-	long failed, pfn1;
-	pid_t pid;
+	int private = !strcmp(how, "private");
+	struct forked f = { map_target(path, n * page_size, private ? MAP_PRIVATE : MAP_SHARED,
+				       NULL), n };
+	char *p = f.p, got = 0;
+	const char *r;
+	long failed;
 
 	catch_faults();
 	pass(p, n, 0, &failed);
 	printf("op=parent_write access=%s failed=%ld\n",
 	       touch(p + PAGE_OFF, 1, 0x42, NULL), failed);
-	pfn1 = pagemap_pfn(p + page_size);
-	printf("op=parent_mapped pfn0=%ld pfn1=%ld\n", pagemap_pfn(p), pfn1);
-	fflush(stdout);
-	pid = fork();
-	if (pid == 0) {
-		long present = 0, before;
-		const char *r;
-		char got = 0;
-
-		for (long i = 0; i < n; i++)
-			present += pagemap_pfn(p + i * page_size) >= 0;
-		printf("op=child_before present=%ld\n", present);
-		hold("child_before", p);
-		r = touch(p + PAGE_OFF, 0, 0, &got);
-		printf("op=child_read access=%s token=%d\n", r, got);
-		before = minflt();
-		r = touch(p + page_size + PAGE_OFF, 1, 0x6b, NULL);
-		for (long i = 2; i <= WRITES; i++)
-			touch(p + i * page_size + PAGE_OFF, 1, 0x6b, NULL);
-		printf("op=child_write access=%s pfn1=%ld pages=%d minflt=%ld\n", r,
-		       pagemap_pfn(p + page_size), WRITES, minflt() - before);
-		fflush(stdout);
-		_exit(got == 0x42 ? 0 : 1);
-	}
-	waitpid(pid, &status, 0);
-	printf("op=child_exit status=%d\n", WIFEXITED(status) ? WEXITSTATUS(status) : -1);
-	char got = 0;
-	const char *r = touch(p + page_size + PAGE_OFF, 0, 0, &got);
-
+	printf("op=parent_mapped pfn0=%ld pfn1=%ld\n", pagemap_pfn(p),
+	       pagemap_pfn(p + page_size));
+	in_child(fork_child, &f);
+	r = touch(p + page_size + PAGE_OFF, 0, 0, &got);
 	printf("op=parent_after access=%s byte=%d pfn1=%ld\n", r, got, pagemap_pfn(p + page_size));
 	munmap(p, n * page_size);
 	return 0;
 }
 
-static void uring_pin(char *addr)
-{
-	struct io_uring_params params = { 0 };
-	struct iovec iov = { addr, page_size };
-	int ring = syscall(__NR_io_uring_setup, 4, &params), r;
-
-	if (ring < 0) {
-		printf("op=uring_register result=%s stage=setup\n", errname(errno));
-		return;
-	}
-	r = syscall(__NR_io_uring_register, ring, IORING_REGISTER_BUFFERS, &iov, 1);
-	printf("op=uring_register result=%s\n", errname(r < 0 ? errno : 0));
-	if (r == 0)
-		syscall(__NR_io_uring_register, ring, IORING_UNREGISTER_BUFFERS, NULL, 0);
-	close(ring);
-}
-
 static int op_gup(const char *path, long n)
 {
-	char *p = map_target(path, n * page_size, MAP_SHARED, NULL), buf[256];
-	struct iovec local = { buf, sizeof(buf) }, remote = { p + page_size, sizeof(buf) };
-	int pipefd[2], fd;
-	ssize_t r;
+	char *p = map_target(path, n * page_size, MAP_SHARED, NULL);
+	struct gup_probe g = { .page = p + page_size, .into = p + 2 * page_size };
 
 	catch_faults();
 	memset(p + page_size, 0x37, page_size);
 	memset(p + 2 * page_size, 0, page_size);
-	r = process_vm_readv(getpid(), &local, 1, &remote, 1, 0);
-	printf("op=process_vm_readv result=%s bytes=%zd match=%s\n",
-	       errname(r < 0 ? errno : 0), r, r > 0 && buf[0] == 0x37 ? "yes" : "no");
-
-	fd = open("/dev/ram0", O_RDWR | O_DIRECT);
-	if (fd < 0) {
-		printf("op=odirect result=%s stage=open\n", errname(errno));
-	} else {
-		r = pwrite(fd, p + page_size, page_size, 0);
-		printf("op=odirect_write result=%s bytes=%zd\n", errname(r < 0 ? errno : 0), r);
-		r = pread(fd, p + 2 * page_size, page_size, 0);
-		printf("op=odirect_read result=%s bytes=%zd match=%s\n",
-		       errname(r < 0 ? errno : 0), r,
-		       !memcmp(p + page_size, p + 2 * page_size, page_size) ? "yes" : "no");
-		close(fd);
-	}
-
-	if (pipe(pipefd) == 0) {
-		struct iovec iov = { p + page_size, page_size };
-		int err;
-
-		r = vmsplice(pipefd[1], &iov, 1, 0);
-		err = r < 0 ? errno : 0;
-		close(pipefd[1]);
-		buf[0] = 0;
-		printf("op=vmsplice result=%s bytes=%zd match=%s\n", errname(err), r,
-		       read(pipefd[0], buf, sizeof(buf)) > 0 && buf[0] == 0x37 ? "yes" : "no");
-		while (read(pipefd[0], buf, sizeof(buf)) > 0)
-			;
-		close(pipefd[0]);
-	}
-	uring_pin(p + page_size);
+	gup_probe(&g);
 	munmap(p, n * page_size);
 	return 0;
 }

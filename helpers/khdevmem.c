@@ -54,29 +54,32 @@ static int op_open(unsigned long long phys, long n)
 	return 0;
 }
 
+struct mem_child {
+	char *p;
+	unsigned long long phys;
+};
+
+static int fork_child(void *arg)
+{
+	struct mem_child *c = arg;
+	char got = 0;
+	const char *r = touch(c->p, 0, 0, &got);
+
+	printf("op=child access=%s token=%d memtypes=%d\n", r, got, memtypes_at(c->phys));
+	hold("devmem_child", c->p);
+	return 0;
+}
+
 static int op_fork(unsigned long long phys, long n)
 {
-	char *p = map_mem(phys, n, 0);
-	int status;
-	pid_t pid;
+	struct mem_child c = { map_mem(phys, n, 0), phys };
 
 	catch_faults();
-	printf("op=mapped access=%s memtypes=%d\n", touch(p, 1, 0x42, NULL), memtypes_at(phys));
-	fflush(stdout);
-	pid = fork();
-	if (pid == 0) {
-		char got = 0;
-		const char *r = touch(p, 0, 0, &got);
-
-		printf("op=child access=%s token=%d memtypes=%d\n", r, got, memtypes_at(phys));
-		hold("devmem_child", p);
-		fflush(stdout);
-		_exit(0);
-	}
-	waitpid(pid, &status, 0);
-	printf("op=child_exited status=%d memtypes=%d\n",
-	       WIFEXITED(status) ? WEXITSTATUS(status) : -1, memtypes_at(phys));
-	munmap(p, n * page_size);
+	printf("op=mapped access=%s memtypes=%d\n", touch(c.p, 1, 0x42, NULL),
+	       memtypes_at(phys));
+	in_child(fork_child, &c);
+	printf("op=child_exited memtypes=%d\n", memtypes_at(phys));
+	munmap(c.p, n * page_size);
 	printf("op=unmapped memtypes=%d\n", memtypes_at(phys));
 	return 0;
 }

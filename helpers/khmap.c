@@ -18,8 +18,9 @@
  *   read [PGDIR]  map read-only, read every page: minor faults, VmFlags, Rss
  *   write P...    map read/write, write a byte to each page P in turn
  *   split         munmap/mremap part of the mapping, then check it is intact
- *   gup PGDIR     process_vm_readv, O_DIRECT read from /dev/ram0 and vmsplice
- *                 on the mapping, with refcounts while the pipe holds a page
+ *   gup PGDIR     GUP of page 1 every way (khutil.h gup_probe: process_vm_readv,
+ *                 O_DIRECT from it and back into page 0, vmsplice, an io_uring
+ *                 fixed buffer), the module's refcount of it around each pin
  *   fork [PGDIR]  parent writes a token; the child counts the pages present
  *                 (pagemap) before it touches any, then reads it and every page
  *   share [PGDIR] two processes map the device independently; the second
@@ -241,75 +242,22 @@ static void report_pages(const char *pgdir, const char *stage)
 	fclose(f);
 }
 
-/*
- * Register page 1 of the mapping as an io_uring fixed buffer: a long-term
- * pin (FOLL_LONGTERM), which adds GUP_PIN_COUNTING_BIAS to the refcount of
- * a small page until the buffer is unregistered.
- */
-static void uring_pin(char *addr, const char *pgdir)
+static long page1_refs(const void *pgdir)
 {
-	struct io_uring_params params = { 0 };
-	struct iovec iov = { addr, page_size };
-	long ref_before = module_refcount(pgdir, 1), ref_held;
-	int ring = syscall(__NR_io_uring_setup, 4, &params), r, err;
-
-	if (ring < 0) {
-		printf("op=uring_register result=%s stage=setup\n", errname(errno));
-		return;
-	}
-	r = syscall(__NR_io_uring_register, ring, IORING_REGISTER_BUFFERS, &iov, 1);
-	err = r < 0 ? errno : 0;
-	ref_held = module_refcount(pgdir, 1);
-	printf("op=uring_register result=%s ref_before=%ld ref_held=%ld\n", errname(err),
-	       ref_before, ref_held);
-	if (!err)
-		syscall(__NR_io_uring_register, ring, IORING_UNREGISTER_BUFFERS, NULL, 0);
-	close(ring);
-	printf("op=uring_unregistered ref_after=%ld\n", module_refcount(pgdir, 1));
+	return module_refcount(pgdir, 1);
 }
 
+/*
+ * GUP of data page 1, O_DIRECT reading into page 0 (the ring buffer's
+ * control page): the module's refcount of page 1 around each pin.
+ */
 static int op_gup(const char *dev, long n, const char *pgdir)
 {
 	char *p = map_dev(dev, n, PROT_READ | PROT_WRITE, NULL);
-	char buf[64];
-	struct iovec local = { buf, sizeof(buf) }, remote = { p + page_size, sizeof(buf) };
-	ssize_t r;
-	int pipefd[2], fd;
+	struct gup_probe g = { .page = p + page_size, .into = p, .refs = page1_refs,
+			       .ctx = pgdir };
 
-	catch_faults();
-	/* Remote read of our own data page: GUP on the mapping without a fault. */
-	r = process_vm_readv(getpid(), &local, 1, &remote, 1, 0);
-	printf("op=process_vm_readv result=%s bytes=%zd\n", errname(r < 0 ? errno : 0), r);
-
-	/* O_DIRECT read from a block device into the control page: FOLL_WRITE pin. */
-	fd = open("/dev/ram0", O_RDONLY | O_DIRECT);
-	if (fd < 0) {
-		printf("op=odirect_read result=%s stage=open\n", errname(errno));
-	} else {
-		r = pread(fd, p, page_size, 0);
-		printf("op=odirect_read result=%s bytes=%zd\n", errname(r < 0 ? errno : 0), r);
-		close(fd);
-	}
-
-	/* vmsplice: the pipe keeps a reference to the page until it is read. */
-	if (pipe(pipefd) == 0) {
-		struct iovec iov = { p + page_size, page_size };
-		long ref_before = module_refcount(pgdir, 1), ref_held;
-
-		int err;
-
-		r = vmsplice(pipefd[1], &iov, 1, 0);
-		err = r < 0 ? errno : 0;
-		ref_held = module_refcount(pgdir, 1);
-		printf("op=vmsplice result=%s bytes=%zd ref_before=%ld ref_held=%ld\n",
-		       errname(err), r, ref_before, ref_held);
-		close(pipefd[1]);
-		while (read(pipefd[0], buf, sizeof(buf)) > 0)
-			;
-		close(pipefd[0]);
-		printf("op=vmsplice_drained ref_after=%ld\n", module_refcount(pgdir, 1));
-	}
-	uring_pin(p + page_size, pgdir);
+	gup_probe(&g);
 	munmap(p, n * page_size);
 	return 0;
 }
@@ -334,81 +282,82 @@ static int op_rw(const char *dev, long n, const char *pgdir)
 	return 0;
 }
 
+struct forked {
+	char *p;
+	long n;
+	const char *pgdir;
+};
+
+static int forkpriv_child(void *arg)
+{
+	struct forked *f = arg;
+	const char *r = touch(f->p + 8, 1, 0x6b, NULL);
+
+	printf("op=child_write access=%s pfn=%ld\n", r, pagemap_pfn(f->p));
+	report_pages(f->pgdir, "child");
+	return 0;
+}
+
 /* MAP_PRIVATE and fork: the child's write must land in a copy of its own. */
 static int op_forkpriv(const char *dev, long n, const char *pgdir)
 {
-	int fd = open(dev, O_RDWR), status;
-	char *p;
-	pid_t pid;
+	int fd = open(dev, O_RDWR);
+	struct forked f = { NULL, n, pgdir };
+	const char *r;
+	char got = 0;
 
 	if (fd < 0) {
 		printf("op=open result=%s\n", errname(errno));
 		return 2;
 	}
-	p = mmap(NULL, n * page_size, PROT_READ | PROT_WRITE, MAP_PRIVATE, fd, 0);
-	if (p == MAP_FAILED) {
+	f.p = mmap(NULL, n * page_size, PROT_READ | PROT_WRITE, MAP_PRIVATE, fd, 0);
+	if (f.p == MAP_FAILED) {
 		printf("op=mmap result=%s\n", errname(errno));
 		return 2;
 	}
 	catch_faults();
-	const char *first = touch(p + 8, 0, 0, NULL);
-
-	printf("op=parent_read access=%s pfn=%ld\n", first, pagemap_pfn(p));
-	fflush(stdout);
-	pid = fork();
-	if (pid == 0) {
-		const char *r = touch(p + 8, 1, 0x6b, NULL);
-
-		printf("op=child_write access=%s pfn=%ld\n", r, pagemap_pfn(p));
-		report_pages(pgdir, "child");
-		fflush(stdout);
-		_exit(0);
-	}
-	waitpid(pid, &status, 0);
-	char got = 0;
-	const char *r = touch(p + 8, 0, 0, &got);
-
-	printf("op=parent_after access=%s byte8=%d pfn=%ld\n", r, got, pagemap_pfn(p));
-	munmap(p, n * page_size);
+	r = touch(f.p + 8, 0, 0, NULL);
+	printf("op=parent_read access=%s pfn=%ld\n", r, pagemap_pfn(f.p));
+	in_child(forkpriv_child, &f);
+	r = touch(f.p + 8, 0, 0, &got);
+	printf("op=parent_after access=%s byte8=%d pfn=%ld\n", r, got, pagemap_pfn(f.p));
+	munmap(f.p, n * page_size);
 	close(fd);
 	return 0;
 }
 
+/*
+ * Before the child touches anything: the PTEs fork copied. Only this
+ * tells "fork copied the PTE" from "the child faulted it in".
+ */
+static int fork_child(void *arg)
+{
+	struct forked *f = arg;
+	long present = 0;
+	const char *r;
+	char got = 0;
+
+	for (long i = 0; i < f->n; i++)
+		present += pagemap_pfn(f->p + i * page_size) >= 0;
+	printf("op=child_before present=%ld page0=%s\n", present,
+	       pagemap_pfn(f->p) >= 0 ? "yes" : "no");
+	hold("child_before", f->p);
+	r = touch(f->p + 16, 0, 0, &got);
+	printf("op=child_read access=%s token=%d intact=%s\n", r, got,
+	       intact(f->p, f->n) ? "yes" : "no");
+	report_pages(f->pgdir, "child");
+	return got == 0x42 ? 0 : 1;
+}
+
 static int op_fork(const char *dev, long n, const char *pgdir)
 {
-	char *p = map_dev(dev, n, PROT_READ | PROT_WRITE, NULL);
-	int status;
-	pid_t pid;
+	struct forked f = { map_dev(dev, n, PROT_READ | PROT_WRITE, NULL), n, pgdir };
 
 	catch_faults();
-	printf("op=parent_write access=%s\n", touch(p + 16, 1, 0x42, NULL));
-	fflush(stdout);
-	pid = fork();
-	if (pid == 0) {
-		char got = 0;
-		long i, present = 0;
-		const char *r;
-
-		/*
-		 * Before the child touches anything: the PTEs fork copied. Only
-		 * this tells "fork copied the PTE" from "the child faulted it in".
-		 */
-		for (i = 0; i < n; i++)
-			present += pagemap_pfn(p + i * page_size) >= 0;
-		printf("op=child_before present=%ld page0=%s\n", present,
-		       pagemap_pfn(p) >= 0 ? "yes" : "no");
-		hold("child_before", p);
-		r = touch(p + 16, 0, 0, &got);
-		printf("op=child_read access=%s token=%d intact=%s\n", r, got,
-		       intact(p, n) ? "yes" : "no");
-		report_pages(pgdir, "child");
-		fflush(stdout);
-		_exit(got == 0x42 ? 0 : 1);
-	}
-	waitpid(pid, &status, 0);
-	printf("op=child_exit status=%d\n", WIFEXITED(status) ? WEXITSTATUS(status) : -1);
+	printf("op=parent_write access=%s\n", touch(f.p + 16, 1, 0x42, NULL));
+	in_child(fork_child, &f);
 	report_pages(pgdir, "parent_only");
-	munmap(p, n * page_size);
+	munmap(f.p, n * page_size);
 	return 0;
 }
 
@@ -633,40 +582,44 @@ static int op_mxrace(const char *dev, long n, long rounds)
 	return 0;
 }
 
+struct pat_child {
+	char *p;
+	unsigned long long phys;
+};
+
+static int pat_child(void *arg)
+{
+	struct pat_child *c = arg;
+
+	printf("op=child access=%s memtypes=%d\n", touch(c->p, 0, 0, NULL),
+	       memtypes_at(c->phys));
+	hold("pat_child", c->p);
+	return 0;
+}
+
 /* PAT1 (fork) and PAT2 (split): the memtype reservations of a PFNMAP. */
 static int op_pat(const char *dev, long n, const char *how, unsigned long long pfn)
 {
 	char *p = map_dev(dev, n, PROT_READ | PROT_WRITE, NULL);
-	unsigned long long phys = pfn * page_size;	/* pagemap skips VM_PFNMAP */
-	int status;
+	struct pat_child c = { p, pfn * page_size };	/* pagemap skips VM_PFNMAP */
 
 	catch_faults();
 	printf("op=touch access=%s\n", touch(p, 0, 0, NULL));
-	printf("op=mapped phys=0x%llx memtypes=%d\n", phys, memtypes_at(phys));
+	printf("op=mapped phys=0x%llx memtypes=%d\n", c.phys, memtypes_at(c.phys));
 	report_vmflags(p);
 	if (!strcmp(how, "fork")) {
-		fflush(stdout);
-		pid_t pid = fork();
-
-		if (pid == 0) {
-			printf("op=child access=%s memtypes=%d\n", touch(p, 0, 0, NULL),
-			       memtypes_at(phys));
-			hold("pat_child", p);
-			fflush(stdout);
-			_exit(0);
-		}
-		waitpid(pid, &status, 0);
-		printf("op=child_exited memtypes=%d\n", memtypes_at(phys));
+		in_child(pat_child, &c);
+		printf("op=child_exited memtypes=%d\n", memtypes_at(c.phys));
 	} else {
 		int r = munmap(p + n / 2 * page_size, (n - n / 2) * page_size);
 
 		printf("op=munmap_half result=%s memtypes=%d\n", errname(r ? errno : 0),
-		       memtypes_at(phys));
+		       memtypes_at(c.phys));
 		hold("pat_split", p);
 		n /= 2;
 	}
 	munmap(p, n * page_size);
-	printf("op=unmapped memtypes=%d\n", memtypes_at(phys));
+	printf("op=unmapped memtypes=%d\n", memtypes_at(c.phys));
 	return 0;
 }
 
@@ -744,22 +697,27 @@ static void content_parts(char *p, long n)
 	putchar('\n');
 }
 
+struct shows {
+	char *p;
+	long n;
+};
+
+static int shows_child(void *arg)
+{
+	struct shows *c = arg;
+
+	printf("op=child ");
+	print_shows(c->p, c->n);
+	putchar('\n');
+	return 0;
+}
+
 /* A child reads the pages before anything has touched them: which it sees. */
 static void content_child(char *p, long n)
 {
-	int status;
-	pid_t pid;
+	struct shows c = { p, n };
 
-	fflush(stdout);
-	pid = fork();
-	if (pid == 0) {
-		printf("op=child ");
-		print_shows(p, n);
-		putchar('\n');
-		fflush(stdout);
-		_exit(0);
-	}
-	waitpid(pid, &status, 0);
+	in_child(shows_child, &c);
 }
 
 /*

@@ -15,8 +15,9 @@
  *           then a write through it, read back through the memfd
  *   fork    the child counts the dma-buf pages present before it touches
  *           any (the PTEs fork copied), then reads them all
- *   gup     process_vm_readv, an O_DIRECT read into it from /dev/ram0 and
- *           vmsplice of page 1
+ *   gup     GUP of page 1 every way (khutil.h gup_probe: process_vm_readv,
+ *           O_DIRECT from it and back into page 0, vmsplice, an io_uring
+ *           fixed buffer)
  *   split   munmap of the last page and a grow by mremap
  *   content FROM MAP_OFF MAP_PAGES [private|populate]
  *           the memfd's pages stamped with their index (uapi/kh_stamp.h),
@@ -119,67 +120,44 @@ static int op_fault(long n)
 	return 0;
 }
 
+static int fork_child(void *arg)
+{
+	struct buf *b = arg;
+	long before, wrong = 0;
+
+	hold("child_before", b->dma);
+	before = present(b->dma, b->n);
+	for (long i = 0; i < b->n; i++) {
+		char got = 0;
+
+		if (strcmp(touch(b->dma + i * page_size, 0, 0, &got), "ok") ||
+		    got != (char)(i + 1))
+			wrong++;
+	}
+	printf("op=child present_before=%ld wrong=%ld\n", before, wrong);
+	return 0;
+}
+
 static int op_fork(long n)
 {
 	struct buf b;
-	int status;
-	pid_t pid;
 
 	made(&b, n);
 	catch_faults();
 	for (long i = 0; i < n; i++)
 		touch(b.dma + i * page_size, 0, 0, NULL);
-	fflush(stdout);
-	pid = fork();
-	if (pid == 0) {
-		long before, wrong = 0;
-
-		hold("child_before", b.dma);
-		before = present(b.dma, n);
-
-		for (long i = 0; i < n; i++) {
-			char got = 0;
-
-			if (strcmp(touch(b.dma + i * page_size, 0, 0, &got), "ok") ||
-			    got != (char)(i + 1))
-				wrong++;
-		}
-		printf("op=child present_before=%ld wrong=%ld\n", before, wrong);
-		fflush(stdout);
-		_exit(0);
-	}
-	waitpid(pid, &status, 0);
-	printf("op=child_exit status=%d\n", WIFEXITED(status) ? WEXITSTATUS(status) : -1);
+	in_child(fork_child, &b);
 	return 0;
 }
 
 static int op_gup(long n)
 {
+	struct gup_probe g;
 	struct buf b;
-	char buf[64];
-	struct iovec local = { buf, sizeof(buf) };
-	struct iovec remote;
-	int pipefd[2], fd;
-	ssize_t r;
 
 	made(&b, n);
-	remote = (struct iovec){ b.dma + page_size, sizeof(buf) };
-	catch_faults();
-	r = process_vm_readv(getpid(), &local, 1, &remote, 1, 0);
-	printf("op=process_vm_readv result=%s bytes=%zd\n", errname(r < 0 ? errno : 0), r);
-	fd = open("/dev/ram0", O_RDONLY | O_DIRECT);
-	r = fd < 0 ? -1 : pread(fd, b.dma, page_size, 0);
-	printf("op=odirect_read result=%s bytes=%zd\n", errname(r < 0 ? errno : 0), r);
-	if (fd >= 0)
-		close(fd);
-	if (pipe(pipefd) == 0) {
-		struct iovec iov = { b.dma + page_size, page_size };
-
-		r = vmsplice(pipefd[1], &iov, 1, 0);
-		printf("op=vmsplice result=%s bytes=%zd\n", errname(r < 0 ? errno : 0), r);
-		close(pipefd[0]);
-		close(pipefd[1]);
-	}
+	g = (struct gup_probe){ .page = b.dma + page_size, .into = b.dma };
+	gup_probe(&g);
 	return 0;
 }
 

@@ -2,8 +2,10 @@
 /*
  * khutil.h - what the guest helpers share: results as errno and signal
  * names, faults caught as results, /proc words (pagemap, kpagecount,
- * kpageflags), smaps, the KH_HOLD hold point, and what a mapping shows
- * against the object's own content (stamps, uapi/kh_stamp.h). Header-only:
+ * kpageflags), smaps, the KH_HOLD hold point, what a mapping shows
+ * against the object's own content (stamps, uapi/kh_stamp.h), the ways
+ * user space makes GUP take a page (gup_probe) and a forked child's run
+ * (in_child). Header-only:
  * each helper is one static binary built from one .c file.
  */
 #ifndef KHUTIL_H
@@ -17,7 +19,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/io_uring.h>
 #include <sys/resource.h>
+#include <sys/syscall.h>
+#include <sys/uio.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "kh_stamp.h"
@@ -323,6 +329,163 @@ static inline void __attribute__((noreturn)) setup_failed(const char *op)
 {
 	printf("op=%s result=%s\n", op, errname(errno));
 	exit(2);
+}
+
+/*
+ * Fork, run child(arg) in the child and exit with what it returns; the
+ * parent waits and prints op=child_exit status=N (-1: a signal ended it).
+ * Returns N.
+ */
+static inline int in_child(int (*child)(void *), void *arg)
+{
+	int status;
+	pid_t pid;
+
+	fflush(stdout);
+	pid = fork();
+	if (pid == 0) {
+		status = child(arg);
+		fflush(stdout);
+		_exit(status);
+	}
+	if (pid < 0) {
+		printf("op=child_exit status=-1 fork=%s\n", errname(errno));
+		return -1;
+	}
+	waitpid(pid, &status, 0);
+	status = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+	printf("op=child_exit status=%d\n", status);
+	return status;
+}
+
+/*
+ * A page of a mapping as GUP sees it. page is the page probed; into is
+ * another page of the same mapping that an O_DIRECT read writes; refs,
+ * when set, reads the page's reference count the caller's way (the
+ * module's debugfs), printed before, while held and after.
+ */
+struct gup_probe {
+	char *page;
+	char *into;
+	long (*refs)(const void *ctx);
+	const void *ctx;
+};
+
+#define GUP_WORDS 8	/* what match= compares: the page's first 64 bytes */
+
+/* The first GUP_WORDS words at p; 0 if the read faulted. */
+static inline int head_of(const char *p, uint64_t *w)
+{
+	for (int i = 0; i < GUP_WORDS; i++)
+		if (read_word((const uint64_t *)p + i, &w[i]))
+			return 0;
+	return 1;
+}
+
+static inline const char *matches(const void *got, ssize_t len, const uint64_t *want)
+{
+	return len >= GUP_WORDS * 8 && !memcmp(got, want, GUP_WORDS * 8) ? "yes" : "no";
+}
+
+static inline void print_refs(const struct gup_probe *g, const char *name, long before)
+{
+	if (g->refs)
+		printf(" ref_before=%ld %s=%ld", before, name, g->refs(g->ctx));
+}
+
+static inline void gup_odirect(const struct gup_probe *g, const uint64_t *want)
+{
+	int fd = open("/dev/ram0", O_RDWR | O_DIRECT);
+	uint64_t got[GUP_WORDS];
+	ssize_t r;
+
+	if (fd < 0) {
+		printf("op=odirect_read result=%s stage=open\n", errname(errno));
+		return;
+	}
+	/* The write reads the page (a FOLL_GET); the read fills into (FOLL_WRITE). */
+	r = pwrite(fd, g->page, page_size, 0);
+	printf("op=odirect_write result=%s bytes=%zd\n", errname(r < 0 ? errno : 0), r);
+	r = pread(fd, g->into, page_size, 0);
+	printf("op=odirect_read result=%s bytes=%zd match=%s\n", errname(r < 0 ? errno : 0), r,
+	       r > 0 && head_of(g->into, got) ? matches(got, sizeof(got), want) : "no");
+	close(fd);
+}
+
+/* The pipe holds a reference to the page until it is read. */
+static inline void gup_vmsplice(const struct gup_probe *g, const uint64_t *want)
+{
+	struct iovec iov = { g->page, page_size };
+	long before = g->refs ? g->refs(g->ctx) : 0;
+	uint64_t got[GUP_WORDS];
+	int pipefd[2], err;
+	ssize_t r, len;
+
+	if (pipe(pipefd)) {
+		printf("op=vmsplice result=%s stage=pipe\n", errname(errno));
+		return;
+	}
+	r = vmsplice(pipefd[1], &iov, 1, 0);
+	err = r < 0 ? errno : 0;
+	printf("op=vmsplice result=%s bytes=%zd", errname(err), r);
+	print_refs(g, "ref_held", before);
+	close(pipefd[1]);
+	len = read(pipefd[0], got, sizeof(got));
+	printf(" match=%s\n", matches(got, len, want));
+	while (read(pipefd[0], got, sizeof(got)) > 0)
+		;
+	close(pipefd[0]);
+	if (g->refs)
+		printf("op=vmsplice_drained ref_after=%ld\n", g->refs(g->ctx));
+}
+
+/* An io_uring fixed buffer: a long-term pin (FOLL_LONGTERM) until unregistered. */
+static inline void gup_uring(const struct gup_probe *g)
+{
+	struct io_uring_params params = { 0 };
+	struct iovec iov = { g->page, page_size };
+	long before = g->refs ? g->refs(g->ctx) : 0;
+	int ring = syscall(__NR_io_uring_setup, 4, &params), r, err;
+
+	if (ring < 0) {
+		printf("op=uring_register result=%s stage=setup\n", errname(errno));
+		return;
+	}
+	r = syscall(__NR_io_uring_register, ring, IORING_REGISTER_BUFFERS, &iov, 1);
+	err = r < 0 ? errno : 0;
+	printf("op=uring_register result=%s", errname(err));
+	print_refs(g, "ref_held", before);
+	putchar('\n');
+	if (!err)
+		syscall(__NR_io_uring_register, ring, IORING_UNREGISTER_BUFFERS, NULL, 0);
+	close(ring);
+	printf("op=uring_unregistered");
+	if (g->refs)
+		printf(" ref_after=%ld", g->refs(g->ctx));
+	putchar('\n');
+}
+
+/*
+ * Each way user space makes GUP take g->page, a line each (op=NAME
+ * result=ERRNO ...): process_vm_readv (a remote read), an O_DIRECT write
+ * from the page and a read back into g->into, vmsplice, an io_uring fixed
+ * buffer. match= says whether what GUP moved is what the mapping shows.
+ */
+static inline void gup_probe(const struct gup_probe *g)
+{
+	uint64_t want[GUP_WORDS] = { 0 }, got[GUP_WORDS];
+	struct iovec local = { got, sizeof(got) }, remote = { g->page, sizeof(got) };
+	ssize_t r;
+
+	catch_faults();
+	/* GUP first: it may be what faults the page in. */
+	r = process_vm_readv(getpid(), &local, 1, &remote, 1, 0);
+	head_of(g->page, want);
+	printf("op=process_vm_readv result=%s bytes=%zd match=%s\n", errname(r < 0 ? errno : 0),
+	       r, matches(got, r, want));
+	gup_odirect(g, want);
+	gup_vmsplice(g, want);
+	gup_uring(g);
 }
 
 #endif /* KHUTIL_H */

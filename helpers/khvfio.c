@@ -14,7 +14,9 @@
  *           mapped huge), write each page's index at its start; the
  *           caller reads the BAR another way and compares
  *   fork    the child reads what the parent wrote, through its own copy
- *   gup     process_vm_readv and an O_DIRECT read into the mapping
+ *   gup     GUP of BAR page 1 every way (khutil.h gup_probe:
+ *           process_vm_readv, O_DIRECT from it and back into page 0,
+ *           vmsplice, an io_uring fixed buffer)
  *   split   munmap of the last page and of a middle one, mremap that
  *           shrinks, grows and moves it
  *   content OFF PAGES  stamp every page with its index (uapi/kh_stamp.h)
@@ -124,38 +126,27 @@ static int op_fault(char *p, long n)
 	return 0;
 }
 
+static int fork_child(void *p)
+{
+	char got = 0;
+	const char *r = touch(p, 0, 0, &got);
+
+	printf("op=child access=%s token=%d\n", r, got);
+	return got == 0x42 ? 0 : 1;
+}
+
 static int op_fork(char *p, long n)
 {
-	int status;
-	pid_t pid;
-
 	*(volatile uint32_t *)p = 0x42;
-	fflush(stdout);
-	pid = fork();
-	if (pid == 0) {
-		char got = 0;
-		const char *r = touch(p, 0, 0, &got);
-
-		printf("op=child access=%s token=%d\n", r, got);
-		fflush(stdout);
-		_exit(got == 0x42 ? 0 : 1);
-	}
-	waitpid(pid, &status, 0);
-	printf("op=child_exit status=%d\n", WIFEXITED(status) ? WEXITSTATUS(status) : -1);
+	in_child(fork_child, p);
 	return 0;
 }
 
 static int op_gup(char *p, long n)
 {
-	char buf[64];
-	struct iovec local = { buf, sizeof(buf) }, remote = { p, sizeof(buf) };
-	ssize_t r = process_vm_readv(getpid(), &local, 1, &remote, 1, 0);
-	int fd;
+	struct gup_probe g = { .page = p + page_size, .into = p };
 
-	printf("op=process_vm_readv result=%s\n", errname(r < 0 ? errno : 0));
-	fd = open("/dev/ram0", O_RDONLY | O_DIRECT);
-	r = fd < 0 ? -1 : pread(fd, p, page_size, 0);
-	printf("op=odirect_read result=%s\n", errname(r < 0 ? errno : 0));
+	gup_probe(&g);
 	return 0;
 }
 

@@ -61,7 +61,7 @@ def test_DM1_content_through_a_second_mapping(guest, behaviour):
 def test_DM2_fork(guest, kernel, behaviour):
     f = khdevmem(guest, "fork")
     assert f["mapped"]["access"] == "ok" and f["child"]["token"] == str(0x42)
-    assert memtypes(f, "mapped") == 1 and f["child_exited"]["status"] == "0"
+    assert memtypes(f, "mapped") == 1 and f["child_exit"]["status"] == "0"
     # Before 7.x the child's copy reserved the range again (track_pfn_copy()).
     behaviour.check("memtype entries with the child",
                     1 if kernel.version >= TRACK_CTX else 2, memtypes(f, "child"))
