@@ -83,8 +83,11 @@ def test_UD2_fork_copies_the_ptes(ud, live, kernel, behaviour):
 def test_UD3_gup_on_the_mapping(ud, kernel, behaviour):
     f = khudmabuf(ud, "gup", PAGES)
     want = "EFAULT" if kernel.version >= PFNMAP else "0"   # no struct page to pin
-    for op in ("process_vm_readv", "odirect_read", "vmsplice"):
+    for op in ("process_vm_readv", "odirect_read", "vmsplice", "uring_register"):
         behaviour.check(f"{op} on the mapping", want, f[op]["result"])
+    if want == "0":     # GUP moved the page's bytes, not another page's
+        for op in ("process_vm_readv", "odirect_read", "vmsplice"):
+            behaviour.check(f"{op} read what the mapping shows", "yes", f[op]["match"])
 
 
 def test_UD4_munmap_part_and_grow(ud, behaviour):

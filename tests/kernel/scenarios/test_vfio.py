@@ -96,6 +96,9 @@ def test_VF3_gup_refused(vf, behaviour):
     f = khvfio(vf, "gup")
     behaviour.check("process_vm_readv on the BAR", "EFAULT", f["process_vm_readv"]["result"])
     behaviour.check("O_DIRECT into the BAR", "EFAULT", f["odirect_read"]["result"])
+    behaviour.check("vmsplice of the BAR", "EFAULT", f["vmsplice"]["result"])
+    behaviour.check("io_uring fixed buffer in the BAR (FOLL_LONGTERM)", "EFAULT",
+                    f["uring_register"]["result"])
 
 
 def test_VF4_munmap_part_mremap(vf, behaviour):
