@@ -19,6 +19,7 @@ packages=(
 	mmdebstrap                         # toolchain roots for gcc-14/16 kernels
 	gcc make libc6-dev bc kmod         # modules on the host (6.1), depmod
 	gcc-aarch64-linux-gnu libc6-dev-arm64-cross  # arm64 helpers
+	gcc-arm-linux-gnueabihf libc6-dev-armhf-cross  # armhf helpers
 	zstd xz-utils cpio util-linux      # images and chroot builds
 	udev                               # virtme-ng's init needs it
 	ccache flex bison libelf-dev libssl-dev patch  # kernel builds from source

@@ -108,7 +108,7 @@ def summary(prog: drgn.Program, dump: Dump) -> str:
     VMAs that map them; its processes' stacks and those of every task in
     uninterruptible sleep."""
     from harness.observe import explain, reports
-    from harness.observe.pagestate import levels
+    from harness.observe.pagestate import levels, walker
 
     window = dump.vmcore.parent / "dmesg.txt"
     found = reports.parse(window.read_text(errors="replace")) if window.is_file() else []
@@ -116,7 +116,7 @@ def summary(prog: drgn.Program, dump: Dump) -> str:
              + ("" if window.is_file() else f" (no {window.name} beside the vmcore)")]
     pfns = explain.pfns_named("\n".join(r.text for r in found))
     if pfns:
-        parts.append("pages they name:\n" + explain.pages(prog, pfns, dump.kernel.arch.name,
+        parts.append("pages they name:\n" + explain.pages(prog, pfns, walker(dump.kernel.arch),
                                                            levels(dump.info)).text)
     parts.append("tasks:\n" + explain.hang(prog).text)
     return "\n\n".join(parts)

@@ -241,7 +241,8 @@ class Guest:
         that fills is an OSError naming dest, and leaves no part behind."""
         q = self.machine.qmp()
         formats = q.command("query-dump-guest-memory-capability").get("formats", [])
-        fmt = "kdump-zlib" if "kdump-zlib" in formats else "elf"
+        arch = self.machine.launcher.arch
+        fmt = "kdump-zlib" if "kdump-zlib" in formats and arch.kdump else "elf"
         part = dest.with_name(dest.name + ".part")
         t0 = time.monotonic()
         q.command("stop")
@@ -266,10 +267,12 @@ class Guest:
             else:
                 part.rename(dest)
             if fmt != "elf":
-                kdump.finish(dest, self.machine.launcher.arch.uname)
+                kdump.finish(dest, arch.uname)
         except OSError as e:
             dest.unlink(missing_ok=True)
             raise OSError(e.errno, e.strerror, str(dest)) from None
+        except kdump.Unreadable as e:     # QEMU's dump is there; drgn may not read it
+            progress(f"{dest}: left as QEMU wrote it: {e}")
         finally:
             part.unlink(missing_ok=True)
         dest.chmod(0o644)

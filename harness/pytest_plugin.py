@@ -464,6 +464,9 @@ def _live_ahead(g: Target, kh_pool) -> None:
     if not isinstance(g, Guest):
         pytest.skip("a real machine's memory cannot be dumped: page state is for QEMU guests")
     prep = kh_pool.prepared()
+    if prep.kernel.arch.page_table is None:
+        pytest.skip(f"page state: kharness does not walk {prep.kernel.arch}'s page tables "
+                    f"(harness/observe/pagestate.py knows x86_64's and arm64's)")
     if "CONFIG_DEBUG_INFO=y" not in prep.kernel.config.read_text():
         # Neither the kernel's DWARF nor our modules' (built as the kernel
         # is): drgn would have symbols and no types to read a page with.
@@ -624,7 +627,8 @@ def _explain_pages(item, g: Guest, found: list[reports.Report]) -> None:
     prep = item.config.stash[POOL].prepared()
     try:
         prog, levels = explain.live(g, prep.kernel, prep.modules, ask=g.died is None)
-        item.stash[EXPLAINED] = explain.pages(prog, pfns, prep.kernel.arch.name, levels)
+        walk = pagestate.walker(prep.kernel.arch)
+        item.stash[EXPLAINED] = explain.pages(prog, pfns, walk, levels)
     except Exception as e:      # drgn's and QMP's: the report is still the news
         item.stash[EXPLAINED] = Explanation(
             f"the pages it names could not be read ({type(e).__name__}: {e})", "", "")

@@ -732,6 +732,9 @@ static void content_exec(int fd, char *p, long off, long n)
 	static const unsigned char ret[] = { 0xc3 };
 #elif defined(__aarch64__)
 	static const unsigned char ret[] = { 0xc0, 0x03, 0x5f, 0xd6 };
+#elif defined(__arm__)
+	/* bx lr, in ARM state: a call to an even address enters ARM state */
+	static const unsigned char ret[] = { 0x1e, 0xff, 0x2f, 0xe1 };
 #else
 #error "a return instruction for this arch"
 #endif

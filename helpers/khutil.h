@@ -108,10 +108,12 @@ static inline int read_word(const volatile uint64_t *p, uint64_t *v)
 
 static inline int write_word(volatile uint64_t *p, uint64_t v)
 {
+	volatile uint64_t word = v;	/* two registers on 32-bit: kept over sigsetjmp */
+
 	fault_sig = 0;
 	if (sigsetjmp(fault_jmp, 1))
 		return fault_sig;
-	*p = v;
+	*p = word;
 	return 0;
 }
 

@@ -24,9 +24,12 @@ UNSAFE_INTERRUPTS = "vfio_iommu_type1.allow_unsafe_interrupts=1"
 
 @dataclass(frozen=True)
 class Arch:
-    name: str              # ours: x86_64, arm64
+    name: str              # ours: x86_64, arm64, armhf
     aliases: tuple[str, ...]  # other names users and tools give it (uname -m, Debian)
-    deb_arch: str          # Debian's name: amd64, arm64
+    deb_arch: str          # Debian's name: amd64, arm64, armhf
+    uname: str             # what `uname -m` says in a guest (and ELF notes name it)
+    triplet: str           # Debian's multiarch directory: usr/lib/<triplet>
+    elf_machine: int       # e_machine of its ELF files and of a vmcore made of it
     kernel_arch: str       # ARCH= for kbuild
     qemu_binary: str
     qemu_package: str      # the Debian package that ships qemu_binary
@@ -57,6 +60,17 @@ class Arch:
     viommu: str = "virtio-iommu-pci"
     viommu_module: str = "virtio_iommu"
     viommu_append: tuple[str, ...] = ("iommu.passthrough=1", UNSAFE_INTERRUPTS)
+    viommu_config: str = "CONFIG_VIRTIO_IOMMU"     # the kernel option of its driver
+    # Debian's kernel flavours of this arch, the default first (a spec names
+    # another: debian:6.12-armmp-lpae); empty: one, named as the arch.
+    flavours: tuple[str, ...] = ()
+    # How harness/observe/pagestate.py walks and decodes its page tables
+    # (and kdump's dumps are readable): None where it cannot, said by name.
+    page_table: str | None = None
+    # QEMU's kdump-zlib dumps, made readable by drgn (harness/vm/kdump.py
+    # mends 64-bit kdump headers); False: QEMU's ELF dump (ELF32 where the
+    # guest is 32-bit, which drgn reads as it is).
+    kdump: bool = True
 
     @property
     def pmem(self) -> bool:
@@ -66,14 +80,9 @@ class Arch:
         return self.name
 
     @property
-    def uname(self) -> str:
-        """What `uname -m` says in a guest of this arch."""
-        return "aarch64" if self.name == "arm64" else self.name
-
-    @property
-    def triplet(self) -> str:
-        """Debian's multiarch directory: usr/lib/<triplet>."""
-        return f"{self.uname}-linux-gnu"
+    def flavour(self) -> str:
+        """Debian's default kernel flavour: the first named, else the arch."""
+        return self.flavours[0] if self.flavours else self.deb_arch
 
     @property
     def native(self) -> bool:

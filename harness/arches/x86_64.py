@@ -6,6 +6,10 @@ ARCH = Arch(
     name="x86_64",
     aliases=("amd64", "x86-64"),
     deb_arch="amd64",
+    uname="x86_64",
+    triplet="x86_64-linux-gnu",
+    elf_machine=62,
+    page_table="x86_64",
     kernel_arch="x86",
     qemu_binary="qemu-system-x86_64",
     qemu_package="qemu-system-x86",
@@ -23,5 +27,6 @@ ARCH = Arch(
     # from 6.12); interrupt remapping wants a split irqchip, which TCG has not
     viommu="intel-iommu,intremap=off",
     viommu_module="",
+    viommu_config="CONFIG_INTEL_IOMMU",
     viommu_append=("intel_iommu=on", "iommu=pt", UNSAFE_INTERRUPTS),
 )

@@ -26,18 +26,18 @@ from harness.util import cache_root, progress, run, step
 KERNEL_PKG = re.compile(r"^linux-(image|binary|modules|base|headers|kbuild)-\S*\d")
 
 
-def headers_pattern(series: str, deb_arch: str) -> re.Pattern:
-    # abi: 6.1.0-56, 6.12.117+deb13, 7.2.13+deb14, 7.3 ; flavour: plain <arch>
+def headers_pattern(series: str, flavour: str) -> re.Pattern:
+    # abi: 6.1.0-56, 6.12.117+deb13, 7.2.13+deb14, 7.3 ; flavour: amd64, arm64, armmp, ...
     return re.compile(rf"^linux-headers-({re.escape(series)}(?:[.+~][\w.+~]*)?(?:-\d+)?)"
-                      rf"-{deb_arch}$")
+                      rf"-{re.escape(flavour)}$")
 
 
-def newest_abi(apt: AptConfig, series: str, deb_arch: str) -> tuple[str, str]:
+def newest_abi(apt: AptConfig, series: str, flavour: str) -> tuple[str, str]:
     """(abi, headers package version) of the newest kernel of the series."""
-    pat = headers_pattern(series, deb_arch)
+    pat = headers_pattern(series, flavour)
     names = [n for n in apt.query("pkgnames", "linux-headers-").split() if pat.match(n)]
     if not names:
-        raise KhError(f"no Debian kernel of series {series} for {deb_arch} in "
+        raise KhError(f"no Debian kernel of series {series} ({flavour}) in "
                       f"{', '.join(apt.suites)}: the suite may have moved on; "
                       f"known series are {', '.join(SERIES)}")
     stanzas = list(apt.packages(names).values())
@@ -50,10 +50,9 @@ def newest_abi(apt: AptConfig, series: str, deb_arch: str) -> tuple[str, str]:
     return m.group(1), best["Version"]
 
 
-def package_set(apt: AptConfig, abi: str, deb_arch: str) -> dict[str, dict[str, str]]:
+def package_set(apt: AptConfig, abi: str, flavour: str) -> dict[str, dict[str, str]]:
     """The image, modules, headers and kbuild packages of one kernel ABI."""
-    flavour = f"{abi}-{deb_arch}"
-    roots = [f"linux-image-{flavour}", f"linux-headers-{flavour}"]
+    roots = [f"linux-image-{abi}-{flavour}", f"linux-headers-{abi}-{flavour}"]
     wanted: dict[str, dict[str, str]] = {}
     todo = roots
     while todo:
@@ -94,7 +93,7 @@ def by_source(pkgs: dict, default: AptConfig) -> dict[AptConfig, list[str]]:
     return out
 
 
-def get(series: str, arch: Arch, *, offline: bool = False) -> Kernel:
+def get(series: str, arch: Arch, flavour: str, *, offline: bool = False) -> Kernel:
     if series not in SERIES:
         raise UsageError(f"unknown Debian kernel series '{series}': known series are "
                          f"{', '.join(SERIES)} (e.g. --kernel debian:{next(iter(SERIES))})")
@@ -103,13 +102,13 @@ def get(series: str, arch: Arch, *, offline: bool = False) -> Kernel:
     try:
         lists.update(offline=offline)
     except KhError:
-        found = newest_extracted(series, arch)
+        found = newest_extracted(spec_of(series, arch, flavour), flavour)
         if found is None:
             raise
         progress(f"package lists unavailable, using cached kernel {found.release}")
         return found
-    abi, version = newest_abi(lists, series, arch.deb_arch)
-    pkgs = package_set(lists, abi, arch.deb_arch)
+    abi, version = newest_abi(lists, series, flavour)
+    pkgs = package_set(lists, abi, flavour)
     if not arch.native:
         pkgs = host_kbuild(pkgs, series, info, host(), offline=offline)
     source = ", ".join(f"{n}:{p['Architecture']}={p['Version']}" for n, p in sorted(pkgs.items()))
@@ -124,16 +123,23 @@ def get(series: str, arch: Arch, *, offline: bool = False) -> Kernel:
             apt.extract(debs, kdir / "root")
         for deb in debs:
             deb.unlink()
-        kernel = finish(kdir, series, arch, info.toolchain_suite, source=source)
+        kernel = finish(kdir, spec_of(series, arch, flavour), arch, info.toolchain_suite,
+                        source=source)
         (kdir / "kernel.json").write_text(kernel.to_json())
         return [kdir / "kernel.json", kernel.image, *([kernel.vmlinux] if kernel.vmlinux else [])]
 
-    kdir = cached(cache_root() / "kernels" / "debian" / f"{abi}-{arch.deb_arch}_{version}", make,
+    kdir = cached(cache_root() / "kernels" / "debian" / f"{abi}-{flavour}_{version}", make,
                   check=lambda kdir: Kernel.load(kdir / "kernel.json"))
     return Kernel.load(kdir / "kernel.json")
 
 
-def finish(kdir: Path, series: str, arch: Arch, suite: str, source: str) -> Kernel:
+def spec_of(series: str, arch: Arch, flavour: str) -> str:
+    """The --kernel spec of a series' kernel: the flavour named where it is
+    not the arch's default."""
+    return f"debian:{series}" if flavour == arch.flavour else f"debian:{series}-{flavour}"
+
+
+def finish(kdir: Path, spec: str, arch: Arch, suite: str, source: str) -> Kernel:
     """Make an extracted tree usable where it lies, and describe it."""
     root = kdir / "root"
     moddirs = [p for p in root.glob("**/lib/modules/*") if (p / "modules.order").exists()]
@@ -153,7 +159,7 @@ def finish(kdir: Path, series: str, arch: Arch, suite: str, source: str) -> Kern
     # Debian ships no modules.dep; basedir is what holds lib/modules.
     run(["depmod", "-b", str(moddir.parent.parent.parent), release], what="depmod")
     vmlinux = extract_vmlinux(image, kdir / "vmlinux") if arch.boot_vmlinux else None
-    return Kernel(spec=f"debian:{series}", release=release, arch=arch, image=image,
+    return Kernel(spec=spec, release=release, arch=arch, image=image,
                   modules_dir=moddir, build_dir=build, config=config, source=source,
                   suite=suite, vmlinux=vmlinux)
 
@@ -173,16 +179,16 @@ def relocate_headers(root: Path, build: Path) -> None:
             link.symlink_to(target)
 
 
-def newest_extracted(series: str, arch: Arch) -> Kernel | None:
-    """The newest complete kernel of the series in the cache (for --offline
+def newest_extracted(spec: str, flavour: str) -> Kernel | None:
+    """The newest complete kernel of the spec in the cache (for --offline
     and an unreachable mirror)."""
     found = []
-    for kdir in (cache_root() / "kernels" / "debian").glob(f"*-{arch.deb_arch}_*"):
+    for kdir in (cache_root() / "kernels" / "debian").glob(f"*-{flavour}_*"):
         if kdir.is_dir() and damage(kdir) is None:
             try:
                 k = Kernel.load(kdir / "kernel.json")
             except (OSError, ValueError):
                 continue
-            if k.spec == f"debian:{series}":
+            if k.spec == spec:
                 found.append((kdir.stat().st_mtime, k))
     return max(found, key=lambda t: t[0])[1] if found else None

@@ -10,7 +10,7 @@ from harness.apt import SERIES
 from harness.arches import Arch
 from harness.errors import UsageError
 from harness.kernel import Kernel
-from harness.kernels import built, debian
+from harness.kernels import debian, resolve
 
 
 def find(release: str, arch: Arch, wanted: str | None, *, where: str,
@@ -19,8 +19,7 @@ def find(release: str, arch: Arch, wanted: str | None, *, where: str,
     exactly that kernel), or Debian's package of that version."""
     if wanted is not None:
         kind, _, rest = wanted.partition(":")
-        kernel = built.find(rest, arch) if kind == "build" else \
-            debian.get(rest, arch, offline=offline)
+        kernel = resolve(wanted, arch, offline=offline)
         if kernel.release != release:
             raise UsageError(f"{where} runs {release}, but --kernel {wanted} is {kernel.release}: "
                              f"modules built for one do not load on the other; boot the target "
@@ -28,11 +27,13 @@ def find(release: str, arch: Arch, wanted: str | None, *, where: str,
         return kernel
     m = re.match(r"(\d+\.\d+)", release)
     series = m.group(1) if m else ""
-    if series not in SERIES or not release.endswith(f"-{arch.deb_arch}"):
+    flavour = next((f for f in (*arch.flavours, arch.deb_arch) if release.endswith(f"-{f}")),
+                   None)
+    if series not in SERIES or flavour is None:
         raise UsageError(f"{where} runs {release}, which is not a Debian kernel kharness knows "
                          f"(series {', '.join(SERIES)}): give --kernel build:<key> of the "
                          f"tree it was built from")
-    kernel = debian.get(series, arch, offline=offline)
+    kernel = debian.get(series, arch, flavour, offline=offline)
     if kernel.release != release:
         raise UsageError(f"{where} runs {release}; Debian's {series} kernel is now "
                          f"{kernel.release}: install linux-image-{kernel.release} there and "

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from harness.arches import Arch
+from harness.errors import KhError
 from harness.guest import Result
 
 if TYPE_CHECKING:
@@ -126,7 +128,7 @@ class Live:
     def ptes(self, prog: drgn.Program, pid: int, addr: int, pages: int) -> list[Pte | None]:
         """The entries mapping pages pages from addr in the task pid."""
         mm = find_task(prog, pid).mm
-        arch = self.kernel.arch.name
+        arch = walker(self.kernel.arch)
         return [pte(prog, mm, addr + i * 4096, arch, levels=self.levels)
                 for i in range(pages)]
 
@@ -289,6 +291,15 @@ ADDRESS = {"x86_64": 0x000F_FFFF_FFFF_F000, "arm64": 0x0000_FFFF_FFFF_F000}
 LEVELS = (("pgd", 48), ("p4d", 39), ("pud", 30), ("pmd", 21), ("pte", 12))
 
 
+def walker(arch: Arch) -> str:
+    """How this arch's page tables are walked (its Arch.page_table); an
+    arch kharness cannot walk is an error naming it, never another's walk."""
+    if arch.page_table not in ADDRESS:
+        raise KhError(f"page state: kharness does not walk {arch}'s page tables (it knows "
+                      f"{', '.join(ADDRESS)}'s); read the guest's /proc instead")
+    return arch.page_table
+
+
 def find_task(prog: drgn.Program, pid: int) -> drgn.Object:
     """The task with this pid (the tasks list from init_task: no pid
     namespace helpers needed, so it works without the kernel's DWARF)."""
@@ -330,6 +341,8 @@ def _decode(entry: int, pfn: int, level: str, arch: str) -> Pte:
     if arch == "x86_64":
         return Pte(pfn, level, bit(X86["write"]), bit(X86["dirty"]), bit(X86["special"]),
                    bit(X86["devmap"]), entry)
+    if arch != "arm64":
+        raise KhError(f"page state: no PTE decoding for {arch}")
     write = bit(ARM64["dbm"])
     return Pte(pfn, level, write, bit(ARM64["dirty"]) or (write and not bit(ARM64["rdonly"])),
                bit(ARM64["special"]), bit(ARM64["devmap"]), entry)

@@ -10,6 +10,8 @@ import re
 import struct
 from pathlib import Path
 
+from harness import arches
+
 SIGNATURE = b"makedumpfile\0"
 HEADER = 4096                 # the flattened header's size
 RECORD = struct.Struct(">qq")  # offset, size; big-endian; -1, -1 ends
@@ -242,7 +244,6 @@ def finish(path: Path, machine: str) -> None:
     label(path, machine)
 
 
-ELF_MACHINE = {"x86_64": 62, "aarch64": 183}
 EHDR = struct.Struct("<16sHHIQQQIHHHHHH")
 PHDR = struct.Struct("<IIQQQQQQ")
 PT_LOAD, PT_NOTE = 1, 4
@@ -285,7 +286,7 @@ def to_elf(path: Path, dest: Path) -> None:
         tmp = dest.with_name(dest.name + ".part")
         with open(tmp, "wb") as out:
             out.write(EHDR.pack(b"\x7fELF\x02\x01\x01".ljust(16, b"\0"), 4,
-                                ELF_MACHINE.get(machine, 0), 1, 0, EHDR.size, 0, 0, EHDR.size,
+                                arches.get(machine).elf_machine, 1, 0, EHDR.size, 0, 0, EHDR.size,
                                 PHDR.size, phnum, 0, 0, 0))
             out.write(PHDR.pack(PT_NOTE, 0, notes_at, 0, 0, len(notes), len(notes), 0))
             offset = data_at

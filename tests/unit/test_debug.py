@@ -57,3 +57,15 @@ def test_pte_bits_decode_per_arch():
     assert (_decode(clean, 0x1234, "pte", "arm64").dirty,
             _decode(clean & ~(1 << 7), 0x1234, "pte", "arm64").dirty) == (False, True)
     assert _decode(clean | 1 << 56, 0x1234, "pte", "arm64").special
+
+
+def test_an_arch_without_a_page_table_walk_is_named_not_guessed():
+    from harness.errors import KhError
+    from harness.observe.pagestate import _decode, walker
+    assert walker(arches.get("arm64")) == "arm64"
+    with pytest.raises(KhError, match="does not walk armhf's page tables"):
+        walker(arches.get("armhf"))
+    with pytest.raises(KhError, match="no PTE decoding for armhf"):
+        _decode(1, 0, "pte", "armhf")
+    with pytest.raises(UsageError, match="unknown arch 'sparc64'"):
+        arches.get("sparc64")

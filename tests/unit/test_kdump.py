@@ -6,6 +6,7 @@ import struct
 
 import pytest
 
+from harness.errors import UsageError
 from harness.vm import kdump
 
 
@@ -120,9 +121,12 @@ def test_an_elf_core_holds_the_same_pages(tmp_path):
     src, elf = tmp_path / "vmcore", tmp_path / "vmcore.elf"
     pages = {1: b"a" * 4096, 2: bytes(4096), 3: b"c" * 4096, 9: b"i" * 4096}
     src.write_bytes(kdump_file(4096, pages))
+    with pytest.raises(UsageError, match="unknown arch ''"):     # QEMU leaves it blank
+        kdump.to_elf(src, elf)
+    kdump.label(src, "aarch64")
     kdump.to_elf(src, elf)
     raw = elf.read_bytes()
-    assert raw[:4] == b"\x7fELF"
+    assert raw[:4] == b"\x7fELF" and kdump.EHDR.unpack_from(raw)[2] == 183    # EM_AARCH64
     phnum = kdump.EHDR.unpack_from(raw)[10]
     loads = [kdump.PHDR.unpack_from(raw, kdump.EHDR.size + i * kdump.PHDR.size)
              for i in range(phnum)]

@@ -77,3 +77,35 @@ def test_clang_kernel_is_refused(tmp_path):
     k = Kernel("debian:x", "1.0", ARCHES["x86_64"], tmp_path, tmp_path, tmp_path, cfg, "")
     with pytest.raises(Exception, match="only gcc-built kernels"):
         toolchain.kernel_gcc_major(k)
+
+
+@pytest.mark.parametrize("spec", ["debian:6.12-armmp", "debian:7.2-armmp-lpae"])
+def test_a_flavour_is_named_after_the_series(spec):
+    validate(spec)
+
+
+def test_an_unknown_flavour_names_the_known_ones():
+    with pytest.raises(UsageError, match="known flavours are armmp, armmp-lpae"):
+        validate("debian:6.12-rt")
+
+
+def test_a_flavour_of_another_arch_is_refused_before_any_download():
+    from harness.kernels import resolve
+    with pytest.raises(UsageError, match="armmp is a flavour of armhf's kernels, not x86_64's"):
+        resolve("debian:6.12-armmp", ARCHES["x86_64"])
+
+
+@pytest.mark.parametrize("name,abi", [
+    ("linux-headers-6.12.118+deb13-armmp", "6.12.118+deb13"),
+    ("linux-headers-6.12.118+deb13-armmp-lpae", None),
+])
+def test_headers_pattern_of_a_flavour(name, abi):
+    m = debian.headers_pattern("6.12", "armmp").match(name)
+    assert (m.group(1) if m else None) == abi
+
+
+def test_spec_names_a_flavour_only_where_it_is_not_the_default():
+    armhf = ARCHES["armhf"]
+    assert debian.spec_of("6.12", armhf, "armmp") == "debian:6.12"
+    assert debian.spec_of("6.12", armhf, "armmp-lpae") == "debian:6.12-armmp-lpae"
+    assert debian.spec_of("6.12", ARCHES["x86_64"], "amd64") == "debian:6.12"

@@ -72,12 +72,13 @@ def test_command_line_golden(tmp_path, monkeypatch, arch, accel, boot):
 
 
 def test_unknown_arch():
-    with pytest.raises(UsageError, match="known arches are arm64, x86_64"):
+    with pytest.raises(UsageError, match="known arches are arm64, armhf, x86_64"):
         arches.get("riscv64")
 
 
 def test_arch_aliases_and_host():
     assert arches.get("aarch64") is ARCHES["arm64"] and arches.get("amd64") is ARCHES["x86_64"]
+    assert arches.get("arm") is arches.get("armv7l") is ARCHES["armhf"]
     assert arches.host().native and arches.host().cross_compile == ""
     other = next(a for a in ARCHES.values() if a is not arches.host())
     assert not other.native and other.cross_compile == other.cross_prefix

@@ -29,7 +29,9 @@ STACK_STARTS = (rx(r"Call (?:T|t)race"), rx(r"Allocated:"), rx(r"Allocated by ta
                 rx(r"Uninit was stored to memory at"), RISCV_STACK)
 FRAMES = (rx(r"^ *(?:{{PC}} ){0,2}{{FUNC}}"),
           # arm: "[<pc>] (func) from [<pc>] (caller+0x..." gives both frames
-          rx(r"^ *{{PC}} \(([a-zA-Z0-9_.]+)\) from {{PC}} \({{FUNC}}"))
+          rx(r"^ *{{PC}} \(([a-zA-Z0-9_.]+)\) from {{PC}} \({{FUNC}}"),
+          # arm since 6.x: "func [module] from caller+0x.../0x..." the same
+          rx(r"^ *([a-zA-Z0-9_.]+)(?: \[[a-zA-Z0-9_]+\])? from {{FUNC}}"))
 
 # Frames that say how a report was raised, not where (matched anywhere in a frame).
 SKIP = (
@@ -38,6 +40,7 @@ SKIP = (
     "(read|write)_once_.*nocheck", "print_address_description", "panic", "invalid_op",
     "report_bug", "fixup_bug", "print_report", "print_usage_bug", "do_error", "invalid_op",
     r"_trap$|do_trap", "show_stack", "dump_stack", "walk_stack", "dump_backtrace",
+    "unwind_backtrace",
     "warn_slowpath", "warn_alloc", "warn_bogus", "__warn", "alloc_page", "k?v?(?:m|z|c)alloc",
     "krealloc", "kmem_cache", "allocate_slab", "__alloc_frozen_pages_noprof",
     "folio_(?:alloc|unlock)", "filemap_alloc_folio", "__filemap_get_folio",

@@ -14,7 +14,7 @@ WARNs in untrack_pfn() when part of the mapping goes, a known issue: VF4); 6.12 
 from __future__ import annotations
 
 import pytest
-from conftest import VFIO_NEEDS, content_row, guest_if_kernel_has
+from conftest import content_row, guest_if_kernel_has, vfio_needs
 
 from harness.guest import Guest
 
@@ -29,7 +29,7 @@ HUGE_PFNMAP = (6, 12)      # vfio_pci_mmap_huge_fault()
 @pytest.fixture
 def vf(request, kernel) -> tuple[Guest, str]:
     """The ivshmem device, bound to vfio-pci: its BDF."""
-    guest = guest_if_kernel_has(request, VFIO_NEEDS[kernel.arch.name])
+    guest = guest_if_kernel_has(request, vfio_needs(kernel.arch))
     assert isinstance(guest, Guest), "the qemu mark keeps SSH targets out"
     found = guest.run(["sh", "-c", "for d in /sys/bus/pci/devices/*; do "
                        "[ $(cat $d/vendor):$(cat $d/device) = 0x1af4:0x1110 ] && "
