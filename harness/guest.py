@@ -241,7 +241,7 @@ class Guest:
         that fills is an OSError naming dest, and leaves no part behind."""
         q = self.machine.qmp()
         formats = q.command("query-dump-guest-memory-capability").get("formats", [])
-        arch = self.machine.launcher.arch
+        arch = self.machine.arch
         fmt = "kdump-zlib" if "kdump-zlib" in formats and arch.kdump else "elf"
         part = dest.with_name(dest.name + ".part")
         t0 = time.monotonic()

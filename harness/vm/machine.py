@@ -16,14 +16,11 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Protocol
 
+from harness.arches import Arch
 from harness.errors import KhError
 from harness.vm.qmp import Qmp
-
-if TYPE_CHECKING:   # a Machine is made by its Launcher
-    from harness.arches import Arch
-    from harness.vm.launcher import Launcher
 
 SOCK_PREFIX = "kh-"         # temporary directories of agent sockets: kh-<random>
 IVSHMEM_SIZE = "4M"         # a power of two: the BAR is that size (2 MiB blocks: VF)
@@ -135,12 +132,22 @@ class MachineSpec:
         return cmds
 
 
+class Maker(Protocol):
+    """What a Machine keeps of what started it (vm/launcher.py's Launcher)."""
+    name: str
+    arch: Arch
+    spec: MachineSpec
+    workdir: Path
+    console_log: Path
+    launcher_log: Path
+
+
 class Machine:
     """A started guest: its process, console log and agent socket."""
 
-    def __init__(self, launcher: Launcher, accel: str, proc: subprocess.Popen,
+    def __init__(self, launcher: Maker, accel: str, proc: subprocess.Popen,
                  sock_dir: Path, argv: list[str]):
-        self.launcher = launcher
+        self.arch = launcher.arch
         self.name = launcher.name
         self.spec = launcher.spec
         self.workdir = launcher.workdir
