@@ -48,7 +48,7 @@ def main() -> int:
             times.append(seconds)
         last = out / f"vmcore-{args.rounds - 1}"
         dump = memory.Dump(last, prep.kernel, prep.modules, kdump.info(last))
-        print(f"{prep.kernel.release} ({prep.kernel.arch}), {prep.spec.memory_mb} MiB guest, "
+        print(f"{prep.kernel.release} ({prep.kernel.arch}), {prep.spec.memory} MiB guest, "
               f"{args.rounds} dumps")
         print(f"  dump: {statistics.median(sizes) / 2**20:.0f} MiB on disk, {median(times)}")
         for symbols in ("kallsyms", "dwarf"):
@@ -69,7 +69,7 @@ def main() -> int:
 
 def live_vs_dump(guest, prep, out: Path, rounds: int) -> None:
     view = pagestate.Live(guest, prep.kernel, prep.modules, out)
-    pfn = prep.spec.memory_mb << 8 >> 1          # a page of RAM halfway up
+    pfn = prep.spec.memory << 8 >> 1          # a page of RAM halfway up
     if prep.kernel.arch.name == "arm64":
         pfn += 0x40000                            # RAM starts at 1 GiB on QEMU's virt
     opened, live, dumped = [], [], []

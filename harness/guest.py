@@ -255,7 +255,7 @@ class Guest:
             # QEMU says only "failed to write page data": a disk with less
             # room than the guest's memory is the reason it could not.
             st = os.statvfs(dest.parent)
-            if "write" in str(e) and st.f_bavail * st.f_frsize < self.machine.spec.memory_mb << 20:
+            if "write" in str(e) and st.f_bavail * st.f_frsize < self.machine.spec.memory << 20:
                 raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(dest)) from None
             raise
         finally:

@@ -66,7 +66,7 @@ def pytest_configure(config: pytest.Config) -> None:
         "kernel(spec): run only where the kernel matches, e.g. '>=7.2' or '<6.12'",
         "arch(name): run only on this guest arch",
         "expect_report(title): the test expects a kernel report whose title contains this",
-        "guest(cpus=N, memory_mb=M, append=TEXT, numa=N, swap_mb=M, pmem_mb=M, overcommit=N, "
+        "guest(cpus=N, memory=M, append=TEXT, numa=N, swap=M, pmem=M, overcommit=N, "
         "hugepages=N): the test needs a guest of its own with these settings",
         "qemu: the test needs a QEMU guest (its console, devices or death); skipped on "
         "an SSH --target",

@@ -19,10 +19,10 @@ from typing import Any
 from harness.addresses import Access, SshUrl
 from harness.arches import Arch
 
-# MachineSpec fields set by options of these names.
-MACHINE_FIELDS = {"memory": "memory_mb", "append": "append", "numa": "numa",
-                  "swap": "swap_mb", "pmem": "pmem_mb", "overcommit": "overcommit",
-                  "hugepages": "hugepages", "vng_root": "vng_root"}
+# The guest settings that are MachineSpec fields of the same name (the
+# option's, the guest() marker's, the machine's).
+MACHINE_FIELDS = ("memory", "append", "numa", "swap", "pmem", "overcommit", "hugepages",
+                  "vng_root")
 
 BOOT_PATHS = ("initramfs", "vng")      # how a QEMU guest boots: our initramfs, virtme-ng
 
@@ -66,8 +66,8 @@ class GuestRequest:
     def machine(self) -> dict[str, Any]:
         """The MachineSpec fields these settings set (the rest keep theirs)."""
         out: dict[str, Any] = {}
-        for option, name in MACHINE_FIELDS.items():
-            value = getattr(self, option)
+        for name in MACHINE_FIELDS:
+            value = getattr(self, name)
             if value is not None:
                 out[name] = value if name in ("append", "vng_root") else int(value)
         if self.rwdir:

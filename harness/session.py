@@ -122,7 +122,7 @@ def launcher(prep: Prepared, workdir: Path) -> Launcher:
     if prep.boot == "initramfs":
         # One image a run and set of kernel modules, not one a guest: a suite
         # restores a guest for every test.
-        wants = {"swap": bool(spec.swap_mb), "pmem": bool(spec.pmem_mb), "vfio": spec.viommu}
+        wants = {"swap": bool(spec.swap), "pmem": bool(spec.pmem), "vfio": spec.viommu}
         image = prep.outdir / "-".join(["initramfs", *(w for w, on in wants.items() if on)])
         image = image.with_name(image.name + ".cpio")
         if image not in prep.images:
@@ -342,7 +342,7 @@ def _boot(prep: Prepared, launch: Launcher) -> Guest:
     else:
         setup = [f"modprobe {name} {args}".strip()
                  for name, args in initramfs.wanted_modules(
-                     prep.kernel.arch, swap=bool(prep.spec.swap_mb), pmem=bool(prep.spec.pmem_mb),
+                     prep.kernel.arch, swap=bool(prep.spec.swap), pmem=bool(prep.spec.pmem),
                      vfio=prep.spec.viommu).items()]
         paths = {n: str(p) for n, p in prep.modules.items()}
     try:

@@ -52,7 +52,7 @@ class Selftest:
 
 # Swap for cow's swap-out cases (MADV_PAGEOUT must reach a swap device),
 # free huge pages for cow's and uffd-unit-tests' hugetlb cases: one guest.
-SWAP = {"swap_mb": 256, "hugepages": 32}
+SWAP = {"swap": 256, "hugepages": 32}
 CATALOGUE = [
     Selftest("pfnmap"),                                   # /dev/mem's first RAM page
     Selftest("pfnmap", device="/dev/kh_ringbuf_pfnmap"),  # remap_pfn_range of pages
@@ -70,7 +70,7 @@ CATALOGUE = [
     Selftest("cow", guest=SWAP, why="swaps pages out with MADV_PAGEOUT; hugetlb cases "
              "need free huge pages"),
     Selftest("pagemap_ioctl"),
-    Selftest("rmap", guest={"numa": 2, "memory_mb": 1024},
+    Selftest("rmap", guest={"numa": 2, "memory": 1024},
              why="migrates folios between two NUMA nodes"),
     Selftest("uffd-unit-tests", guest=SWAP, why="hugetlb cases need free huge pages"),
 ]

@@ -45,7 +45,7 @@ PMEM_MODULES = {"nd_pmem": "", "dax_pmem": "", "device_dax": "", "ext4": "", "xf
 VFIO_MODULES = {"vfio_pci": "", "vfio_iommu_type1": "allow_unsafe_interrupts=1"}
 _PMEM = "for --pmem"
 _VFIO = "for vfio-pci, guest(viommu=True)"
-NEEDED_FOR = {"virtio_blk": "CONFIG_VIRTIO_BLK, for a guest with swap (--swap, swap_mb)",
+NEEDED_FOR = {"virtio_blk": "CONFIG_VIRTIO_BLK, for a guest with swap (--swap, guest(swap=))",
               "nfit": f"CONFIG_ACPI_NFIT, {_PMEM}", "of_pmem": f"CONFIG_OF_PMEM, {_PMEM}",
               "nd_pmem": f"CONFIG_BLK_DEV_PMEM, {_PMEM}",
               "dax_pmem": f"CONFIG_DEV_DAX_PMEM and CONFIG_ZONE_DEVICE, {_PMEM}",

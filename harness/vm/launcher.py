@@ -88,10 +88,10 @@ class Launcher:
         """Files on its command line that a guest's state needs besides RAM,
         and whether the guest writes them: a snapshot carries them
         (harness/vm/snapshot.py); their names are their own."""
-        disks = {self.workdir / "swap.img": self.spec.swap_mb,
-                 self.workdir / "pmem.img": self.spec.pmem_mb}
+        disks = {self.workdir / "swap.img": self.spec.swap,
+                 self.workdir / "pmem.img": self.spec.pmem}
         out = {path: True for path, size in disks.items() if size}
-        if self.spec.pmem_mb and self.arch.pmem_firmware:
+        if self.spec.pmem and self.arch.pmem_firmware:
             out[Path(self.arch.pmem_firmware)] = False
         return out
 
@@ -131,20 +131,20 @@ class Launcher:
         spec, args = self.spec, []
         if spec.viommu:
             args += ["-device", self.arch.viommu]
-        if spec.swap_mb:
-            disk = _sparse(self.workdir / "swap.img", spec.swap_mb << 20)
+        if spec.swap:
+            disk = _sparse(self.workdir / "swap.img", spec.swap << 20)
             args += ["-drive", f"file={qemu_value(disk)},if=none,id=khswap,format=raw,cache=unsafe",
                      "-device", "virtio-blk-pci,drive=khswap"]
-        if spec.pmem_mb:
+        if spec.pmem:
             args += self.pmem_devices()
         if spec.numa > 1:
-            if spec.memory_mb % spec.numa:
-                raise UsageError(f"memory {spec.memory_mb} MiB does not split into "
+            if spec.memory % spec.numa:
+                raise UsageError(f"memory {spec.memory} MiB does not split into "
                                  f"{spec.numa} equal NUMA nodes")
             for node in range(spec.numa):
                 cpus = f",cpus=0-{spec.cpus - 1}" if node == 0 else ""
                 args += ["-object", f"memory-backend-ram,id=khnode{node},"
-                                    f"size={spec.memory_mb // spec.numa}M",
+                                    f"size={spec.memory // spec.numa}M",
                          "-numa", f"node,nodeid={node},memdev=khnode{node}{cpus}"]
         return args
 
@@ -155,7 +155,7 @@ class Launcher:
         spec = self.spec
         if not self.arch.pmem:
             raise UsageError(f"--pmem: no NVDIMM under QEMU for {self.arch.name} guests")
-        size = (spec.pmem_mb << 20) + PMEM_LABEL
+        size = (spec.pmem << 20) + PMEM_LABEL
         check_backing(self.workdir, size, "--pmem")
         disk = _sparse(self.workdir / "pmem.img", size)
         firmware = []
@@ -166,7 +166,7 @@ class Launcher:
                               f"{self.arch.pmem_firmware_package})")
             firmware = ["-bios", self.arch.pmem_firmware]
         return [*firmware, "-machine", "nvdimm=on",
-                "-m", f"{spec.memory_mb}M,slots=1,maxmem={spec.memory_mb + spec.pmem_mb + 1}M",
+                "-m", f"{spec.memory}M,slots=1,maxmem={spec.memory + spec.pmem + 1}M",
                 "-object", f"memory-backend-file,id=khpmem,share=on,"
                            f"mem-path={qemu_value(disk)},size={size}",
                 "-device", f"nvdimm,id=khnvdimm,memdev=khpmem,label-size={PMEM_LABEL}"]

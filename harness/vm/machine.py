@@ -90,7 +90,7 @@ def pmem_commands(pmem_mb: int) -> list[str]:
 class MachineSpec:
     """What every launcher needs to know besides the kernel."""
     workdir: Path
-    memory_mb: int = 1024
+    memory: int = 1024           # MiB
     # One vCPU unless asked: it boots fastest. Several under x86 MTTCG fail
     # about one boot in 50 ("Oops: int3"); session.start boots those again.
     cpus: int = 1
@@ -101,8 +101,8 @@ class MachineSpec:
     # What some tests need of the guest (upstream mm selftests above all):
     append: str = ""             # added to the kernel command line
     numa: int = 1                # NUMA nodes, memory split evenly, CPUs on node 0
-    swap_mb: int = 0             # a virtio disk of this size, used as swap
-    pmem_mb: int = 0             # an NVDIMM of this size, its namespaces made (pmem_layout)
+    swap: int = 0                # MiB: a virtio disk of this size, used as swap
+    pmem: int = 0                # MiB: an NVDIMM of this size, its namespaces made (pmem_layout)
     viommu: bool = False         # a virtual IOMMU (x86_64: intel-iommu), for vfio-pci
     overcommit: int | None = None  # vm.overcommit_memory
     hugepages: int = 0           # vm.nr_hugepages
@@ -118,10 +118,10 @@ class MachineSpec:
     def setup_commands(self) -> list[str]:
         """Guest commands that give a booted guest these settings."""
         cmds = []
-        if self.swap_mb:
+        if self.swap:
             cmds.append(f"mkswap {SWAP_DEVICE} >/dev/null && swapon {SWAP_DEVICE}")
-        if self.pmem_mb:
-            cmds += pmem_commands(self.pmem_mb)
+        if self.pmem:
+            cmds += pmem_commands(self.pmem)
         if self.overcommit is not None:
             cmds.append(f"echo {self.overcommit} > /proc/sys/vm/overcommit_memory")
         if self.hugepages:

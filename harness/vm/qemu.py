@@ -31,7 +31,7 @@ class QemuLauncher(Launcher):
         return [a.qemu_binary, "-nodefaults", "-no-user-config", "-display", "none",
                 "-no-reboot", *a.qemu_machine(accel, self.spec.cpu, cpus=self.spec.cpus,
                                                     tcg_thread=self.spec.tcg_thread),
-                "-m", str(self.spec.memory_mb), "-smp", str(self.spec.cpus),
+                "-m", str(self.spec.memory), "-smp", str(self.spec.cpus),
                 "-kernel", str(image), "-initrd", str(self.initramfs),
                 "-append", " ".join([f"console={a.console}", *BASE_APPEND,
                                       *self.spec.kernel_append(self.arch)]),

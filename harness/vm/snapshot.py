@@ -191,7 +191,7 @@ class Plan:
                   "carried": {p.name: w for p, w in self.carried.items()}, "release": release,
                   "setup": self.setup,
                   "saved_seconds": round(seconds, 3), "size": state.stat().st_size,
-                  "memory_mb": machine.spec.memory_mb}
+                  "memory_mb": machine.spec.memory}
         (entry / RECORD).write_text(json.dumps(record, indent=1) + "\n")
         return [STATE, RECORD, CONSOLE, *(p.name for p in self.carried)]
 

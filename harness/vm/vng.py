@@ -201,7 +201,7 @@ class VngLauncher(Launcher):
         append += self.spec.kernel_append(self.arch)
         image = self.dir / "boot" / self.kernel.image.name
         argv = ["vng", "-r", str(image), "--verbose", "--force-9p",
-                "--cpus", str(self.spec.cpus), "--memory", f"{self.spec.memory_mb}M",
+                "--cpus", str(self.spec.cpus), "--memory", f"{self.spec.memory}M",
                 f"--qemu-opts={' '.join(self.devices(sock_dir))}",
                 "--append", " ".join(append)]
         if accel == "tcg":

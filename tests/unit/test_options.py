@@ -252,7 +252,7 @@ def test_guest_settings_reach_the_suites_and_the_machine():
     assert "--selftests-source=debian-source:7.2" in argv
     assert not any(a.startswith("--suite") for a in argv)   # run's own choice
     assert options.guest_request(ns).machine() == {
-        "swap_mb": 256, "overcommit": 1, "vng_root": "auto",
+        "swap": 256, "overcommit": 1, "vng_root": "auto",
         "append": "proc_mem.force_override=always"}
 
 

@@ -119,7 +119,7 @@ def test_guest_settings_on_the_qemu_command_line(tmp_path):
     commands run once the guest is up."""
     work = tmp_path / "work"
     work.mkdir()
-    spec = MachineSpec(workdir=work, memory_mb=2048, cpus=2, numa=2, swap_mb=64,
+    spec = MachineSpec(workdir=work, memory=2048, cpus=2, numa=2, swap=64,
                        append="proc_mem.force_override=always", overcommit=1, hugepages=8)
     argv = QemuLauncher(fake_kernel(work, "x86_64"), work / "i.cpio", spec).argv("tcg", tmp_path)
     line = " ".join(argv)
@@ -134,7 +134,7 @@ def test_guest_settings_on_the_qemu_command_line(tmp_path):
         "mkswap /dev/vda >/dev/null && swapon /dev/vda",
         "echo 1 > /proc/sys/vm/overcommit_memory",
         "if [ -e /proc/sys/vm/nr_hugepages ]; then echo 8 > /proc/sys/vm/nr_hugepages; fi"]
-    odd = MachineSpec(workdir=work, memory_mb=1000, numa=3)
+    odd = MachineSpec(workdir=work, memory=1000, numa=3)
     with pytest.raises(UsageError, match="does not split into 3 equal NUMA nodes"):
         QemuLauncher(fake_kernel(work, "x86_64"), work / "i.cpio", odd).argv("tcg", tmp_path)
 
@@ -143,7 +143,7 @@ def test_pmem_on_the_qemu_command_line(tmp_path, monkeypatch):
     """--pmem: an NVDIMM with a label area over a sparse file in the guest's
     folder, which a snapshot carries; its namespaces made once it is up."""
     work = tmp_path / "work"
-    spec = MachineSpec(workdir=work, pmem_mb=768)
+    spec = MachineSpec(workdir=work, pmem=768)
     launcher = QemuLauncher(fake_kernel(work, "x86_64"), work / "i.cpio", spec)
     argv = launcher.argv("tcg", tmp_path)
     img = work / "pmem.img"

@@ -100,7 +100,7 @@ def own(kh_pool, tmp_path) -> session.Prepared:
     --boot the suite has (virtme-ng's guests are never restored)."""
     prep = kh_pool.prepared()
     initramfs.busybox_for(prep.kernel.arch)
-    return dataclasses.replace(prep, spec=dataclasses.replace(prep.spec, memory_mb=768),
+    return dataclasses.replace(prep, spec=dataclasses.replace(prep.spec, memory=768),
                                boot="initramfs", outdir=tmp_path, boots=0, restores=0,
                                snapshot=None, spare=None, images=[])
 
@@ -195,7 +195,7 @@ def test_a_snapshot_of_another_qemu_or_kernel_is_made_again(own, capfd, what):
 def test_a_swap_disk_travels_with_the_snapshot(own):
     """The swap disk is state outside RAM: each restored guest gets its own
     copy of the one the saved guest had swapped on, and swaps to it."""
-    own.spec = dataclasses.replace(own.spec, swap_mb=64)
+    own.spec = dataclasses.replace(own.spec, swap=64)
     _guest(own).discard()
     g = _guest(own)
     try:

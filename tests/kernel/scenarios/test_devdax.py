@@ -14,7 +14,7 @@ import pytest
 from conftest import OWN_PAGES, PMEM_MB, Pmem, content_row, pmem_guest
 from test_fsdax import REFCOUNTED
 
-pytestmark = [pytest.mark.guest(pmem_mb=PMEM_MB), pytest.mark.qemu]
+pytestmark = [pytest.mark.guest(pmem=PMEM_MB), pytest.mark.qemu]
 
 MIB = 8
 PAGES = MIB * 256

@@ -15,7 +15,7 @@ from __future__ import annotations
 import pytest
 from conftest import PMEM_MB, Pmem, content_row, pmem_guest
 
-pytestmark = [pytest.mark.guest(pmem_mb=PMEM_MB), pytest.mark.qemu]
+pytestmark = [pytest.mark.guest(pmem=PMEM_MB), pytest.mark.qemu]
 
 MIB = 8                          # each test's file: four 2 MiB blocks
 PAGES = MIB * 256
