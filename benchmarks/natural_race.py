@@ -12,7 +12,8 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-from harness import arches, repro, session
+from harness import arches, session
+from harness.commands import repro
 
 # The mode whose mkwrite insert WARNs on each kernel (tests/kernel/scenarios/test_daxlike.py).
 SIGNATURES = {(6, 1): ("special", "WARNING in insert_pfn"),

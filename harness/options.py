@@ -25,9 +25,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness import addresses, arches, cachetool, resources
+from harness import addresses, arches, resources
 from harness.apt import SERIES
 from harness.arches import Arch
+from harness.commands import cachetool
 from harness.errors import UsageError
 from harness.kernels import DEFAULT_SPEC, validate
 from harness.requests import (

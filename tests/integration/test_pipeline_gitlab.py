@@ -14,7 +14,7 @@ from pathlib import Path
 import kcidb_io
 import pytest
 
-from harness import nightly
+from harness.commands import nightly
 from harness.util import cache_root
 
 REPO = Path(__file__).resolve().parents[2]

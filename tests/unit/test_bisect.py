@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from harness.bisect import BAD, GOOD, SKIP, bisect_series
+from harness.commands.bisect import BAD, GOOD, SKIP, bisect_series
 
 
 def stepper(first_bad: int, skip: set[int] = frozenset()):

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from harness import cache, cachetool
+from harness import cache
+from harness.commands import cachetool
 
 DAY = 86400.0
 HOLDER = """
@@ -220,7 +221,7 @@ def test_a_cache_well_under_its_cap_is_not_walked_again_soon(root, monkeypatch):
 
 
 def test_a_mutants_kernel_and_its_snapshots_go_once_its_suite_ran(root):
-    from harness import mutants
+    from harness.commands import mutants
 
     mutant = make(root, "builds/x86_64-7.2.13-abc123", files={"vmlinuz": ""})
     snap(root, mutant, "m1")

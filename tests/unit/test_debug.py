@@ -7,7 +7,8 @@ import json
 import pytest
 from test_kdump import kdump_file
 
-from harness import arches, debug
+from harness import arches
+from harness.commands import debug
 from harness.errors import UsageError
 from harness.kernel import Kernel
 

@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 from test_debug import run_folder
 
-from harness import cache, debug, nightly, options, suites
+from harness import cache, options, suites
+from harness.commands import debug, nightly
 from harness.errors import KhError, UsageError
 from harness.results import compare, dashboard, matrix
 from harness.util import SAFE, artifact_name, safe_name

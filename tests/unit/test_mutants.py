@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from harness import mutants
+from harness.commands import mutants
 from harness.errors import UsageError
 from harness.kbuild import patches
 from harness.resources import data, scenario_ids

@@ -11,7 +11,7 @@ from pathlib import Path
 import kcidb_io
 import pytest
 
-from harness import nightly
+from harness.commands import nightly
 from harness.errors import UsageError
 from harness.results import merge
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from harness import nightly
+from harness.commands import nightly
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from harness import repro, stats
+from harness import stats
+from harness.commands import repro
 from harness.guest import Result
 
 LOG = (Path(__file__).parent.parent / "data" / "reports" /

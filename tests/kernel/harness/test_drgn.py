@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from conftest import device, option
 
-from harness import debug
+from harness.commands import debug
 
 pytestmark = pytest.mark.qemu      # a QEMU guest's memory over QMP
 

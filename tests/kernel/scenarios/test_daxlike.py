@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 from conftest import content_cases, content_row
 
-from harness import repro
+from harness.commands import repro
 from harness.observe.proc import parse_page_lines
 
 # mode -> what the catalogue expects of it

@@ -15,9 +15,10 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from harness import arches, kernels, mutants, repro, resources, session, suites
+from harness import arches, kernels, resources, session, suites
 from harness.apt import SERIES
 from harness.arches import Arch
+from harness.commands import mutants, repro
 from harness.errors import KhError, UsageError
 from harness.kbuild import kconfig
 from harness.kbuild import linux as kbuild

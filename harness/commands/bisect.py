@@ -12,7 +12,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from harness import options, repro, session
+from harness import options, session
+from harness.commands import repro
 from harness.errors import KhError, UsageError
 from harness.kbuild import linux as kbuild
 from harness.kbuild import patches

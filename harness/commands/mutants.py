@@ -29,7 +29,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from harness import cachetool
+from harness.commands import cachetool
 from harness.errors import KhError, UsageError
 from harness.kbuild import linux as kbuild
 from harness.kbuild import patches
