@@ -433,6 +433,12 @@ static int op_hole(const char *dev, long n, const char *pgdir)
 	report_pages(pgdir, "mapped");
 	munmap(p, n * page_size);
 	close(fd);
+	/* Every process's zero page: a read of a new anonymous mapping maps it. */
+	p = mmap(NULL, page_size, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	got = 1;
+	r = touch(p + 8, 0, 0, &got);
+	printf("op=zero_page_after access=%s byte8=%d\n", r, got);
+	munmap(p, page_size);
 	return 0;
 }
 
