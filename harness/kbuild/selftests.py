@@ -131,7 +131,7 @@ def _build(tree: SourceTree, arch: Arch, names: list[str], cc: str, out: Path) -
         proc = run([*make, str(bindir / name)], what=f"make {name}", log=log, check=False,
                    env={**os.environ, **lib_env})
         if proc.returncode != 0 or not (bindir / name).exists():
-            why = f"does not build for {arch} (log: {log})"
+            why = f"does not build for {arch}: {_first_error(log)} (log: {log})"
             if absent:
                 why = f"needs {', '.join('lib' + a for a in absent)}, not available for {arch}"
             missing[name] = why
@@ -149,6 +149,13 @@ def _build(tree: SourceTree, arch: Arch, names: list[str], cc: str, out: Path) -
             "version": kernelversion(tree.path), "arch": arch.name, "timeout": timeout,
             "built": built, "missing": missing, "harness": harness,
             "libraries": {lib: libs.get(lib, "not available") for lib in LIBRARIES}}
+
+
+def _first_error(log: Path) -> str:
+    """The compiler's first error in a build log, or what ended it."""
+    lines = log.read_text(errors="replace").splitlines() if log.is_file() else []
+    return next((ln.strip() for ln in lines if "error:" in ln),
+                lines[-1].strip() if lines else "no output")
 
 
 def _shadow(top: Path, dest: Path, folder: Path = SUBDIR) -> Path:

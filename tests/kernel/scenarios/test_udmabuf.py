@@ -11,7 +11,7 @@ own mapping is the control: its pages keep their single mapcount.
 from __future__ import annotations
 
 import pytest
-from conftest import content_row
+from conftest import content_row, guest_if_kernel_has
 
 PAGES = 16
 PFNMAP = (6, 11)      # udmabuf's folio rework: vmf_insert_pfn() into VM_PFNMAP
@@ -19,9 +19,12 @@ PREFAULT = (6, 13)    # the first fault maps the whole buffer
 
 
 @pytest.fixture
-def ud(guest, kernel):
-    if guest.run(["test", "-c", "/dev/udmabuf"]).status != 0:
-        pytest.skip(f"kernel {kernel.release} has no /dev/udmabuf (CONFIG_UDMABUF)")
+def ud(request, kernel):
+    """A guest with /dev/udmabuf: a kernel without CONFIG_UDMABUF is a skip
+    naming it; one with it and no device is a failure."""
+    guest = guest_if_kernel_has(request, ("CONFIG_UDMABUF",))
+    assert guest.run(["test", "-c", "/dev/udmabuf"]).status == 0, \
+        f"kernel {kernel.release} has CONFIG_UDMABUF but the guest has no /dev/udmabuf"
     return guest
 
 
