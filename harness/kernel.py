@@ -33,6 +33,13 @@ class Kernel:
         m = re.match(r"(\d+)\.(\d+)", self.release)
         return (int(m.group(1)), int(m.group(2))) if m else (0, 0)
 
+    @property
+    def debian_series(self) -> str:
+        """The Debian series of a debian: spec ("6.12" of debian:6.12-armmp-lpae);
+        "" for a kernel of another provider."""
+        kind, _, rest = self.spec.partition(":")
+        return rest.partition("-")[0] if kind == "debian" else ""
+
     def config_value(self, option: str) -> str | None:
         for line in self.config.read_text(errors="replace").splitlines():
             if line.startswith(option + "="):

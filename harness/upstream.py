@@ -91,7 +91,7 @@ def source_for(kernel: Kernel, override: str | None = None, *,
                              f"--selftests-source")
         return source.SourceTree(f"{kernel.spec} source", src, f"build {kernel.spec}")
     if kind == "debian":
-        rest = rest.partition("-")[0]       # the series of debian:6.12-armmp-lpae
+        rest = kernel.debian_series
         tree = source.get(f"debian-source:{rest}", offline=offline)
         version = tree.identity.rsplit(" ", 1)[-1]
         if f"={version}" not in kernel.source:

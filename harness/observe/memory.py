@@ -91,7 +91,7 @@ def debian_dbg(kernel: Kernel, *, fetch: bool) -> tuple[Path, list[Path]] | None
     from harness.apt import SERIES, AptConfig
     from harness.cache import cached, damage
 
-    series = kernel.spec.partition(":")[2].partition("-")[0]   # debian:6.12-armmp-lpae
+    series = kernel.debian_series
     pkg = f"linux-image-{kernel.release}-dbg"
     entry = cache_root() / "debuginfo" / kernel.arch.deb_arch / kernel.release
 

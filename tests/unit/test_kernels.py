@@ -109,3 +109,11 @@ def test_spec_names_a_flavour_only_where_it_is_not_the_default():
     assert debian.spec_of("6.12", armhf, "armmp") == "debian:6.12"
     assert debian.spec_of("6.12", armhf, "armmp-lpae") == "debian:6.12-armmp-lpae"
     assert debian.spec_of("6.12", ARCHES["x86_64"], "amd64") == "debian:6.12"
+
+
+def test_a_kernels_debian_series_drops_its_flavour(tmp_path):
+    k = Kernel(spec="debian:6.12-armmp-lpae", release="6.12.118+deb13-armmp-lpae",
+               arch=ARCHES["armhf"], image=tmp_path, modules_dir=tmp_path, build_dir=tmp_path,
+               config=tmp_path, source="test")
+    assert k.debian_series == "6.12"
+    assert Kernel(**{**k.__dict__, "spec": "build:abc"}).debian_series == ""
