@@ -9,11 +9,11 @@ import argparse
 import statistics
 import sys
 import time
-from dataclasses import replace
 from pathlib import Path
 
 from harness import session
 from harness.arches import ARCHES
+from harness.requests import GuestRequest
 
 CPUS = ("max", "max,pauth-impdef=on", "neoverse-n1", "cortex-a57")
 
@@ -24,11 +24,10 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--out", type=Path, default=Path("/tmp/kharness-bench-cpu"))
     args = ap.parse_args()
-    prep = session.prepare(args.kernel, ARCHES["arm64"], boot="initramfs", outdir=args.out,
-                           accel="tcg")
+    base = session.prepare(GuestRequest(args.kernel, ARCHES["arm64"], accel="tcg"), args.out)
     print(f"arm64 boot to first command under TCG, {args.kernel}, {args.rounds} boots a model")
     for cpu in CPUS:
-        prep.spec = replace(prep.spec, cpu=cpu)
+        prep = base.variant(args.out / cpu.replace(",", "-"), cpu=cpu)
         times = []
         for _ in range(args.rounds):
             t0 = time.monotonic()

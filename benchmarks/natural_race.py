@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import argparse
 import sys
-from dataclasses import replace
 from pathlib import Path
 
 from harness import arches, session
 from harness.commands import repro
+from harness.requests import GuestRequest
 
 # The mode whose mkwrite insert WARNs on each kernel (tests/kernel/scenarios/test_daxlike.py).
 SIGNATURES = {(6, 1): ("special", "WARNING in insert_pfn"),
@@ -34,12 +34,11 @@ def main() -> int:
           f"{args.iterations} moves", flush=True)
     for arch in map(arches.get, args.arches.split(",")):
         for spec in args.kernels.split(","):
-            prep = session.prepare(spec, arch, boot="initramfs", accel="tcg", cpus=2,
-                                   outdir=args.out / f"{spec.replace(':', '-')}-{arch}")
-            mode, signature = SIGNATURES[prep.kernel.version]
-            base = prep.spec
+            base = session.prepare(GuestRequest(spec, arch, accel="tcg", cpus=2),
+                                   args.out / f"{spec.replace(':', '-')}-{arch}")
+            mode, signature = SIGNATURES[base.kernel.version]
             for thread in args.threads.split(","):
-                prep.spec = replace(base, tcg_thread=thread)
+                prep = base.variant(base.outdir / thread, tcg_thread=thread)
                 guest = session.start(prep)
                 try:
                     stats = guest.read(f"/sys/kernel/debug/kh_daxlike/{mode}/stats")

@@ -18,12 +18,13 @@ import argparse
 import collections
 import sys
 import time
-from dataclasses import replace
 from pathlib import Path
 
 from harness import arches, session
 from harness.errors import KhError
+from harness.guest import Guest
 from harness.observe import reports
+from harness.requests import GuestRequest
 
 # name -> MachineSpec changes
 CANDIDATES = {
@@ -40,12 +41,13 @@ def boot_once(prep: session.Prepared, cpus: int) -> tuple[bool, str, float]:
         guest = session.start(prep)
     except KhError as e:
         return False, str(e).splitlines()[0][:120], time.monotonic() - t0
+    assert isinstance(guest, Guest)
     try:
         seen = guest.run("grep -c ^processor /proc/cpuinfo", timeout=60).stdout.strip()
         # The first perf event flips static keys: text patching at run time,
         # with both vCPUs up (where the suites met "Oops: int3" before).
         guest.run("khmap read perf 9", timeout=60)
-        found = reports.parse(guest.machine.console_text())   # type: ignore[union-attr]
+        found = reports.parse(guest.machine.console_text())
         if found:
             return False, found[0].title, time.monotonic() - t0
         if seen != str(cpus):
@@ -67,15 +69,11 @@ def main() -> int:
     ap.add_argument("--out", type=Path, default=Path("/tmp/kharness-bench-smp"))
     args = ap.parse_args()
     arch = arches.get(args.arch)
-    prep = session.prepare(args.kernel, arch, boot="initramfs", outdir=args.out, accel="tcg",
-                           cpus=args.cpus)
-    base = prep.spec
+    base = session.prepare(GuestRequest(args.kernel, arch, accel="tcg", cpus=args.cpus), args.out)
     print(f"{arch} {args.kernel} -smp {args.cpus} under TCG, {args.boots} boots a candidate",
           flush=True)
     for name in args.candidates.split(","):
-        prep.spec = replace(base, **CANDIDATES[name])
-        prep.outdir = args.out / name
-        prep.boots = 0
+        prep = base.variant(args.out / name, **CANDIDATES[name])
         why: collections.Counter[str] = collections.Counter()
         times = []
         for _ in range(args.boots):

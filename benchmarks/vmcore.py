@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 
 from harness import arches, session
+from harness.guest import Guest
 from harness.observe import memory, pagestate
 from harness.requests import GuestRequest
 from harness.vm import kdump
@@ -41,6 +42,7 @@ def main() -> int:
     out = Path(tempfile.mkdtemp(prefix="kh-bench-vmcore-"))
     req = GuestRequest(args.kernel, arches.get(args.arch))
     with session.booted(req, out) as (prep, guest):
+        assert isinstance(guest, Guest)     # a QEMU guest: no --target here
         sizes, times = [], []
         for i in range(args.rounds):
             size, seconds = guest.dump(out / f"vmcore-{i}")

@@ -374,9 +374,7 @@ class GuestPool:
             outdir = base.outdir / safe_name("-".join(f"{k}{v}" for k, v in key))
             outdir.mkdir(parents=True, exist_ok=True)
             (outdir / "guest.json").write_text(json.dumps(dict(key), indent=1) + "\n")
-            self.variants[key] = dataclasses.replace(
-                base, spec=dataclasses.replace(base.spec, **dict(key)), boots=0,
-                outdir=outdir, snapshot=None, spare=None, images=[], restores=0)
+            self.variants[key] = base.variant(outdir, **dict(key))
         return self.variants[key]
 
     def close(self) -> None:
@@ -386,7 +384,7 @@ class GuestPool:
         for prep in [self.prep, *self.variants.values()]:
             if prep is not None:
                 session.drop_spare(prep)
-        retried = sum(p.boot_retries for p in [self.prep, *self.variants.values()] if p)
+        retried = sum(p.boots.retries for p in [self.prep, *self.variants.values()] if p)
         if retried:
             progress(f"{retried} boots with several vCPUs failed in the rig (TCG) "
                              f"and were booted again; no test saw them")

@@ -15,6 +15,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 from harness import addresses, arches, cache, claims, mounts, remote, resources
 from harness.errors import KhError, UsageError
@@ -35,6 +36,24 @@ SMP_BOOT_ATTEMPTS = 3
 
 
 @dataclass
+class Boots:
+    """What a run's guests have made and counted so far: the one part of a
+    Prepared that changes as guests start."""
+    count: int = 0                      # boot-N folders (and SSH session-N) made
+    retries: int = 0                    # boots that failed in the rig and were redone
+    restores: int = 0
+    images: list[Path] = dataclasses.field(default_factory=list)   # initramfs made so far
+    snapshot: Path | None = None        # the snapshot entry guests are restored from
+    spare: Spare | None = None          # a guest restored ahead of need (start(ahead=True))
+    # Guests come from a snapshot of the first boot (harness/vm/snapshot.py)
+    # where the boot path allows; False boots every one (bench's "initramfs",
+    # or a snapshot another run holds that this one could not use).
+    snapshots: bool = True
+    said_no_snapshot: bool = False
+    conn: remote.Connection | None = None      # the open connection to a --target
+
+
+@dataclass(frozen=True)
 class Prepared:
     """Everything a boot needs, built once for a run and reused by every boot."""
     kernel: Kernel
@@ -43,22 +62,20 @@ class Prepared:
     boot: str
     outdir: Path
     spec: MachineSpec
-    boots: int = 0
-    boot_retries: int = 0                      # boots that failed in the rig and were redone
     target: addresses.Access | None = None        # a real machine, not a QEMU guest
-    conn: remote.Connection | None = None      # the connection prepare() made to it
-    # Guests come from a snapshot of the first boot (harness/vm/snapshot.py)
-    # where the boot path allows; False boots every one (bench's "initramfs").
-    snapshots: bool = True
-    images: list[Path] = dataclasses.field(default_factory=list)   # initramfs made so far
-    restores: int = 0
-    snapshot: Path | None = None        # the snapshot entry guests are restored from
-    spare: Spare | None = None          # a guest restored ahead of need (start(ahead=True))
-    said_no_snapshot: bool = False
+    boots: Boots = dataclasses.field(default_factory=Boots)
 
     @property
     def where(self) -> str:
         return str(self.target.url) if self.target else f"{self.kernel.arch} guest"
+
+    def variant(self, outdir: Path, **machine: Any) -> Prepared:
+        """These guests with some MachineSpec settings changed, under outdir:
+        what is built is shared, the boots are counted anew."""
+        return dataclasses.replace(self, spec=dataclasses.replace(self.spec, **machine),
+                                   outdir=outdir,
+                                   boots=Boots(snapshots=self.boots.snapshots,
+                                               said_no_snapshot=self.boots.said_no_snapshot))
 
 
 def prepare(req: GuestRequest, outdir: Path,
@@ -92,7 +109,8 @@ def prepare(req: GuestRequest, outdir: Path,
         initramfs.busybox_for(kernel.arch)  # a download for a foreign arch: now, not mid-run
     spec = MachineSpec(workdir=outdir, accel=req.accel, cpus=req.cpus, **req.machine())
     record(outdir, kernel, built)
-    return Prepared(kernel, built, bins, boot, outdir, spec, target=target, conn=conn)
+    return Prepared(kernel, built, bins, boot, outdir, spec, target=target,
+                    boots=Boots(conn=conn))
 
 
 def record(outdir: Path, kernel: Kernel, modules: dict[str, Path]) -> None:
@@ -125,11 +143,11 @@ def launcher(prep: Prepared, workdir: Path) -> Launcher:
         wants = {"swap": bool(spec.swap), "pmem": bool(spec.pmem), "vfio": spec.viommu}
         image = prep.outdir / "-".join(["initramfs", *(w for w, on in wants.items() if on)])
         image = image.with_name(image.name + ".cpio")
-        if image not in prep.images:
+        if image not in prep.boots.images:
             initramfs.build(prep.kernel, list(prep.modules.values()), prep.helpers, image,
                             wanted=initramfs.wanted_modules(prep.kernel.arch, **wants),
                             tools=wants["pmem"])
-            prep.images.append(image)
+            prep.boots.images.append(image)
         return QemuLauncher(prep.kernel, image, spec)
     return VngLauncher(prep.kernel, prep.helpers[0].parent, spec)
 
@@ -142,21 +160,21 @@ def start(prep: Prepared, *, ahead: bool = False) -> Target:
     more will be wanted (--fresh), so start restoring the next one now: QEMU
     loads it while this one works, and the next start takes it at once."""
     if prep.target is not None:
-        prep.boots += 1
-        conn, prep.conn = prep.conn, None
+        prep.boots.count += 1
+        conn, prep.boots.conn = prep.boots.conn, None
         if conn is None or not conn.alive():
             wait = prep.target.reboot_wait or 0.0
             if wait:
                 progress(f"{prep.target.url}: waiting up to {wait:g}s for it to answer")
             conn = remote.Connection.open(prep.target, wait=wait)
-        return remote.attach(conn, prep.outdir / f"session-{prep.boots}", prep.kernel.release,
+        return remote.attach(conn, prep.outdir / f"session-{prep.boots.count}", prep.kernel.release,
                              prep.modules, prep.helpers)
     guest = _take_spare(prep) or _start(prep)
     guest.on_hang = partial(_where_it_hangs, prep)
-    if ahead and prep.snapshot is not None:
-        prep.boots += 1
-        restorer = _restorer(prep, prep.outdir / f"boot-{prep.boots}", prep.snapshot)
-        prep.spare = Spare(restorer.start(connect=False), restorer.record["release"])
+    if ahead and prep.boots.snapshot is not None:
+        prep.boots.count += 1
+        restorer = _restorer(prep, prep.outdir / f"boot-{prep.boots.count}", prep.boots.snapshot)
+        prep.boots.spare = Spare(restorer.start(connect=False), restorer.record["release"])
     return guest
 
 
@@ -180,7 +198,7 @@ class Spare:
 
 
 def _take_spare(prep: Prepared) -> Guest | None:
-    spare, prep.spare = prep.spare, None
+    spare, prep.boots.spare = prep.boots.spare, None
     if spare is None:
         return None
     try:
@@ -189,13 +207,13 @@ def _take_spare(prep: Prepared) -> Guest | None:
     except KhError as e:
         progress(f"the guest restored ahead of need did not come up ({e}); restoring another")
         return None
-    prep.restores += 1
+    prep.boots.restores += 1
     return guest
 
 
 def drop_spare(prep: Prepared) -> None:
     """The guest restored ahead, gone with its folder: nobody used it."""
-    spare, prep.spare = prep.spare, None
+    spare, prep.boots.spare = prep.boots.spare, None
     if spare is not None:
         spare.machine.kill()
         mounts.remove_tree(spare.machine.workdir)
@@ -205,19 +223,19 @@ def _start(prep: Prepared) -> Guest:
     # Several vCPUs under TCG: a boot can die in the kernel's text patching
     # (x86_64 MTTCG, benchmarks/smp_boot.py). That is the rig, not the kernel:
     # boot again, and count it.
-    prep.boots += 1
+    prep.boots.count += 1
     attempts = SMP_BOOT_ATTEMPTS if prep.spec.cpus > 1 else 1
     for attempt in range(1, attempts + 1):
-        workdir = prep.outdir / (f"boot-{prep.boots}" if attempt == 1 else
-                                 f"boot-{prep.boots}-retry-{attempt - 1}")
+        workdir = prep.outdir / (f"boot-{prep.boots.count}" if attempt == 1 else
+                                 f"boot-{prep.boots.count}-retry-{attempt - 1}")
         try:
             return _guest(prep, workdir)
         except (BootError, GuestDied) as e:
             if attempt == attempts:
                 raise
-            prep.boot_retries += 1
-            progress(f"boot {prep.boots} with {prep.spec.cpus} vCPUs failed ({e}); booting "
-                     f"again ({attempt}/{attempts - 1}), {prep.boot_retries} retried so far")
+            prep.boots.retries += 1
+            progress(f"boot {prep.boots.count} with {prep.spec.cpus} vCPUs failed ({e}); booting "
+                     f"again ({attempt}/{attempts - 1}), {prep.boots.retries} retried so far")
     raise AssertionError("unreachable")
 
 
@@ -226,11 +244,11 @@ def _guest(prep: Prepared, workdir: Path) -> Guest:
     snapshot of that state, which the first boot makes; or booted, where
     the path cannot be saved."""
     launch = launcher(prep, workdir)
-    why = launch.snapshot_blocker() if prep.snapshots else "not asked for"
+    why = launch.snapshot_blocker() if prep.boots.snapshots else "not asked for"
     if why is not None:
-        if prep.snapshots and not prep.said_no_snapshot:
+        if prep.boots.snapshots and not prep.boots.said_no_snapshot:
             progress(f"every guest is booted, not restored: {why}")
-            prep.said_no_snapshot = True
+            prep.boots.said_no_snapshot = True
         return _boot(prep, launch)
     accels = launch.accels()
     if len(accels) > 1 and kvm_known() is not True:
@@ -250,7 +268,7 @@ def _guest(prep: Prepared, workdir: Path) -> Guest:
             return _boot_instead(prep, launch, str(e))
         if booted:
             cache.hold(entry)
-            prep.snapshot = entry
+            prep.boots.snapshot = entry
             return booted[0]   # saved, and running on
         cache.hold(entry)
         if cache.damage(entry) is not None:     # removed between the check and the hold
@@ -267,17 +285,17 @@ def _restore(prep: Prepared, workdir: Path, entry: Path) -> Guest | None:
     """The guest restored from the snapshot entry (held); None if the entry
     proved damaged and was removed: make it again. Where the failure proves
     nothing against it, a guest booted instead."""
-    prep.snapshot = entry
+    prep.boots.snapshot = entry
     restorer = _restorer(prep, workdir, entry)
     try:
         guest = Guest.restore(restorer, restorer.record["release"],
                               quiet=prep.boot == "initramfs")
     except snapshot.RestoreError as e:
-        prep.snapshot = None
+        prep.boots.snapshot = None
         if not _drop_damaged(entry, e):
             return _boot_instead(prep, launcher(prep, _beside(workdir, "booted")), str(e))
         return None
-    prep.restores += 1
+    prep.boots.restores += 1
     return guest
 
 
@@ -302,7 +320,7 @@ def _boot_instead(prep: Prepared, launch: Launcher, why: str) -> Guest:
     """This run's guests from here on booted, not restored: the snapshot
     is kept for the runs it serves."""
     progress(f"{why}; the snapshot is kept, and this run boots its guests from here on")
-    prep.snapshots, prep.said_no_snapshot = False, True
+    prep.boots.snapshots, prep.boots.said_no_snapshot = False, True
     return _boot(prep, launch)
 
 

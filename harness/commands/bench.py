@@ -50,7 +50,7 @@ def _path(req: GuestRequest, out: Path, rounds: int,
     starts cold)."""
     restore = req.boot == "snapshot"
     prep = session.prepare(req.replace(boot="initramfs") if restore else req, out)
-    prep.snapshots = restore
+    prep.boots.snapshots = restore
     if restore:
         session.start(prep).discard()   # the snapshot made (or found): not a restore
     boots: list[float] = []

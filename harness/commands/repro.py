@@ -368,10 +368,10 @@ def _write(req: ReproRequest, prep: session.Prepared, runs: list[Reproduction], 
               f"{text}\n\nrerun: {rerun}\n")
     write_out(outdir / "repro.json", json.dumps(
         {"kernel": prep.kernel.release, "arch": str(prep.kernel.arch), "where": prep.where,
-         "cpus": req.guest.cpus, "boot_retries": prep.boot_retries, "rerun": rerun,
+         "cpus": req.guest.cpus, "boot_retries": prep.boots.retries, "rerun": rerun,
          "runs": [r.to_dict() for r in runs]}, indent=2))
-    if prep.boot_retries:
-        progress(f"{prep.boot_retries} boots failed in the rig and were booted again")
+    if prep.boots.retries:
+        progress(f"{prep.boots.retries} boots failed in the rig and were booted again")
     print(text)
     for r in runs:
         for other in r.others:

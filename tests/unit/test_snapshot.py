@@ -65,5 +65,5 @@ def test_a_boot_that_still_probes_kvm_is_not_saved(monkeypatch, tmp_path):
     monkeypatch.setattr(session, "_boot", lambda prep, launch: booted.append(launch) or "guest")
     monkeypatch.setattr(session.snapshot, "Plan",
                         lambda *a: pytest.fail("a snapshot planned before the probe"))
-    prep = SimpleNamespace(snapshots=True, said_no_snapshot=False)
+    prep = SimpleNamespace(boots=session.Boots())
     assert session._guest(prep, tmp_path) == "guest" and len(booted) == 1

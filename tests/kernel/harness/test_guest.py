@@ -47,7 +47,7 @@ def test_report_in_window_is_parsed(guest, request, kind, title, setup):
 @pytest.mark.qemu
 @pytest.mark.expect_report("kernel panic: sysrq triggered crash")
 def test_panic_stops_the_guest_and_the_next_boot_is_fresh(guest, kh_pool):
-    boots = kh_pool.prep.boots
+    boots = kh_pool.prep.boots.count
     with pytest.raises(GuestDied) as died:
         guest.run("echo c > /proc/sysrq-trigger", timeout=60)
     assert [r.title for r in died.value.reports] == ["kernel panic: sysrq triggered crash"]
@@ -57,7 +57,7 @@ def test_panic_stops_the_guest_and_the_next_boot_is_fresh(guest, kh_pool):
     assert not guest.alive() and guest.dumpable()
     fresh = kh_pool.get()
     assert not guest.machine.alive()
-    assert fresh is not guest and kh_pool.prep.boots == boots + 1
+    assert fresh is not guest and kh_pool.prep.boots.count == boots + 1
     assert fresh.run("cat /proc/sys/kernel/tainted").status == 0
     assert fresh.run("uname -r").stdout.strip() == guest.release
 

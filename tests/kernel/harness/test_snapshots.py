@@ -100,9 +100,7 @@ def own(kh_pool, tmp_path) -> session.Prepared:
     --boot the suite has (virtme-ng's guests are never restored)."""
     prep = kh_pool.prepared()
     initramfs.busybox_for(prep.kernel.arch)
-    return dataclasses.replace(prep, spec=dataclasses.replace(prep.spec, memory=768),
-                               boot="initramfs", outdir=tmp_path, boots=0, restores=0,
-                               snapshot=None, spare=None, images=[])
+    return dataclasses.replace(prep.variant(tmp_path, memory=768), boot="initramfs")
 
 
 def _guest(prep: session.Prepared) -> Guest:
@@ -125,7 +123,7 @@ def test_restored_guests_have_the_hosts_clock_and_random_numbers_of_their_own(ow
         finally:
             g.discard()
     assert seen[0] != seen[1]
-    assert own.restores >= 2
+    assert own.boots.restores >= 2
 
 
 def test_a_guest_that_died_is_followed_by_a_restore(own):
@@ -133,10 +131,10 @@ def test_a_guest_that_died_is_followed_by_a_restore(own):
     with pytest.raises(GuestDied):
         g.run("echo c > /proc/sysrq-trigger; sleep 10", timeout=60)   # a panic
     g.close()
-    before = own.restores
+    before = own.boots.restores
     again = _guest(own)
     try:
-        assert own.restores == before + 1
+        assert own.boots.restores == before + 1
         tainted = int(again.read("/proc/sys/kernel/tainted"))
         assert not tainted & 1 << 7, tainted      # TAINT_DIE: not the panicked kernel
     finally:
@@ -147,13 +145,13 @@ def _spoilt(own: session.Prepared, capfd, spoil) -> str:
     """Spoil the snapshot, start a guest: it must be booted and saved again
     (never restored from the spoilt one); what kharness said."""
     _guest(own).discard()
-    assert own.snapshot is not None
-    spoil(own.snapshot)
+    assert own.boots.snapshot is not None
+    spoil(own.boots.snapshot)
     capfd.readouterr()
-    before = own.restores
+    before = own.boots.restores
     g = _guest(own)
     try:
-        assert own.restores == before, "restored from a spoilt snapshot"
+        assert own.boots.restores == before, "restored from a spoilt snapshot"
         assert "-incoming" not in (g.workdir / "cmdline").read_text()
         assert g.run("true").status == 0
     finally:
@@ -195,7 +193,7 @@ def test_a_snapshot_of_another_qemu_or_kernel_is_made_again(own, capfd, what):
 def test_a_swap_disk_travels_with_the_snapshot(own):
     """The swap disk is state outside RAM: each restored guest gets its own
     copy of the one the saved guest had swapped on, and swaps to it."""
-    own.spec = dataclasses.replace(own.spec, swap=64)
+    own = own.variant(own.outdir, swap=64)
     _guest(own).discard()
     g = _guest(own)
     try:
@@ -219,13 +217,12 @@ def test_settings_made_after_boot_have_a_snapshot_of_their_own(own):
     command line: a guest asking for it must not get the default's state
     (mremap_test's 2 GB cases failed so)."""
     _guest(own).discard()
-    plain = own.snapshot
-    own.spec = dataclasses.replace(own.spec, overcommit=1)
-    own.snapshot = None
+    plain = own.boots.snapshot
+    own = own.variant(own.outdir, overcommit=1)
     _guest(own).discard()
     g = _guest(own)
     try:
-        assert own.snapshot != plain
+        assert own.boots.snapshot != plain
         assert g.read("/proc/sys/vm/overcommit_memory").strip() == "1"
     finally:
         g.discard()
@@ -234,7 +231,7 @@ def test_settings_made_after_boot_have_a_snapshot_of_their_own(own):
 def test_a_folder_with_commas_and_dollars_restores_from_the_snapshot(own, tmp_path):
     """QEMU reads a comma as the end of a value unless doubled: a --out or
     TMPDIR with one once failed every restore (and cost the shared entry)."""
-    own.outdir = tmp_path / "o,comma $HOME;x"
+    own = own.variant(tmp_path / "o,comma $HOME;x")
     _guest(own).discard()
     g = _guest(own)
     try:
@@ -255,7 +252,7 @@ def test_a_restore_that_fails_for_this_runs_own_reason_keeps_the_snapshot(own, c
     """An option of this run's own that QEMU refuses says nothing against
     the snapshot: it stays as it is for every run it serves; this run boots."""
     _guest(own).discard()
-    entry = own.snapshot
+    entry = own.boots.snapshot
     assert entry is not None
     before = _state(entry)
     plain = snapshot.Restorer.argv
@@ -288,7 +285,7 @@ def test_a_damaged_snapshot_another_run_holds_is_left_to_it(own, capfd):
     """Proven damaged, but another run is restoring from it: never removed
     under that run; this one boots its guests instead."""
     _guest(own).discard()
-    entry = own.snapshot
+    entry = own.boots.snapshot
     assert entry is not None
     holder = subprocess.Popen([sys.executable, "-c", HOLD, str(cache.hold_path(entry))],
                               stdout=subprocess.PIPE, text=True)
