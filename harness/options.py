@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness import addresses, arches, resources
+from harness import addresses, arches, requests, resources
 from harness.apt import SERIES
 from harness.arches import Arch
 from harness.commands import cachetool
@@ -33,6 +33,7 @@ from harness.errors import UsageError
 from harness.kernels import DEFAULT_SPEC, validate
 from harness.requests import (
     BOOT_PATHS,
+    FRESH,
     BisectRequest,
     GuestRequest,
     MutantsRequest,
@@ -302,7 +303,6 @@ class Option:
 # What `run --suite` picks: a folder of the kernel suite (tests/kernel/<suite>/)
 SUITES = (*resources.suites(), "all")
 VNG_ROOTS = ("auto", "host", "kh")
-FRESH = ("test", "module", "session")
 REPRO_FRESH = ("session", "round")
 CACHE_KINDS = cachetool.KIND_NAMES
 VMCORE = ("on-failure", "always", "never")
@@ -346,8 +346,8 @@ TABLE = (
     Option(("--fresh",), "how often a test's guest is new, restored from the snapshot "
            "of the booted kernel: test (every test), module (every test file), session "
            "(one guest; restored only after a test killed it) (default test, also when "
-           "given alone; docs/snapshots.md)", ("run", PYTEST, *BUILT, "nightly"), "test",
-           _choice("--fresh", FRESH), bare="test"),
+           "given alone; docs/snapshots.md)", ("run", PYTEST, *BUILT, "nightly"), FRESH[0],
+           _choice("--fresh", FRESH), bare=FRESH[0]),
     Option(("--vmcore",), "when a test's guest memory is dumped into its artifacts folder "
            "(QEMU's dump-guest-memory, for drgn or crash): on-failure (default), always, "
            "never (mutants: default never, a dump a failed test of a broken kernel is "
@@ -371,7 +371,7 @@ TABLE = (
            f"(ext4, xfs, mounted under {PMEM_ROOT}) and device-dax namespaces, at least "
            f"{PMEM_MIN} (default none; arm64 guests boot it through UEFI)", SETTINGS, None, _pmem),
     Option(("--overcommit",), "guest vm.overcommit_memory: 0, 1 or 2", SETTINGS, None,
-           _choice("--overcommit", ("0", "1", "2"))),
+           lambda text: int(_choice("--overcommit", ("0", "1", "2"))(text))),
     Option(("--hugepages",), "guest vm.nr_hugepages", SETTINGS, None,
            _positive_int("--hugepages")),
     Option(("--out",), "output directory for logs, JUnit and reports (default kharness-out)",
@@ -518,8 +518,12 @@ def add_to_argparse(parser: argparse.ArgumentParser, command: str) -> None:
                                 required=required, help=o.help, **bare)
 
 
+REQUEST = "--kh-request"   # the one option `kharness run` gives a suite's pytest
+
+
 def add_to_pytest(group: Any) -> None:
     """Register into a pytest OptionGroup (parser.getgroup(...))."""
+    group.addoption(REQUEST, dest="kh_request", default=None, help=argparse.SUPPRESS)
     for o in options_for(PYTEST):
         if o.flag:
             group.addoption(*o.flags, dest=f"kh_{o.dest}", action="store_true", help=o.help)
@@ -531,10 +535,20 @@ def add_to_pytest(group: Any) -> None:
                             help=o.help, **bare)
 
 
-def from_pytest(config: Any) -> argparse.Namespace:
-    """The suites' options from a pytest Config, parsed and checked."""
-    return resolve(PYTEST, {o.dest: config.getoption(f"kh_{o.dest}")
-                            for o in options_for(PYTEST)})
+def from_pytest(config: Any) -> SuiteRequest:
+    """The session's request: the one `kharness run` wrote for it (REQUEST),
+    or made from pytest's own options, parsed and checked."""
+    path = config.getoption("kh_request")
+    if path is not None:
+        given = [o.spelling for o in options_for(PYTEST) if config.getoption(f"kh_{o.dest}")
+                 not in (None, False, [], o.default_for(PYTEST))]
+        if given:
+            raise UsageError(f"{REQUEST} is the whole request: give {', '.join(given)} "
+                             f"to kharness run, not beside it")
+        return requests.from_json(SuiteRequest, Path(path).read_text())
+    ns = resolve(PYTEST, {o.dest: config.getoption(f"kh_{o.dest}")
+                          for o in options_for(PYTEST)})
+    return suite_request(ns, out=ns.out, slow=ns.slow)
 
 
 def resolve(command: str, raw: dict[str, Any]) -> argparse.Namespace:
@@ -669,23 +683,19 @@ def guest_request(ns: Any, **override: Any) -> GuestRequest:
     arch = getattr(ns, "arch", None)
     values = {f.name: getattr(ns, f.name) for f in dataclasses.fields(GuestRequest)
               if hasattr(ns, f.name) and f.name not in ("kernel", "arch")}
-    values = {k: v for k, v in values.items() if v is not None}
-    return GuestRequest(kernel=kernel[0] if kernel else None, arch=arch[0] if arch else None,
-                        **{**values, **override})
+    values = {"kernel": kernel[0] if kernel else None, "arch": arch[0] if arch else None,
+              **{k: v for k, v in values.items() if v is not None}}
+    return GuestRequest(**{**values, **override})
 
 
 def suite_request(ns: Any, **override: Any) -> SuiteRequest:
     """The SuiteRequest of a resolved command: its guest options and the
     suite's selection (commands without a --suite run `all` of it, except
-    mutants: its kernels are judged by the scenarios)."""
-    values = {"suite": getattr(ns, "suite", None) or ["all"], "k": getattr(ns, "k", None),
-              "parallel": getattr(ns, "parallel", None),
-              "selftests_source": getattr(ns, "selftests_source", None),
-              "fresh": getattr(ns, "fresh", None) or "test",
-              "vmcore": getattr(ns, "vmcore", None) or "on-failure",
-              "known_issues": getattr(ns, "known_issues", None) or None,
-              "strict_known": bool(getattr(ns, "strict_known", False)),
-              "rerun_failures": getattr(ns, "rerun_failures", None) or 0}
+    mutants: its kernels are judged by the scenarios); an option the
+    command lacks keeps the request's default."""
+    values = {f.name: getattr(ns, f.name) for f in dataclasses.fields(SuiteRequest)
+              if f.name not in ("guest", "out", "slow") and getattr(ns, f.name, None) is not None}
+    values["suite"] = values.get("suite") or ["all"]
     return SuiteRequest(guest_request(ns), **{**values, **override})
 
 
@@ -734,7 +744,7 @@ def text_of(value: Any) -> str:
     return str(value)
 
 
-def _value(values: Any, dest: str) -> Any:
+def value_of(values: Any, dest: str) -> Any:
     """An option's value in a Namespace or a request, or in a request inside
     it (a SuiteRequest's guest, a BisectRequest's build); None if none has it."""
     if hasattr(values, dest):
@@ -743,7 +753,7 @@ def _value(values: Any, dest: str) -> Any:
         for f in dataclasses.fields(values):
             inner = getattr(values, f.name)
             if dataclasses.is_dataclass(inner) and not isinstance(inner, type):
-                found = _value(inner, dest)
+                found = value_of(inner, dest)
                 if found is not None:
                     return found
     return None
@@ -762,7 +772,7 @@ def to_argv(command: str, values: Any, *, always: tuple[str, ...] = (),
     for o in options_for(command):
         if only is not None and o.dest not in only:
             continue
-        value = override[o.dest] if o.dest in override else _value(values, o.dest)
+        value = override[o.dest] if o.dest in override else value_of(values, o.dest)
         if value is None or value == [] or value is False:
             continue
         flag = o.spelling
@@ -787,10 +797,7 @@ def rerun(command: str, values: Any, positional: list[str] | None = None,
                                                      **override), *tail])
 
 
-# What a suite's pytest is given of `run`'s options: the ones both take.
-SUITE_OPTIONS = tuple(o.dest for o in options_for(PYTEST) if "run" in o.commands)
-
-
-def to_pytest_argv(ns: Any, **override: Any) -> list[str]:
-    """The options `run` shares with the suites, as pytest arguments."""
-    return to_argv(PYTEST, ns, always=("kernel", "arch"), only=SUITE_OPTIONS, **override)
+def to_pytest_argv(req: SuiteRequest, path: Path) -> list[str]:
+    """The request a suite's pytest runs, written to path, as its arguments."""
+    path.write_text(requests.to_json(req))
+    return [f"{REQUEST}={path}"]

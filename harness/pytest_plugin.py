@@ -8,7 +8,6 @@ the test declares it with @pytest.mark.expect_report("title part").
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import dataclasses
 import errno
@@ -28,12 +27,13 @@ from harness import options, session, spawn
 from harness.errors import KhError, UsageError
 from harness.guest import Explanation, Guest, GuestDied, Target
 from harness.observe import explain, memory, pagestate, reports
+from harness.requests import SuiteRequest
 from harness.results import compare, known
 from harness.results.compare import SUBTEST
 from harness.stats import percent, wilson
 from harness.util import artifact_name, progress, safe_name
 
-SETTINGS = pytest.StashKey[argparse.Namespace]()
+SETTINGS = pytest.StashKey[SuiteRequest]()   # the session's request
 
 
 @dataclasses.dataclass
@@ -257,7 +257,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if item.get_closest_marker("slow") and not s.slow:
             item.add_marker(slow)
-        if item.get_closest_marker("qemu") and s.target is not None:
+        if item.get_closest_marker("qemu") and s.guest.target is not None:
             item.add_marker(qemu)
 
 
@@ -296,10 +296,11 @@ class GuestPool:
         self.users: dict[tuple, str] = {}          # who had each guest last (--fresh)
         self.variants: dict[tuple, session.Prepared] = {}
         stamp = time.strftime("%Y%m%d-%H%M%S")
-        if s.target is not None:
-            name = f"ssh-{s.target.host}-{stamp}"
+        g = s.guest
+        if g.target is not None:
+            name = f"ssh-{g.target.host}-{stamp}"
         else:
-            name = f"{safe_name(s.kernel[0].replace(':', '-'))}-{s.arch[0]}-{stamp}"
+            name = f"{safe_name((g.kernel or '').replace(':', '-'))}-{g.arch}-{stamp}"
         self.outdir = s.out.resolve() / name
         config.stash[POOL] = self
 
@@ -312,7 +313,7 @@ class GuestPool:
             s = self.settings
             try:
                 with self.uncaptured():
-                    self.prep = session.prepare(options.guest_request(s), self.outdir)
+                    self.prep = session.prepare(s.guest, self.outdir)
             except KhError as e:
                 stop_session(self.config, str(e), e)
             except PermissionError as e:
@@ -332,7 +333,7 @@ class GuestPool:
         (a test or a module; "" for the session), booted or restored if need
         be: a guest another user had is replaced by a fresh one (--fresh).
         An SSH target is one machine, whatever the settings: it is shared."""
-        if self.settings.target is not None:
+        if self.settings.guest.target is not None:
             settings, user = {}, ""
         key = tuple(sorted(settings.items()))
         guest = self.guests.get(key)
@@ -351,10 +352,8 @@ class GuestPool:
             prep = self.variant(key)
             try:
                 with self.uncaptured():
-                    # The next guest loads while this one's test runs, unless
-                    # the test wants every core (a race on several vCPUs).
                     guest = self.guests[key] = session.start(
-                        prep, ahead=self.settings.fresh != "session" and prep.spec.cpus == 1)
+                        prep, ahead=session.restore_ahead(self.settings.fresh, prep.spec))
             except KhError as e:
                 # A kernel that does not boot once will not boot for the next test.
                 stop_session(self.config, f"the guest did not boot: {e}", e)
@@ -393,11 +392,10 @@ class GuestPool:
 def resolved(config: pytest.Config):
     """The suite's options as resolved (defaults filled in), as command-line
     text: resolved(config)("--arch") is "x86_64" also when none was given."""
-    settings = config.stash[SETTINGS]
+    req = config.stash[SETTINGS]
 
     def get(flag: str) -> str:
-        value = getattr(settings, flag.lstrip("-").replace("-", "_"))
-        return ",".join(map(str, value)) if isinstance(value, list) else str(value)
+        return options.text_of(options.value_of(req, flag.lstrip("-").replace("-", "_")))
     return get
 
 
@@ -435,12 +433,8 @@ def guest(kh_pool, request) -> Target:
     settings = {}
     for mark in request.node.iter_markers("guest"):
         settings.update(mark.kwargs)
-    fresh = kh_pool.settings.fresh
-    user = {"test": request.node.nodeid, "module": request.node.nodeid.split("::")[0],
-            "session": ""}[fresh]
-    rerun = request.node.stash.get(RERUN, 0)
-    if rerun:       # --rerun-failures: every rerun in a guest of its own, in every mode
-        user = f"{request.node.nodeid} rerun {rerun}"
+    user = session.owner(kh_pool.settings.fresh, request.node.nodeid,
+                         request.node.stash.get(RERUN, 0))
     g = kh_pool.get(user, **settings)
     if prep.target is not None and settings.get("cpus", 1) > 1:
         # A real machine has the CPUs it has: a race test needs them.

@@ -12,10 +12,14 @@ kernel build's is kbuild.linux.BuildRequest.
 from __future__ import annotations
 
 import dataclasses
+import json
+import types
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
+from harness import arches
 from harness.addresses import Access, SshUrl
 from harness.arches import Arch
 
@@ -25,6 +29,9 @@ MACHINE_FIELDS = ("memory", "append", "numa", "swap", "pmem", "overcommit", "hug
                   "vng_root")
 
 BOOT_PATHS = ("initramfs", "vng")      # how a QEMU guest boots: our initramfs, virtme-ng
+# --fresh: which tests share a guest before it is restored anew (the first
+# is the default; session.owner() says who owns a guest in each)
+FRESH = ("test", "module", "session")
 
 
 @dataclass(frozen=True)
@@ -78,17 +85,20 @@ class GuestRequest:
 @dataclass(frozen=True)
 class SuiteRequest:
     """The kernel suites on some kernels x arches: each job a pytest of its
-    own, given the guest's options."""
+    own, handed this request (to_json) with its job's kernel, arch and out.
+    pytest run by hand makes one from its own options."""
     guest: GuestRequest                # kernel and arch are each job's
     suite: list[str] = field(default_factory=lambda: ["scenarios"])
     k: str | None = None
     parallel: int | None = None
     selftests_source: str | None = None
-    fresh: str = "test"                # a guest restored for each: test, module, session
+    fresh: str = FRESH[0]              # a guest restored for each: FRESH
     vmcore: str = "on-failure"         # when a test's guest memory is dumped
     known_issues: list[str] | None = None   # files (None: the shipped one; ["none"])
     strict_known: bool = False         # a known issue not seen fails the run
     rerun_failures: int = 0            # reruns of each failed test, for a flake verdict
+    out: Path = Path("kharness-out")   # a pytest session's: where its guests' folders go
+    slow: bool = False                 # pytest: also the tests marked slow
 
 
 @dataclass(frozen=True)
@@ -154,3 +164,49 @@ class NightlyRequest:
     shard: tuple[int, int] | None = None
     list: bool = False
     json: bool = False
+
+
+R = TypeVar("R")
+
+
+def to_json(request: Any) -> str:
+    """A request as JSON that from_json() reads back into the same request."""
+    return json.dumps(_plain(request), indent=1) + "\n"
+
+
+def from_json(kind: type[R], text: str) -> R:
+    return _typed(kind, json.loads(text))
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, Arch):
+        return value.name
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+def _typed(kind: Any, value: Any) -> Any:
+    """value (from JSON) as the type a request's field declares."""
+    if value is None:
+        return None
+    if isinstance(kind, types.UnionType):           # X | None
+        kind = next(k for k in typing.get_args(kind) if k is not type(None))
+    origin = typing.get_origin(kind)
+    if origin is list:
+        return [_typed(typing.get_args(kind)[0], v) for v in value]
+    if origin is tuple:
+        return tuple(_typed(k, v) for k, v in zip(typing.get_args(kind), value, strict=True))
+    if kind is Arch:
+        return arches.get(value)
+    if isinstance(kind, type) and dataclasses.is_dataclass(kind):
+        hints = typing.get_type_hints(kind)
+        return kind(**{f.name: _typed(hints[f.name], value[f.name])
+                       for f in dataclasses.fields(kind) if f.name in value})
+    if kind is Path:
+        return Path(value)
+    return kind(value)

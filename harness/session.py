@@ -152,6 +152,23 @@ def launcher(prep: Prepared, workdir: Path) -> Launcher:
     return VngLauncher(prep.kernel, prep.helpers[0].parent, spec)
 
 
+def owner(fresh: str, test: str, rerun: int = 0) -> str:
+    """Who a guest belongs to under --fresh (requests.FRESH): a guest that
+    another owner had is replaced by one restored anew. test is a pytest
+    node id; a rerun of a failed test (--rerun-failures) owns a guest of its
+    own in every mode."""
+    if rerun:
+        return f"{test} rerun {rerun}"
+    return {"test": test, "module": test.split("::")[0], "session": ""}[fresh]
+
+
+def restore_ahead(fresh: str, spec: MachineSpec) -> bool:
+    """Whether the next guest is restored while this one works: when more
+    are wanted (--fresh test or module), unless the test wants every core (a
+    race on several vCPUs)."""
+    return fresh != "session" and spec.cpus == 1
+
+
 def start(prep: Prepared, *, ahead: bool = False) -> Target:
     """A guest as it is right after boot and set-up (boot-N under the output
     dir): restored from the snapshot, or booted where there is none yet or

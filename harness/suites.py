@@ -5,6 +5,7 @@ subfolders, found by looking (suite_paths)."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import subprocess
@@ -126,15 +127,7 @@ def _start_suite(req: SuiteRequest, job: SuiteJob, quiet: bool) -> subprocess.Po
     argv = [sys.executable, "-m", "pytest", *suite_paths(job.suite or req.suite),
             f"--rootdir={data('suite')}", "-p", "no:cacheprovider", "-q",
             "-rfE", f"--junitxml={_verbatim(job.junit)}",
-            *options.to_pytest_argv(req.guest, kernel=job.spec, arch=job.arch, out=job.out,
-                                    selftests_source=job.selftests_source or req.selftests_source,
-                                    fresh=req.fresh,
-                                    vmcore=req.vmcore,
-                                    known_issues=req.known_issues,
-                                    strict_known=req.strict_known,
-                                    rerun_failures=req.rerun_failures,
-                                    **({"cpus": job.cpus} if job.cpus else {}),
-                                    **({"boot": job.boot} if job.boot else {}))]
+            *options.to_pytest_argv(session_request(req, job), job.out / "request.json")]
     k = job.k or req.k
     if k:
         argv += ["-k", k]
@@ -151,6 +144,16 @@ def _start_suite(req: SuiteRequest, job: SuiteJob, quiet: bool) -> subprocess.Po
         return spawn.spawn(argv, env=env)
     with open(log, "wb") as sink:
         return spawn.spawn(argv, env=env, stdout=sink, stderr=subprocess.STDOUT)
+
+
+def session_request(req: SuiteRequest, job: SuiteJob) -> SuiteRequest:
+    """What the job's pytest session is asked: the run's request with the
+    job's kernel, arch, folder and whatever else the job has of its own."""
+    guest = req.guest.replace(kernel=job.spec, arch=job.arch,
+                              **({"cpus": job.cpus} if job.cpus else {}),
+                              **({"boot": job.boot} if job.boot else {}))
+    return dataclasses.replace(req, guest=guest, out=job.out,
+                               selftests_source=job.selftests_source or req.selftests_source)
 
 
 def _finish_suite(req: SuiteRequest, job: SuiteJob, status: int, quiet: bool) -> None:

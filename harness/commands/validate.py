@@ -9,7 +9,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness import options
+from harness import requests, suites
 from harness.arches import Arch
 from harness.errors import KhError, UsageError
 from harness.kbuild import linux as kbuild
@@ -93,9 +93,8 @@ def base_results(req: SuiteRequest, spec: str, arch: Arch, out: Path) -> tuple[i
     """The base kernel's run, reused when the same kernel, suite, selection
     and guest settings ran it before and every test passed (a base run that
     failed is run again: it may have been the machine)."""
-    settings = options.to_pytest_argv(req.guest, kernel=spec, arch=arch, out=None,
-                                      selftests_source=req.selftests_source)
-    key = digest(spec, arch.name, req.k or "", ",".join(req.suite), *settings,
+    session = suites.session_request(req, suites.SuiteJob(spec, arch, Path()))
+    key = digest(spec, arch.name, req.k or "", ",".join(req.suite), requests.to_json(session),
                  _suite_digest())
     kept = cache_root() / "runs" / f"{arch.name}-{key}" / "junit.xml"
     junit = out / "junit.xml"

@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from harness import addresses, cli, options
-from harness.arches import ARCHES, host
+from harness import addresses, arches, cli, options, requests, suites
+from harness.arches import ARCHES, Arch, host
+from harness.requests import SuiteRequest
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -130,12 +131,26 @@ def test_defaults_resolve_to_objects():
     assert ns.command == ["sh", "-c", "echo a b > /x"]   # argv kept, not joined
 
 
-def test_run_forwards_the_shared_options_to_pytest():
+def _handed(ns, tmp_path: Path, spec: str | None = "debian:7.2", arch: Arch | None = None):
+    """What a suite's pytest session reads of the job's request."""
+    req = options.suite_request(ns)
+    job = suites.SuiteJob(spec, arch or ARCHES["arm64"], tmp_path / "o")
+    argv = options.to_pytest_argv(suites.session_request(req, job), tmp_path / "request.json")
+    assert argv == [f"--kh-request={tmp_path / 'request.json'}"]
+    return requests.from_json(SuiteRequest, (tmp_path / "request.json").read_text())
+
+
+def test_run_hands_its_pytest_the_typed_request(tmp_path):
+    """The suite's pytest reads the request run made, not a command line."""
     ns = options.resolve("run", vars(cli.parser().parse_args(
-        ["run", "--kernel", "debian:6.1,debian:7.2", "--cpus", "2", "--offline"])))
-    argv = options.to_pytest_argv(ns, kernel="debian:7.2", arch=ARCHES["arm64"], out="o")
-    # Kernel and arch always; the rest only where not the suite's default.
-    assert argv == ["--kernel=debian:7.2", "--arch=arm64", "--cpus=2", "--out=o", "--offline"]
+        ["run", "--kernel", "debian:6.1,debian:7.2", "--cpus", "2", "--offline",
+         "--fresh", "module", "--known-issues", "none", "--rerun-failures", "2"])))
+    got = _handed(ns, tmp_path)
+    assert got == SuiteRequest(
+        guest=options.guest_request(ns, kernel="debian:7.2", arch=ARCHES["arm64"]),
+        suite=["scenarios"], fresh="module", known_issues=["none"], rerun_failures=2,
+        out=tmp_path / "o")
+    assert got.guest.cpus == 2 and got.guest.offline
 
 
 def test_every_pytest_option_is_in_the_table(pytestconfig):
@@ -197,9 +212,9 @@ def test_target_options_reach_the_suites():
                                     for o in options.options_for("run")},
                                  "target": "ssh://root@b:2200", "reboot_wait": "60"})
     assert ns.kernel == [] and ns.arch == []      # what the target runs
-    argv = options.to_pytest_argv(ns)
-    assert "--target=ssh://root@b:2200" in argv and "--reboot-wait=60" in argv
-    assert not any(a.startswith(("--kernel", "--arch", "--identity")) for a in argv)
+    got = options.suite_request(ns).guest
+    assert got.target == addresses.parse_url("ssh://root@b:2200") and got.reboot_wait == 60
+    assert got.kernel is None and got.arch is None and got.identity is None
 
 
 def test_unreachable_target_is_one_line_and_exit_3(tmp_path):
@@ -232,25 +247,24 @@ def test_bad_input_to_bisect_step_stops_git_bisect(tmp_path):
 
 
 @pytest.mark.parametrize("command", ["nightly", "validate"])
-def test_suite_argv_from_a_command_without_guest_options(command):
+def test_suite_request_from_a_command_without_guest_options(command, tmp_path):
     """nightly and validate run the suite without --target and friends of
-    their own: their pytest arguments must still come out."""
+    their own: their suites' requests must still come out."""
     raw = {o.dest: o.default_for(command) for o in options.options_for(command)}
     ns = options.resolve(command, {**raw, "source": "x", "patches": "x"})
-    argv = options.to_pytest_argv(ns, kernel=["debian:6.12"], arch=[host()], out=Path("o"))
-    assert "--kernel=debian:6.12" in argv and f"--arch={host()}" in argv
-    assert not any(a.startswith(("--target", "--identity")) for a in argv)
+    got = _handed(ns, tmp_path, "debian:6.12", arches.get(host()))
+    assert got.guest.kernel == "debian:6.12" and got.guest.arch == arches.get(host())
+    assert got.guest.target is None and got.guest.identity is None
 
 
 def test_guest_settings_reach_the_suites_and_the_machine():
     ns = options.resolve("run", vars(cli.parser().parse_args(
         ["run", "--swap", "256", "--append", "proc_mem.force_override=always",
          "--overcommit", "1", "--selftests-source", "debian-source:7.2"])))
-    argv = options.to_pytest_argv(ns)
-    assert "--swap=256" in argv and "--overcommit=1" in argv
-    assert "--append=proc_mem.force_override=always" in argv
-    assert "--selftests-source=debian-source:7.2" in argv
-    assert not any(a.startswith("--suite") for a in argv)   # run's own choice
+    req = options.suite_request(ns)
+    assert req.guest.swap == 256 and req.guest.overcommit == 1
+    assert req.guest.append == "proc_mem.force_override=always"
+    assert req.selftests_source == "debian-source:7.2"
     assert options.guest_request(ns).machine() == {
         "swap": 256, "overcommit": 1, "vng_root": "auto",
         "append": "proc_mem.force_override=always"}

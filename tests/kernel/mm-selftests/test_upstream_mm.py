@@ -30,7 +30,7 @@ def mm_selftests(kh_pool, request):
     try:
         with kh_pool.uncaptured():
             s = request.config.stash[SETTINGS]
-            built = upstream.selftests_for(prep.kernel, s.selftests_source, offline=s.offline)
+            built = upstream.selftests_for(prep.kernel, s.selftests_source, offline=s.guest.offline)
             selftests_ran(request.config, built.version)
             return built
     except UsageError as e:     # a source that is not one: bad input, exit 2
