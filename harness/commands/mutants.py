@@ -146,7 +146,7 @@ def verdict(m: Mutant, failed: list[str]) -> str:
         return "missed"
     if not m.scenarios:
         return "caught"
-    hit = any(re.search(rf"\btest_{s}_", name) for s in m.scenarios for name in failed)
+    hit = any(re.search(rf"\btest_{s}[a-z]?_", name) for s in m.scenarios for name in failed)
     return "caught" if hit else "elsewhere"
 
 

@@ -27,6 +27,17 @@ def test_every_catalogued_id_is_tested():
     assert catalogued() - set(resources.scenario_ids()) == set()
 
 
+def test_every_test_has_an_id_of_its_own():
+    ids = [tid for _, tid, _, _ in resources.scenario_tests()]
+    assert len(ids) > 60 and sorted(set(ids)) == sorted(ids)
+
+
+def test_the_catalogue_of_tests_is_the_tests():
+    """docs/tests.md cannot drift: it is what the tests say now."""
+    assert (DOCS / "tests.md").read_text() == resources.catalogue(), \
+        "docs/tests.md is out of date: run python ci/catalogue.py"
+
+
 def test_nothing_in_the_repository_points_outside_it():
     root = DOCS.parent
     for path in [root / "README.md", *DOCS.glob("*.md")]:

@@ -83,7 +83,7 @@ def test_suite_runs_through_ssh(sshd, tmp_path):
     outcomes = junit_outcomes(junit)
     assert [n for n, o in outcomes.items() if o != "passed"] == []
     assert sum(n.startswith("test_report_in_window_is_parsed") for n in outcomes) >= 3
-    for rb1 in ("test_RB1_read_every_page", "test_RB1_content_read_back"):
+    for rb1 in ("test_RB1a_read_every_page", "test_RB1b_content_read_back"):
         assert sum(n.startswith(rb1) for n in outcomes) == 3, rb1     # the three modes
 
 

@@ -23,7 +23,7 @@ EXPECT = {
 }
 
 
-def test_DX1_read_fault_every_page(dx, behaviour):
+def test_DX1a_read_fault_every_page(dx, behaviour):
     # Without a special bit (armhf's armmp) the special mode's pages are
     # inserted refcounted: the row where the arches differ by design.
     behaviour.note("special mode maps as", dx.behaves)
@@ -40,7 +40,7 @@ def test_DX1_read_fault_every_page(dx, behaviour):
     assert all(p.refcount == 1 + p.mapcount for p in pages), pages
 
 
-def test_DX1_content_at_every_offset(dx, behaviour):
+def test_DX1b_content_at_every_offset(dx, behaviour):
     """Mappings from other offsets than 0, shorter than the pool, shared and
     private, populated, fixed over another mapping: each page shows the
     block at its offset, as read(2) returns it; a write through a shared
@@ -59,7 +59,7 @@ def test_DX1_content_at_every_offset(dx, behaviour):
     assert not any(bad), "; ".join(b for b in bad if b)
 
 
-def test_DX1_struct_pages_while_mapped(dx, live, behaviour):
+def test_DX1c_struct_pages_while_mapped(dx, live, behaviour):
     """The inserted pages' struct page read live from the guest, the mapping
     live: _refcount and _mapcount exactly (kpagecount is only the mapcount,
     and the module's own view is what page_ref_count() says)."""
@@ -177,7 +177,7 @@ def race(dx, kernel, behaviour, *, rounds: int, iterations: int, window_us: int,
     return want, rep
 
 
-def test_DX4_block_move_races_the_mkwrite_path(dx, kernel, behaviour):
+def test_DX4a_block_move_races_the_mkwrite_path(dx, kernel, behaviour):
     """The move publishes the new page, sleeps RACE_WINDOW_US, then zaps: on
     one vCPU the writer runs in that window (19 or 20 moves in 20,
     measured), so each round reaches the WARN where the kernel has it."""
@@ -194,7 +194,7 @@ NATURAL_ROUNDS, NATURAL_MAX_ROUNDS, NATURAL_ITERATIONS = 10, 40, 200
 
 
 @pytest.mark.guest(cpus=2)
-def test_DX4_natural_race_on_two_vcpus(dx, kernel, behaviour):
+def test_DX4b_natural_race_on_two_vcpus(dx, kernel, behaviour):
     """No window: the move's publish-then-zap races the writer only when
     the two run at once, on two vCPUs that TCG runs in parallel (a boot
     that dies in x86 text patching under MTTCG is booted again, see
@@ -209,7 +209,7 @@ def test_DX4_natural_race_on_two_vcpus(dx, kernel, behaviour):
     behaviour.check("WARN_ON_ONCE seen", bool(want["signature"]), rep.hits > 0)
 
 
-def test_DX5_fork_shared_mapping(dx, behaviour):
+def test_DX5a_fork_shared_mapping(dx, behaviour):
     res = dx.khmap("fork", dx.debugfs)
     dx.assert_released()
     f = res.by_op()
@@ -226,7 +226,7 @@ def test_DX5_fork_shared_mapping(dx, behaviour):
     assert parent.kpagecount == want // 2
 
 
-def test_DX5_fork_read_live(dx, live, behaviour):
+def test_DX5b_fork_read_live(dx, live, behaviour):
     """Right after fork, before the child touches anything: its PTE of
     block 0 (the parent wrote it) is the parent's copied, special in
     special mode (vmf_insert_mixed(): no struct page to count), normal in
@@ -247,7 +247,7 @@ def test_DX5_fork_read_live(dx, live, behaviour):
                     [0, 1] if special else [2, 3], [page.mapcount, page.refcount])
 
 
-def test_DX5_fork_private_mapping_child_writes_a_copy(dx, behaviour):
+def test_DX5c_fork_private_mapping_child_writes_a_copy(dx, behaviour):
     res = dx.khmap("forkpriv", dx.debugfs)
     dx.assert_released()
     f = res.by_op()

@@ -26,7 +26,7 @@ def dd(request) -> tuple[Pmem, str, str]:
     return pm, pm.dax(request.param), request.param
 
 
-def test_DD1_content_at_every_offset(dd, behaviour):
+def test_DD1a_content_at_every_offset(dd, behaviour):
     """Each page of a mapping from an offset shows the device's page at
     that offset, as a first mapping of the whole device wrote it (each
     page stamped with its index). Offsets and addresses below the device's
@@ -43,7 +43,7 @@ def test_DD1_content_at_every_offset(dd, behaviour):
     assert not any(bad), "; ".join(b for b in bad if b)
 
 
-def test_DD1_fault_every_page(dd, kernel, behaviour):
+def test_DD1b_fault_every_page(dd, kernel, behaviour):
     pm, dev, align = dd
     f = pm.khdax("fault", dev, MIB).by_op()
     assert f["read"]["failed"] == "0" and f["write"]["failed"] == "0"

@@ -35,7 +35,7 @@ def memtypes(f: dict[str, dict[str, str]], op: str) -> int:
     return int(f[op]["memtypes"]) - int(f["before"]["memtypes"])
 
 
-def test_DM1_what_dev_mem_lets_a_process_map(guest, behaviour):
+def test_DM1a_what_dev_mem_lets_a_process_map(guest, behaviour):
     assert "Reserved" in guest.run(["grep", f"^{RESERVED:08x}-", "/proc/iomem"]).stdout, \
         "memmap= did not keep the range from the kernel"
     behaviour.check("mmap of reserved RAM", "0", khdevmem(guest, "open")["mmap"]["result"])
@@ -48,7 +48,7 @@ def test_DM1_what_dev_mem_lets_a_process_map(guest, behaviour):
                     khdevmem(guest, "open", bar_pfn * 4096)["mmap"]["result"])
 
 
-def test_DM1_content_through_a_second_mapping(guest, behaviour):
+def test_DM1b_content_through_a_second_mapping(guest, behaviour):
     """The reserved RAM stamped page by page through one mapping, mapped
     again from its page 3: each page of the second shows the first's page
     at that offset (remap_pfn_range() from the right PFN on)."""
@@ -77,8 +77,9 @@ STEPS = {   # step -> (its result, leaves the reservation behind before 7.x)
 
 @pytest.mark.parametrize("step", list(STEPS))
 def test_DM3_cut_grow_move_split_a_tracked_pfnmap(guest, step, behaviour):
-    """What a correct kernel does: one reservation for the range until the
-    last part goes, then none, and no complaint. Up to 6.12 a hole in the
+    """Cutting, growing, moving or splitting a PAT-tracked /dev/mem mapping
+    keeps one reservation for the range until the last part goes, then
+    none, and no complaint. Up to 6.12 a hole in the
     middle or an mprotect split leaks it with 'x86/PAT: freeing invalid
     memtype': the known issue pat-split-pfnmap-leaks-memtype."""
     result, _ = STEPS[step]

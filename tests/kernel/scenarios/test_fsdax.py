@@ -42,7 +42,7 @@ def ops(res) -> dict[str, dict[str, str]]:
     return res.by_op()
 
 
-def test_FD1_read_fault_every_page(fd, kernel, behaviour):
+def test_FD1a_read_fault_every_page(fd, kernel, behaviour):
     pm, fs = fd
     f = ops(pm.khdax("fault", pm.file(fs, "fd1"), MIB))
     assert f["read"]["failed"] == "0" and f["read"]["pages"] == str(PAGES)
@@ -63,7 +63,7 @@ FD_CONTENT = [(0, PAGES, ""), (PER_PMD + 3, 100, ""), (PER_PMD, PER_PMD, "unalig
               (5, 10, "private"), (PER_PMD, 2 * PER_PMD, "populate")]
 
 
-def test_FD1_content_at_every_offset(fd, behaviour):
+def test_FD1b_content_at_every_offset(fd, behaviour):
     """Each page of a mapping of the file shows the file's page at its
     offset, byte for byte as read(2) returns it (each page stamped with its
     index), whatever the offset, length, alignment and sharing."""

@@ -38,7 +38,7 @@ def test_MX1_write_notify_after_prepopulation(mx, behaviour):
     behaviour.check("pfn_mkwrite calls", 1, mx.delta(before, after, "pfn_mkwrite_calls"))
 
 
-def test_MX2_content_at_every_offset(mx, behaviour):
+def test_MX2a_content_at_every_offset(mx, behaviour):
     """The module's pages mapped from other offsets than 0 and shorter
     than all of them (prepopulation inserts from vm_pgoff on), populated,
     fixed over another mapping, moved whole by mremap, private: each page
@@ -52,7 +52,7 @@ def test_MX2_content_at_every_offset(mx, behaviour):
     assert not bad, "; ".join(bad)
 
 
-def test_MX2_struct_pages_and_pageless_pfns_side_by_side(mx, behaviour):
+def test_MX2b_struct_pages_and_pageless_pfns_side_by_side(mx, behaviour):
     bar_pfn, nr = bar(mx)
     res = mx.khmap("mixed")
     mx.assert_released()
@@ -70,7 +70,7 @@ def test_MX2_struct_pages_and_pageless_pfns_side_by_side(mx, behaviour):
     behaviour.check("GUP, BAR pages", ["EFAULT"], sorted({p["gup"] for p in theirs}))
 
 
-def test_MX2_struct_pages_read_live(mx, live, behaviour):
+def test_MX2c_struct_pages_read_live(mx, live, behaviour):
     """What the dump of the live mapping holds at each PFN: the module's
     pages a struct page mapped once (and its own reference), the BAR's
     PFNs none at all (no memory behind their place in vmemmap)."""
@@ -91,7 +91,7 @@ def test_MX2_struct_pages_read_live(mx, live, behaviour):
                     sum(p is not None for p in theirs))
 
 
-def test_MX3_fork_copies_mixedmap_ptes(mx, behaviour):
+def test_MX3a_fork_copies_mixedmap_ptes(mx, behaviour):
     """The mapcount after the child's read cannot tell "fork copied the
     PTE" from "the child faulted it in" (the fault handler would insert the
     same page): pagemap in the child, before it touches anything, and the
@@ -124,7 +124,7 @@ def test_MX3_fork_copies_mixedmap_ptes(mx, behaviour):
     assert (parent.mapcount, parent.refcount) == (1, 2)
 
 
-def test_MX3_child_ptes_read_live(mx, live, behaviour):
+def test_MX3b_child_ptes_read_live(mx, live, behaviour):
     """The child's page table right after fork, before it touches anything,
     read from the guest's memory: which PTEs fork copied, to which PFN, with which bits
     (pagemap in the child shows presence only, not pte_special)."""

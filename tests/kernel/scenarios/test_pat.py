@@ -26,7 +26,7 @@ def pat(guest, mode: str, how: str) -> dict[str, dict[str, str]]:
     return ops
 
 
-def test_PAT1_whole_vma_pfnmap_fork(guest, kernel, behaviour):
+def test_PAT1a_whole_vma_pfnmap_fork(guest, kernel, behaviour):
     ops = pat(guest, "pfnmap", "fork")
     assert ops["child"]["access"] == "ok"
     assert int(ops["mapped"]["memtypes"]) == 1
@@ -40,7 +40,7 @@ def test_PAT1_whole_vma_pfnmap_fork(guest, kernel, behaviour):
     behaviour.check("memtype entries after both exit", 0, int(ops["unmapped"]["memtypes"]))
 
 
-def test_PAT1_tracking_context_read_live(guest, kernel, live, behaviour):
+def test_PAT1b_tracking_context_read_live(guest, kernel, live, behaviour):
     """The parent's and the child's VMAs, read from the guest's memory while the child
     lives: 7.x hangs one refcounted pfnmap_track_ctx off both (2
     references); before, struct vm_area_struct has no such member and
@@ -65,7 +65,7 @@ def test_PAT1_tracking_context_read_live(guest, kernel, live, behaviour):
                     else "no context: each VMA reserves its own", seen)
 
 
-def test_PAT2_partial_munmap_of_a_tracked_pfnmap(guest, behaviour):
+def test_PAT2a_partial_munmap_of_a_tracked_pfnmap(guest, behaviour):
     ops = pat(guest, "pfnmap", "split")
     assert ops["munmap_half"]["result"] == "0"
     # The reservation covers the whole original range until the last part goes.
@@ -73,7 +73,7 @@ def test_PAT2_partial_munmap_of_a_tracked_pfnmap(guest, behaviour):
     behaviour.check("memtype entries after the last munmap", 0, int(ops["unmapped"]["memtypes"]))
 
 
-def test_PAT2_tracking_context_after_a_partial_munmap_read_live(guest, kernel, live,
+def test_PAT2b_tracking_context_after_a_partial_munmap_read_live(guest, kernel, live,
                                                                behaviour):
     """After munmap of the upper half, the VMA left still holds the whole
     range's reservation: on 7.x through its pfnmap_track_ctx, which it now
@@ -98,7 +98,7 @@ def test_PAT2_tracking_context_after_a_partial_munmap_read_live(guest, kernel, l
                     seen)
 
 
-def test_PAT2_pfnmap_of_part_of_the_vma_is_not_reserved(guest, behaviour):
+def test_PAT2c_pfnmap_of_part_of_the_vma_is_not_reserved(guest, behaviour):
     for how in ("split", "fork"):
         ops = pat(guest, "pfnmap_half", how)
         behaviour.check(f"memtype entries, partial remap ({how})", 0,

@@ -22,7 +22,7 @@ def khperf(guest, op, *args):
     return guest.run(["khmap", op, "perf", str(NR_PAGES), *map(str, args)], check=True)
 
 
-def test_RB7_perf_read_every_page(guest, kernel, behaviour):
+def test_RB7a_perf_read_every_page(guest, kernel, behaviour):
     f = khperf(guest, "read").fields()
     want = expect(kernel)
     assert f["failed"] == "0"
@@ -31,7 +31,7 @@ def test_RB7_perf_read_every_page(guest, kernel, behaviour):
     behaviour.note("VmFlags of the perf buffer's mapping", f["vmflags"])
 
 
-def test_RB7_perf_write_control_page_then_data_page(guest, behaviour):
+def test_RB7b_perf_write_control_page_then_data_page(guest, behaviour):
     recs = [r for r in khperf(guest, "write", 0, 1).records() if "page" in r]
     access = {r["page"]: r["access"] for r in recs}
     behaviour.check("control page write", "ok", access["0"])
@@ -40,14 +40,14 @@ def test_RB7_perf_write_control_page_then_data_page(guest, behaviour):
     behaviour.check("data page write", "sigbus", access["1"])
 
 
-def test_RB7_perf_partial_unmap_refused(guest, behaviour):
+def test_RB7c_perf_partial_unmap_refused(guest, behaviour):
     ops = {r["op"]: r.get("result") for r in khperf(guest, "split").records()}
     behaviour.check("munmap part", "EINVAL", ops["munmap_tail"])
     behaviour.check("mremap shrink", "EINVAL", ops["mremap_shrink"])
     assert ops["intact"] == "yes"
 
 
-def test_RB7_perf_other_than_a_whole_shared_buffer_refused(guest, behaviour):
+def test_RB7d_perf_other_than_a_whole_shared_buffer_refused(guest, behaviour):
     """perf maps its buffer whole and shared: the control page and 2^n data
     pages from offset 0 (a later offset is the AUX area, which needs a
     buffer first); a private mapping is refused."""
@@ -59,7 +59,7 @@ def test_RB7_perf_other_than_a_whole_shared_buffer_refused(guest, behaviour):
     assert not any(bad), "; ".join(b for b in bad if b)
 
 
-def test_RB7_perf_gup(guest, kernel, behaviour):
+def test_RB7e_perf_gup(guest, kernel, behaviour):
     ops = khperf(guest, "gup", "/nonexistent").by_op()
     want = expect(kernel)["gup"]
     behaviour.check("process_vm_readv", want, ops["process_vm_readv"]["result"])
@@ -67,7 +67,7 @@ def test_RB7_perf_gup(guest, kernel, behaviour):
     behaviour.check("vmsplice", want, ops["vmsplice"]["result"])
 
 
-def test_RB7_perf_fork_child_does_not_inherit(guest, behaviour):
+def test_RB7f_perf_fork_child_does_not_inherit(guest, behaviour):
     f = khperf(guest, "fork").by_op()
     assert f["parent_write"]["access"] == "ok"
     # perf sets VM_DONTCOPY: the child has no mapping at that address.

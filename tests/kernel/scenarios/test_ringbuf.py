@@ -44,7 +44,7 @@ EXPECT = {
 }
 
 
-def test_RB1_read_every_page(rb, behaviour):
+def test_RB1a_read_every_page(rb, behaviour):
     before = rb.stats()
     res = rb.khmap("read", rb.debugfs)
     after = rb.assert_released()
@@ -63,7 +63,7 @@ def test_RB1_read_every_page(rb, behaviour):
     assert all(p.kpagecount == p.mapcount for p in pages)
 
 
-def test_RB1_content_read_back(rb, behaviour):
+def test_RB1b_content_read_back(rb, behaviour):
     """Each page of the mapping is the buffer's page at that offset, byte
     for byte as read(2) of the device returns it (every page stamped with
     its index): a mapping of the wrong or a shifted page cannot pass. The
@@ -77,7 +77,7 @@ def test_RB1_content_read_back(rb, behaviour):
     assert not bad, "; ".join(bad)
 
 
-def test_RB3_other_than_the_whole_shared_buffer_refused(rb, behaviour):
+def test_RB3a_other_than_the_whole_shared_buffer_refused(rb, behaviour):
     """The buffer is mapped whole and shared, as perf's: another offset,
     a shorter length or a private mapping is refused at mmap (kh_rb_mmap)."""
     n = rb.nr_pages
@@ -103,7 +103,7 @@ def test_RB2_write_control_page_then_data_page(rb, behaviour):
     assert rb.delta(before, after, "mkwrite_refused") == refused
 
 
-def test_RB3_partial_munmap_and_mremap_refused(rb):
+def test_RB3b_partial_munmap_and_mremap_refused(rb):
     res = rb.khmap("split")
     rb.assert_released()
     ops = {r["op"]: r.get("result") for r in res.records()}
@@ -139,7 +139,7 @@ def _fork_mapcounts(mode: str, n: int, stage: str) -> list[int]:
     return [1] + [0] * (n - 1)
 
 
-def test_RB5_fork_child_reads_and_exits(rb, behaviour):
+def test_RB5a_fork_child_reads_and_exits(rb, behaviour):
     before = rb.stats()
     res = rb.khmap("fork", rb.debugfs)
     after = rb.assert_released()
@@ -163,7 +163,7 @@ def test_RB5_fork_child_reads_and_exits(rb, behaviour):
     assert rb.delta(before, after, "buffers_freed") == 1
 
 
-def test_RB5_child_ptes_read_live(rb, live, behaviour):
+def test_RB5b_child_ptes_read_live(rb, live, behaviour):
     """What pagemap cannot show: the child's PTEs of the VM_PFNMAP mapping
     right after fork (page walks skip it). A dump's page table has them:
     copied like VM_MIXEDMAP's, and special; the plain shared mapping's are

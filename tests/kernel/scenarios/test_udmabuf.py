@@ -32,7 +32,7 @@ def khudmabuf(guest, *args) -> dict[str, dict[str, str]]:
     return guest.run(["khudmabuf", *map(str, args)], check=True).by_op()
 
 
-def test_UD1_fault_every_page(ud, kernel, behaviour):
+def test_UD1a_fault_every_page(ud, kernel, behaviour):
     f = khudmabuf(ud, "fault", PAGES)
     r = f["read"]
     assert r["failed"] == "0" and r["wrong"] == "0", "a page is not the memfd's"
@@ -52,7 +52,7 @@ def test_UD1_fault_every_page(ud, kernel, behaviour):
                                                (0, 5, 4, ""), (2, 7, 1, ""),
                                                (1, 2, 8, "populate")],
                          ids=["whole", "memfd_offset", "map_offset", "both", "populate"])
-def test_UD1_content_at_every_offset(ud, frm, off, pages, how, behaviour):
+def test_UD1b_content_at_every_offset(ud, frm, off, pages, how, behaviour):
     """A dma-buf of the memfd's pages from `frm` on (udmabuf_create's
     offset), mapped from its page `off`: each page shows the memfd's page
     frm + off + i, byte for byte as read(2) of the memfd returns it."""
@@ -62,7 +62,7 @@ def test_UD1_content_at_every_offset(ud, frm, off, pages, how, behaviour):
     assert not bad, bad
 
 
-def test_UD1_private_mapping_refused(ud, behaviour):
+def test_UD1c_private_mapping_refused(ud, behaviour):
     """A dma-buf is mapped shared only (udmabuf_mmap)."""
     f = khudmabuf(ud, "content", PAGES, 0, 0, PAGES, "private")
     bad = content_row(behaviour, f["content"], 0, PAGES, "private", expect="EINVAL")

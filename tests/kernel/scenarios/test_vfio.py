@@ -51,7 +51,7 @@ def khvfio(vf, op: str, *args: int) -> dict[str, dict[str, str]]:
                      check=True).by_op()
 
 
-def test_VF1_content_from_an_offset(vf, behaviour):
+def test_VF1a_content_from_an_offset(vf, behaviour):
     """Every BAR page stamped with its index through one mapping lands in
     QEMU's file behind the BAR at that page; mappings from BAR page 3, 512
     (2 MiB: a huge fault) and 513, shorter than the BAR, show the pages at
@@ -66,7 +66,7 @@ def test_VF1_content_from_an_offset(vf, behaviour):
     assert not wrong, f"BAR pages {wrong[:8]} do not hold their stamp in QEMU's file"
 
 
-def test_VF1_fault_every_page_and_read_back(vf, kernel, behaviour):
+def test_VF1b_fault_every_page_and_read_back(vf, kernel, behaviour):
     f = khvfio(vf, "fault")
     assert f["read"]["failed"] == "0"
     flags = f["mapping"]["vmflags"].split(",")
