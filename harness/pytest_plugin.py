@@ -27,7 +27,7 @@ from harness import options, session, spawn
 from harness.errors import KhError, UsageError
 from harness.guest import Explanation, Guest, GuestDied, Target
 from harness.observe import explain, memory, pagestate, reports
-from harness.requests import SuiteRequest
+from harness.requests import MACHINE_FIELDS, SuiteRequest
 from harness.results import compare, known
 from harness.results.compare import SUBTEST
 from harness.stats import percent, wilson
@@ -66,8 +66,8 @@ def pytest_configure(config: pytest.Config) -> None:
         "kernel(spec): run only where the kernel matches, e.g. '>=7.2' or '<6.12'",
         "arch(name): run only on this guest arch",
         "expect_report(title): the test expects a kernel report whose title contains this",
-        "guest(cpus=N, memory=M, append=TEXT, numa=N, swap=M, pmem=M, overcommit=N, "
-        "hugepages=N): the test needs a guest of its own with these settings",
+        f"guest({', '.join(f'{name}=...' for name in ('cpus', *MACHINE_FIELDS))}): the test "
+        "needs a guest of its own with these settings (harness/requests.py)",
         "qemu: the test needs a QEMU guest (its console, devices or death); skipped on "
         "an SSH --target",
         "slow: builds kernels from source; runs only with --slow",

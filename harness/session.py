@@ -140,13 +140,11 @@ def launcher(prep: Prepared, workdir: Path) -> Launcher:
     if prep.boot == "initramfs":
         # One image a run and set of kernel modules, not one a guest: a suite
         # restores a guest for every test.
-        wants = {"swap": bool(spec.swap), "pmem": bool(spec.pmem), "vfio": spec.viommu}
-        image = prep.outdir / "-".join(["initramfs", *(w for w, on in wants.items() if on)])
-        image = image.with_name(image.name + ".cpio")
+        devices = spec.devices()
+        image = prep.outdir / ("-".join(["initramfs", *devices]) + ".cpio")
         if image not in prep.boots.images:
             initramfs.build(prep.kernel, list(prep.modules.values()), prep.helpers, image,
-                            wanted=initramfs.wanted_modules(prep.kernel.arch, **wants),
-                            tools=wants["pmem"])
+                            devices=devices)
             prep.boots.images.append(image)
         return QemuLauncher(prep.kernel, image, spec)
     return VngLauncher(prep.kernel, prep.helpers[0].parent, spec)
@@ -376,9 +374,8 @@ def _boot(prep: Prepared, launch: Launcher) -> Guest:
         paths = {n: f"/lib/kh/{p.name}" for n, p in prep.modules.items()}
     else:
         setup = [f"modprobe {name} {args}".strip()
-                 for name, args in initramfs.wanted_modules(
-                     prep.kernel.arch, swap=bool(prep.spec.swap), pmem=bool(prep.spec.pmem),
-                     vfio=prep.spec.viommu).items()]
+                 for name, args in initramfs.wanted_modules(prep.kernel.arch,
+                                                            prep.spec.devices()).items()]
         paths = {n: str(p) for n, p in prep.modules.items()}
     try:
         for cmd in setup:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import gzip
 import lzma
 import subprocess
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -55,12 +56,13 @@ NEEDED_FOR = {"virtio_blk": "CONFIG_VIRTIO_BLK, for a guest with swap (--swap, g
               "virtio_iommu": f"CONFIG_VIRTIO_IOMMU, {_VFIO}"}
 
 
-def wanted_modules(arch: Arch, swap: bool = False, pmem: bool = False,
-                   vfio: bool = False) -> dict[str, str]:
-    out = {**KERNEL_MODULES, **(SWAP_MODULES if swap else {})}
-    if pmem and arch.pmem_region:
+def wanted_modules(arch: Arch, devices: Collection[str] = ()) -> dict[str, str]:
+    """The kernel modules (name -> arguments) a guest of the arch loads at
+    boot, with these optional devices (MachineSpec.devices())."""
+    out = {**KERNEL_MODULES, **(SWAP_MODULES if "swap" in devices else {})}
+    if "pmem" in devices and arch.pmem_region:
         out |= {arch.pmem_region: "", **PMEM_MODULES}
-    if vfio:
+    if "vfio" in devices:
         out |= {**({arch.viommu_module: ""} if arch.viommu_module else {}), **VFIO_MODULES}
     return out
 
@@ -184,9 +186,11 @@ def _add_tools(c: Cpio, arch: Arch) -> None:
 
 
 def build(kernel: Kernel, extra_modules: list[Path], helpers: list[Path], dest: Path, *,
-          wanted: dict[str, str] = KERNEL_MODULES, tools: bool = False) -> Path:
-    """tools: Debian's ndctl, daxctl and mkfs tools too (harness/vm/tools.py)."""
-    mods = kernel_modules(kernel, wanted, OPTIONAL_MODULES)
+          devices: Collection[str] = ()) -> Path:
+    """The image of a guest with these optional devices: their modules, and
+    for an NVDIMM Debian's ndctl, daxctl and mkfs tools (harness/vm/tools.py)."""
+    mods = kernel_modules(kernel, wanted_modules(kernel.arch, devices), OPTIONAL_MODULES)
+    tools = "pmem" in devices
     c = Cpio()
     for d in ("bin", "sbin", "usr", "usr/bin", "usr/sbin", "dev", "proc", "sys", "tmp",
               "lib", "lib/kh", "root", "etc", "mnt"):

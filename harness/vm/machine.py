@@ -86,6 +86,10 @@ def pmem_commands(pmem_mb: int) -> list[str]:
     return cmds
 
 
+# A guest's optional devices: a swap disk, an NVDIMM, a virtual IOMMU for vfio-pci
+DEVICES = ("swap", "pmem", "vfio")
+
+
 @dataclass
 class MachineSpec:
     """What every launcher needs to know besides the kernel."""
@@ -108,6 +112,12 @@ class MachineSpec:
     hugepages: int = 0           # vm.nr_hugepages
     rwdir: str = ""              # virtme-ng: a host directory the guest may write
     vng_root: str = "auto"       # virtme-ng's root: host (the host's /), kh (ours); auto: kh
+
+    def devices(self) -> tuple[str, ...]:
+        """The optional devices these settings give the guest (DEVICES),
+        each with kernel modules and tools it needs in the guest."""
+        on = {"swap": bool(self.swap), "pmem": bool(self.pmem), "vfio": self.viommu}
+        return tuple(d for d in DEVICES if on[d])
 
     def kernel_append(self, arch: Arch) -> list[str]:
         """Words the kernel command line gets for these settings: the

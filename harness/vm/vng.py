@@ -34,7 +34,7 @@ from harness.util import cache_root, digest, run
 from harness.vm import initramfs
 from harness.vm import tools as guest_tools
 from harness.vm.launcher import Launcher
-from harness.vm.machine import MachineSpec
+from harness.vm.machine import DEVICES, MachineSpec
 from harness.vm.qemu import BASE_APPEND
 
 RECIPE = "4"   # bump when the directories made here change
@@ -76,7 +76,7 @@ def kernel_dir(kernel: Kernel, root: bool) -> Path:
     check_config(kernel)
     wanted = [*NEEDS, *dict(kernel.arch.vng_needs), *initramfs.KERNEL_MODULES]
     optional = ("virtio_mmio", *initramfs.SWAP_MODULES, *initramfs.OPTIONAL_MODULES,
-                *initramfs.wanted_modules(kernel.arch, pmem=True, vfio=True))
+                *initramfs.wanted_modules(kernel.arch, DEVICES))
     mods = initramfs.module_closure(kernel, wanted, optional)
     key = digest(RECIPE, str(kernel.image.resolve()), kernel.source, *mods,
                  "root" if root else "")
