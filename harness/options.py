@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness import addresses, arches, requests, resources
+from harness import addresses, arches, requests, resources, upstream
 from harness.apt import SERIES
 from harness.arches import Arch
 from harness.commands import cachetool
@@ -300,8 +300,30 @@ class Option:
         return self.per_command.get(command, self.default)
 
 
-# What `run --suite` picks: a folder of the kernel suite (tests/kernel/<suite>/)
+# What `run --suite` picks: a folder of the kernel suite (tests/kernel/<suite>/),
+# or selftests:COLLECTION[,COLLECTION...] (the selftests folder's tests of
+# those collections; selftests:mm is mm-selftests)
 SUITES = (*resources.suites(), "all")
+
+
+def _suites(text: str) -> list[str]:
+    """--suite: suite names, and selftests:COLLECTION where the collections
+    after the first may go without the prefix (selftests:perf_events,vfio)."""
+    out: list[str] = []
+    collections = False
+    for word in _list("--suite", str)(text):
+        kind, colon, name = word.partition(":")
+        if colon and kind == "selftests" or collections and word not in SUITES:
+            name = name if colon else word
+            if name not in upstream.COLLECTIONS:
+                raise UsageError(f"--suite: no selftest collection '{name}': kharness runs "
+                                 f"{', '.join(upstream.COLLECTIONS)}")
+            out.append("mm-selftests" if name == "mm" else f"selftests:{name}")
+            collections = True
+        else:
+            out.append(_choice("--suite", SUITES)(word))
+            collections = False
+    return list(dict.fromkeys(out))
 VNG_ROOTS = ("auto", "host", "kh")
 REPRO_FRESH = ("session", "round")
 CACHE_KINDS = cachetool.KIND_NAMES
@@ -356,9 +378,10 @@ TABLE = (
     Option(("--selftests-source",), "where the upstream mm selftests come from: a kernel "
            "tree, a .tar.* of one, or debian-source:<series> (default: the kernel's own "
            "source)", ("run", PYTEST), None, _source_spec("--selftests-source")),
-    Option(("--suite",), f"suites run runs, comma-separated: {', '.join(SUITES)} "
-           "(default scenarios)", ("run",), "scenarios", _list("--suite", _choice("--suite",
-                                                                                 SUITES))),
+    Option(("--suite",), f"suites run runs, comma-separated: {', '.join(SUITES)}, or "
+           f"selftests:COLLECTION[,COLLECTION...] (the kernel's own selftests of "
+           f"{', '.join(upstream.COLLECTIONS)}; selftests:mm is mm-selftests) (default "
+           f"scenarios)", ("run",), "scenarios", _suites),
     Option(("--memory",), "guest memory in MiB (default 1024)", SETTINGS, None,
            _positive_int("--memory")),
     Option(("--append",), "added to the guest kernel's command line, e.g. "

@@ -105,7 +105,7 @@ def suite_paths(suites: list[str]) -> list[str]:
     folder = data("suite")
     if "all" in suites:
         return [str(folder)]
-    return [str(folder / s) for s in dict.fromkeys(suites)]
+    return [str(folder / s) for s in dict.fromkeys(s.partition(":")[0] for s in suites)]
 
 
 # pytest expands variables in --junitxml ('o$HOME' would write into the

@@ -28,22 +28,32 @@ from harness.observe import ktap, reports
 from harness.observe.ktap import FAIL, PASS, SKIP
 from harness.util import progress
 
-GUEST_DIR = "kh-mm"     # under the guest's command directory
+GUEST_DIR = "kh-selftests"     # under the guest's command directory
 KSFT_SKIP = 4
 
 
 @dataclass(frozen=True)
 class Selftest:
-    """One catalogue entry: a binary, its arguments, the guest it needs."""
+    """One catalogue entry: a binary of a collection (its folder under
+    tools/testing/selftests), its arguments, the guest it needs."""
     binary: str
     device: str = ""                    # run against this device (pfnmap's -- FILE)
     guest: dict = field(default_factory=dict, hash=False)  # MachineSpec settings
     config: tuple[str, ...] = ()        # kernel options without which it is a skip
     why: str = ""                       # why it needs its guest settings
+    collection: str = "mm"
+    label: str = ""                     # the device's name in the id, if not its file's
+    # A PCI device the test drives: "vfio" bound to vfio-pci (its BDF in
+    # VFIO_SELFTESTS_BDF), "free" bound to no driver (its BAR's sysfs
+    # resource file is {bdf} in device); the guest's ivshmem BAR either way.
+    pci: str = ""
 
     @property
     def id(self) -> str:
-        return f"{self.binary}@{self.device.rsplit('/', 1)[-1]}" if self.device else self.binary
+        name = self.binary
+        if self.device:
+            name += f"@{self.label or self.device.rsplit('/', 1)[-1]}"
+        return name if self.collection == "mm" else f"{self.collection}:{name}"
 
     @property
     def args(self) -> list[str]:
@@ -57,6 +67,10 @@ CATALOGUE = [
     Selftest("pfnmap"),                                   # /dev/mem's first RAM page
     Selftest("pfnmap", device="/dev/kh_ringbuf_pfnmap"),  # remap_pfn_range of pages
     Selftest("pfnmap", device="/dev/kh_mixedmap_pfnmap"),  # remap_pfn_range of a PCI BAR
+    # the PCI core's own mapping of a BAR no driver holds (a held one is
+    # exclusive under IO_STRICT_DEVMEM: EINVAL)
+    Selftest("pfnmap", device="/sys/bus/pci/devices/{bdf}/resource2", label="pci-resource2",
+             pci="free"),
     Selftest("madv_populate"),
     Selftest("map_populate"),
     Selftest("merge"),
@@ -73,8 +87,23 @@ CATALOGUE = [
     Selftest("rmap", guest={"numa": 2, "memory": 1024},
              why="migrates folios between two NUMA nodes"),
     Selftest("uffd-unit-tests", guest=SWAP, why="hugetlb cases need free huge pages"),
+    # The ring buffer and AUX area of perf (the "map pages in advance" threads)
+    *(Selftest(b, collection="perf_events", config=("CONFIG_PERF_EVENTS",))
+      for b in ("mmap", "remove_on_exec", "sigtrap_threads", "watermark_signal")),
+    Selftest("udmabuf", collection="drivers/dma-buf", config=("CONFIG_UDMABUF",),
+             guest={"memory": 3072, "hugepages": 1024},
+             why="its last case maps a memfd of 1024 2 MiB huge pages"),
+    # vfio-pci on the ivshmem BAR behind the guest's virtual IOMMU
+    *(Selftest(b, collection="vfio", pci="vfio", guest={"viommu": True},
+               why="vfio-pci needs an IOMMU")
+      for b in ("vfio_pci_device_test", "vfio_dma_mapping_test", "vfio_dma_mapping_mmio_test",
+                "vfio_iommufd_setup_test")),
 ]
-BINARIES = sorted({t.binary for t in CATALOGUE})
+COLLECTIONS = tuple(dict.fromkeys(t.collection for t in CATALOGUE))
+
+
+def binaries(collection: str) -> list[str]:
+    return sorted({t.binary for t in CATALOGUE if t.collection == collection})
 
 
 def source_for(kernel: Kernel, override: str | None = None, *,
@@ -101,9 +130,10 @@ def source_for(kernel: Kernel, override: str | None = None, *,
     raise UsageError(f"no source known for {kernel.spec}: give --selftests-source")
 
 
-def selftests_for(kernel: Kernel, override: str | None = None, *,
-                  offline: bool = False) -> Selftests:
-    return build.build(source_for(kernel, override, offline=offline), kernel.arch, BINARIES)
+def selftests_for(kernel: Kernel, override: str | None = None, *, offline: bool = False,
+                  collection: str = "mm") -> Selftests:
+    return build.build(source_for(kernel, override, offline=offline), kernel.arch,
+                       binaries(collection), collection)
 
 
 @dataclass
@@ -136,7 +166,7 @@ class Outcome:
 
 def install(target: Target, tests: Selftests, binary: str) -> str:
     """The binary in the guest, put there once a guest; its guest path."""
-    dest = f"{GUEST_DIR}/{binary}"
+    dest = f"{GUEST_DIR}/{tests.collection.replace('/', '-')}/{binary}"
     if target.run(["test", "-x", dest]).status != 0:
         target.put(tests.path(binary), dest, 0o755)
     return dest
@@ -154,28 +184,33 @@ def _exit_text(status: int, seconds: float, timeout: int) -> str:
     return f"exit status {status}"
 
 
-def _one(target: Target, cmd: list[str], timeout: int) -> tuple[int, str, str, float]:
+def _one(target: Target, cmd: list[str], timeout: int,
+         env: dict[str, str]) -> tuple[int, str, str, float]:
     """Run under the guest's timeout; status, output, kernel log, seconds."""
     target.dmesg_window()
-    res = target.run(["timeout", "-s", "KILL", str(timeout), *cmd], timeout=timeout + 60)
+    res = target.run(["env", *(f"{k}={v}" for k, v in env.items()), "timeout", "-s", "KILL",
+                      str(timeout), *cmd], timeout=timeout + 60)
     log = target.dmesg_window()
     return res.status, res.stdout + res.stderr, log, res.seconds
 
 
-def run(target: Target, tests: Selftests, test: Selftest) -> Outcome:
+def run(target: Target, tests: Selftests, test: Selftest, *, bdf: str = "") -> Outcome:
+    """One catalogue entry; bdf: the PCI device it drives (Selftest.pci)."""
     path = install(target, tests, test.binary)
+    env = {"VFIO_SELFTESTS_BDF": bdf} if test.pci == "vfio" else {}
+    args = [a.format(bdf=bdf) for a in test.args]
     if test.binary in tests.harness:
-        return _run_harness(target, tests, test, path)
-    return _run_plain(target, tests, test, path)
+        return _run_harness(target, tests, test, path, args, env)
+    return _run_plain(target, tests, test, path, args, env)
 
 
 def _subtests(parsed: ktap.Run) -> list[Subtest]:
     return [Subtest(c.name, c.status, c.reason, "\n".join(c.output)) for c in parsed.cases]
 
 
-def _run_plain(target: Target, tests: Selftests, test: Selftest, path: str,
-               select: tuple[str, ...] | list[str] = ()) -> Outcome:
-    status, out, log, seconds = _one(target, [path, *select, *test.args], tests.timeout)
+def _run_plain(target: Target, tests: Selftests, test: Selftest, path: str, args: list[str],
+               env: dict[str, str], select: tuple[str, ...] | list[str] = ()) -> Outcome:
+    status, out, log, seconds = _one(target, [path, *select, *args], tests.timeout, env)
     parsed = ktap.parse(out)
     found = reports.parse(log)
     outcome = Outcome(test, PASS, subtests=_subtests(parsed), output=out, reports=found,
@@ -209,18 +244,20 @@ def judge(o: Outcome, status: int, parsed: ktap.Run, timeout: int) -> Outcome:
     return o
 
 
-def _run_harness(target: Target, tests: Selftests, test: Selftest, path: str) -> Outcome:
+def _run_harness(target: Target, tests: Selftests, test: Selftest, path: str, args: list[str],
+                 env: dict[str, str]) -> Outcome:
     """Each FIXTURE/TEST alone (-r), with its own kernel log window, judged
     as a binary run of its own."""
     # With its arguments: pfnmap checks its file before it lists, and a
     # file it cannot map is "1..0 # SKIP" on stdout instead of the table.
-    listing = target.run([path, "-l", *test.args], timeout=60)
+    listing = target.run(["env", *(f"{k}={v}" for k, v in env.items()), path, "-l", *args],
+                         timeout=60)
     names = ktap.listed(listing.stderr) if "# FIXTURE" in listing.stderr else []
     if not names:   # skipped before listing, or a harness without -l: one run
-        return _run_plain(target, tests, test, path)
+        return _run_plain(target, tests, test, path, args, env)
     outcome, texts, t0 = Outcome(test, PASS), [], time.monotonic()
     for name in names:
-        one = _run_plain(target, tests, test, path, ["-r", name])
+        one = _run_plain(target, tests, test, path, args, env, ["-r", name])
         texts.append(one.output)
         case = one.subtests[0] if len(one.subtests) == 1 else None
         if case is not None and not one.reports and (one.verdict != FAIL or case.status == FAIL):
@@ -260,5 +297,8 @@ def summary(o: Outcome) -> str:
 
 
 def subtest_name(sub: Subtest) -> str:
-    """A subtest's id: the name it printed, whitespace tidied."""
-    return re.sub(r"\s+", " ", sub.name).strip()
+    """A subtest's id: the name it printed, whitespace tidied, without a
+    verdict printed in it (udmabuf's "[PASS,test-1]" and "[FAIL,test-1]" are
+    one subtest, "[test-1]", night after night)."""
+    name = re.sub(r"\[(?:PASS|FAIL|SKIP|skip|XFAIL),\s*", "[", sub.name)
+    return re.sub(r"\s+", " ", name).strip()

@@ -35,7 +35,7 @@ from harness.kbuild.helpers import compiler
 from harness.kbuild.source import SourceTree, kernelversion
 from harness.util import cache_root, digest, progress, run, step
 
-RECIPE = "7"     # bump when how we build changes what comes out
+RECIPE = "8"     # bump when how we build changes what comes out
 SUBDIR = Path("tools/testing/selftests/mm")
 OLD_SUBDIR = Path("tools/testing/selftests/vm")    # their folder's name before 6.3
 # Debian -dev packages whose static archives some tests link, from the
@@ -44,6 +44,10 @@ LIBRARIES = {"liburing": "liburing-dev", "libnuma": "libnuma-dev", "libcap": "li
 LIB_SUITE = "bookworm"
 # What a binary links beyond libc, from the Makefile's per-target LDLIBS.
 NEEDS = re.compile(r"^\$\(OUTPUT\)/(\S+):\s*LDLIBS\s*\+=\s*(.*)$", re.M)
+
+
+class Absent(KhError):
+    """The tree has no such collection (older than it): its tests skip."""
 
 
 @dataclass(frozen=True)
@@ -59,6 +63,7 @@ class Selftests:
     missing: dict[str, str] = field(default_factory=dict)   # name -> why not built
     harness: list[str] = field(default_factory=list)        # kselftest_harness binaries
     libraries: dict[str, str] = field(default_factory=dict)  # library -> version or why not
+    collection: str = "mm"              # its folder under tools/testing/selftests
 
     def path(self, name: str) -> Path:
         return self.dir / self.built[name]
@@ -72,33 +77,39 @@ class Selftests:
         return cls(**d)
 
 
-def build(tree: SourceTree, arch: Arch, names: list[str]) -> Selftests:
-    """The named mm selftests of tree for arch, made once per source content."""
+def build(tree: SourceTree, arch: Arch, names: list[str], collection: str = "mm") -> Selftests:
+    """The named selftests of a collection (the folder under
+    tools/testing/selftests: mm, perf_events, drivers/dma-buf, vfio) of
+    tree for arch, made once per source content."""
     cc = compiler(arch)
     cc_version = run([cc, "-dumpfullversion"], what=f"{cc} -dumpfullversion").stdout.strip()
-    key = digest(RECIPE, tree.identity, arch.name, cc_version, *sorted(names))
-    entry = cache_root() / "selftests" / f"{arch.name}-{kernelversion(tree.path)}-{key}"
+    key = digest(RECIPE, tree.identity, arch.name, cc_version, collection, *sorted(names))
+    entry = cache_root() / "selftests" / (f"{arch.name}-{kernelversion(tree.path)}-"
+                                          f"{collection.replace('/', '-')}-{key}")
 
     def make(out: Path) -> list[Path]:
-        with step(f"building {len(names)} mm selftests from {tree.spec} for {arch}"):
-            record = _build(tree, arch, names, cc, out)
+        with step(f"building {len(names)} {collection} selftests from {tree.spec} for {arch}"):
+            record = _build(tree, arch, names, cc, out, collection)
         (out / "selftests.json").write_text(json.dumps(record, indent=2) + "\n")
         return [out / "selftests.json"]
 
     return Selftests.load(cached(entry, make, check=Selftests.load))
 
 
-def subdir(tree: Path) -> Path:
-    """Where tree keeps its mm selftests: mm, or vm before 6.3."""
+def subdir(tree: Path, collection: str = "mm") -> Path:
+    """Where tree keeps a collection's selftests (mm's: mm, or vm before 6.3)."""
+    if collection != "mm":
+        return SUBDIR.parent / collection
     return OLD_SUBDIR if not (tree / SUBDIR).is_dir() and (tree / OLD_SUBDIR).is_dir() \
         else SUBDIR
 
 
-def _build(tree: SourceTree, arch: Arch, names: list[str], cc: str, out: Path) -> dict:
-    where = subdir(tree.path)
+def _build(tree: SourceTree, arch: Arch, names: list[str], cc: str, out: Path,
+           collection: str) -> dict:
+    where = subdir(tree.path, collection)
     src = tree.path / where
     if not src.is_dir():
-        raise KhError(f"{tree.spec} has no {SUBDIR}: not a kernel tree with mm selftests")
+        raise Absent(f"{tree.spec} ({kernelversion(tree.path)}) has no {where}")
     logs = out / "logs"
     logs.mkdir()
     hdr = out / "usr"
@@ -141,13 +152,14 @@ def _build(tree: SourceTree, arch: Arch, names: list[str], cc: str, out: Path) -
             harness.append(name)
     mounts.remove_tree(out / "tree")
     if not built:
-        raise KhError(f"no mm selftest built from {tree.spec} for {arch} (logs: {logs})",
+        raise KhError(f"no {collection} selftest built from {tree.spec} for {arch} "
+                      f"(logs: {logs})",
                       detail="\n".join(f"{n}: {w}" for n, w in missing.items()))
-    progress(f"mm selftests: {len(built)} built"
+    progress(f"{collection} selftests: {len(built)} built"
              + (f", not built: {', '.join(missing)}" if missing else ""))
     return {"source": tree.spec, "identity": tree.identity,
             "version": kernelversion(tree.path), "arch": arch.name, "timeout": timeout,
-            "built": built, "missing": missing, "harness": harness,
+            "built": built, "missing": missing, "harness": harness, "collection": collection,
             "libraries": {lib: libs.get(lib, "not available") for lib in LIBRARIES}}
 
 

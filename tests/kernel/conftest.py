@@ -12,9 +12,12 @@ from pathlib import Path
 
 import pytest
 
+from harness import upstream
+from harness.errors import KhError, UsageError
 from harness.guest import Guest, Result
-from harness.observe import proc
-from harness.pytest_plugin import resolved
+from harness.kbuild.selftests import Absent, Selftests
+from harness.observe import ktap, proc
+from harness.pytest_plugin import SETTINGS, report_subtest, resolved, selftests_ran
 from harness.vm.machine import PMEM_DEVS, PMEM_ROOT
 
 RINGBUF_MODES = ("pfnmap", "fault", "insert_pages")
@@ -108,13 +111,22 @@ class Device:
 # the kernel's own mm selftests last (their binaries leave the default
 # guest busy for a while: nr_mapped moved under the next file's first tests
 # when they ran before the scenarios).
-SUITE_ORDER = ("scenarios", "harness", "mm-selftests")
+SUITE_ORDER = ("scenarios", "harness", "selftests", "mm-selftests")
 
 
 def pytest_collection_modifyitems(config, items):
     """The kernel suites' items in SUITE_ORDER, in the places they had among
-    the session's items (unit and integration tests stay where they were)."""
+    the session's items (unit and integration tests stay where they were);
+    of the selftests suite only the collections `--suite selftests:...` named."""
     here = Path(__file__).parent
+    if SETTINGS in config.stash:
+        wanted = [s.partition(":")[2] for s in config.stash[SETTINGS].suite
+                  if s.startswith("selftests:")]
+        keep = [i for i in items if not wanted or i.path.parent.name != "selftests"
+                or i.callspec.params["test"].collection in wanted]
+        if len(keep) < len(items):
+            config.hook.pytest_deselected(items=[i for i in items if i not in keep])
+            items[:] = keep
     at = [i for i, item in enumerate(items) if item.path.parent.parent == here]
     ours = sorted((items[i] for i in at),    # stable: each suite keeps its own order
                   key=lambda item: SUITE_ORDER.index(item.path.parent.name)
@@ -343,6 +355,30 @@ def vfio_needs(arch) -> tuple[str, ...]:
     return (arch.viommu_config, "CONFIG_VFIO_PCI", "CONFIG_VFIO_IOMMU_TYPE1")
 
 
+IVSHMEM = "0x1af4:0x1110"     # QEMU's ivshmem-plain, vendor:device
+
+
+def bind_ivshmem(guest, driver: str) -> str:
+    """The guest's ivshmem device taken from its driver (kh_mixedmap) and
+    bound to driver, or to none (""): its BDF."""
+    found = guest.run(["sh", "-c", "for d in /sys/bus/pci/devices/*; do "
+                       f"[ $(cat $d/vendor):$(cat $d/device) = {IVSHMEM} ] && "
+                       "basename $d; done; true"], check=True).stdout.split()
+    assert found, "no ivshmem device in this guest: QEMU was started without it"
+    bdf = found[0]
+    dev = f"/sys/bus/pci/devices/{bdf}"
+    bind = (f"echo {driver} > {dev}/driver_override; echo {bdf} > /sys/bus/pci/drivers_probe"
+            if driver else "true")
+    guest.run(["sh", "-c", f"if [ -e {dev}/driver ]; then echo {bdf} > {dev}/driver/unbind; "
+                           f"fi; {bind}"], check=True)
+    bound = guest.run(["sh", "-c", f"readlink {dev}/driver; true"], check=True).stdout.strip()
+    if driver:
+        assert bound.endswith(f"/{driver}"), f"{bdf} is bound to {bound}, not {driver}"
+    else:
+        assert not bound, f"{bdf} is still bound to {bound}"
+    return bdf
+
+
 def kernel_lacks(kernel, options) -> list[str]:
     """The options of `options` the kernel's config has neither =y nor =m."""
     have = {line.split("=")[0] for line in kernel.config.read_text().splitlines()
@@ -385,3 +421,102 @@ def pmem_guest(request) -> Pmem:
     if not kernel.arch.pmem:
         pytest.skip(f"no emulated NVDIMM for {kernel.arch.name} guests")
     return Pmem(guest_if_kernel_has(request, PMEM_NEEDS))
+
+
+@pytest.fixture(scope="session")
+def selftests(kh_pool, request) -> Callable[[str], Selftests | KhError]:
+    """A collection's selftests from the kernel's source (or
+    --selftests-source), built once a session: selftests("perf_events").
+    A build that fails is each test's failure, not the session's end."""
+    built: dict[str, Selftests | KhError] = {}
+
+    def get(collection: str) -> Selftests | KhError:
+        if collection not in built:
+            prep = kh_pool.prepared()
+            s = request.config.stash[SETTINGS]
+            try:
+                with kh_pool.uncaptured():
+                    built[collection] = upstream.selftests_for(
+                        prep.kernel, s.selftests_source, offline=s.guest.offline,
+                        collection=collection)
+                selftests_ran(request.config, built[collection].version)  # type: ignore[union-attr]
+            except UsageError as e:     # a source that is not one: bad input, exit 2
+                pytest.exit(f"kharness: error: {e}", returncode=e.exit_code)
+            except KhError as e:
+                built[collection] = e
+        return built[collection]
+    return get
+
+
+def selftest_param(t: upstream.Selftest):
+    return pytest.param(t, id=t.id, marks=[pytest.mark.guest(**t.guest)] if t.guest else [])
+
+
+SUBTEST_OUTCOME = {ktap.PASS: "passed", ktap.XPASS: "passed", ktap.SKIP: "skipped",
+                   ktap.XFAIL: "skipped", ktap.FAIL: "failed", ktap.ERROR: "failed"}
+
+
+def run_selftest(request, test: upstream.Selftest, built: Selftests | KhError) -> None:
+    """One upstream catalogue entry in the test's guest: a result for the
+    binary (kselftest's runner's verdict and the kernel's reports) and one
+    for each subtest. built: its collection's binaries, or why there are none."""
+    kernel = request.getfixturevalue("kernel")
+    if isinstance(built, Absent):
+        pytest.skip(f"{test.id}: {built}")
+    if isinstance(built, KhError):
+        pytest.fail(f"the {test.collection} selftests of {kernel.spec} could not be built: "
+                    f"{built}", pytrace=False)
+    if test.binary not in built.built:
+        why = built.missing.get(test.binary, "not built")
+        if why.startswith("does not build"):    # the tree has it: a failure, not a skip
+            pytest.fail(f"{test.binary} {why}", pytrace=False)
+        pytest.skip(f"{test.binary}: {why}")
+    needs = (*test.config, *(vfio_needs(kernel.arch) if test.pci == "vfio" else ()))
+    guest = guest_if_kernel_has(request, needs)
+    if test.device and "{bdf}" not in test.device and \
+            guest.run(["test", "-c", test.device]).status != 0:
+        if isinstance(guest, Guest):    # our modules make it in every QEMU guest
+            pytest.fail(f"{test.device} is absent from this guest", pytrace=False)
+        pytest.skip(f"{test.device} is absent (no ivshmem BAR on this machine)")
+    bdf = ""
+    if test.pci:
+        if not isinstance(guest, Guest):
+            pytest.skip("drives QEMU's ivshmem device: not on an SSH target")
+        bdf = bind_ivshmem(guest, "vfio-pci" if test.pci == "vfio" else "")
+    try:
+        outcome = upstream.run(guest, built, test, bdf=bdf)
+    finally:
+        if test.pci == "free":      # kh_mixedmap's again, for the tests after (--fresh session)
+            bind_ivshmem(guest, "kh_mixedmap")
+    _report_selftest(request, built, outcome)
+
+
+def _report_selftest(request, built: Selftests, outcome: upstream.Outcome) -> None:
+    test = outcome.test
+    behaviour = request.getfixturevalue("behaviour")
+    logs = request.getfixturevalue("kh_pool").prepared().outdir / \
+        f"upstream-{test.collection.replace('/', '-')}"
+    logs.mkdir(exist_ok=True)
+    log = logs / f"{test.id.replace('/', '-').replace(':', '-')}.log"
+    log.write_text(outcome.output)      # what it printed, all runs
+    counts = ", ".join(f"{n} {k}" for k, n in sorted(outcome.counts().items()))
+    behaviour.note("upstream", f"{outcome.verdict} ({counts}) {outcome.seconds:.0f}s, tests "
+                               f"from {built.source}")
+    for sub in outcome.subtests:
+        text = sub.output + "".join(f"\n{r.title}\n" + "\n".join(r.lines[:40])
+                                    for r in sub.reports)
+        report_subtest(request.node, upstream.subtest_name(sub),
+                       SUBTEST_OUTCOME[sub.status], reason=sub.reason, text=text,
+                       seconds=sub.seconds, xfail=sub.status == ktap.XFAIL,
+                       properties=[("kh-selftests", built.source)])
+    line = upstream.summary(outcome)
+    with open(logs / "summary.txt", "a") as fh:     # one line a binary, for people
+        fh.write(f"{line} [selftests from {built.source}]\n")
+    print(line, f"(output: {log})")
+    if outcome.verdict == ktap.SKIP:
+        pytest.skip(f"{test.id}: {outcome.why}")
+    if outcome.verdict == ktap.FAIL:
+        pytest.fail(f"{upstream.summary(outcome)}\n--- output (last 60 lines) ---\n"
+                    + "\n".join(outcome.output.splitlines()[-60:])
+                    + "".join(f"\n--- {r.title} ---\n" + "\n".join(r.lines[:60])
+                              for r in outcome.reports), pytrace=False)

@@ -14,7 +14,7 @@ WARNs in untrack_pfn() when part of the mapping goes, a known issue: VF4); 6.12 
 from __future__ import annotations
 
 import pytest
-from conftest import content_row, guest_if_kernel_has, vfio_needs
+from conftest import bind_ivshmem, content_row, guest_if_kernel_has, vfio_needs
 
 from harness.guest import Guest
 
@@ -31,17 +31,7 @@ def vf(request, kernel) -> tuple[Guest, str]:
     """The ivshmem device, bound to vfio-pci: its BDF."""
     guest = guest_if_kernel_has(request, vfio_needs(kernel.arch))
     assert isinstance(guest, Guest), "the qemu mark keeps SSH targets out"
-    found = guest.run(["sh", "-c", "for d in /sys/bus/pci/devices/*; do "
-                       "[ $(cat $d/vendor):$(cat $d/device) = 0x1af4:0x1110 ] && "
-                       "basename $d; done; true"], check=True).stdout.split()
-    assert found, "no ivshmem device in this guest: QEMU was started without it"
-    bdf = found[0]
-    dev = f"/sys/bus/pci/devices/{bdf}"
-    guest.run(["sh", "-c", f"echo {bdf} > {dev}/driver/unbind; "
-                           f"echo vfio-pci > {dev}/driver_override; "
-                           f"echo {bdf} > /sys/bus/pci/drivers_probe"], check=True)
-    driver = guest.run(["readlink", f"{dev}/driver"], check=True).stdout.strip()
-    assert driver.endswith("/vfio-pci"), f"{bdf} is bound to {driver}, not vfio-pci"
+    bdf = bind_ivshmem(guest, "vfio-pci")
     return guest, bdf
 
 
