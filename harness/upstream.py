@@ -15,6 +15,7 @@ from __future__ import annotations
 import re
 import signal
 import time
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -43,10 +44,13 @@ class Selftest:
     why: str = ""                       # why it needs its guest settings
     collection: str = "mm"
     label: str = ""                     # the device's name in the id, if not its file's
-    # A PCI device the test drives: "vfio" bound to vfio-pci (its BDF in
-    # VFIO_SELFTESTS_BDF), "free" bound to no driver (its BAR's sysfs
-    # resource file is {bdf} in device); the guest's ivshmem BAR either way.
+    # A PCI device the test drives: "vfio" QEMU's edu bound to vfio-pci (its
+    # BDF in VFIO_SELFTESTS_BDF), "free" the ivshmem device taken from
+    # kh_mixedmap for the time (its BAR's sysfs file is {bdf} in device)
     pci: str = ""
+    # Subtests whose name holds the word need the option: a skip naming it
+    # where the kernel lacks it (the rest of the binary still runs)
+    subtest_config: tuple[tuple[str, str], ...] = ()
 
     @property
     def id(self) -> str:
@@ -63,6 +67,7 @@ class Selftest:
 # Swap for cow's swap-out cases (MADV_PAGEOUT must reach a swap device),
 # free huge pages for cow's and uffd-unit-tests' hugetlb cases: one guest.
 SWAP = {"swap": 256, "hugepages": 32}
+VFIO = {"viommu": True, "hugepages": 8}
 CATALOGUE = [
     Selftest("pfnmap"),                                   # /dev/mem's first RAM page
     Selftest("pfnmap", device="/dev/kh_ringbuf_pfnmap"),  # remap_pfn_range of pages
@@ -94,10 +99,15 @@ CATALOGUE = [
              guest={"memory": 3072, "hugepages": 1024},
              why="its last case maps a memfd of 1024 2 MiB huge pages"),
     # vfio-pci on the ivshmem BAR behind the guest's virtual IOMMU
-    *(Selftest(b, collection="vfio", pci="vfio", guest={"viommu": True},
-               why="vfio-pci needs an IOMMU")
-      for b in ("vfio_pci_device_test", "vfio_dma_mapping_test", "vfio_dma_mapping_mmio_test",
-                "vfio_iommufd_setup_test")),
+    # (Debian builds no IOMMUFD: the tests of it, and those that default to it, skip)
+    Selftest("vfio_pci_device_test", collection="vfio", pci="vfio", guest=VFIO,
+             config=("CONFIG_IOMMUFD",), why="vfio-pci needs an IOMMU"),
+    Selftest("vfio_iommufd_setup_test", collection="vfio", pci="vfio", guest=VFIO,
+             config=("CONFIG_IOMMUFD", "CONFIG_VFIO_DEVICE_CDEV"), why="vfio-pci needs an IOMMU"),
+    *(Selftest(b, collection="vfio", pci="vfio", guest=VFIO, why="vfio-pci needs an IOMMU; "
+               "the hugetlb cases map 2 MiB huge pages (1 GiB ones: none to give)",
+               subtest_config=(("iommufd", "CONFIG_IOMMUFD"),))
+      for b in ("vfio_dma_mapping_test", "vfio_dma_mapping_mmio_test")),
 ]
 COLLECTIONS = tuple(dict.fromkeys(t.collection for t in CATALOGUE))
 
@@ -194,14 +204,22 @@ def _one(target: Target, cmd: list[str], timeout: int,
     return res.status, res.stdout + res.stderr, log, res.seconds
 
 
-def run(target: Target, tests: Selftests, test: Selftest, *, bdf: str = "") -> Outcome:
-    """One catalogue entry; bdf: the PCI device it drives (Selftest.pci)."""
+def run(target: Target, tests: Selftests, test: Selftest, *, bdf: str = "",
+        lacking: Collection[str] = ()) -> Outcome:
+    """One catalogue entry; bdf: the PCI device it drives (Selftest.pci);
+    lacking: kernel options it lacks, whose subtests (subtest_config) skip."""
     path = install(target, tests, test.binary)
     env = {"VFIO_SELFTESTS_BDF": bdf} if test.pci == "vfio" else {}
     args = [a.format(bdf=bdf) for a in test.args]
     if test.binary in tests.harness:
-        return _run_harness(target, tests, test, path, args, env)
+        return _run_harness(target, tests, test, path, args, env, lacking)
     return _run_plain(target, tests, test, path, args, env)
+
+
+def _lacks(test: Selftest, lacking: Collection[str], name: str) -> str:
+    """Why the kernel cannot run this subtest, or ""."""
+    return next((f"needs {option}, which the kernel lacks" for word, option
+                 in test.subtest_config if word in name and option in lacking), "")
 
 
 def _subtests(parsed: ktap.Run) -> list[Subtest]:
@@ -245,7 +263,7 @@ def judge(o: Outcome, status: int, parsed: ktap.Run, timeout: int) -> Outcome:
 
 
 def _run_harness(target: Target, tests: Selftests, test: Selftest, path: str, args: list[str],
-                 env: dict[str, str]) -> Outcome:
+                 env: dict[str, str], lacking: Collection[str] = ()) -> Outcome:
     """Each FIXTURE/TEST alone (-r), with its own kernel log window, judged
     as a binary run of its own."""
     # With its arguments: pfnmap checks its file before it lists, and a
@@ -257,6 +275,9 @@ def _run_harness(target: Target, tests: Selftests, test: Selftest, path: str, ar
         return _run_plain(target, tests, test, path, args, env)
     outcome, texts, t0 = Outcome(test, PASS), [], time.monotonic()
     for name in names:
+        if why := _lacks(test, lacking, name):
+            outcome.subtests.append(Subtest(name, SKIP, why))
+            continue
         one = _run_plain(target, tests, test, path, args, env, ["-r", name])
         texts.append(one.output)
         case = one.subtests[0] if len(one.subtests) == 1 else None

@@ -232,12 +232,14 @@ def listed(text: str) -> list[str]:
             fixture, variants, tests = "", [], []
             continue
         cols = [(m.start(), m.group()) for m in re.finditer(r"\S+", line)]
+        # "%-20s %-25s %s": the variant starts right after the fixture's
+        # field (longer than 20 where the fixture's name is, on its row
+        # only), a test anywhere after that.
+        variant_col = 21
         if cols and cols[0][0] == 0:
             fixture = cols.pop(0)[1]
-        # "%-20s %-25s %s": a variant starts before column 47 (later if the
-        # fixture's name overflowed its 20), a test after it.
-        test_col = 47 + max(0, len(fixture) - 20)
+            variant_col = max(20, len(fixture)) + 1
         for start, word in cols:
-            (variants if start < test_col else tests).append(word)
+            (variants if start == variant_col else tests).append(word)
     flush()
     return names

@@ -130,7 +130,10 @@ class Launcher:
         """The IOMMU, swap disk, persistent memory and NUMA nodes the spec asks for."""
         spec, args = self.spec, []
         if spec.viommu:
-            args += ["-device", self.arch.viommu]
+            # With it QEMU's edu device: one 1 MiB BAR and MSI, and no driver
+            # of its own in the guest, for vfio's selftests (their BAR mapping
+            # cannot take ivshmem's 256-byte BAR 0).
+            args += ["-device", self.arch.viommu, "-device", "edu"]
         if spec.swap:
             disk = _sparse(self.workdir / "swap.img", spec.swap << 20)
             args += ["-drive", f"file={qemu_value(disk)},if=none,id=khswap,format=raw,cache=unsafe",

@@ -355,16 +355,19 @@ def vfio_needs(arch) -> tuple[str, ...]:
     return (arch.viommu_config, "CONFIG_VFIO_PCI", "CONFIG_VFIO_IOMMU_TYPE1")
 
 
-IVSHMEM = "0x1af4:0x1110"     # QEMU's ivshmem-plain, vendor:device
+# QEMU's PCI devices, vendor:device: ivshmem-plain (every guest's; kh_mixedmap
+# drives it), edu (guest(viommu=True)'s; no driver)
+IVSHMEM = "0x1af4:0x1110"
+EDU = "0x1234:0x11e8"
 
 
-def bind_ivshmem(guest, driver: str) -> str:
-    """The guest's ivshmem device taken from its driver (kh_mixedmap) and
-    bound to driver, or to none (""): its BDF."""
+def bind_pci(guest, ident: str, driver: str) -> str:
+    """The guest's PCI device of this vendor:device taken from its driver,
+    if it has one, and bound to driver, or to none (""): its BDF."""
     found = guest.run(["sh", "-c", "for d in /sys/bus/pci/devices/*; do "
-                       f"[ $(cat $d/vendor):$(cat $d/device) = {IVSHMEM} ] && "
+                       f"[ $(cat $d/vendor):$(cat $d/device) = {ident} ] && "
                        "basename $d; done; true"], check=True).stdout.split()
-    assert found, "no ivshmem device in this guest: QEMU was started without it"
+    assert found, f"no PCI device {ident} in this guest: QEMU was started without it"
     bdf = found[0]
     dev = f"/sys/bus/pci/devices/{bdf}"
     bind = (f"echo {driver} > {dev}/driver_override; echo {bdf} > /sys/bus/pci/drivers_probe"
@@ -482,12 +485,14 @@ def run_selftest(request, test: upstream.Selftest, built: Selftests | KhError) -
     if test.pci:
         if not isinstance(guest, Guest):
             pytest.skip("drives QEMU's ivshmem device: not on an SSH target")
-        bdf = bind_ivshmem(guest, "vfio-pci" if test.pci == "vfio" else "")
+        bdf = bind_pci(guest, EDU, "vfio-pci") if test.pci == "vfio" else \
+            bind_pci(guest, IVSHMEM, "")
     try:
-        outcome = upstream.run(guest, built, test, bdf=bdf)
+        outcome = upstream.run(guest, built, test, bdf=bdf, lacking=kernel_lacks(
+            kernel, [option for _, option in test.subtest_config]))
     finally:
         if test.pci == "free":      # kh_mixedmap's again, for the tests after (--fresh session)
-            bind_ivshmem(guest, "kh_mixedmap")
+            bind_pci(guest, IVSHMEM, "kh_mixedmap")
     _report_selftest(request, built, outcome)
 
 

@@ -96,6 +96,10 @@ def test_harness_failure_reason_comes_after_the_result():
     ("guard-regions-7.2-l.txt", 3 * 30, "guard_regions.anon.basic", "guard_regions.file.smaps"),
     ("merge-7.2-l.txt", 16 + 2 * 4, "merge.mprotect_unfaulted_left",
      "merge_with_fork.unforked.mremap_faulted_to_unfaulted_prev_faulted_next"),
+    # fixtures and variants longer than their fields shift the rest of that row only
+    ("vfio_dma_mapping_test-7.3-l.txt", 15 + 5 * 3,
+     "vfio_dma_mapping_test.vfio_type1_iommu_anonymous.dma_map_unmap",
+     "vfio_dma_map_limit_test.iommufd.overflow"),
 ])
 def test_harness_listing_gives_full_names(listing, count, first, last):
     names = ktap.listed((DATA / listing).read_text())

@@ -14,7 +14,7 @@ WARNs in untrack_pfn() when part of the mapping goes, a known issue: VF4); 6.12 
 from __future__ import annotations
 
 import pytest
-from conftest import bind_ivshmem, content_row, guest_if_kernel_has, vfio_needs
+from conftest import IVSHMEM, bind_pci, content_row, guest_if_kernel_has, vfio_needs
 
 from harness.guest import Guest
 
@@ -31,7 +31,7 @@ def vf(request, kernel) -> tuple[Guest, str]:
     """The ivshmem device, bound to vfio-pci: its BDF."""
     guest = guest_if_kernel_has(request, vfio_needs(kernel.arch))
     assert isinstance(guest, Guest), "the qemu mark keeps SSH targets out"
-    bdf = bind_ivshmem(guest, "vfio-pci")
+    bdf = bind_pci(guest, IVSHMEM, "vfio-pci")
     return guest, bdf
 
 
