@@ -40,7 +40,8 @@ SUBDIR = Path("tools/testing/selftests/mm")
 OLD_SUBDIR = Path("tools/testing/selftests/vm")    # their folder's name before 6.3
 # Debian -dev packages whose static archives some tests link, from the
 # host's release (its glibc is the one the binaries are linked with).
-LIBRARIES = {"liburing": "liburing-dev", "libnuma": "libnuma-dev", "libcap": "libcap-dev"}
+LIBRARIES = {"liburing": "liburing-dev", "libnuma": "libnuma-dev", "libcap": "libcap-dev",
+             "libuuid": "uuid-dev"}     # uuid: vfio's
 LIB_SUITE = "bookworm"
 # What a binary links beyond libc, from the Makefile's per-target LDLIBS.
 NEEDS = re.compile(r"^\$\(OUTPUT\)/(\S+):\s*LDLIBS\s*\+=\s*(.*)$", re.M)

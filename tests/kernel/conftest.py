@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import signal
 import subprocess
 import sys
@@ -18,6 +19,7 @@ from harness.guest import Guest, Result
 from harness.kbuild.selftests import Absent, Selftests
 from harness.observe import ktap, proc
 from harness.pytest_plugin import SETTINGS, report_subtest, resolved, selftests_ran
+from harness.resources import data
 from harness.vm.machine import PMEM_DEVS, PMEM_ROOT
 
 RINGBUF_MODES = ("pfnmap", "fault", "insert_pages")
@@ -459,11 +461,25 @@ SUBTEST_OUTCOME = {ktap.PASS: "passed", ktap.XPASS: "passed", ktap.SKIP: "skippe
                    ktap.XFAIL: "skipped", ktap.FAIL: "failed", ktap.ERROR: "failed"}
 
 
-def run_selftest(request, test: upstream.Selftest, built: Selftests | KhError) -> None:
+def _fragments_with(option: str) -> list[str]:
+    """The shipped kconfig fragments that set option."""
+    return sorted(f.name.removesuffix(".config") for f in data("kconfigs").glob("*.config")
+                  if re.search(rf"^{option}=[ym]$", f.read_text(), re.M))
+
+
+def run_selftest(request, test: upstream.Selftest) -> None:
     """One upstream catalogue entry in the test's guest: a result for the
     binary (kselftest's runner's verdict and the kernel's reports) and one
-    for each subtest. built: its collection's binaries, or why there are none."""
+    for each subtest. A kernel without what it needs skips before anything
+    is built; a collection that does not build fails."""
     kernel = request.getfixturevalue("kernel")
+    needs = (*test.config, *(vfio_needs(kernel.arch) if test.pci == "vfio" else ()))
+    missing = kernel_lacks(kernel, needs)
+    if missing:
+        pytest.skip(f"kernel {kernel.release} lacks {', '.join(missing)}"
+                    + "".join(f" (a build: kernel with --config {name} has {option})"
+                              for option in missing for name in _fragments_with(option)))
+    built = request.getfixturevalue("selftests")(test.collection)
     if isinstance(built, Absent):
         pytest.skip(f"{test.id}: {built}")
     if isinstance(built, KhError):
@@ -474,8 +490,7 @@ def run_selftest(request, test: upstream.Selftest, built: Selftests | KhError) -
         if why.startswith("does not build"):    # the tree has it: a failure, not a skip
             pytest.fail(f"{test.binary} {why}", pytrace=False)
         pytest.skip(f"{test.binary}: {why}")
-    needs = (*test.config, *(vfio_needs(kernel.arch) if test.pci == "vfio" else ()))
-    guest = guest_if_kernel_has(request, needs)
+    guest = request.getfixturevalue("guest")
     if test.device and "{bdf}" not in test.device and \
             guest.run(["test", "-c", test.device]).status != 0:
         if isinstance(guest, Guest):    # our modules make it in every QEMU guest

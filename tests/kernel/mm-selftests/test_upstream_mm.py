@@ -19,8 +19,8 @@ from harness.observe import ktap
 
 
 @pytest.mark.parametrize("test", [_param(t) for t in upstream.CATALOGUE if t.collection == "mm"])
-def test_upstream_mm(test, selftests, request):
-    run_selftest(request, test, selftests("mm"))
+def test_upstream_mm(test, request):
+    run_selftest(request, test)
 
 
 @pytest.mark.qemu     # kh_mixedmap's BAR

@@ -23,5 +23,5 @@ CATALOGUE = [t for t in upstream.CATALOGUE if t.collection != "mm"]
 
 
 @pytest.mark.parametrize("test", [_param(t) for t in CATALOGUE])
-def test_selftest(test, selftests, request):
-    run_selftest(request, test, selftests(test.collection))
+def test_selftest(test, request):
+    run_selftest(request, test)
