@@ -23,7 +23,7 @@ import pytest
 from _pytest import junitxml
 from _pytest.runner import runtestprotocol
 
-from harness import options, session, spawn
+from harness import arches, options, session, spawn
 from harness.errors import KhError, UsageError
 from harness.guest import Explanation, Guest, GuestDied, Target
 from harness.observe import explain, memory, pagestate, reports
@@ -71,6 +71,8 @@ def pytest_configure(config: pytest.Config) -> None:
         "qemu: the test needs a QEMU guest (its console, devices or death); skipped on "
         "an SSH --target",
         "slow: builds kernels from source; runs only with --slow",
+        "host_arch: checks kharness itself, the same on every guest arch: runs where --arch "
+        "is this host's (a matrix runs it once)",
     ):
         config.addinivalue_line("markers", line)
 
@@ -254,9 +256,14 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     slow = pytest.mark.skip(reason="slow (kernel builds from source): run with --slow")
     qemu = pytest.mark.skip(reason="needs a QEMU guest (its console, devices or death), "
                                    "not an SSH target")
+    arch = s.guest.arch
+    once = pytest.mark.skip(reason=f"checks kharness itself, not the {arch} guest: runs where "
+                                   f"--arch is this host's ({arches.host()})")
     for item in items:
         if item.get_closest_marker("slow") and not s.slow:
             item.add_marker(slow)
+        if item.get_closest_marker("host_arch") and arch not in (None, arches.host()):
+            item.add_marker(once)
         if item.get_closest_marker("qemu") and s.guest.target is not None:
             item.add_marker(qemu)
 

@@ -76,6 +76,7 @@ def test_interactive_boot_shell(kernel, request, tmp_path):
     assert child.exitstatus == 0
 
 
+@pytest.mark.host_arch
 def test_run_two_jobs_side_by_side(request, tmp_path):
     """`run -j 2` over both arches: each job's pytest writes its own log and
     JUnit under the run's --out (a claim of the run's folder once left the
@@ -90,6 +91,7 @@ def test_run_two_jobs_side_by_side(request, tmp_path):
         assert (job / "junit.xml").read_text().count("<testcase") >= 3
 
 
+@pytest.mark.host_arch
 def test_a_hostile_out_path_keeps_results_inside_it(request, tmp_path):
     """A comma (QEMU's separator), '$' (pytest expands it in --junitxml) and
     ';' in --out: the run passes, restores its guests from the shared

@@ -114,6 +114,7 @@ def _run_and_stop(request, tmp_path: Path, sig: int,
     return subprocess.CompletedProcess(cli.args, cli.returncode, out, err), tmp_path
 
 
+@pytest.mark.host_arch
 @pytest.mark.parametrize("sig,status,word", [(signal.SIGINT, 130, "interrupted"),
                                              (signal.SIGTERM, 143, "terminated")],
                          ids=["ctrl-c", "sigterm"])
@@ -135,6 +136,7 @@ def test_stopping_a_run_writes_what_finished_and_stops_every_kernel(request, tmp
     assert "FAILED" not in res.stderr
 
 
+@pytest.mark.host_arch
 def test_sigterm_stops_a_run_started_with_sigint_ignored(request, tmp_path):
     """A script's `kharness run &` starts it with SIGINT ignored, and its
     suites with it: SIGTERM still stops the run within the grace period

@@ -62,6 +62,7 @@ def _props(case: ET.Element) -> dict[str, str]:
     return {p.get("name", ""): p.get("value", "") for p in case.iter("property")}
 
 
+@pytest.mark.host_arch
 def test_only_what_no_entry_explains_is_red(request, tmp_path):
     res, cases = _inner(request, tmp_path, f"--known-issues={tmp_path / 'known.toml'}")
     assert res.returncode == 1, res.stdout[-3000:]
@@ -78,6 +79,7 @@ def test_only_what_no_entry_explains_is_red(request, tmp_path):
     assert "NOT SEEN splat-warns" in res.stdout
 
 
+@pytest.mark.host_arch
 def test_a_run_whose_failures_are_all_known_passes(request, tmp_path):
     warns = INNER.split("def test_known_but_failing_otherwise")[0]
     known = f"--known-issues={tmp_path / 'known.toml'}"
@@ -113,6 +115,7 @@ def test_passes(guest):
 '''
 
 
+@pytest.mark.host_arch
 def test_reruns_give_each_failure_a_verdict(request, tmp_path):
     res, cases = _inner(request, tmp_path, "--rerun-failures=3", "--known-issues=none",
                         tests=RERUNS)
@@ -131,6 +134,7 @@ def test_reruns_give_each_failure_a_verdict(request, tmp_path):
     assert len(list((tmp_path / "out").glob("*/boot-*"))) >= 9
 
 
+@pytest.mark.host_arch
 def test_the_newest_selftests_job_is_green_but_for_what_is_new(request, tmp_path):
     """The nightly's newest-selftests job on the suite's kernel (a Debian one) and arch
     (the 7.3 tree's mm selftests): on debian:6.12 91-95 results fail, every
