@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness import addresses, arches, requests, resources, upstream
+from harness import addresses, arches, requests, upstream
 from harness.apt import SERIES
 from harness.arches import Arch
 from harness.commands import cachetool
@@ -301,29 +301,14 @@ class Option:
 
 
 # What `run --suite` picks: a folder of the kernel suite (tests/kernel/<suite>/),
-# or selftests:COLLECTION[,COLLECTION...] (the selftests folder's tests of
-# those collections; selftests:mm is mm-selftests)
-SUITES = (*resources.suites(), "all")
+# or selftests:COLLECTION[,COLLECTION...] (upstream.suite_names)
+SUITES = upstream.SUITES
 
 
 def _suites(text: str) -> list[str]:
     """--suite: suite names, and selftests:COLLECTION where the collections
     after the first may go without the prefix (selftests:perf_events,vfio)."""
-    out: list[str] = []
-    collections = False
-    for word in _list("--suite", str)(text):
-        kind, colon, name = word.partition(":")
-        if colon and kind == "selftests" or collections and word not in SUITES:
-            name = name if colon else word
-            if name not in upstream.COLLECTIONS:
-                raise UsageError(f"--suite: no selftest collection '{name}': kharness runs "
-                                 f"{', '.join(upstream.COLLECTIONS)}")
-            out.append("mm-selftests" if name == "mm" else f"selftests:{name}")
-            collections = True
-        else:
-            out.append(_choice("--suite", SUITES)(word))
-            collections = False
-    return list(dict.fromkeys(out))
+    return upstream.suite_names(_list("--suite", str)(text))
 VNG_ROOTS = ("auto", "host", "kh")
 REPRO_FRESH = ("session", "round")
 CACHE_KINDS = cachetool.KIND_NAMES

@@ -15,7 +15,7 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from harness import arches, kernels, resources, session, suites
+from harness import arches, kernels, session, suites, upstream
 from harness.apt import SERIES
 from harness.arches import Arch
 from harness.commands import mutants, repro
@@ -183,11 +183,14 @@ def _check_settings(spec: dict, bad) -> None:
     if boot is not None and boot not in BOOT_PATHS:
         raise bad(f"boot must be one of {', '.join(BOOT_PATHS)}, not {boot!r}", "boot")
     suite = spec.get("suite")
-    known = (*resources.suites(), "all")
-    if suite is not None and (not _strings(suite) or not suite
-                              or any(s not in known for s in suite)):
-        raise bad(f"suite must be a list of suites ({', '.join(known)}), not {suite!r}",
-                  "suite")
+    if suite is not None and (not _strings(suite) or not suite):
+        raise bad(f"suite must be a list of suites ({', '.join(upstream.SUITES)}, "
+                  f"selftests:COLLECTION), not {suite!r}", "suite")
+    if suite is not None:
+        try:
+            upstream.suite_names(suite, "suite")
+        except UsageError as e:
+            raise bad(str(e), "suite") from None
     selftests = spec.get("selftests_source")
     if selftests is not None and (not isinstance(selftests, str)
                                   or (why := _source_ok(selftests)) is not None):

@@ -276,7 +276,7 @@ def test_suites_are_the_folders_of_the_kernel_suite():
     from harness.resources import data, suites
     from harness.suites import suite_paths
     folder = data("suite")
-    assert suites() == ("harness", "mm-selftests", "scenarios")
+    assert suites() == ("harness", "mm-selftests", "scenarios", "selftests")
     assert options.SUITES == (*suites(), "all")
     assert suite_paths(["scenarios"]) == [str(folder / "scenarios")]
     assert suite_paths(["mm-selftests", "harness"]) == [str(folder / "mm-selftests"),
@@ -315,3 +315,26 @@ def test_pytest_prints_the_plugins_help():
                          capture_output=True, text=True, cwd=Path(__file__).parent)
     assert res.returncode == 0, res.stderr
     assert "--rerun-failures" in res.stdout
+
+
+@pytest.mark.parametrize("given, want", [
+    ("selftests:perf_events,drivers/dma-buf",
+     ["selftests:perf_events", "selftests:drivers/dma-buf"]),
+    ("scenarios,selftests:vfio,mm", ["scenarios", "selftests:vfio", "mm-selftests"]),
+    ("selftests:mm,mm-selftests", ["mm-selftests"]),
+])
+def test_suite_takes_selftest_collections(given, want):
+    ns = options.resolve("run", vars(cli.parser().parse_args(["run", "--suite", given])))
+    assert ns.suite == want
+    assert suites_of(want) == sorted({s.partition(":")[0] for s in want})
+
+
+def suites_of(names: list[str]) -> list[str]:
+    return sorted(Path(p).name for p in suites.suite_paths(names))
+
+
+def test_an_unknown_collection_is_bad_input_naming_those_there_are():
+    res = kh("run", "--suite", "selftests:perf_events,ltp")
+    assert res.returncode == 2
+    assert res.stderr.strip() == ("kharness: error: --suite: no selftest collection 'ltp': "
+                                  "kharness runs mm, perf_events, drivers/dma-buf, vfio")
