@@ -52,6 +52,7 @@ class Selftest:
     # Subtests whose name holds the word need the option: a skip naming it
     # where the kernel lacks it (the rest of the binary still runs)
     subtest_config: tuple[tuple[str, str], ...] = ()
+    beside: str = ""                    # the scenario of the same driver (the matrix's row)
 
     @property
     def id(self) -> str:
@@ -70,13 +71,13 @@ class Selftest:
 SWAP = {"swap": 256, "hugepages": 32}
 VFIO = {"viommu": True, "hugepages": 8}
 CATALOGUE = [
-    Selftest("pfnmap"),                                   # /dev/mem's first RAM page
-    Selftest("pfnmap", device="/dev/kh_ringbuf_pfnmap"),  # remap_pfn_range of pages
-    Selftest("pfnmap", device="/dev/kh_mixedmap_pfnmap"),  # remap_pfn_range of a PCI BAR
+    Selftest("pfnmap", beside="DM1"),                     # /dev/mem's first RAM page
+    Selftest("pfnmap", device="/dev/kh_ringbuf_pfnmap", beside="RB1"),  # pages
+    Selftest("pfnmap", device="/dev/kh_mixedmap_pfnmap", beside="MX2"),  # a PCI BAR
     # the PCI core's own mapping of a BAR no driver holds (a held one is
     # exclusive under IO_STRICT_DEVMEM: EINVAL)
     Selftest("pfnmap", device="/sys/bus/pci/devices/{bdf}/resource2", label="pci-resource2",
-             pci="free"),
+             pci="free", beside="VF1"),
     Selftest("madv_populate"),
     Selftest("map_populate"),
     Selftest("merge"),
@@ -94,18 +95,19 @@ CATALOGUE = [
              why="migrates folios between two NUMA nodes"),
     Selftest("uffd-unit-tests", guest=SWAP, why="hugetlb cases need free huge pages"),
     # The ring buffer and AUX area of perf (the "map pages in advance" threads)
-    *(Selftest(b, collection="perf_events", config=("CONFIG_PERF_EVENTS",))
+    *(Selftest(b, collection="perf_events", config=("CONFIG_PERF_EVENTS",), beside="RB7")
       for b in ("mmap", "remove_on_exec", "sigtrap_threads", "watermark_signal")),
-    Selftest("udmabuf", collection="drivers/dma-buf", config=("CONFIG_UDMABUF",),
+    Selftest("udmabuf", collection="drivers/dma-buf", config=("CONFIG_UDMABUF",), beside="UD1",
              guest={"memory": 3072, "hugepages": 1024},
              why="its last case maps a memfd of 1024 2 MiB huge pages"),
     # vfio-pci on the ivshmem BAR behind the guest's virtual IOMMU
     # (Debian builds no IOMMUFD: the tests of it, and those that default to it, skip)
-    Selftest("vfio_pci_device_test", collection="vfio", pci="vfio", guest=VFIO,
+    Selftest("vfio_pci_device_test", collection="vfio", pci="vfio", guest=VFIO, beside="VF1",
              config=("CONFIG_IOMMUFD",), why="vfio-pci needs an IOMMU"),
-    Selftest("vfio_iommufd_setup_test", collection="vfio", pci="vfio", guest=VFIO,
+    Selftest("vfio_iommufd_setup_test", collection="vfio", pci="vfio", guest=VFIO, beside="VF1",
              config=("CONFIG_IOMMUFD", "CONFIG_VFIO_DEVICE_CDEV"), why="vfio-pci needs an IOMMU"),
-    *(Selftest(b, collection="vfio", pci="vfio", guest=VFIO, why="vfio-pci needs an IOMMU; "
+    *(Selftest(b, collection="vfio", pci="vfio", guest=VFIO, beside="VF1",
+               why="vfio-pci needs an IOMMU; "
                "the hugetlb cases map 2 MiB huge pages (1 GiB ones: none to give)",
                subtest_config=(("iommufd", "CONFIG_IOMMUFD"),))
       for b in ("vfio_dma_mapping_test", "vfio_dma_mapping_mmio_test")),

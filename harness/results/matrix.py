@@ -21,6 +21,11 @@ from harness.util import progress
 TEMPLATES = Path(__file__).parent / "templates"
 
 
+# The JUnit property of an upstream selftest that names the scenario of the
+# same driver, whose rows it joins (RB7 for perf_events' mmap)
+BESIDE = "kh-beside"
+
+
 @dataclass
 class Cell:
     expected: object = None
@@ -37,6 +42,7 @@ class Cell:
 class Matrix:
     columns: list[str] = field(default_factory=list)            # kernel-arch labels
     rows: dict[tuple[str, str], dict[str, Cell]] = field(default_factory=dict)
+    beside: dict[str, str] = field(default_factory=dict)    # selftest -> scenario id
 
     def add_run(self, label: str, junit: Path) -> None:
         self.columns.append(label)
@@ -53,6 +59,9 @@ class Matrix:
             props = [(p.get("name", ""), p.get("value", "")) for p in case.iter("property")]
             checks = [(n[3:], json.loads(v)) for n, v in props if n.startswith("kh:")]
             issue = next((v for n, v in props if n == compare.KNOWN), "")
+            beside = next((v for n, v in props if n == BESIDE), "")
+            if beside:
+                self.beside[name] = beside
             if issue and outcome == "skipped":
                 outcome = "known"
             if not checks:
@@ -66,10 +75,14 @@ class Matrix:
                                                                      issue)
 
     def sorted_rows(self):
+        """Scenario by scenario; an upstream selftest right after the
+        scenario of its driver (BESIDE), the rest at the end."""
         def key(item):
             (name, what), _ = item
-            m = re.search(r"test_([A-Z]+)(\d+)", name)
-            return (m.group(1), int(m.group(2))) if m else ("~", 0), name, what
+            m = re.search(r"test_([A-Z]+)(\d+)", name) or \
+                re.fullmatch(r"([A-Z]+)(\d+)", self.beside.get(name, ""))
+            return (m.group(1), int(m.group(2))) if m else ("~", 0), \
+                name.startswith(("test_selftest", "test_upstream")), name, what
         return sorted(self.rows.items(), key=key)
 
     def text(self) -> str:

@@ -20,6 +20,7 @@ from harness.kbuild.selftests import Absent, Selftests
 from harness.observe import ktap, proc
 from harness.pytest_plugin import SETTINGS, report_subtest, resolved, selftests_ran
 from harness.resources import data
+from harness.results.matrix import BESIDE
 from harness.vm.machine import PMEM_DEVS, PMEM_ROOT
 
 RINGBUF_MODES = ("pfnmap", "fault", "insert_pages")
@@ -473,6 +474,8 @@ def run_selftest(request, test: upstream.Selftest) -> None:
     for each subtest. A kernel without what it needs skips before anything
     is built; a collection that does not build fails."""
     kernel = request.getfixturevalue("kernel")
+    if test.beside:     # its row in the behaviour matrix, beside our scenario of the driver
+        request.node.user_properties.append((BESIDE, test.beside))
     needs = (*test.config, *(vfio_needs(kernel.arch) if test.pci == "vfio" else ()))
     missing = kernel_lacks(kernel, needs)
     if missing:
