@@ -771,7 +771,7 @@ def to_argv(command: str, values: Any, *, always: tuple[str, ...] = (),
             only: tuple[str, ...] | None = None, **override: Any) -> list[str]:
     """The command line (without the command's name) that gives `command`
     these option values: the one way a command is spelt back, for every
-    "rerun with" line, a suite's pytest, bisect-step and nightly's jobs.
+    "rerun with" line, bisect-step and nightly's jobs.
     values is a resolved Namespace or a request (its fields, then its
     guest's; an option neither has is left out); override replaces some. An
     option at its default is left out unless named in always; only, if

@@ -4,8 +4,9 @@ only two places that see argparse or pytest's config.
 
 Fields carry the option table's names (a request's `swap` is `--swap`), so
 options.to_argv() spells any request back as the command line that makes
-it: every "rerun with" line, a suite's pytest, bisect-step and nightly's
-jobs. kunit_tool's KunitBuildRequest/KunitExecRequest are the model; a
+it: every "rerun with" line, bisect-step and nightly's jobs. A suite's
+pytest is handed its SuiteRequest itself, as JSON (to_json, from_json).
+kunit_tool's KunitBuildRequest/KunitExecRequest are the model; a
 kernel build's is kbuild.linux.BuildRequest.
 """
 
