@@ -41,6 +41,7 @@ class Case:
     known: str = ""        # the known issue that explains its failure (outcome "known")
     not_seen: str = ""     # the known issue that expected a failure it did not show
     verdict: str = ""      # --rerun-failures: "flaky 1/3", "deterministic 3/3", ...
+    text: str = ""         # the failure's whole text (what a known issue's match reads)
 
     def names(self, title: str) -> set[str]:
         """A report's title and the titles the same crash has elsewhere."""
@@ -68,7 +69,8 @@ class Run:
             return
         for name, case in self.cases.items():
             if case.outcome in BAD:
-                e = knownlib.explain(entries, self.where, (name,), [case.message, *case.reports])
+                e = knownlib.explain(entries, self.where, (name,),
+                                     [case.message, case.text, *case.reports])
                 if e is not None:
                     case.outcome, case.known = "known", e.id
 
@@ -113,14 +115,15 @@ def cases_of(root: ET.Element) -> dict[str, Case]:
         name = tc.get("name", "")
         if not name:
             continue   # pytest's stub for a test that Ctrl-C cut short
-        outcome, message = "passed", ""
+        outcome, message, text = "passed", "", ""
         alts: list = []
         for tag, word in (("failure", "failed"), ("error", "error"), ("skipped", "skipped")):
             el = tc.find(tag)
             if el is not None:
-                outcome, message = word, el.get("message", "")
+                outcome, message, text = word, el.get("message", ""), el.text or ""
                 break
-        case = Case(outcome, message.splitlines()[0] if message else "", subtest=is_subtest(tc))
+        case = Case(outcome, message.splitlines()[0] if message else "", subtest=is_subtest(tc),
+                    text=text)
         for p in tc.iter("property"):
             pname, value = p.get("name", ""), p.get("value", "")
             if pname == KNOWN and outcome == "skipped":

@@ -141,3 +141,25 @@ def test_a_crash_under_another_title_is_neither_new_nor_gone(tmp_path):
     d = compare.compare(compare.load_junit(a), compare.load_junit(c))
     assert d.new_reports == [("general protection fault in mmap", "test_RB3_m")]
     assert d.gone_reports == ["general protection fault in __se_sys_mremap"]
+
+
+def test_a_known_issue_matches_the_failures_whole_text(tmp_path):
+    """A selftest's failure message is its subtest's title; what failed is in
+    the text below it (the assertion), which an entry's match may name."""
+    from harness.results import known
+    (tmp_path / "k.toml").write_text(
+        '[[issue]]\nid = "no-pmu"\ntitle = "t"\nkind = "environment"\n'
+        'tests = ["test_selftest[perf_events:remove_on_exec/*"]\n'
+        'match = "Expected self->fd \\\\(-1\\\\) != -1"\n')
+    junit = tmp_path / "j.xml"
+    junit.write_text(
+        '<testsuites><testsuite><properties><property name="kh-kernel" value="6.12.1"/>'
+        '<property name="kh-arch" value="x86_64"/><property name="kh-spec" value="debian:6.12"/>'
+        '</properties><testcase name="test_selftest[perf_events:remove_on_exec/fork_only]">'
+        '<failure message="FAIL  remove_on_exec.fork_only">not ok 1 remove_on_exec.fork_only\n'
+        '# remove_on_exec.c:90:fork_only:Expected self->fd (-1) != -1 (-1)</failure>'
+        '</testcase></testsuite></testsuites>')
+    run = compare.load_junit(junit)
+    run.judge_known(known.load([str(tmp_path / "k.toml")]))
+    (case,) = run.cases.values()
+    assert case.outcome == "known" and case.known == "no-pmu"

@@ -113,6 +113,7 @@ def test_a_hostile_out_path_keeps_results_inside_it(request, tmp_path):
     assert not list(tmp_path.glob("o,comma /*")), "results outside --out"
 
 
+@pytest.mark.host_arch
 def test_the_scenario_suite_holds_in_one_guest(request, tmp_path):
     """Every scenario measures against its own baseline or asks for a guest
     of its own: the suite passes with --fresh session too (DM3 once counted

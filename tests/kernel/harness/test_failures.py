@@ -151,6 +151,7 @@ def test_sigterm_stops_a_run_started_with_sigint_ignored(request, tmp_path):
     assert qemus_of(tmp_path) == []
 
 
+@pytest.mark.host_arch
 @pytest.mark.parametrize("size", ["2m", "4k"], ids=["initramfs-cannot-be-written",
                                                     "nothing-can-be-written"])
 def test_full_disk_under_run_out_is_one_line_and_exit_3(request, tmp_path, size):
@@ -178,6 +179,7 @@ def test_full_disk_under_run_out_is_one_line_and_exit_3(request, tmp_path, size)
     assert all(junits.values()), junits     # none left empty
 
 
+@pytest.mark.host_arch
 def test_two_boots_with_one_out_do_not_share_a_folder(request, tmp_path):
     """The second `kharness boot` with the same --out stops in one line while
     the first runs; the first's console log and dmesg are its own."""

@@ -49,6 +49,7 @@ def test_c_reproducer_that_does_not_compile_is_bad_input(request, tmp_path):
     assert "undeclared_thing" in proc.stderr and "undeclared" in proc.stderr  # gcc's words
 
 
+@pytest.mark.host_arch
 def test_user_module_budget_and_stress(request, tmp_path):
     """--kmod builds and loads the user's module; --for bounds the rounds by
     time; --stress runs a second set of rounds under load."""
@@ -72,6 +73,7 @@ def test_no_hit_states_the_bound(request, tmp_path):
     assert rep["runs"][0]["upper_bound95"] == pytest.approx(0.139, abs=1e-3)
 
 
+@pytest.mark.host_arch
 def test_fresh_rounds_never_see_an_earlier_rounds_state(request, tmp_path):
     """A round that warns only where an earlier round left its mark: with
     the rounds sharing a guest (two of them, -j 2) every round after each

@@ -56,6 +56,7 @@ def test_a_failed_test_leaves_a_vmcore_with_vmcoreinfo(request, tmp_path, kernel
     assert not qemus_of(tmp_path)
 
 
+@pytest.mark.host_arch
 def test_vmcore_always_and_never(request, tmp_path):
     always = _inner(request, tmp_path, tmp_path / "always", "--vmcore=always")
     assert sorted(_vmcores(tmp_path / "always")) == ["fails", "panics", "passes"], \
