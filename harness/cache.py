@@ -26,9 +26,12 @@ from pathlib import Path
 
 from harness import mounts
 from harness.errors import KhError
-from harness.util import progress
+from harness.util import disk_size, progress
 
 MARKER = ".kh-done"
+# Beside the marker: the entry's bytes on disk when it was made, so the
+# cache's size is a sum, not a walk of millions of files (cachetool)
+DISK = ".kh-disk"
 
 
 @contextmanager
@@ -153,6 +156,22 @@ def publish(entry: Path, products: Iterable[Path | str]) -> None:
         p = entry / p
         sizes[str(p.relative_to(entry))] = p.stat().st_size
     write_atomic(entry / MARKER, json.dumps(sizes, indent=1, sort_keys=True))
+    with contextlib.suppress(OSError):
+        write_atomic(entry / DISK, f"{disk_size(entry)}\n")
+
+
+def recorded_size(entry: Path) -> int:
+    """A whole entry's bytes on disk, as recorded when it was made (and
+    recorded now, for an entry made before sizes were): entries do not
+    change once whole. A file a later entry hard-links keeps counting
+    whole here, so the sum may exceed the disk's count a little."""
+    with contextlib.suppress(OSError, ValueError):
+        return int((entry / DISK).read_text())
+    size = disk_size(entry)
+    if (entry / MARKER).is_file():
+        with contextlib.suppress(OSError):
+            write_atomic(entry / DISK, f"{size}\n")
+    return size
 
 
 def cached(entry: Path, make: Callable[[Path], Iterable[Path | str]], *,

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from harness import mounts
-from harness.cache import MARKER, hold_path, lock_path
+from harness.cache import MARKER, hold_path, lock_path, recorded_size
 from harness.errors import KhError, UsageError
 from harness.util import cache_root, disk_size, progress
 
@@ -144,7 +144,8 @@ def entries(root: Path | None = None) -> list[Entry]:
         except OSError:
             used = 0.0
         kind = _kind(rel)
-        out.append(Entry(path, kind, disk_size(path), used, whole,
+        out.append(Entry(path, kind, recorded_size(path) if whole else disk_size(path), used,
+                         whole,
                          "being removed" if path.name.startswith(TRASH) else
                          describe(path, kind)))
     # A kernel is in use as long as a snapshot of it is: least recently used
@@ -160,7 +161,29 @@ def entries(root: Path | None = None) -> list[Entry]:
 
 
 def total_size(root: Path | None = None) -> int:
-    return disk_size(root or cache_root())
+    """The cache's bytes on disk: each whole entry as recorded when it was
+    made (cache.recorded_size), the rest walked (unfinished entries, ccache,
+    package lists, locks)."""
+    root = root or cache_root()
+    total, stack = 0, [root]
+    while stack:
+        try:
+            found = list(os.scandir(stack.pop()))
+        except OSError:
+            continue
+        for e in found:
+            path = Path(e.path)
+            with contextlib.suppress(OSError):
+                folder = e.is_dir(follow_symlinks=False)
+                if folder and (e.name.startswith(TRASH) or lock_path(path).exists()):
+                    total += recorded_size(path) if (path / MARKER).is_file() else \
+                        disk_size(path)
+                elif folder and path != root / "ccache":
+                    total += e.stat(follow_symlinks=False).st_blocks * 512
+                    stack.append(path)
+                else:
+                    total += disk_size(path)
+    return total
 
 
 def show(verbose: bool) -> int:

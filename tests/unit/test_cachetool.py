@@ -229,3 +229,17 @@ def test_a_mutants_kernel_and_its_snapshots_go_once_its_suite_ran(root):
     snap(root, clean, "c1")
     mutants.forget("build:abc123")
     assert names(root) == {"builds/x86_64-7.2.13-def456", "snapshots/x86_64/6.12-c1"}
+
+
+def test_the_cache_size_is_each_entrys_recorded_size_not_a_walk(root):
+    """A whole entry's size is recorded when it is made: the cap's check
+    sums them (a walk of a nightly's cache is millions of files)."""
+    entry = make(root, "builds/x86_64-7.2-abc", 2)
+    recorded = int((entry / cache.DISK).read_text())
+    assert recorded >= 2 << 20
+    before = cachetool.total_size(root)
+    (entry / "blob").unlink()             # what is recorded is what counts
+    assert cachetool.total_size(root) == before
+    (entry / cache.DISK).unlink()        # an entry made before sizes were: walked, recorded
+    assert cachetool.total_size(root) < before - (1 << 20)
+    assert int((entry / cache.DISK).read_text()) < recorded

@@ -65,7 +65,7 @@ def test_cached_entry_with_leftover_mounts_is_made_again(tmp_path, host_files):
         return [d / "gcc"]
 
     cached(entry, make)
-    assert sorted(p.name for p in entry.iterdir()) == [".kh-done", "gcc"]
+    assert sorted(p.name for p in entry.iterdir()) == [".kh-disk", ".kh-done", "gcc"]
     assert mounts.under(tmp_path) == []
     assert (host_files / "precious").exists()
 
