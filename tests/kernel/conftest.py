@@ -487,7 +487,7 @@ def run_selftest(request, test: upstream.Selftest) -> None:
         pytest.skip(f"{test.id}: {built}")
     if isinstance(built, KhError):
         pytest.fail(f"the {test.collection} selftests of {kernel.spec} could not be built: "
-                    f"{built}", pytrace=False)
+                    f"{built}" + (f"\n{built.detail}" if built.detail else ""), pytrace=False)
     if test.binary not in built.built:
         why = built.missing.get(test.binary, "not built")
         if why.startswith("does not build"):    # the tree has it: a failure, not a skip
