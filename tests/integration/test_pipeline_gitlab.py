@@ -42,7 +42,7 @@ def test_gitlab_pipeline_runs_and_merges(tmp_path, request):
     previous.mkdir(parents=True)
     # Last night RB1[fault] failed: tonight it passes, which is no regression.
     (previous / "junit.xml").write_text(
-        '<testsuites><testsuite><testcase name="test_RB1_read_every_page[fault]">'
+        '<testsuites><testsuite><testcase name="test_RB1a_read_every_page[fault]">'
         '<failure message="x"/></testcase></testsuite></testsuites>')
     # and the night before carried in its artifact, for the dashboard
     night = previous / "nights" / "2026-11-30"
