@@ -553,7 +553,12 @@ def from_pytest(config: Any) -> SuiteRequest:
         if given:
             raise UsageError(f"{REQUEST} is the whole request: give {', '.join(given)} "
                              f"to kharness run, not beside it")
-        return requests.from_json(SuiteRequest, Path(path).read_text())
+        try:
+            return requests.from_json(SuiteRequest, Path(path).read_text())
+        except (OSError, ValueError, TypeError, KeyError, AttributeError) as e:
+            raise UsageError(f"{REQUEST} {path}: not a request kharness run wrote ({e}); "
+                             f"run the suite with kharness run, or pytest with its own "
+                             f"options") from None
     ns = resolve(PYTEST, {o.dest: config.getoption(f"kh_{o.dest}")
                           for o in options_for(PYTEST)})
     return suite_request(ns, out=ns.out, slow=ns.slow)

@@ -167,6 +167,19 @@ def test_pytest_refuses_bad_values_with_exit_2(tmp_path):
     assert "kharness: error: --cpus must be at least 1, not 0" in res.stdout + res.stderr
 
 
+@pytest.mark.parametrize("content", [None, "{\"guest\": 3}", "not json"])
+def test_pytest_refuses_a_request_it_cannot_read_with_exit_2(tmp_path, content):
+    request = tmp_path / "request.json"
+    if content is not None:
+        request.write_text(content)
+    res = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider",
+                          str(tmp_path), f"--kh-request={request}"], capture_output=True,
+                         text=True, timeout=60, cwd=tmp_path)
+    assert res.returncode == 2
+    assert f"kharness: error: --kh-request {request}: not a request kharness run wrote" \
+        in res.stderr
+
+
 @pytest.mark.parametrize("where,words", [
     ("/proc/kharness-out", "cannot write there"),
     ("/dev/null", "/dev/null is a file, not a directory"),
