@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness import addresses, arches, requests, upstream
+from harness import addresses, arches, requests, resources
 from harness.apt import SERIES
 from harness.arches import Arch
 from harness.commands import cachetool
@@ -301,14 +301,14 @@ class Option:
 
 
 # What `run --suite` picks: a folder of the kernel suite (tests/kernel/<suite>/),
-# or selftests:COLLECTION[,COLLECTION...] (upstream.suite_names)
-SUITES = upstream.SUITES
+# or selftests:COLLECTION[,COLLECTION...] (resources.suite_names)
+SUITES = resources.SUITES
 
 
 def _suites(text: str) -> list[str]:
     """--suite: suite names, and selftests:COLLECTION where the collections
     after the first may go without the prefix (selftests:perf_events,vfio)."""
-    return upstream.suite_names(_list("--suite", str)(text))
+    return resources.suite_names(_list("--suite", str)(text))
 VNG_ROOTS = ("auto", "host", "kh")
 REPRO_FRESH = ("session", "round")
 CACHE_KINDS = cachetool.KIND_NAMES
@@ -365,7 +365,7 @@ TABLE = (
            "source)", ("run", PYTEST), None, _source_spec("--selftests-source")),
     Option(("--suite",), f"suites run runs, comma-separated: {', '.join(SUITES)}, or "
            f"selftests:COLLECTION[,COLLECTION...] (the kernel's own selftests of "
-           f"{', '.join(upstream.COLLECTIONS)}; selftests:mm is mm-selftests) (default "
+           f"{', '.join(resources.COLLECTIONS)}; selftests:mm is mm-selftests) (default "
            f"scenarios)", ("run",), "scenarios", _suites),
     Option(("--memory",), "guest memory in MiB (default 1024)", SETTINGS, None,
            _positive_int("--memory")),

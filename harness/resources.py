@@ -13,6 +13,8 @@ import re
 from importlib import resources
 from pathlib import Path
 
+from harness.errors import UsageError
+
 NAMES = ("kmods", "helpers", "images", "kconfigs", "suite", "mutants")
 
 
@@ -27,6 +29,38 @@ def suites() -> tuple[str, ...]:
     (scenarios, mm-selftests, harness), found by looking."""
     return tuple(sorted(d.name for d in data("suite").iterdir()
                         if d.is_dir() and any(d.glob("test_*.py"))))
+
+
+# The kernel's selftest collections kharness runs (folders under
+# tools/testing/selftests; upstream.CATALOGUE has their binaries). Here, not
+# there, so that the command line's parser does not import the guest code.
+COLLECTIONS = ("mm", "perf_events", "drivers/dma-buf", "vfio")
+SUITES = (*suites(), "all")     # the folders of the kernel suite, or all
+
+
+def suite_names(words: list[str], what: str = "--suite") -> list[str]:
+    """Suite names as --suite and a nightly job's `suite` give them: a
+    folder of the kernel suite, or selftests:COLLECTION, where collections
+    after the first may go without the prefix (selftests:perf_events,vfio);
+    selftests:mm is mm-selftests."""
+    out: list[str] = []
+    collections = False
+    for word in words:
+        kind, colon, name = word.partition(":")
+        if colon and kind == "selftests" or collections and word not in SUITES:
+            name = name if colon else word
+            if name not in COLLECTIONS:
+                raise UsageError(f"{what}: no selftest collection '{name}': kharness runs "
+                                 f"{', '.join(COLLECTIONS)}")
+            out.append("mm-selftests" if name == "mm" else f"selftests:{name}")
+            collections = True
+        elif word in SUITES:
+            out.append(word)
+            collections = False
+        else:
+            raise UsageError(f"{what} '{word}' is unknown: use one of {', '.join(SUITES)}, or "
+                             f"selftests:COLLECTION ({', '.join(COLLECTIONS)})")
+    return list(dict.fromkeys(out))
 
 
 def modules() -> tuple[str, ...]:

@@ -112,35 +112,8 @@ CATALOGUE = [
                subtest_config=(("iommufd", "CONFIG_IOMMUFD"),))
       for b in ("vfio_dma_mapping_test", "vfio_dma_mapping_mmio_test")),
 ]
-COLLECTIONS = tuple(dict.fromkeys(t.collection for t in CATALOGUE))
-
-
-SUITES = (*resources.suites(), "all")     # the folders of the kernel suite, or all
-
-
-def suite_names(words: list[str], what: str = "--suite") -> list[str]:
-    """Suite names as --suite and a nightly job's `suite` give them: a
-    folder of the kernel suite, or selftests:COLLECTION, where collections
-    after the first may go without the prefix (selftests:perf_events,vfio);
-    selftests:mm is mm-selftests."""
-    out: list[str] = []
-    collections = False
-    for word in words:
-        kind, colon, name = word.partition(":")
-        if colon and kind == "selftests" or collections and word not in SUITES:
-            name = name if colon else word
-            if name not in COLLECTIONS:
-                raise UsageError(f"{what}: no selftest collection '{name}': kharness runs "
-                                 f"{', '.join(COLLECTIONS)}")
-            out.append("mm-selftests" if name == "mm" else f"selftests:{name}")
-            collections = True
-        elif word in SUITES:
-            out.append(word)
-            collections = False
-        else:
-            raise UsageError(f"{what} '{word}' is unknown: use one of {', '.join(SUITES)}, or "
-                             f"selftests:COLLECTION ({', '.join(COLLECTIONS)})")
-    return list(dict.fromkeys(out))
+COLLECTIONS = resources.COLLECTIONS
+assert {t.collection for t in CATALOGUE} == set(COLLECTIONS), "resources.COLLECTIONS is stale"
 
 
 def binaries(collection: str) -> list[str]:

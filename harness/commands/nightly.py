@@ -15,7 +15,7 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from harness import arches, kernels, session, suites, upstream
+from harness import arches, kernels, resources, session, suites
 from harness.apt import SERIES
 from harness.arches import Arch
 from harness.commands import mutants, repro
@@ -184,11 +184,11 @@ def _check_settings(spec: dict, bad) -> None:
         raise bad(f"boot must be one of {', '.join(BOOT_PATHS)}, not {boot!r}", "boot")
     suite = spec.get("suite")
     if suite is not None and (not _strings(suite) or not suite):
-        raise bad(f"suite must be a list of suites ({', '.join(upstream.SUITES)}, "
+        raise bad(f"suite must be a list of suites ({', '.join(resources.SUITES)}, "
                   f"selftests:COLLECTION), not {suite!r}", "suite")
     if suite is not None:
         try:
-            upstream.suite_names(suite, "suite")
+            resources.suite_names(suite, "suite")
         except UsageError as e:
             raise bad(str(e), "suite") from None
     selftests = spec.get("selftests_source")
