@@ -304,12 +304,11 @@ def interruptible() -> None:
 
 def need_bar(d: Device, pages: int = 1) -> dict[str, int]:
     """kh_mixedmap's stats, with the ivshmem BAR of at least `pages` pages
-    that QEMU guests always have; a real machine over SSH has none: skip."""
+    that QEMU guests always have (a test that needs it is marked qemu: a real
+    machine over SSH has none)."""
     s = d.stats()
-    if s.get("bar_pages", 0) < pages:
-        if not isinstance(d.guest, Guest):
-            pytest.skip("no ivshmem-plain PCI BAR on this SSH target (a QEMU device)")
-        raise AssertionError("no ivshmem BAR in this guest: QEMU was started without it")
+    assert s.get("bar_pages", 0) >= pages, \
+        "no ivshmem BAR in this guest: QEMU was started without it"
     return s
 
 
@@ -409,15 +408,27 @@ class Pmem:
         return self.guest.run(["khdax", *map(str, args)], check=True)
 
 
+def _fragments_with(option: str) -> list[str]:
+    """The shipped kconfig fragments that set option."""
+    return sorted(f.name.removesuffix(".config") for f in data("kconfigs").glob("*.config")
+                  if re.search(rf"^{option}=[ym]$", f.read_text(), re.M))
+
+
+def skip_unless_kernel_has(kernel, needs) -> None:
+    """A kernel without an option a test needs is a skip naming the options
+    and the shipped fragments a build: kernel would get them from."""
+    missing = kernel_lacks(kernel, needs)
+    if missing:
+        pytest.skip(f"kernel {kernel.release} lacks {', '.join(missing)}"
+                    + "".join(f" (a build: kernel with --config {name} has {option})"
+                              for option in missing for name in _fragments_with(option)))
+
+
 def guest_if_kernel_has(request, needs: tuple[str, ...]) -> Guest:
     """The test's guest, once the kernel is known to have what it needs: a
     kernel without is a skip naming the options (not a guest that cannot
     boot, which would stop the session)."""
-    kernel = request.getfixturevalue("kernel")
-    missing = kernel_lacks(kernel, needs)
-    if missing:
-        pytest.skip(f"kernel {kernel.release} lacks {', '.join(missing)} "
-                    f"(kconfigs/drivers.config has them)")
+    skip_unless_kernel_has(request.getfixturevalue("kernel"), needs)
     return request.getfixturevalue("guest")
 
 
@@ -462,12 +473,6 @@ SUBTEST_OUTCOME = {ktap.PASS: "passed", ktap.XPASS: "passed", ktap.SKIP: "skippe
                    ktap.XFAIL: "skipped", ktap.FAIL: "failed", ktap.ERROR: "failed"}
 
 
-def _fragments_with(option: str) -> list[str]:
-    """The shipped kconfig fragments that set option."""
-    return sorted(f.name.removesuffix(".config") for f in data("kconfigs").glob("*.config")
-                  if re.search(rf"^{option}=[ym]$", f.read_text(), re.M))
-
-
 def run_selftest(request, test: upstream.Selftest) -> None:
     """One upstream catalogue entry in the test's guest: a result for the
     binary (kselftest's runner's verdict and the kernel's reports) and one
@@ -477,11 +482,7 @@ def run_selftest(request, test: upstream.Selftest) -> None:
     if test.beside:     # its row in the behaviour matrix, beside our scenario of the driver
         request.node.user_properties.append((BESIDE, test.beside))
     needs = (*test.config, *(vfio_needs(kernel.arch) if test.pci == "vfio" else ()))
-    missing = kernel_lacks(kernel, needs)
-    if missing:
-        pytest.skip(f"kernel {kernel.release} lacks {', '.join(missing)}"
-                    + "".join(f" (a build: kernel with --config {name} has {option})"
-                              for option in missing for name in _fragments_with(option)))
+    skip_unless_kernel_has(kernel, needs)
     built = request.getfixturevalue("selftests")(test.collection)
     if isinstance(built, Absent):
         pytest.skip(f"{test.id}: {built}")

@@ -3,7 +3,6 @@ our QEMU guests, reached through a port forward (sshd.py)."""
 
 from __future__ import annotations
 
-import re
 import subprocess
 import sys
 import time
@@ -11,6 +10,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
+from conftest import skip_unless_kernel_has
 from sshd import Keys, SshdGuest, free_port, have_dropbear
 
 from harness import addresses, remote, session
@@ -20,16 +20,14 @@ from harness.requests import GuestRequest
 from harness.resources import data
 
 KH = [sys.executable, "-m", "harness.cli"]
-pytestmark = pytest.mark.qemu   # the sshd is a QEMU guest
+# the sshd is a QEMU guest running the host's dropbear: the host's arch
+pytestmark = [pytest.mark.qemu, pytest.mark.host_arch]
 
 
 @pytest.fixture(scope="module")
 def sshd(kh_pool, tmp_path_factory):
     prep = kh_pool.prepared()
-    if not prep.kernel.arch.native:
-        pytest.skip("the sshd guest runs the host's dropbear: host arch only")
-    if not re.search(r"^CONFIG_VIRTIO_NET=[ym]$", prep.kernel.config.read_text(), re.M):
-        pytest.skip(f"{prep.kernel.spec} has no CONFIG_VIRTIO_NET: the sshd guest's network")
+    skip_unless_kernel_has(prep.kernel, ("CONFIG_VIRTIO_NET",))  # the sshd guest's network
     why = have_dropbear()
     if why:     # ci/setup.sh installs them: a machine without them is set up wrong
         pytest.fail(why)

@@ -25,6 +25,7 @@ def bar(mx) -> tuple[int, int]:
     return s["bar_pfn"], s["nr_pages"]
 
 
+@pytest.mark.qemu     # the ivshmem BAR
 def test_MX1_write_notify_after_prepopulation(mx, behaviour):
     bar_pfn, first_bar = bar(mx)
     before = mx.stats()
@@ -52,6 +53,7 @@ def test_MX2a_content_at_every_offset(mx, behaviour):
     assert not bad, "; ".join(bad)
 
 
+@pytest.mark.qemu     # the ivshmem BAR
 def test_MX2b_struct_pages_and_pageless_pfns_side_by_side(mx, behaviour):
     bar_pfn, nr = bar(mx)
     res = mx.khmap("mixed")
@@ -70,6 +72,7 @@ def test_MX2b_struct_pages_and_pageless_pfns_side_by_side(mx, behaviour):
     behaviour.check("GUP, BAR pages", ["EFAULT"], sorted({p["gup"] for p in theirs}))
 
 
+@pytest.mark.qemu     # the ivshmem BAR
 def test_MX2c_struct_pages_read_live(mx, live, behaviour):
     """What the dump of the live mapping holds at each PFN: the module's
     pages a struct page mapped once (and its own reference), the BAR's
@@ -124,6 +127,7 @@ def test_MX3a_fork_copies_mixedmap_ptes(mx, behaviour):
     assert (parent.mapcount, parent.refcount) == (1, 2)
 
 
+@pytest.mark.qemu     # the ivshmem BAR
 def test_MX3b_child_ptes_read_live(mx, live, behaviour):
     """The child's page table right after fork, before it touches anything,
     read from the guest's memory: which PTEs fork copied, to which PFN, with which bits

@@ -12,7 +12,7 @@ from __future__ import annotations
 import pytest
 from conftest import device, need_bar
 
-pytestmark = pytest.mark.arch("x86_64")
+pytestmark = [pytest.mark.arch("x86_64"), pytest.mark.qemu]   # over the ivshmem BAR
 NR = 8
 
 
