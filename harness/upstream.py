@@ -198,12 +198,17 @@ def _exit_text(status: int, seconds: float, timeout: int) -> str:
     return f"exit status {status}"
 
 
+def _env(env: dict[str, str]) -> list[str]:
+    """The words that run a guest command with these variables set."""
+    return ["env", *(f"{k}={v}" for k, v in env.items())]
+
+
 def _one(target: Target, cmd: list[str], timeout: int,
          env: dict[str, str]) -> tuple[int, str, str, float]:
     """Run under the guest's timeout; status, output, kernel log, seconds."""
     target.dmesg_window()
-    res = target.run(["env", *(f"{k}={v}" for k, v in env.items()), "timeout", "-s", "KILL",
-                      str(timeout), *cmd], timeout=timeout + 60)
+    res = target.run([*_env(env), "timeout", "-s", "KILL", str(timeout), *cmd],
+                     timeout=timeout + 60)
     log = target.dmesg_window()
     return res.status, res.stdout + res.stderr, log, res.seconds
 
@@ -272,8 +277,7 @@ def _run_harness(target: Target, tests: Selftests, test: Selftest, path: str, ar
     as a binary run of its own."""
     # With its arguments: pfnmap checks its file before it lists, and a
     # file it cannot map is "1..0 # SKIP" on stdout instead of the table.
-    listing = target.run(["env", *(f"{k}={v}" for k, v in env.items()), path, "-l", *args],
-                         timeout=60)
+    listing = target.run([*_env(env), path, "-l", *args], timeout=60)
     names = ktap.listed(listing.stderr) if "# FIXTURE" in listing.stderr else []
     if not names:   # skipped before listing, or a harness without -l: one run
         return _run_plain(target, tests, test, path, args, env)
