@@ -152,7 +152,8 @@ def session_request(req: SuiteRequest, job: SuiteJob) -> SuiteRequest:
     guest = req.guest.replace(kernel=job.spec, arch=job.arch,
                               **({"cpus": job.cpus} if job.cpus else {}),
                               **({"boot": job.boot} if job.boot else {}))
-    return dataclasses.replace(req, guest=guest, out=job.out,
+    return dataclasses.replace(req, guest=guest, out=job.out, suite=job.suite or req.suite,
+                               k=job.k or req.k,
                                selftests_source=job.selftests_source or req.selftests_source)
 
 

@@ -140,6 +140,16 @@ def _handed(ns, tmp_path: Path, spec: str | None = "debian:7.2", arch: Arch | No
     return requests.from_json(SuiteRequest, (tmp_path / "request.json").read_text())
 
 
+def test_a_jobs_own_suite_reaches_its_pytest(tmp_path):
+    """A nightly job's suite (selftests:perf_events) is what its pytest
+    selects collections from, not the run's."""
+    ns = options.resolve("run", vars(cli.parser().parse_args(["run"])))
+    job = suites.SuiteJob("debian:7.2", ARCHES["arm64"], tmp_path / "o",
+                          suite=["selftests:perf_events"], k="mmap")
+    got = suites.session_request(options.suite_request(ns), job)
+    assert got.suite == ["selftests:perf_events"] and got.k == "mmap"
+
+
 def test_run_hands_its_pytest_the_typed_request(tmp_path):
     """The suite's pytest reads the request run made, not a command line."""
     ns = options.resolve("run", vars(cli.parser().parse_args(
