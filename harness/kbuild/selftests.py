@@ -35,7 +35,7 @@ from harness.kbuild.helpers import compiler
 from harness.kbuild.source import SourceTree, kernelversion
 from harness.util import cache_root, digest, progress, run, step
 
-RECIPE = "8"     # bump when how we build changes what comes out
+RECIPE = "9"     # bump when how we build changes what comes out
 SUBDIR = Path("tools/testing/selftests/mm")
 OLD_SUBDIR = Path("tools/testing/selftests/vm")    # their folder's name before 6.3
 # Debian -dev packages whose static archives some tests link, from the
@@ -133,6 +133,7 @@ def _build(tree: SourceTree, arch: Arch, names: list[str], cc: str, out: Path,
             f"CROSS_COMPILE={arch.cross_compile}", f"KHDR_INCLUDES=-isystem {hdr / 'include'}",
             f"LDFLAGS=-static{f' -L{libdir}' if libs else ''}"]
     built, missing, harness = {}, {}, []
+    lists = _harness_lists(tree.path)
     for name in names:
         if not (src / f"{name}.c").exists():
             missing[name] = f"not in {tree.spec}'s selftests ({kernelversion(tree.path)})"
@@ -149,7 +150,7 @@ def _build(tree: SourceTree, arch: Arch, names: list[str], cc: str, out: Path,
             missing[name] = why
             continue
         built[name] = name
-        if "kselftest_harness.h" in (src / f"{name}.c").read_text(errors="replace"):
+        if lists and "kselftest_harness.h" in (src / f"{name}.c").read_text(errors="replace"):
             harness.append(name)
     mounts.remove_tree(out / "tree")
     if not built:
@@ -162,6 +163,15 @@ def _build(tree: SourceTree, arch: Arch, names: list[str], cc: str, out: Path,
             "version": kernelversion(tree.path), "arch": arch.name, "timeout": timeout,
             "built": built, "missing": missing, "harness": harness, "collection": collection,
             "libraries": {lib: libs.get(lib, "not available") for lib in LIBRARIES}}
+
+
+def _harness_lists(top: Path) -> bool:
+    """Whether the tree's kselftest_harness lists its tests (-l) and runs
+    one (-r), so that each is a run of its own. 6.1's ignores its arguments:
+    given -l, it runs every test, and its binaries are run once, whole."""
+    header = top / SUBDIR.parent / "kselftest_harness.h"
+    text = header.read_text(errors="replace") if header.is_file() else ""
+    return re.search(r'getopt\(argc, argv, "[^"]*l[^"]*"\)', text) is not None
 
 
 def _first_error(log: Path) -> str:

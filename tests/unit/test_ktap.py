@@ -189,3 +189,19 @@ def test_trees_before_6_3_keep_their_mm_selftests_in_vm(tmp_path):
     assert selftests.subdir(old) == selftests.OLD_SUBDIR
     assert selftests.subdir(new) == selftests.SUBDIR
     assert selftests.subdir(tmp_path / "none") == selftests.SUBDIR    # and says it lacks it
+
+
+@pytest.mark.parametrize("getopt,lists", [
+    ('\twhile ((opt = getopt(argc, argv, "dhlF:f:V:v:t:T:r:")) != -1) {\n', True),   # 7.3
+    ('\twhile ((opt = getopt(argc, argv, "hlF:f:V:v:t:T:r:")) != -1) {\n', True),    # 6.12
+    ("static int test_harness_run(int __attribute__((unused)) argc,\n", False),       # 6.1
+])
+def test_a_harness_that_ignores_its_arguments_is_run_whole(tmp_path, getopt, lists):
+    """6.1's kselftest_harness takes no -l: given it, it runs every test
+    (perf_events' mmap for minutes), so its binaries are not listed."""
+    from harness.kbuild import selftests
+    header = tmp_path / selftests.SUBDIR.parent / "kselftest_harness.h"
+    header.parent.mkdir(parents=True)
+    header.write_text(f"/* kselftest_harness.h */\n{getopt}")
+    assert selftests._harness_lists(tmp_path) is lists
+    assert selftests._harness_lists(tmp_path / "none") is False
