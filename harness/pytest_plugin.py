@@ -194,7 +194,8 @@ def judge_known(config: pytest.Config, rep: pytest.TestReport, names: tuple[str,
         if record:
             state.failed.setdefault(e.id, []).append(names[0])
             state.matched.add(e.id)
-        return [(known.KNOWN, e.id)]
+        whole = "\n\n".join(t for t in texts if t)
+        return [(known.KNOWN, e.id), (known.KNOWN_TEXT, whole[:known.TEXT_LIMIT])]
     if rep.passed and record:
         # A flaky entry's test passing is what a flake mostly does: it was
         # there to be matched (not stale), and is not news (not "not seen").

@@ -24,7 +24,7 @@ import jinja2
 
 from harness.errors import UsageError
 from harness.results import known as knownlib
-from harness.results.known import KNOWN, NOT_SEEN
+from harness.results.known import KNOWN, KNOWN_TEXT, NOT_SEEN
 
 TEMPLATES = Path(__file__).parent / "templates"
 BAD = ("failed", "error")
@@ -128,6 +128,8 @@ def cases_of(root: ET.Element) -> dict[str, Case]:
             pname, value = p.get("name", ""), p.get("value", "")
             if pname == KNOWN and outcome == "skipped":
                 case.outcome, case.known = "known", value
+            elif pname == KNOWN_TEXT and outcome == "skipped":
+                case.text = value
             elif pname == NOT_SEEN:
                 case.not_seen = value
             try:

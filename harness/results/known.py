@@ -28,6 +28,9 @@ ID = re.compile(r"[a-z0-9][a-z0-9._-]*")
 # The JUnit properties a result carries: the entry that explains its
 # failure, or the entry that expected one it did not show.
 KNOWN, NOT_SEEN = "kh-known", "kh-known-not-seen"
+# A known result's whole failure (JUnit keeps only its skip message), so
+# that triage and compare judge it again as the run did.
+KNOWN_TEXT, TEXT_LIMIT = "kh-known-failure", 20000
 RANGE = re.compile(r"(>=|<=|==|<|>)?\s*(\d+)\.(\d+)(?:\.(\d+))?")
 
 

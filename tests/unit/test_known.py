@@ -194,6 +194,28 @@ def test_a_known_result_reads_as_known_in_compare_and_the_matrix(tmp_path):
     assert 'class="known"' in m.html()
 
 
+
+def test_a_known_result_is_judged_again_on_its_whole_failure(tmp_path):
+    """JUnit keeps a known result's first line in its skip message; the
+    whole failure rides in a property, so that triage and compare judge it
+    again with a match that reads past that line, as the run did."""
+    whole = "FAIL  guard_regions.anon.fork&#10;# guard_regions.c:9: madvise: Invalid argument"
+    multiline = ENTRY.replace('match = "Invalid argument|EINVAL"',
+                              'match = "^FAIL  guard_regions\\\\.anon\\\\.fork\\\\n# '
+                              '.*: madvise: Invalid argument$"')
+    j = _run(tmp_path, "k", '<testcase classname="m" name="test_upstream_mm[guard-regions]">'
+                            '<properties><property name="kh-known" value="guard-regions-6.13"/>'
+                            f'<property name="{known.KNOWN_TEXT}" value="{whole}"/>'
+                            '</properties><skipped message="known issue guard-regions-6.13: '
+                            'MADV_GUARD_INSTALL is new in 6.13 (it failed: FAIL  '
+                            'guard_regions.anon.fork)"/></testcase>')
+    run = compare.load_junit(j)
+    run.judge_known(entries(tmp_path, multiline))
+    assert run.cases["test_upstream_mm[guard-regions]"].outcome == "known"
+    run.judge_known([])
+    case = run.cases["test_upstream_mm[guard-regions]"]
+    assert (case.outcome, case.message) == ("failed", "FAIL  guard_regions.anon.fork")
+
 def test_triage_groups_unknown_failures_and_writes_entries(tmp_path):
     from harness.results import triage
     cases = ''.join(
