@@ -94,6 +94,24 @@ def test_a_run_whose_failures_are_all_known_passes(request, tmp_path):
     assert res.returncode == 1 and "fails the run (--strict-known)" in res.stdout
 
 
+
+@pytest.mark.host_arch
+def test_an_entry_is_stale_only_where_its_test_ran_and_failed_otherwise(request, tmp_path):
+    """A test that skipped (a kernel without the driver) could not fail, so
+    its entry is not stale there; a test that failed some other way leaves
+    the entry unmatched: a warning that its match may be out of date."""
+    known = f"--known-issues={tmp_path / 'known.toml'}"
+    skips = ("import pytest\n\n\ndef test_known_warns(guest):\n"
+             "    pytest.skip('the kernel lacks kh_splat')\n")
+    res, cases = _inner(request, tmp_path, known, tests=skips)
+    assert res.returncode == 0 and cases["test_known_warns"].find("skipped") is not None
+    assert "stale?" not in res.stdout, res.stdout[-2000:]
+    fails = INNER.split("def test_new_failure")[0].split("def test_known_warns")[0] + \
+        "def test_known_warns(guest):\n    assert guest.read('/proc/sys/kernel/ostype') == ''\n"
+    res, _ = _inner(request, tmp_path, known, tests=fails)
+    assert res.returncode == 1
+    assert "warning: known issue splat-warns" in res.stdout and "stale?" in res.stdout
+
 RERUNS = '''
 from pathlib import Path
 
