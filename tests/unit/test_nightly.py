@@ -29,7 +29,9 @@ def test_the_projects_matrix_expands():
     built = next(j for j in jobs if j.source)
     assert built.kernel == "" and built.config == ("base", "debug-vm", "debuginfo", "drivers")
     newest = next(j for j in jobs if j.selftests_source)
-    assert newest.suite == ("mm-selftests",) and newest.selftests_source == "debian-source:7.3"
+    assert newest.suite == ("mm-selftests", "selftests:perf_events", "selftests:drivers/dma-buf",
+                            "selftests:vfio")
+    assert newest.selftests_source == "debian-source:7.3"
     assert {j.kernel for j in jobs if j.selftests_source} == {
         "debian:6.1", "debian:6.12", "debian:7.2", "debian:7.3"}
 
