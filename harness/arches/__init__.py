@@ -55,6 +55,10 @@ class Arch:
     # tables (NFIT) that describe one. None: QEMU's own tables do.
     pmem_firmware: str | None = None
     pmem_firmware_package: str = ""
+    # The module of the arch's legacy persistent memory (RAM the kernel's
+    # memmap=SIZE!START takes as pmem: the "e820" bus ndctl's dax tests
+    # use), loaded in a --pmem guest where the kernel has it; None: none.
+    pmem_legacy: str | None = None
     # The IOMMU a guest gets for vfio-pci (guest(viommu=True)), its driver
     # module where Debian builds it as one, and the kernel's options for it.
     viommu: str = "virtio-iommu-pci"

@@ -23,6 +23,7 @@ ARCH = Arch(
     boot_vmlinux=True,
     build_image="arch/x86/boot/bzImage",
     pmem_region="nfit",          # QEMU's nvdimm is described by ACPI's NFIT
+    pmem_legacy="nd_e820",       # memmap=SIZE!START: an e820 type-12 range
     # intel-iommu is built into Debian's kernels (virtio-iommu is a module
     # from 6.12); interrupt remapping wants a split irqchip, which TCG has not
     viommu="intel-iommu,intremap=off",

@@ -67,6 +67,12 @@ def wanted_modules(arch: Arch, devices: Collection[str] = ()) -> dict[str, str]:
     return out
 
 
+def optional_modules(arch: Arch, devices: Collection[str] = ()) -> tuple[str, ...]:
+    """The modules a guest of the arch loads where its kernel has them."""
+    legacy = (arch.pmem_legacy,) if "pmem" in devices and arch.pmem_legacy else ()
+    return (*OPTIONAL_MODULES, *legacy)
+
+
 @dataclass(frozen=True)
 class GuestModule:
     file: str
@@ -189,7 +195,8 @@ def build(kernel: Kernel, extra_modules: list[Path], helpers: list[Path], dest: 
           devices: Collection[str] = ()) -> Path:
     """The image of a guest with these optional devices: their modules, and
     for an NVDIMM Debian's ndctl, daxctl and mkfs tools (harness/vm/tools.py)."""
-    mods = kernel_modules(kernel, wanted_modules(kernel.arch, devices), OPTIONAL_MODULES)
+    mods = kernel_modules(kernel, wanted_modules(kernel.arch, devices), optional_modules(
+        kernel.arch, devices))
     tools = "pmem" in devices
     c = Cpio()
     for d in ("bin", "sbin", "usr", "usr/bin", "usr/sbin", "dev", "proc", "sys", "tmp",

@@ -47,6 +47,7 @@ PMEM_LABEL = 128 << 10     # the NVDIMM's label area: namespaces can be made and
 # not fitting the space the namespace keeps for them, and WARNs on the way out.
 PMEM_ALIGN = 128
 PMEM_MIN = 6 * PMEM_ALIGN  # MiB: room for the layout below
+PMEM_BUS = "ACPI.NFIT"           # the bus QEMU's NVDIMM is on (both arches' firmware)
 PMEM_DEVS = "/tmp/kh-pmem/dev"  # the layout's devices, a file a namespace
 # Where the fs-dax namespaces are mounted (ext4/, xfs/): on tmpfs, since
 # virtme-ng's root is read-only.
@@ -67,12 +68,13 @@ def pmem_commands(pmem_mb: int) -> list[str]:
     device (pmemN, daxN.M) written to PMEM_DEVS/<name>; the fs-dax ones
     given a filesystem and mounted -o dax under PMEM_ROOT."""
     # A new label area is blank: labels first, or the region is one
-    # label-less namespace that cannot be divided.
-    cmds = [f"mkdir -p {PMEM_DEVS}", "ndctl disable-region region0 2>/dev/null",
-            "ndctl init-labels -f nmem0 2>/dev/null",
-            "ndctl enable-region region0 2>/dev/null"]
+    # label-less namespace that cannot be divided. The NVDIMM's bus by name:
+    # x86_64's legacy pmem (memmap=) may be another bus, and come first.
+    cmds = [f"mkdir -p {PMEM_DEVS}", f"ndctl disable-region -b {PMEM_BUS} all 2>/dev/null",
+            f"ndctl init-labels -b {PMEM_BUS} -f all 2>/dev/null",
+            f"ndctl enable-region -b {PMEM_BUS} all 2>/dev/null"]
     for name, mode, size in pmem_layout(pmem_mb):
-        cmds.append(f"ndctl create-namespace -r region0 {mode} -s {size}M -n {name} | "
+        cmds.append(f"ndctl create-namespace -b {PMEM_BUS} {mode} -s {size}M -n {name} | "
                     f"tr -d ' \\n\\t' | sed -nE 's/.*\"(blockdev|chardev)\":\"([^\"]*)\".*/\\2/p'"
                     f" > {PMEM_DEVS}/{name} && test -s {PMEM_DEVS}/{name}")
     # Allocations in 2 MiB stripes, so that files' blocks can back PMD
