@@ -23,6 +23,8 @@ packages=(
 	zstd xz-utils cpio util-linux      # images and chroot builds
 	udev                               # virtme-ng's init needs it
 	ccache flex bison libelf-dev libssl-dev patch  # kernel builds from source
+	meson ninja-build pkg-config libkmod-dev libudev-dev uuid-dev libjson-c-dev \
+		libiniparser-dev libkeyutils-dev  # ndctl's dax tests (--suite ndctl)
 	python3-venv
 	rsync                              # gitlab-ci-local (the pipeline test)
 	dropbear-bin openssh-client        # the sshd guest of the SSH target tests

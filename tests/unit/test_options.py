@@ -299,7 +299,7 @@ def test_suites_are_the_folders_of_the_kernel_suite():
     from harness.resources import data, suites
     from harness.suites import suite_paths
     folder = data("suite")
-    assert suites() == ("harness", "mm-selftests", "scenarios", "selftests")
+    assert suites() == ("harness", "mm-selftests", "ndctl", "scenarios", "selftests")
     assert options.SUITES == (*suites(), "all")
     assert suite_paths(["scenarios"]) == [str(folder / "scenarios")]
     assert suite_paths(["mm-selftests", "harness"]) == [str(folder / "mm-selftests"),
