@@ -20,6 +20,7 @@ import pytest
 
 from harness.errors import KhError
 from harness.kbuild import ndctl
+from harness.results.matrix import BESIDE
 from harness.vm.machine import PMEM_MIN, PMEM_ROOT
 
 # --pmem brings the pmem modules (the arch's legacy one, nd_e820, among
@@ -29,6 +30,8 @@ pytestmark = [pytest.mark.qemu, pytest.mark.guest(**LEGACY_PMEM)]
 TIMEOUT = 900       # device-dax writes and reads 2 GiB under TCG at 1 GiB alignment
 SKIP = 77           # ndctl's tests' exit status for a skip
 E820 = "/sys/devices/platform/e820_pmem"
+# The matrix row each sits beside: the scenario of the same driver.
+BESIDE_SCENARIO = {"dax-dev": "DD1", "device-dax": "DD1", "revoke_devmem": "DM1"}
 
 
 @pytest.fixture(scope="session")
@@ -47,7 +50,8 @@ def ndctl_tests(kh_pool) -> ndctl.NdctlTests:
 
 
 @pytest.mark.parametrize("name", ndctl.TESTS)
-def test_ndctl_dax(name, ndctl_tests, guest):
+def test_ndctl_dax(name, ndctl_tests, guest, request):
+    request.node.user_properties.append((BESIDE, BESIDE_SCENARIO[name]))
     if guest.run(["test", "-d", E820]).status != 0:
         pytest.skip(f"no e820 pmem in the guest: its kernel lacks CONFIG_X86_PMEM_LEGACY "
                     f"or did not take {LEGACY_PMEM['append']}")
