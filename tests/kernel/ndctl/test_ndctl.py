@@ -16,6 +16,8 @@ why they do not here.
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from harness.errors import KhError
@@ -55,6 +57,11 @@ def test_ndctl_dax(name, ndctl_tests, guest, request):
     if guest.run(["test", "-d", E820]).status != 0:
         pytest.skip(f"no e820 pmem in the guest: its kernel lacks CONFIG_X86_PMEM_LEGACY "
                     f"or did not take {LEGACY_PMEM['append']}")
+    # Each starts from the namespace as it boots, raw, whatever a test before
+    # it in this guest (--fresh module or session) left it as.
+    listed = json.loads(guest.run(["ndctl", "list", "-b", "e820", "-N"], check=True).stdout)
+    for ns in listed if isinstance(listed, list) else [listed]:
+        guest.run(["ndctl", "create-namespace", "-f", "-e", ns["dev"], "-m", "raw"], check=True)
     dest = f"/root/ndctl/{name}"
     guest.put(ndctl_tests.path(name), dest, 0o755)
     # device-dax's O_DIRECT file goes where it runs: not on the guest's
