@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from conftest import PMEM_NEEDS, guest_if_kernel_has
 
 from harness.errors import KhError
 from harness.kbuild import ndctl
@@ -32,6 +33,7 @@ pytestmark = [pytest.mark.qemu, pytest.mark.guest(**LEGACY_PMEM)]
 TIMEOUT = 900       # device-dax writes and reads 2 GiB under TCG at 1 GiB alignment
 SKIP = 77           # ndctl's tests' exit status for a skip
 E820 = "/sys/devices/platform/e820_pmem"
+NEEDS = (*PMEM_NEEDS, "CONFIG_X86_PMEM_LEGACY")     # legacy pmem: the e820 bus
 # The matrix row each sits beside: the scenario of the same driver.
 BESIDE_SCENARIO = {"dax-dev": "DD1", "device-dax": "DD1", "revoke_devmem": "DM1"}
 
@@ -45,18 +47,18 @@ def ndctl_tests(kh_pool) -> ndctl.NdctlTests:
     try:
         with kh_pool.uncaptured():
             return ndctl.build(arch)
-    except ndctl.Unbuildable as e:
+    except ndctl.Unbuildable as e:     # a guest of another arch than the host's
         pytest.skip(str(e))
     except KhError as e:
         pytest.fail(f"ndctl's tests could not be built: {e}", pytrace=False)
 
 
 @pytest.mark.parametrize("name", ndctl.TESTS)
-def test_ndctl_dax(name, ndctl_tests, guest, request):
+def test_ndctl_dax(name, ndctl_tests, request):
     request.node.user_properties.append((BESIDE, BESIDE_SCENARIO[name]))
-    if guest.run(["test", "-d", E820]).status != 0:
-        pytest.skip(f"no e820 pmem in the guest: its kernel lacks CONFIG_X86_PMEM_LEGACY "
-                    f"or did not take {LEGACY_PMEM['append']}")
+    guest = guest_if_kernel_has(request, NEEDS)
+    assert guest.run(["test", "-d", E820]).status == 0, \
+        f"no e820 pmem in the guest, though its kernel has {NEEDS[-1]} and {LEGACY_PMEM['append']}"
     # Each starts from the namespace as it boots, raw, whatever a test before
     # it in this guest (--fresh module or session) left it as.
     listed = json.loads(guest.run(["ndctl", "list", "-b", "e820", "-N"], check=True).stdout)
