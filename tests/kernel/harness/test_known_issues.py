@@ -94,7 +94,6 @@ def test_a_run_whose_failures_are_all_known_passes(request, tmp_path):
     assert res.returncode == 1 and "fails the run (--strict-known)" in res.stdout
 
 
-
 @pytest.mark.host_arch
 def test_an_entry_is_stale_only_where_its_test_ran_and_failed_otherwise(request, tmp_path):
     """A test that skipped (a kernel without the driver) could not fail, so
@@ -111,6 +110,7 @@ def test_an_entry_is_stale_only_where_its_test_ran_and_failed_otherwise(request,
     res, _ = _inner(request, tmp_path, known, tests=fails)
     assert res.returncode == 1
     assert "warning: known issue splat-warns" in res.stdout and "stale?" in res.stdout
+
 
 RERUNS = '''
 from pathlib import Path
