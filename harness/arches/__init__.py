@@ -16,10 +16,11 @@ from dataclasses import dataclass
 
 from harness.errors import UsageError
 
-# vfio's type1 backend wants interrupt remapping, which QEMU's intel-iommu
-# has only with a split irqchip (KVM) and virtio-iommu not at all; the
-# scenarios take no interrupts from the device.
-UNSAFE_INTERRUPTS = "vfio_iommu_type1.allow_unsafe_interrupts=1"
+# vfio's type1 backend and iommufd want interrupt remapping, which QEMU's
+# intel-iommu has only with a split irqchip (KVM) and virtio-iommu not at
+# all; the scenarios take no interrupts from the device.
+UNSAFE_INTERRUPTS = ("vfio_iommu_type1.allow_unsafe_interrupts=1",
+                     "iommufd.allow_unsafe_interrupts=1")
 
 
 @dataclass(frozen=True)
@@ -63,7 +64,7 @@ class Arch:
     # module where Debian builds it as one, and the kernel's options for it.
     viommu: str = "virtio-iommu-pci"
     viommu_module: str = "virtio_iommu"
-    viommu_append: tuple[str, ...] = ("iommu.passthrough=1", UNSAFE_INTERRUPTS)
+    viommu_append: tuple[str, ...] = ("iommu.passthrough=1", *UNSAFE_INTERRUPTS)
     viommu_config: str = "CONFIG_VIRTIO_IOMMU"     # the kernel option of its driver
     # Debian's kernel flavours of this arch, the default first (a spec names
     # another: debian:6.12-armmp-lpae); empty: one, named as the arch.

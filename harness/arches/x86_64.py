@@ -29,5 +29,5 @@ ARCH = Arch(
     viommu="intel-iommu,intremap=off",
     viommu_module="",
     viommu_config="CONFIG_INTEL_IOMMU",
-    viommu_append=("intel_iommu=on", "iommu=pt", UNSAFE_INTERRUPTS),
+    viommu_append=("intel_iommu=on", "iommu=pt", *UNSAFE_INTERRUPTS),
 )
